@@ -1,0 +1,40 @@
+// CPU backend: memory (64-byte aligned, so any SIMD width can use aligned loads) and the
+// singleton.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "cpu_backend.hpp"
+
+namespace nnops::detail {
+
+void* CpuBackend::allocate(size_t bytes) {
+  constexpr size_t kAlignment = 64;
+  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void* ptr = rounded < bytes ? nullptr : std::aligned_alloc(kAlignment, rounded);
+  if (ptr == nullptr) {
+    throw Error("nnops: out of host memory allocating " + std::to_string(bytes) + " bytes");
+  }
+  return ptr;
+}
+
+void CpuBackend::deallocate(void* ptr) noexcept { std::free(ptr); }
+
+void CpuBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {
+  std::memcpy(dst, host_src, bytes);
+}
+void CpuBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  std::memcpy(host_dst, src, bytes);
+}
+void CpuBackend::copy_within(void* dst, const void* src, size_t bytes) {
+  std::memmove(dst, src, bytes);
+}
+void CpuBackend::fill_zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+
+Backend& cpu_backend() {
+  static CpuBackend backend;
+  return backend;
+}
+
+}  // namespace nnops::detail

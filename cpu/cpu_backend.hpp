@@ -1,0 +1,80 @@
+// The CPU backend: OpenMP over rows and blocks, loops the compiler vectorizes, and a packed
+// GEMM whose micro-kernel is chosen at run time (AVX2+FMA when the CPU has it).
+#pragma once
+
+#include "../dispatch/backend.hpp"
+
+namespace nnops::detail {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+
+  void* allocate(size_t bytes) override;
+  void deallocate(void* ptr) noexcept override;
+  void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  void copy_within(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(void* dst, size_t bytes) override;
+
+  void gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+            const GemmOptions& options) override;
+  void linear_forward(float* y, const float* x, const float* w, const float* bias, int64_t rows,
+                      int64_t in, int64_t out) override;
+  void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                       const float* dy, int64_t rows, int64_t in, int64_t out) override;
+
+  void activation_forward(float* y, const float* x, int64_t n, Activation activation,
+                          float negative_slope) override;
+  void activation_backward(float* dx, const float* x, const float* dy, int64_t n,
+                           Activation activation, float negative_slope) override;
+  void softmax_forward(float* y, const float* x, int64_t rows, int64_t cols, bool log) override;
+  void softmax_backward(float* dx, const float* y, const float* dy, int64_t rows, int64_t cols,
+                        bool log) override;
+
+  void mse_loss(float* loss, float* grad, const float* pred, const float* target, int64_t n,
+                Reduction reduction) override;
+  void cross_entropy_loss(float* loss, float* grad, const float* logits, const int32_t* targets,
+                          int64_t rows, int64_t classes, Reduction reduction,
+                          float label_smoothing, int32_t ignore_index) override;
+  void kd_loss(float* loss, float* grad, const float* student, const float* teacher,
+               int64_t rows, int64_t classes, float temperature) override;
+
+  void adam_step(const AdamTensor* tensors, int64_t count) override;
+  void sgd_step(float* param, const float* grad, float* momentum_buffer, const uint8_t* mask,
+                int64_t n, const SgdScalars& scalars) override;
+  double sum_squares(const float* x, int64_t n) override;
+  void scale(float* x, int64_t n, float factor) override;
+
+  void prune_unstructured(uint8_t* const* masks, const float* const* ws, const int64_t* sizes,
+                          int64_t tensor_count, int64_t k) override;
+  void prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
+                           int64_t inner, int p, int64_t k) override;
+  void prune_nm(uint8_t* mask, const float* w, int64_t groups, int n, int m) override;
+  void apply_mask(float* w, const uint8_t* mask, int64_t n) override;
+  int64_t count_nonzero(const uint8_t* mask, int64_t n) override;
+
+  void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
+  void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;
+};
+
+// Row-major single-precision GEMM used by the CPU entries (c = alpha*op(a)*op(b) + beta*c).
+void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, const float* b, float beta, float* c);
+
+// For a row x[0, cols) scaled by `scale`: its max and log(sum(exp(scale*x - max))), the sum
+// taken in double. log p[c] = (scale*x[c] - max) - log_sum stays accurate for logits of any
+// magnitude. Shared by softmax and the losses.
+void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, float& log_sum_out);
+
+// Which GEMM micro-kernel runs. Auto picks AVX2+FMA when the CPU supports it; tests force each
+// path the machine supports. NNOPS_CPU_ISA=generic|avx2 sets the initial choice.
+enum class CpuIsa { Auto, Generic, AVX2 };
+void set_cpu_isa(CpuIsa isa);
+CpuIsa active_cpu_isa();  // Generic or AVX2, after resolving Auto
+bool cpu_supports_avx2();
+
+// Work below this many operations stays on one thread (OpenMP start-up costs more).
+constexpr int64_t kParallelThreshold = 1 << 15;
+
+}  // namespace nnops::detail

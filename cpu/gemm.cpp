@@ -1,0 +1,232 @@
+// CPU GEMM after BLIS / Goto: op(b) is packed into NR-wide panels and op(a) into MR-tall panels
+// (edges zero-padded), and an MR x NR register-blocked micro-kernel runs over them. The
+// micro-kernel is one portable loop nest compiled twice, for baseline x86-64 and for AVX2+FMA,
+// and picked at run time. With beta == 0, c is never read.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "cpu_backend.hpp"
+
+namespace nnops::detail {
+
+namespace {
+
+constexpr int kMR = 6;     // 6 x 16 accumulators = 12 AVX2 registers
+constexpr int kNR = 16;
+constexpr int64_t kKC = 256;   // a 6 x 256 A panel (6 KiB) and 256 x 16 B panel (16 KiB) fit L1/L2
+constexpr int64_t kMC = 96;    // A block of 96 x 256 floats (96 KiB) stays in L2
+constexpr int64_t kNC = 2048;  // B block of 256 x 2048 floats (2 MiB) lives in L3
+
+#if defined(__GNUC__)
+#define NNOPS_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define NNOPS_ALWAYS_INLINE inline
+#endif
+
+// c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c; only the valid mr x nr
+// corner is written. beta == 0 writes without reading c.
+NNOPS_ALWAYS_INLINE void micro_kernel_body(int64_t kc, const float* __restrict a,
+                                           const float* __restrict b, float* c, int64_t ldc,
+                                           float alpha, float beta, int mr, int nr) {
+  float acc[kMR][kNR] = {};
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* ap = a + p * kMR;
+    const float* bp = b + p * kNR;
+#pragma GCC unroll 6
+    for (int i = 0; i < kMR; ++i) {
+      const float ai = ap[i];
+#pragma GCC unroll 16
+      for (int j = 0; j < kNR; ++j) acc[i][j] += ai * bp[j];
+    }
+  }
+  for (int i = 0; i < mr; ++i) {
+    float* ci = c + i * ldc;
+    if (beta == 0.0f) {
+      for (int j = 0; j < nr; ++j) ci[j] = alpha * acc[i][j];
+    } else {
+      for (int j = 0; j < nr; ++j) ci[j] = alpha * acc[i][j] + beta * ci[j];
+    }
+  }
+}
+
+void micro_kernel_generic(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                          float alpha, float beta, int mr, int nr) {
+  micro_kernel_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* a,
+                                                           const float* b, float* c, int64_t ldc,
+                                                           float alpha, float beta, int mr,
+                                                           int nr) {
+  micro_kernel_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+#endif
+
+using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float,
+                             int, int);
+
+CpuIsa isa_from_env() {
+  const char* env = std::getenv("NNOPS_CPU_ISA");
+  if (env && std::strcmp(env, "generic") == 0) return CpuIsa::Generic;
+  if (env && std::strcmp(env, "avx2") == 0) return CpuIsa::AVX2;
+  return CpuIsa::Auto;
+}
+
+std::atomic<CpuIsa>& requested_isa() {
+  static std::atomic<CpuIsa> isa{isa_from_env()};
+  return isa;
+}
+
+MicroKernel select_micro_kernel() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (active_cpu_isa() == CpuIsa::AVX2) return micro_kernel_avx2;
+#endif
+  return micro_kernel_generic;
+}
+
+// op(a)[i, p] for rows [i0, i0+mc) and depth [p0, p0+kc) into MR-tall panels, zero-padded.
+void pack_a(float* dst, const float* a, bool trans, int64_t m, int64_t k, int64_t i0,
+            int64_t mc, int64_t p0, int64_t kc, int64_t panel) {
+  float* out = dst + panel * kMR * kc;
+  const int64_t row0 = i0 + panel * kMR;
+  const int64_t rows = std::min<int64_t>(kMR, i0 + mc - row0);
+  for (int64_t p = 0; p < kc; ++p) {
+    for (int64_t i = 0; i < kMR; ++i) {
+      float v = 0.0f;
+      if (i < rows) v = trans ? a[(p0 + p) * m + row0 + i] : a[(row0 + i) * k + p0 + p];
+      out[p * kMR + i] = v;
+    }
+  }
+}
+
+// op(b)[p, j] for depth [p0, p0+kc) and columns [j0, j0+nc) into NR-wide panels, zero-padded.
+void pack_b(float* dst, const float* b, bool trans, int64_t n, int64_t k, int64_t p0, int64_t kc,
+            int64_t j0, int64_t nc, int64_t panel) {
+  float* out = dst + panel * kNR * kc;
+  const int64_t col0 = j0 + panel * kNR;
+  const int64_t cols = std::min<int64_t>(kNR, j0 + nc - col0);
+  for (int64_t p = 0; p < kc; ++p) {
+    float* o = out + p * kNR;
+    if (!trans) {
+      const float* src = b + (p0 + p) * n + col0;
+      for (int64_t j = 0; j < cols; ++j) o[j] = src[j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) o[j] = b[(col0 + j) * k + p0 + p];
+    }
+    for (int64_t j = cols; j < kNR; ++j) o[j] = 0.0f;
+  }
+}
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+std::unique_ptr<float, AlignedFree> aligned_floats(int64_t count) {
+  const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
+  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!p) throw Error("nnops::matmul: out of host memory for packing buffers");
+  return std::unique_ptr<float, AlignedFree>(p);
+}
+
+}  // namespace
+
+bool cpu_supports_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+#else
+  return false;
+#endif
+}
+
+void set_cpu_isa(CpuIsa isa) { requested_isa().store(isa); }
+
+CpuIsa active_cpu_isa() {
+  const CpuIsa isa = requested_isa().load();
+  if (isa == CpuIsa::Generic) return CpuIsa::Generic;
+  return cpu_supports_avx2() ? CpuIsa::AVX2 : CpuIsa::Generic;
+}
+
+void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, const float* b, float beta, float* c) {
+  if (m == 0 || n == 0) return;
+  if (k == 0 || alpha == 0.0f) {
+    // Nothing to multiply: c = beta * c, and beta == 0 must not read c.
+    for (int64_t i = 0; i < m * n; ++i) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
+    return;
+  }
+  const MicroKernel kernel = select_micro_kernel();
+  const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
+  const int64_t kc_max = std::min(kKC, k);
+  const int64_t mc_max = std::min(kMC, (m + kMR - 1) / kMR * kMR);
+  auto b_pack = aligned_floats(nc_max * kc_max);
+  auto a_pack = aligned_floats(mc_max * kc_max);
+  const bool parallel = m * n * k >= kParallelThreshold && omp_get_max_threads() > 1;
+
+#pragma omp parallel if (parallel)
+  for (int64_t jc = 0; jc < n; jc += kNC) {
+    const int64_t nc = std::min(kNC, n - jc);
+    const int64_t b_panels = (nc + kNR - 1) / kNR;
+    for (int64_t pc = 0; pc < k; pc += kKC) {
+      const int64_t kc = std::min(kKC, k - pc);
+      const float beta_here = pc == 0 ? beta : 1.0f;  // later depth blocks accumulate
+#pragma omp for schedule(static)
+      for (int64_t jp = 0; jp < b_panels; ++jp) pack_b(b_pack.get(), b, trans_b, n, k, pc, kc, jc, nc, jp);
+      for (int64_t ic = 0; ic < m; ic += kMC) {
+        const int64_t mc = std::min(kMC, m - ic);
+        const int64_t a_panels = (mc + kMR - 1) / kMR;
+#pragma omp for schedule(static)
+        for (int64_t ip = 0; ip < a_panels; ++ip) pack_a(a_pack.get(), a, trans_a, m, k, ic, mc, pc, kc, ip);
+        // Threads split the column panels; each B panel stays in its core's L1 across the A
+        // panels of the block. The implicit barrier keeps a_pack alive until all are done.
+#pragma omp for schedule(static)
+        for (int64_t jp = 0; jp < b_panels; ++jp) {
+          const int nr = static_cast<int>(std::min<int64_t>(kNR, nc - jp * kNR));
+          for (int64_t ip = 0; ip < a_panels; ++ip) {
+            const int mr = static_cast<int>(std::min<int64_t>(kMR, mc - ip * kMR));
+            kernel(kc, a_pack.get() + ip * kMR * kc, b_pack.get() + jp * kNR * kc,
+                   c + (ic + ip * kMR) * n + jc + jp * kNR, n, alpha, beta_here, mr, nr);
+          }
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+                      const GemmOptions& options) {
+  cpu_sgemm(options.trans_a, options.trans_b, m, n, k, options.alpha, a, b, options.beta, c);
+}
+
+void CpuBackend::linear_forward(float* y, const float* x, const float* w, const float* bias,
+                                int64_t rows, int64_t in, int64_t out) {
+  // Broadcast the bias into y, then accumulate x * w^T on top of it (beta = 1).
+  if (bias) {
+#pragma omp parallel for if (rows * out >= kParallelThreshold)
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, sizeof(float) * out);
+  }
+  cpu_sgemm(false, true, rows, out, in, 1.0f, x, w, bias ? 1.0f : 0.0f, y);
+}
+
+void CpuBackend::linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                                 const float* dy, int64_t rows, int64_t in, int64_t out) {
+  if (dx) cpu_sgemm(false, false, rows, in, out, 1.0f, dy, w, 0.0f, dx);  // [rows,out]*[out,in]
+  cpu_sgemm(true, false, out, in, rows, 1.0f, dy, x, 0.0f, dw);           // [out,rows]*[rows,in]
+  if (db) {
+    // Column sums of dy, accumulated in double so long batches lose nothing.
+#pragma omp parallel for if (rows * out >= kParallelThreshold)
+    for (int64_t o = 0; o < out; ++o) {
+      double sum = 0.0;
+      for (int64_t r = 0; r < rows; ++r) sum += dy[r * out + o];
+      db[o] = static_cast<float>(sum);
+    }
+  }
+}
+
+}  // namespace nnops::detail

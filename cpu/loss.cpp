@@ -1,0 +1,92 @@
+// CPU losses: MSE, cross-entropy (label smoothing, ignore_index) and knowledge distillation,
+// each writing the loss and its gradient in one pass. Sums are taken in double.
+#include <cmath>
+#include <limits>
+
+#include "cpu_backend.hpp"
+
+namespace nnops::detail {
+
+void CpuBackend::mse_loss(float* loss, float* grad, const float* pred, const float* target,
+                          int64_t n, Reduction reduction) {
+  const double denom = reduction == Reduction::Mean ? static_cast<double>(n) : 1.0;
+  const float grad_scale = static_cast<float>(2.0 / denom);
+  double sum = 0.0;
+#pragma omp parallel for reduction(+ : sum) if (n >= kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = pred[i] - target[i];
+    sum += static_cast<double>(d) * d;
+    if (grad) grad[i] = grad_scale * d;
+  }
+  *loss = static_cast<float>(sum / denom);  // Mean of nothing is NaN, as in PyTorch
+}
+
+void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logits,
+                                    const int32_t* targets, int64_t rows, int64_t classes,
+                                    Reduction reduction, float label_smoothing,
+                                    int32_t ignore_index) {
+  int64_t kept = 0;
+  for (int64_t r = 0; r < rows; ++r) kept += targets[r] != ignore_index;
+  const double denom = reduction == Reduction::Mean ? static_cast<double>(kept) : 1.0;
+  const float scale = static_cast<float>(1.0 / denom);
+  const float e = label_smoothing;
+  const float smooth = e / static_cast<float>(classes);
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) if (rows * classes >= kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * classes;
+    float* g = grad ? grad + r * classes : nullptr;
+    const int32_t y = targets[r];
+    if (y == ignore_index) {
+      if (g) for (int64_t c = 0; c < classes; ++c) g[c] = 0.0f;
+      continue;
+    }
+    float mx, log_sum;
+    row_logsumexp(x, classes, 1.0f, mx, log_sum);
+    // -log p[c] = log_sum - (x[c] - max); its mean over c is log_sum - mean(x - max).
+    double row = (1.0 - e) * (static_cast<double>(log_sum) - (x[y] - mx));
+    if (e != 0.0f) {
+      double sum_shifted = 0.0;
+      for (int64_t c = 0; c < classes; ++c) sum_shifted += x[c] - mx;
+      row += e * (static_cast<double>(log_sum) - sum_shifted / static_cast<double>(classes));
+    }
+    total += row;
+    if (g) {
+      const float inv_sum = std::exp(-log_sum);
+      for (int64_t c = 0; c < classes; ++c) {
+        const float target_prob = (c == y ? 1.0f - e : 0.0f) + smooth;
+        g[c] = scale * (std::exp(x[c] - mx) * inv_sum - target_prob);
+      }
+    }
+  }
+  *loss = kept == 0 && reduction == Reduction::Mean ? std::numeric_limits<float>::quiet_NaN()
+                                                    : static_cast<float>(total / denom);
+}
+
+void CpuBackend::kd_loss(float* loss, float* grad, const float* student, const float* teacher,
+                         int64_t rows, int64_t classes, float temperature) {
+  const float inv_t = 1.0f / temperature;
+  const float grad_scale = temperature / static_cast<float>(rows);
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) if (rows * classes >= kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = student + r * classes;
+    const float* t = teacher + r * classes;
+    float mx_s, log_sum_s, mx_t, log_sum_t;
+    row_logsumexp(s, classes, inv_t, mx_s, log_sum_s);
+    row_logsumexp(t, classes, inv_t, mx_t, log_sum_t);
+    double row = 0.0;
+    for (int64_t c = 0; c < classes; ++c) {
+      const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
+      const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
+      const float pt = std::exp(log_pt);
+      if (pt > 0.0f) row += static_cast<double>(pt) * (static_cast<double>(log_pt) - log_ps);
+      if (grad) grad[r * classes + c] = grad_scale * (std::exp(log_ps) - pt);
+    }
+    total += row;
+  }
+  const double t2 = static_cast<double>(temperature) * temperature;
+  *loss = static_cast<float>(t2 * total / static_cast<double>(rows));
+}
+
+}  // namespace nnops::detail

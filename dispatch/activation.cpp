@@ -1,0 +1,94 @@
+// Validation and dispatch for element-wise activations and softmax / log_softmax.
+#include "nnops/activation.hpp"
+
+#include "backend.hpp"
+#include "check.hpp"
+
+namespace nnops {
+
+const char* to_string(Activation activation) {
+  switch (activation) {
+    case Activation::ReLU: return "relu";
+    case Activation::LeakyReLU: return "leaky_relu";
+    case Activation::GELU: return "gelu";
+    case Activation::GELUTanh: return "gelu_tanh";
+    case Activation::SiLU: return "silu";
+    case Activation::Sigmoid: return "sigmoid";
+    case Activation::Tanh: return "tanh";
+  }
+  return "?";
+}
+
+namespace {
+
+void check_activation(detail::ArgCheck& check, Activation activation, float negative_slope) {
+  const int a = static_cast<int>(activation);
+  if (a < static_cast<int>(Activation::ReLU) || a > static_cast<int>(Activation::Tanh)) {
+    check.fail_with("activation ", a, " is not a valid nnops::Activation");
+  }
+  check.option_finite("negative_slope", negative_slope);
+}
+
+}  // namespace
+
+void activation_forward(Activation activation, const Tensor& x, Tensor& y, float negative_slope) {
+  detail::ArgCheck check("nnops::activation_forward");
+  check.tensor("x", x, DType::F32).tensor("y", y, DType::F32).same_shape("x", x, "y", y);
+  check_activation(check, activation, negative_slope);
+  if (x.numel() == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .activation_forward(y.data<float>(), x.data<float>(), x.numel(), activation, negative_slope);
+}
+
+void activation_backward(Activation activation, const Tensor& x, const Tensor& dy, Tensor& dx,
+                         float negative_slope) {
+  detail::ArgCheck check("nnops::activation_backward");
+  check.tensor("x", x, DType::F32).tensor("dy", dy, DType::F32).tensor("dx", dx, DType::F32);
+  check.same_shape("x", x, "dy", dy).same_shape("x", x, "dx", dx);
+  check_activation(check, activation, negative_slope);
+  if (x.numel() == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .activation_backward(dx.data<float>(), x.data<float>(), dy.data<float>(), x.numel(),
+                           activation, negative_slope);
+}
+
+namespace {
+
+void softmax_forward_impl(const char* fn, const Tensor& x, Tensor& y, bool log) {
+  detail::ArgCheck check(fn);
+  check.tensor("x", x, DType::F32).tensor("y", y, DType::F32).min_ndim("x", x, 1);
+  check.same_shape("x", x, "y", y);
+  const int64_t cols = x.dim(-1);
+  if (x.numel() == 0) return;
+  detail::backend_for(check.device(), fn)
+      .softmax_forward(y.data<float>(), x.data<float>(), x.numel() / cols, cols, log);
+}
+
+void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
+  detail::ArgCheck check(fn);
+  check.tensor("y", y, DType::F32).tensor("dy", dy, DType::F32).tensor("dx", dx, DType::F32);
+  check.min_ndim("y", y, 1).same_shape("y", y, "dy", dy).same_shape("y", y, "dx", dx);
+  if (dx.raw_data() == y.raw_data() && y.numel() > 0) check.fail("dx must not alias y");
+  const int64_t cols = y.dim(-1);
+  if (y.numel() == 0) return;
+  detail::backend_for(check.device(), fn)
+      .softmax_backward(dx.data<float>(), y.data<float>(), dy.data<float>(), y.numel() / cols,
+                        cols, log);
+}
+
+}  // namespace
+
+void softmax_forward(const Tensor& x, Tensor& y) {
+  softmax_forward_impl("nnops::softmax_forward", x, y, false);
+}
+void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  softmax_backward_impl("nnops::softmax_backward", y, dy, dx, false);
+}
+void log_softmax_forward(const Tensor& x, Tensor& y) {
+  softmax_forward_impl("nnops::log_softmax_forward", x, y, true);
+}
+void log_softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  softmax_backward_impl("nnops::log_softmax_backward", y, dy, dx, true);
+}
+
+}  // namespace nnops

@@ -1,0 +1,107 @@
+// The backend interface: one entry per op, taking raw pointers and sizes that dispatch/ has
+// already validated. The CPU backend overrides every entry; a backend that lacks an op inherits
+// the default, which throws "not implemented on <device>".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "nnops/activation.hpp"
+#include "nnops/gemm.hpp"
+#include "nnops/loss.hpp"
+#include "nnops/detail/optim_math.hpp"
+
+namespace nnops::detail {
+
+// One parameter tensor of a (multi-tensor) Adam step; pointers live on the backend's device.
+struct AdamTensor {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  float* max_exp_avg_sq;  // null unless amsgrad
+  const uint8_t* mask;    // null: no mask
+  int64_t n;
+  AdamScalars scalars;    // per tensor: each parameter has its own step count
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // Memory. allocate throws nnops::Error (with the byte count) when memory runs out.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr) noexcept = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy_within(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
+  virtual void synchronize() {}
+
+  // GEMM on contiguous row-major matrices: c[m, n] = alpha * op(a)[m, k] * op(b)[k, n] + beta * c.
+  // With beta == 0, c is not read.
+  virtual void gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+                    const GemmOptions& options);
+  // y[rows, out] = x[rows, in] * w[out, in]^T + bias
+  virtual void linear_forward(float* y, const float* x, const float* w, const float* bias,
+                              int64_t rows, int64_t in, int64_t out);
+  virtual void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                               const float* dy, int64_t rows, int64_t in, int64_t out);
+
+  virtual void activation_forward(float* y, const float* x, int64_t n, Activation activation,
+                                  float negative_slope);
+  virtual void activation_backward(float* dx, const float* x, const float* dy, int64_t n,
+                                   Activation activation, float negative_slope);
+
+  // Row-wise over [rows, cols].
+  virtual void softmax_forward(float* y, const float* x, int64_t rows, int64_t cols, bool log);
+  virtual void softmax_backward(float* dx, const float* y, const float* dy, int64_t rows,
+                                int64_t cols, bool log);
+
+  // Losses write the scalar loss to *loss (device memory) and, if grad is not null, the gradient.
+  virtual void mse_loss(float* loss, float* grad, const float* pred, const float* target,
+                        int64_t n, Reduction reduction);
+  virtual void cross_entropy_loss(float* loss, float* grad, const float* logits,
+                                  const int32_t* targets, int64_t rows, int64_t classes,
+                                  Reduction reduction, float label_smoothing,
+                                  int32_t ignore_index);
+  virtual void kd_loss(float* loss, float* grad, const float* student, const float* teacher,
+                       int64_t rows, int64_t classes, float temperature);
+
+  virtual void adam_step(const AdamTensor* tensors, int64_t count);
+  virtual void sgd_step(float* param, const float* grad, float* momentum_buffer,
+                        const uint8_t* mask, int64_t n, const SgdScalars& scalars);
+  virtual double sum_squares(const float* x, int64_t n);
+  virtual void scale(float* x, int64_t n, float factor);
+
+  // Pruning. Each returns the mask updated in place; `k` entries among those kept are pruned.
+  // Unstructured, possibly over several tensors ranked together (global pruning).
+  virtual void prune_unstructured(uint8_t* const* masks, const float* const* ws,
+                                  const int64_t* sizes, int64_t tensor_count, int64_t k);
+  // Structured: w viewed as [outer, slices, inner] along the pruned dim; prune k slices.
+  virtual void prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
+                                   int64_t inner, int p, int64_t k);
+  virtual void prune_nm(uint8_t* mask, const float* w, int64_t groups, int n, int m);
+  virtual void apply_mask(float* w, const uint8_t* mask, int64_t n);
+  virtual int64_t count_nonzero(const uint8_t* mask, int64_t n);
+
+  virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);
+  virtual void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed);
+
+ protected:
+  [[noreturn]] void not_implemented(const char* op) const;
+};
+
+Backend& cpu_backend();
+// The CUDA backend; throws nnops::Error when CUDA is not built in or no GPU is usable.
+Backend& cuda_backend();
+Backend& backend_for(Device device, const char* fn);
+
+#ifdef NNOPS_WITH_CUDA
+// Defined in cuda/: probes the device once (catching every failure) and returns the backend,
+// or null when no GPU is usable.
+Backend* cuda_backend_or_null();
+#endif
+
+}  // namespace nnops::detail

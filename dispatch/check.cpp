@@ -1,0 +1,72 @@
+// Argument validation helpers (see check.hpp).
+#include "check.hpp"
+
+#include <cmath>
+
+namespace nnops::detail {
+
+ArgCheck& ArgCheck::tensor(const char* name, const Tensor* t, DType dtype) {
+  if (t == nullptr) fail_with(name, " is null");
+  if (!t->defined()) fail_with(name, " is an undefined tensor");
+  if (t->dtype() != dtype) {
+    fail_with(name, " has dtype ", to_string(t->dtype()), " but ", to_string(dtype), " is required");
+  }
+  if (device_from_ == nullptr) {
+    device_ = t->device();
+    device_from_ = name;
+  } else if (t->device() != device_) {
+    fail_with(name, " is on ", to_string(t->device()), " but ", device_from_, " is on ",
+              to_string(device_), " (all tensors of one call must share a device)");
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::ndim(const char* name, const Tensor& t, int expected) {
+  if (t.ndim() != expected) {
+    fail_with(name, " is ", shape_to_string(t.shape()), " but must have ", expected,
+              " dimension", expected == 1 ? "" : "s");
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::min_ndim(const char* name, const Tensor& t, int expected) {
+  if (t.ndim() < expected) {
+    fail_with(name, " is ", shape_to_string(t.shape()), " but must have at least ", expected,
+              " dimension", expected == 1 ? "" : "s");
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::same_shape(const char* name_a, const Tensor& a, const char* name_b,
+                               const Tensor& b) {
+  if (a.shape() != b.shape()) {
+    fail_with(name_a, " is ", shape_to_string(a.shape()), " but ", name_b, " is ",
+              shape_to_string(b.shape()), " (shapes must match)");
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::shape_is(const char* name, const Tensor& t, const Shape& expected) {
+  if (t.shape() != expected) {
+    fail_with(name, " is ", shape_to_string(t.shape()), " but must be ", shape_to_string(expected));
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::option_in(const char* name, double value, double lo, double hi, bool lo_open,
+                              bool hi_open) {
+  const bool ok = std::isfinite(value) && (lo_open ? value > lo : value >= lo) &&
+                  (hi_open ? value < hi : value <= hi);
+  if (!ok) {
+    fail_with(name, " is ", value, " but must be in ", lo_open ? "(" : "[", lo, ", ", hi,
+              hi_open ? ")" : "]");
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::option_finite(const char* name, double value) {
+  if (!std::isfinite(value)) fail_with(name, " is ", value, " but must be finite");
+  return *this;
+}
+
+}  // namespace nnops::detail

@@ -1,0 +1,52 @@
+// Argument validation shared by every public function. All checks run before any output is
+// written, so a throwing call leaves its outputs untouched.
+#pragma once
+
+#include <sstream>
+#include <string>
+
+#include "nnops/error.hpp"
+#include "nnops/tensor.hpp"
+
+namespace nnops::detail {
+
+class ArgCheck {
+ public:
+  explicit ArgCheck(const char* fn) : fn_(fn) {}
+
+  [[noreturn]] void fail(const std::string& problem) const {
+    throw Error(std::string(fn_) + ": " + problem);
+  }
+  template <class... Parts>
+  [[noreturn]] void fail_with(const Parts&... parts) const {
+    std::ostringstream os;
+    (os << ... << parts);
+    fail(os.str());
+  }
+
+  // A required tensor: not null, defined, of this dtype, on the same device as the others.
+  ArgCheck& tensor(const char* name, const Tensor* t, DType dtype);
+  ArgCheck& tensor(const char* name, const Tensor& t, DType dtype) { return tensor(name, &t, dtype); }
+  // An optional tensor: skipped when null.
+  ArgCheck& optional(const char* name, const Tensor* t, DType dtype) {
+    return t ? tensor(name, t, dtype) : *this;
+  }
+  ArgCheck& ndim(const char* name, const Tensor& t, int expected);
+  ArgCheck& min_ndim(const char* name, const Tensor& t, int expected);
+  ArgCheck& same_shape(const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
+  ArgCheck& shape_is(const char* name, const Tensor& t, const Shape& expected);
+  // A finite float option within [lo, hi] (inclusive ends unless told otherwise).
+  ArgCheck& option_in(const char* name, double value, double lo, double hi, bool lo_open = false,
+                      bool hi_open = false);
+  ArgCheck& option_finite(const char* name, double value);
+
+  Device device() const { return device_; }
+  const char* fn() const { return fn_; }
+
+ private:
+  const char* fn_;
+  Device device_ = Device::CPU;
+  const char* device_from_ = nullptr;  // the first tensor seen names the device
+};
+
+}  // namespace nnops::detail

@@ -1,0 +1,79 @@
+// Validation and dispatch for matmul and the linear layer.
+#include "nnops/gemm.hpp"
+
+#include <cmath>
+
+#include "backend.hpp"
+#include "check.hpp"
+
+namespace nnops {
+
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, GemmOptions options) {
+  detail::ArgCheck check("nnops::matmul");
+  check.tensor("a", a, DType::F32).tensor("b", b, DType::F32).tensor("c", c, DType::F32);
+  check.ndim("a", a, 2).ndim("b", b, 2).ndim("c", c, 2);
+  check.option_finite("alpha", options.alpha).option_finite("beta", options.beta);
+  const int64_t m = options.trans_a ? a.dim(1) : a.dim(0);
+  const int64_t k = options.trans_a ? a.dim(0) : a.dim(1);
+  const int64_t kb = options.trans_b ? b.dim(1) : b.dim(0);
+  const int64_t n = options.trans_b ? b.dim(0) : b.dim(1);
+  if (k != kb) {
+    check.fail_with("op(a) is [", m, ", ", k, "] but op(b) is [", kb, ", ", n,
+                    "] (inner dimensions differ; a is ", shape_to_string(a.shape()), ", b is ",
+                    shape_to_string(b.shape()), ")");
+  }
+  check.shape_is("c", c, {m, n});
+  if (m * n > 0 && (c.raw_data() == a.raw_data() || c.raw_data() == b.raw_data())) {
+    check.fail("c must not alias a or b");
+  }
+  if (m == 0 || n == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .gemm(c.data<float>(), a.data<float>(), b.data<float>(), m, n, k, options);
+}
+
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  detail::ArgCheck check("nnops::linear_forward");
+  check.tensor("x", x, DType::F32).tensor("w", w, DType::F32).optional("bias", bias, DType::F32);
+  check.tensor("y", y, DType::F32);
+  check.ndim("x", x, 2).ndim("w", w, 2);
+  const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
+  if (w.dim(1) != in) {
+    check.fail_with("x is ", shape_to_string(x.shape()), " but w is ", shape_to_string(w.shape()),
+                    " (w must be [out, ", in, "])");
+  }
+  if (bias) check.shape_is("bias", *bias, {out});
+  check.shape_is("y", y, {rows, out});
+  if (rows * out > 0 && (y.raw_data() == x.raw_data() || y.raw_data() == w.raw_data())) {
+    check.fail("y must not alias x or w");
+  }
+  if (rows == 0 || out == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .linear_forward(y.data<float>(), x.data<float>(), w.data<float>(),
+                      bias ? bias->data<float>() : nullptr, rows, in, out);
+}
+
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
+                     Tensor* db) {
+  detail::ArgCheck check("nnops::linear_backward");
+  check.tensor("x", x, DType::F32).tensor("w", w, DType::F32).tensor("dy", dy, DType::F32);
+  check.optional("dx", dx, DType::F32).tensor("dw", dw, DType::F32).optional("db", db, DType::F32);
+  check.ndim("x", x, 2).ndim("w", w, 2).ndim("dy", dy, 2);
+  const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
+  if (w.dim(1) != in) {
+    check.fail_with("x is ", shape_to_string(x.shape()), " but w is ", shape_to_string(w.shape()),
+                    " (w must be [out, ", in, "])");
+  }
+  check.shape_is("dy", dy, {rows, out});
+  if (dx) check.shape_is("dx", *dx, {rows, in});
+  check.shape_is("dw", dw, {out, in});
+  if (db) check.shape_is("db", *db, {out});
+  if (dx && (dx->raw_data() == x.raw_data() || dx->raw_data() == dy.raw_data()) && rows * in > 0) {
+    check.fail("dx must not alias x or dy");
+  }
+  detail::backend_for(check.device(), check.fn())
+      .linear_backward(dx ? dx->data<float>() : nullptr, dw.data<float>(),
+                       db ? db->data<float>() : nullptr, x.data<float>(), w.data<float>(),
+                       dy.data<float>(), rows, in, out);
+}
+
+}  // namespace nnops

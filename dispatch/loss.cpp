@@ -1,0 +1,97 @@
+// Validation and dispatch for the losses.
+#include "nnops/loss.hpp"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "check.hpp"
+
+namespace nnops {
+
+namespace {
+
+void check_loss_outputs(detail::ArgCheck& check, const Tensor& pred, Tensor& loss, Tensor* grad,
+                        const char* pred_name) {
+  check.tensor("loss", loss, DType::F32).optional("grad", grad, DType::F32);
+  if (loss.numel() != 1) {
+    check.fail_with("loss is ", shape_to_string(loss.shape()), " but must hold exactly 1 element");
+  }
+  if (grad) {
+    check.same_shape(pred_name, pred, "grad", *grad);
+    if (grad->numel() > 0 && grad->raw_data() == pred.raw_data()) {
+      check.fail_with("grad must not alias ", pred_name);
+    }
+  }
+}
+
+void check_reduction(detail::ArgCheck& check, Reduction reduction) {
+  if (reduction != Reduction::Mean && reduction != Reduction::Sum) {
+    check.fail_with("reduction ", static_cast<int>(reduction), " is not Mean or Sum");
+  }
+}
+
+}  // namespace
+
+void mse_loss(const Tensor& pred, const Tensor& target, Tensor& loss, Tensor* grad,
+              Reduction reduction) {
+  detail::ArgCheck check("nnops::mse_loss");
+  check.tensor("pred", pred, DType::F32).tensor("target", target, DType::F32);
+  check.same_shape("pred", pred, "target", target);
+  check_loss_outputs(check, pred, loss, grad, "pred");
+  check_reduction(check, reduction);
+  detail::backend_for(check.device(), check.fn())
+      .mse_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr, pred.data<float>(),
+                target.data<float>(), pred.numel(), reduction);
+}
+
+void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& loss, Tensor* grad,
+                        Reduction reduction, float label_smoothing, int32_t ignore_index) {
+  detail::ArgCheck check("nnops::cross_entropy_loss");
+  check.tensor("logits", logits, DType::F32).tensor("targets", targets, DType::I32);
+  check.ndim("logits", logits, 2).ndim("targets", targets, 1);
+  const int64_t rows = logits.dim(0), classes = logits.dim(1);
+  if (targets.dim(0) != rows) {
+    check.fail_with("logits is ", shape_to_string(logits.shape()), " but targets is ",
+                    shape_to_string(targets.shape()), " (one target per row)");
+  }
+  if (classes == 0) check.fail("logits has 0 classes");
+  check_loss_outputs(check, logits, loss, grad, "logits");
+  check_reduction(check, reduction);
+  check.option_in("label_smoothing", label_smoothing, 0.0, 1.0);
+  // Targets are data, but an out-of-range class would index out of bounds: check them here,
+  // reading them back from the device if needed (N integers).
+  const std::vector<int32_t> host_targets = targets.to_vector<int32_t>();
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t t = host_targets[static_cast<size_t>(i)];
+    if (t != ignore_index && (t < 0 || t >= classes)) {
+      check.fail_with("targets[", i, "] is ", t, " but must be in [0, ", classes,
+                      ") or equal ignore_index (", ignore_index, ")");
+    }
+  }
+  detail::backend_for(check.device(), check.fn())
+      .cross_entropy_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
+                          logits.data<float>(), targets.data<int32_t>(), rows, classes, reduction,
+                          label_smoothing, ignore_index);
+}
+
+void kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, float temperature,
+             Tensor& loss, Tensor* grad) {
+  detail::ArgCheck check("nnops::kd_loss");
+  check.tensor("student_logits", student_logits, DType::F32);
+  check.tensor("teacher_logits", teacher_logits, DType::F32);
+  check.ndim("student_logits", student_logits, 2);
+  check.same_shape("student_logits", student_logits, "teacher_logits", teacher_logits);
+  if (student_logits.dim(1) == 0) check.fail("the logits have 0 classes");
+  check_loss_outputs(check, student_logits, loss, grad, "student_logits");
+  if (!(temperature > 0.0f) || !std::isfinite(temperature)) {
+    check.fail_with("temperature is ", temperature, " but must be a finite number > 0");
+  }
+  detail::backend_for(check.device(), check.fn())
+      .kd_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
+               student_logits.data<float>(), teacher_logits.data<float>(), student_logits.dim(0),
+               student_logits.dim(1), temperature);
+}
+
+}  // namespace nnops

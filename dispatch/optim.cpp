@@ -1,0 +1,185 @@
+// Validation and dispatch for Adam/AdamW, SGD and gradient clipping. Scalars that PyTorch
+// computes in Python double (bias corrections, step size) are computed here in double.
+#include "nnops/optim.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <string>
+
+#include "backend.hpp"
+#include "check.hpp"
+
+namespace nnops {
+
+namespace {
+
+// Options are floats, but PyTorch does its scalar arithmetic in double on the decimal the user
+// wrote (0.9, not 0.89999997615814). The shortest decimal that round-trips the float recovers it.
+double decimal_double(float value) {
+  char buf[64];
+  const auto result = std::to_chars(buf, buf + sizeof buf, value);
+  *result.ptr = '\0';
+  return std::strtod(buf, nullptr);
+}
+
+void check_adam_options(detail::ArgCheck& check, const AdamOptions& o) {
+  check.option_in("lr", o.lr, 0.0, INFINITY, false, true);
+  check.option_in("beta1", o.beta1, 0.0, 1.0, false, true);
+  check.option_in("beta2", o.beta2, 0.0, 1.0, false, true);
+  check.option_in("eps", o.eps, 0.0, INFINITY, false, true);
+  check.option_in("weight_decay", o.weight_decay, 0.0, INFINITY, false, true);
+}
+
+// A state tensor must be undefined (created on first use) or match the parameter.
+void check_state_tensor(detail::ArgCheck& check, const char* name, const Tensor& state,
+                        const Tensor& param) {
+  if (!state.defined()) return;
+  check.tensor(name, state, DType::F32).same_shape("param", param, name, state);
+}
+
+void ensure_state_tensor(Tensor& state, const Tensor& param) {
+  if (!state.defined()) state = Tensor::zeros(param.shape(), DType::F32, param.device());
+}
+
+detail::AdamScalars adam_scalars(const AdamOptions& o, int64_t step) {
+  const double lr = decimal_double(o.lr), beta1 = decimal_double(o.beta1),
+               beta2 = decimal_double(o.beta2), wd = decimal_double(o.weight_decay);
+  const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  detail::AdamScalars s{};
+  s.beta1 = o.beta1;
+  s.beta2 = o.beta2;
+  s.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+  s.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+  s.eps = o.eps;
+  s.weight_decay = o.weight_decay;
+  s.decay_factor = static_cast<float>(1.0 - lr * wd);
+  s.neg_step_size = static_cast<float>(-(lr / bias_correction1));
+  s.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
+  s.decoupled = o.decoupled_weight_decay;
+  s.amsgrad = o.amsgrad;
+  s.maximize = o.maximize;
+  return s;
+}
+
+}  // namespace
+
+void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
+               const std::vector<const Tensor*>& grads, const std::vector<AdamState*>& states,
+               const std::vector<const Tensor*>& masks) {
+  detail::ArgCheck check("nnops::adam_step");
+  check_adam_options(check, options);
+  if (grads.size() != params.size() || states.size() != params.size()) {
+    check.fail_with(params.size(), " params but ", grads.size(), " grads and ", states.size(),
+                    " states (one of each per parameter)");
+  }
+  if (!masks.empty() && masks.size() != params.size()) {
+    check.fail_with(params.size(), " params but ", masks.size(),
+                    " masks (none, or one per parameter)");
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    check.tensor("param", params[i], DType::F32).tensor("grad", grads[i], DType::F32);
+    check.same_shape("param", *params[i], "grad", *grads[i]);
+    if (states[i] == nullptr) check.fail_with("states[", i, "] is null");
+    const AdamState& st = *states[i];
+    check_state_tensor(check, "state.exp_avg", st.exp_avg, *params[i]);
+    check_state_tensor(check, "state.exp_avg_sq", st.exp_avg_sq, *params[i]);
+    if (options.amsgrad) check_state_tensor(check, "state.max_exp_avg_sq", st.max_exp_avg_sq, *params[i]);
+    if (st.step < 0) check.fail_with("state.step is ", st.step, " but must be >= 0");
+    if (!masks.empty() && masks[i] != nullptr) {
+      check.tensor("mask", masks[i], DType::U8).same_shape("param", *params[i], "mask", *masks[i]);
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (params[j]->numel() > 0 && params[j]->raw_data() == params[i]->raw_data()) {
+        check.fail_with("params[", j, "] and params[", i, "] are the same tensor");
+      }
+      if (states[j] == states[i]) check.fail_with("states[", j, "] and states[", i, "] are the same");
+    }
+  }
+  if (params.empty()) return;
+
+  std::vector<detail::AdamTensor> work;
+  work.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    AdamState& st = *states[i];
+    ensure_state_tensor(st.exp_avg, *params[i]);
+    ensure_state_tensor(st.exp_avg_sq, *params[i]);
+    if (options.amsgrad) ensure_state_tensor(st.max_exp_avg_sq, *params[i]);
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    AdamState& st = *states[i];
+    st.step += 1;  // PyTorch increments the step before using it
+    const Tensor* mask = masks.empty() ? nullptr : masks[i];
+    work.push_back(detail::AdamTensor{
+        params[i]->data<float>(), grads[i]->data<float>(), st.exp_avg.data<float>(),
+        st.exp_avg_sq.data<float>(), options.amsgrad ? st.max_exp_avg_sq.data<float>() : nullptr,
+        mask ? mask->data<uint8_t>() : nullptr, params[i]->numel(), adam_scalars(options, st.step)});
+  }
+  detail::backend_for(check.device(), check.fn())
+      .adam_step(work.data(), static_cast<int64_t>(work.size()));
+}
+
+void adam_step(const AdamOptions& options, Tensor& param, const Tensor& grad, AdamState& state,
+               const Tensor* mask) {
+  adam_step(options, std::vector<Tensor*>{&param}, std::vector<const Tensor*>{&grad},
+            std::vector<AdamState*>{&state}, std::vector<const Tensor*>{mask});
+}
+
+void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdState& state,
+              const Tensor* mask) {
+  detail::ArgCheck check("nnops::sgd_step");
+  check.option_in("lr", options.lr, 0.0, INFINITY, false, true);
+  check.option_in("momentum", options.momentum, 0.0, INFINITY, false, true);
+  check.option_in("dampening", options.dampening, -INFINITY, INFINITY, true, true);
+  check.option_in("weight_decay", options.weight_decay, 0.0, INFINITY, false, true);
+  if (options.nesterov && (options.momentum <= 0.0f || options.dampening != 0.0f)) {
+    check.fail("nesterov requires momentum > 0 and dampening == 0");
+  }
+  check.tensor("param", param, DType::F32).tensor("grad", grad, DType::F32);
+  check.same_shape("param", param, "grad", grad);
+  check.optional("mask", mask, DType::U8);
+  if (mask) check.same_shape("param", param, "mask", *mask);
+  check_state_tensor(check, "state.momentum_buffer", state.momentum_buffer, param);
+
+  detail::SgdScalars s{};
+  s.lr = options.lr;
+  s.momentum = options.momentum;
+  s.one_minus_dampening = static_cast<float>(1.0 - decimal_double(options.dampening));
+  s.weight_decay = options.weight_decay;
+  s.nesterov = options.nesterov;
+  s.maximize = options.maximize;
+  s.first_step = false;
+  float* buf = nullptr;
+  if (options.momentum != 0.0f) {
+    if (!state.momentum_buffer.defined()) {
+      state.momentum_buffer = Tensor::zeros(param.shape(), DType::F32, param.device());
+      s.first_step = true;
+    }
+    buf = state.momentum_buffer.data<float>();
+  }
+  if (param.numel() == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .sgd_step(param.data<float>(), grad.data<float>(), buf, mask ? mask->data<uint8_t>() : nullptr,
+                param.numel(), s);
+}
+
+double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
+  detail::ArgCheck check("nnops::clip_grad_norm");
+  check.option_in("max_norm", max_norm, 0.0, INFINITY, false, true);
+  for (Tensor* g : grads) check.tensor("grad", g, DType::F32);
+  if (grads.empty()) return 0.0;
+  detail::Backend& backend = detail::backend_for(check.device(), check.fn());
+  double sum = 0.0;
+  for (Tensor* g : grads) sum += backend.sum_squares(g->data<float>(), g->numel());
+  const double total = std::sqrt(sum);
+  const double coef = static_cast<double>(decimal_double(max_norm)) / (total + 1e-6);
+  // `!(coef >= 1)` also scales by a NaN coefficient, as PyTorch's clamp does.
+  if (!(coef >= 1.0)) {
+    for (Tensor* g : grads) {
+      if (g->numel() > 0) backend.scale(g->data<float>(), g->numel(), static_cast<float>(coef));
+    }
+  }
+  return total;
+}
+
+}  // namespace nnops

@@ -1,0 +1,135 @@
+// Validation and dispatch for the pruning masks (torch.nn.utils.prune semantics).
+#include "nnops/prune.hpp"
+
+#include <cmath>
+
+#include "backend.hpp"
+#include "check.hpp"
+
+namespace nnops {
+
+int64_t PruneAmount::resolve(int64_t remaining) const {
+  if (is_count_) return count_;
+  // Python's round(): half to even, in double (nearbyint under the default rounding mode).
+  return static_cast<int64_t>(std::nearbyint(fraction_ * static_cast<double>(remaining)));
+}
+
+namespace {
+
+void check_mask(detail::ArgCheck& check, const Tensor& w, const Tensor* mask) {
+  check.tensor("mask", mask, DType::U8).same_shape("w", w, "mask", *mask);
+}
+
+// The number of entries to prune out of `available`, checking the amount against it.
+int64_t resolve_amount(detail::ArgCheck& check, PruneAmount amount, int64_t available,
+                       const char* what) {
+  if (amount.is_count()) {
+    if (amount.count_value() < 0 || amount.count_value() > available) {
+      check.fail_with("amount is a count of ", amount.count_value(), " but must be in [0, ",
+                      available, "] (the number of ", what, ")");
+    }
+  } else {
+    check.option_in("amount", amount.fraction_value(), 0.0, 1.0);
+  }
+  return amount.resolve(available);
+}
+
+}  // namespace
+
+void l1_unstructured(const Tensor& w, PruneAmount amount, Tensor& mask) {
+  global_unstructured({&w}, amount, {&mask});
+}
+
+void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amount,
+                         const std::vector<Tensor*>& masks) {
+  detail::ArgCheck check(ws.size() == 1 && masks.size() == 1 ? "nnops::l1_unstructured"
+                                                             : "nnops::global_unstructured");
+  if (ws.size() != masks.size()) {
+    check.fail_with(ws.size(), " weights but ", masks.size(), " masks (one mask per weight)");
+  }
+  for (size_t i = 0; i < ws.size(); ++i) {
+    check.tensor("w", ws[i], DType::F32);
+    check_mask(check, *ws[i], masks[i]);
+    for (size_t j = 0; j < i; ++j) {
+      if (masks[j]->numel() > 0 && masks[j]->raw_data() == masks[i]->raw_data()) {
+        check.fail_with("masks[", j, "] and masks[", i, "] are the same tensor");
+      }
+    }
+  }
+  if (ws.empty()) {
+    resolve_amount(check, amount, 0, "kept entries");
+    return;
+  }
+  detail::Backend& backend = detail::backend_for(check.device(), check.fn());
+  int64_t remaining = 0;
+  std::vector<uint8_t*> mask_ptrs;
+  std::vector<const float*> w_ptrs;
+  std::vector<int64_t> sizes;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const int64_t n = ws[i]->numel();
+    if (n > 0) remaining += backend.count_nonzero(masks[i]->data<uint8_t>(), n);
+    mask_ptrs.push_back(masks[i]->data<uint8_t>());
+    w_ptrs.push_back(ws[i]->data<float>());
+    sizes.push_back(n);
+  }
+  const int64_t k = resolve_amount(check, amount, remaining, "kept entries");
+  if (k == 0) return;
+  backend.prune_unstructured(mask_ptrs.data(), w_ptrs.data(), sizes.data(),
+                             static_cast<int64_t>(ws.size()), k);
+}
+
+void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& mask) {
+  detail::ArgCheck check("nnops::ln_structured");
+  check.tensor("w", w, DType::F32).min_ndim("w", w, 1);
+  check_mask(check, w, &mask);
+  if (p != 1 && p != 2) check.fail_with("p is ", p, " but must be 1 or 2");
+  const int nd = w.ndim();
+  if (dim < -nd || dim >= nd) {
+    check.fail_with("dim is ", dim, " but w is ", shape_to_string(w.shape()), " (", nd,
+                    " dimensions)");
+  }
+  const int d = dim < 0 ? dim + nd : dim;
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < d; ++i) outer *= w.dim(i);
+  for (int i = d + 1; i < nd; ++i) inner *= w.dim(i);
+  const int64_t slices = w.dim(d);
+  const int64_t k = resolve_amount(check, amount, slices, "slices along dim");
+  if (k == 0 || w.numel() == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .prune_ln_structured(mask.data<uint8_t>(), w.data<float>(), outer, slices, inner, p, k);
+}
+
+void nm_structured(const Tensor& w, int n, int m, Tensor& mask) {
+  detail::ArgCheck check("nnops::nm_structured");
+  check.tensor("w", w, DType::F32).min_ndim("w", w, 1);
+  check_mask(check, w, &mask);
+  if (m < 1) check.fail_with("m is ", m, " but must be >= 1");
+  if (n < 0 || n > m) check.fail_with("n is ", n, " but must be in [0, m] with m = ", m);
+  if (w.dim(-1) % m != 0) {
+    check.fail_with("the last dimension of w ", shape_to_string(w.shape()),
+                    " is not a multiple of m = ", m);
+  }
+  if (w.numel() == 0 || n == m) return;
+  detail::backend_for(check.device(), check.fn())
+      .prune_nm(mask.data<uint8_t>(), w.data<float>(), w.numel() / m, n, m);
+}
+
+void apply_mask(Tensor& w, const Tensor& mask) {
+  detail::ArgCheck check("nnops::apply_mask");
+  check.tensor("w", w, DType::F32);
+  check_mask(check, w, &mask);
+  if (w.numel() == 0) return;
+  detail::backend_for(check.device(), check.fn())
+      .apply_mask(w.data<float>(), mask.data<uint8_t>(), w.numel());
+}
+
+double sparsity(const Tensor& mask) {
+  detail::ArgCheck check("nnops::sparsity");
+  check.tensor("mask", mask, DType::U8);
+  if (mask.numel() == 0) return 0.0;
+  const int64_t kept = detail::backend_for(check.device(), check.fn())
+                           .count_nonzero(mask.data<uint8_t>(), mask.numel());
+  return 1.0 - static_cast<double>(kept) / static_cast<double>(mask.numel());
+}
+
+}  // namespace nnops

@@ -1,0 +1,145 @@
+// Backend selection and device queries. The CPU backend always exists; the CUDA backend is
+// present when the library is built with CUDA and the first probe finds a usable GPU.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "backend.hpp"
+#include "nnops/device.hpp"
+
+namespace nnops {
+
+const char* to_string(Device device) { return device == Device::CPU ? "CPU" : "CUDA"; }
+
+const char* to_string(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "F32";
+    case DType::I32: return "I32";
+    case DType::U8: return "U8";
+  }
+  return "?";
+}
+
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return 4;
+    case DType::I32: return 4;
+    case DType::U8: return 1;
+  }
+  return 0;
+}
+
+bool cuda_available() {
+#ifdef NNOPS_WITH_CUDA
+  return detail::cuda_backend_or_null() != nullptr;
+#else
+  return false;
+#endif
+}
+
+Device default_device() {
+  const char* env = std::getenv("NNOPS_DEVICE");
+  if (env != nullptr && *env != '\0') {
+    if (std::strcmp(env, "cpu") == 0) return Device::CPU;
+    if (std::strcmp(env, "cuda") == 0) {
+      if (!cuda_available()) {
+        throw Error("nnops::default_device: NNOPS_DEVICE=cuda but no usable CUDA device" +
+                    std::string(
+#ifdef NNOPS_WITH_CUDA
+                        ""
+#else
+                        " (nnops was built without CUDA)"
+#endif
+                        ));
+      }
+      return Device::CUDA;
+    }
+    throw Error(std::string("nnops::default_device: NNOPS_DEVICE is '") + env +
+                "' but must be 'cpu' or 'cuda'");
+  }
+  return cuda_available() ? Device::CUDA : Device::CPU;
+}
+
+void synchronize(Device device) { detail::backend_for(device, "nnops::synchronize").synchronize(); }
+
+namespace detail {
+
+Backend& cuda_backend() {
+#ifdef NNOPS_WITH_CUDA
+  if (Backend* b = cuda_backend_or_null()) return *b;
+  throw Error("no usable CUDA device");
+#else
+  throw Error("nnops was built without CUDA");
+#endif
+}
+
+Backend& backend_for(Device device, const char* fn) {
+  if (device == Device::CPU) return cpu_backend();
+  try {
+    return cuda_backend();
+  } catch (const Error& e) {
+    throw Error(std::string(fn) + ": a tensor is on CUDA but " + e.what());
+  }
+}
+
+void Backend::not_implemented(const char* op) const {
+  throw Error(std::string("nnops::") + op + ": not implemented on " + to_string(device()) +
+              " yet");
+}
+
+// Defaults for backends that lack an op (the CPU backend overrides all of them).
+void Backend::gemm(float*, const float*, const float*, int64_t, int64_t, int64_t,
+                   const GemmOptions&) {
+  not_implemented("matmul");
+}
+void Backend::linear_forward(float*, const float*, const float*, const float*, int64_t, int64_t,
+                             int64_t) {
+  not_implemented("linear_forward");
+}
+void Backend::linear_backward(float*, float*, float*, const float*, const float*, const float*,
+                              int64_t, int64_t, int64_t) {
+  not_implemented("linear_backward");
+}
+void Backend::activation_forward(float*, const float*, int64_t, Activation, float) {
+  not_implemented("activation_forward");
+}
+void Backend::activation_backward(float*, const float*, const float*, int64_t, Activation, float) {
+  not_implemented("activation_backward");
+}
+void Backend::softmax_forward(float*, const float*, int64_t, int64_t, bool log) {
+  not_implemented(log ? "log_softmax_forward" : "softmax_forward");
+}
+void Backend::softmax_backward(float*, const float*, const float*, int64_t, int64_t, bool log) {
+  not_implemented(log ? "log_softmax_backward" : "softmax_backward");
+}
+void Backend::mse_loss(float*, float*, const float*, const float*, int64_t, Reduction) {
+  not_implemented("mse_loss");
+}
+void Backend::cross_entropy_loss(float*, float*, const float*, const int32_t*, int64_t, int64_t,
+                                 Reduction, float, int32_t) {
+  not_implemented("cross_entropy_loss");
+}
+void Backend::kd_loss(float*, float*, const float*, const float*, int64_t, int64_t, float) {
+  not_implemented("kd_loss");
+}
+void Backend::adam_step(const AdamTensor*, int64_t) { not_implemented("adam_step"); }
+void Backend::sgd_step(float*, const float*, float*, const uint8_t*, int64_t, const SgdScalars&) {
+  not_implemented("sgd_step");
+}
+double Backend::sum_squares(const float*, int64_t) { not_implemented("clip_grad_norm"); }
+void Backend::scale(float*, int64_t, float) { not_implemented("clip_grad_norm"); }
+void Backend::prune_unstructured(uint8_t* const*, const float* const*, const int64_t*, int64_t,
+                                 int64_t) {
+  not_implemented("l1_unstructured");
+}
+void Backend::prune_ln_structured(uint8_t*, const float*, int64_t, int64_t, int64_t, int, int64_t) {
+  not_implemented("ln_structured");
+}
+void Backend::prune_nm(uint8_t*, const float*, int64_t, int, int) { not_implemented("nm_structured"); }
+void Backend::apply_mask(float*, const uint8_t*, int64_t) { not_implemented("apply_mask"); }
+int64_t Backend::count_nonzero(const uint8_t*, int64_t) { not_implemented("sparsity"); }
+void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) { not_implemented("fill_uniform"); }
+void Backend::fill_normal(float*, int64_t, float, float, uint64_t) { not_implemented("fill_normal"); }
+
+}  // namespace detail
+}  // namespace nnops

@@ -1,0 +1,139 @@
+// nnops::Tensor: allocation, transfers and views, through the backend of the tensor's device.
+#include "nnops/tensor.hpp"
+
+#include <limits>
+#include <sstream>
+
+#include "backend.hpp"
+
+namespace nnops {
+
+std::string shape_to_string(const Shape& shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+namespace {
+
+int64_t checked_numel(const Shape& shape, DType dtype, const char* fn) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error(std::string(fn) + ": shape " + shape_to_string(shape) + " has a negative size");
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(dtype_size(dtype)) / d) {
+      throw Error(std::string(fn) + ": shape " + shape_to_string(shape) + " is too large");
+    }
+    n *= d;
+  }
+  return n;
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  const char* fn = "nnops::Tensor::empty";
+  Tensor t;
+  t.numel_ = checked_numel(shape, dtype, fn);
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  if (t.numel_ == 0) {
+    t.defined_empty_ = true;
+    return t;
+  }
+  detail::Backend& backend = detail::backend_for(device, fn);
+  void* ptr = backend.allocate(t.nbytes());
+  t.storage_ = std::shared_ptr<void>(ptr, [&backend](void* p) { backend.deallocate(p); });
+  t.data_ = ptr;
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  if (t.numel_ > 0) detail::backend_for(device, "nnops::Tensor::zeros").fill_zero(t.data_, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::from_host(const void* src, size_t count, DType dtype, const Shape& shape,
+                         Device device) {
+  const char* fn = "nnops::Tensor::from_vector";
+  const int64_t n = checked_numel(shape, dtype, fn);
+  if (static_cast<int64_t>(count) != n) {
+    throw Error(std::string(fn) + ": " + std::to_string(count) + " values do not fill shape " +
+                shape_to_string(shape) + " (" + std::to_string(n) + " elements)");
+  }
+  Tensor t = empty(shape, dtype, device);
+  if (n > 0) detail::backend_for(device, fn).copy_from_host(t.data_, src, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::wrap_raw(void* ptr, DType dtype, const Shape& shape, Device device) {
+  const char* fn = "nnops::Tensor::wrap";
+  Tensor t;
+  t.numel_ = checked_numel(shape, dtype, fn);
+  if (ptr == nullptr && t.numel_ > 0) throw Error(std::string(fn) + ": pointer is null");
+  if (device == Device::CUDA) detail::backend_for(device, fn);  // fail early without a GPU
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.data_ = t.numel_ > 0 ? ptr : nullptr;
+  t.defined_empty_ = t.numel_ == 0;
+  return t;
+}
+
+void Tensor::copy_to_host(void* dst) const {
+  if (!defined()) throw Error("nnops::Tensor: the tensor is undefined");
+  if (numel_ == 0) return;
+  detail::backend_for(device_, "nnops::Tensor::to_vector").copy_to_host(dst, data_, nbytes());
+}
+
+Tensor Tensor::to(Device device) const {
+  const char* fn = "nnops::Tensor::to";
+  if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
+  Tensor out = empty(shape_, dtype_, device);
+  if (numel_ == 0) return out;
+  if (device == device_) {
+    detail::backend_for(device, fn).copy_within(out.data_, data_, nbytes());
+  } else if (device_ == Device::CPU) {
+    detail::backend_for(device, fn).copy_from_host(out.data_, data_, nbytes());
+  } else {
+    detail::backend_for(device_, fn).copy_to_host(out.data_, data_, nbytes());
+  }
+  return out;
+}
+
+Tensor Tensor::clone() const { return to(device_); }
+
+int64_t Tensor::dim(int i) const {
+  const int n = ndim();
+  const int j = i < 0 ? i + n : i;
+  if (j < 0 || j >= n) {
+    throw Error("nnops::Tensor::dim: index " + std::to_string(i) + " is out of range for shape " +
+                shape_to_string(shape_));
+  }
+  return shape_[static_cast<size_t>(j)];
+}
+
+std::string Tensor::describe() const {
+  if (!defined()) return "undefined tensor";
+  return std::string(to_string(dtype_)) + " " + shape_to_string(shape_) + " on " + to_string(device_);
+}
+
+void Tensor::check_dtype(DType expected, const char* fn) const {
+  if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
+  if (dtype_ != expected) {
+    throw Error(std::string(fn) + ": the tensor is " + to_string(dtype_) + " but " +
+                to_string(expected) + " was requested");
+  }
+}
+
+void Tensor::check_single(const char* fn) const {
+  if (numel_ != 1) {
+    throw Error(std::string(fn) + ": the tensor has " + std::to_string(numel_) +
+                " elements but item() needs exactly 1");
+  }
+}
+
+}  // namespace nnops

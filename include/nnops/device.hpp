@@ -1,0 +1,26 @@
+// Devices and element types, and the choice of the default device.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nnops {
+
+enum class Device { CPU, CUDA };
+enum class DType { F32, I32, U8 };
+
+const char* to_string(Device device);
+const char* to_string(DType dtype);
+std::size_t dtype_size(DType dtype);
+
+// True when the library was built with CUDA and a usable GPU answered the first probe.
+bool cuda_available();
+
+// NNOPS_DEVICE=cpu|cuda overrides; otherwise CUDA when available, else CPU.
+// NNOPS_DEVICE=cuda on a machine without a usable GPU throws nnops::Error.
+Device default_device();
+
+// Waits for all queued work on the device (a no-op on the CPU).
+void synchronize(Device device);
+
+}  // namespace nnops

@@ -1,0 +1,13 @@
+// Umbrella header: the whole public API of nnops.
+#pragma once
+
+#include "nnops/activation.hpp"
+#include "nnops/device.hpp"
+#include "nnops/error.hpp"
+#include "nnops/gemm.hpp"
+#include "nnops/loss.hpp"
+#include "nnops/optim.hpp"
+#include "nnops/prune.hpp"
+#include "nnops/random.hpp"
+#include "nnops/tensor.hpp"
+#include "nnops/version.hpp"

@@ -1,0 +1,50 @@
+// Optimizer steps following torch.optim (single-tensor algorithms): Adam/AdamW/AMSGrad, SGD with
+// momentum/Nesterov, and torch.nn.utils.clip_grad_norm_. Optional U8 masks keep pruned entries
+// at exactly 0 and leave their optimizer state untouched.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "nnops/tensor.hpp"
+
+namespace nnops {
+
+struct AdamOptions {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  bool decoupled_weight_decay = false;  // AdamW
+  bool amsgrad = false, maximize = false;
+};
+
+// Undefined moment tensors are created (zeros, the parameter's shape and device) on first use,
+// as PyTorch creates its state lazily.
+struct AdamState {
+  Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
+  int64_t step = 0;
+};
+
+void adam_step(const AdamOptions& options, Tensor& param, const Tensor& grad, AdamState& state,
+               const Tensor* mask = nullptr);
+
+// Steps every parameter in one pass; masks is empty or has one (nullable) entry per parameter.
+void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
+               const std::vector<const Tensor*>& grads, const std::vector<AdamState*>& states,
+               const std::vector<const Tensor*>& masks = {});
+
+struct SgdOptions {
+  float lr = 1e-3f, momentum = 0.0f, dampening = 0.0f, weight_decay = 0.0f;
+  bool nesterov = false, maximize = false;
+};
+
+struct SgdState {
+  Tensor momentum_buffer;  // created on the first step with momentum != 0
+};
+
+void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdState& state,
+              const Tensor* mask = nullptr);
+
+// Returns the total L2 norm of all gradients and scales them by max_norm / (norm + 1e-6) when
+// that factor is below 1 (or NaN, as PyTorch propagates a non-finite norm).
+double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm);
+
+}  // namespace nnops

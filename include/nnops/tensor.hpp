@@ -1,0 +1,121 @@
+// nnops::Tensor: a dense, contiguous, row-major array on one device. Owning tensors hold
+// 64-byte aligned memory; wrap() makes a non-owning view of memory the caller owns.
+// Moving is cheap; copying is explicit (clone()).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "nnops/device.hpp"
+#include "nnops/error.hpp"
+
+namespace nnops {
+
+using Shape = std::vector<int64_t>;
+
+template <class T>
+struct dtype_of;
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::F32;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = DType::I32;
+};
+template <>
+struct dtype_of<uint8_t> {
+  static constexpr DType value = DType::U8;
+};
+
+std::string shape_to_string(const Shape& shape);
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined: no storage, defined() is false
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(Tensor&&) noexcept = default;
+  Tensor(const Tensor&) = delete;
+  Tensor& operator=(const Tensor&) = delete;
+  ~Tensor() = default;
+
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
+                            Device device = Device::CPU) {
+    return from_host(values.data(), values.size(), dtype_of<T>::value, shape, device);
+  }
+  // Non-owning view: the caller keeps `ptr` alive (and on `device`) while the view is used.
+  template <class T>
+  static Tensor wrap(T* ptr, const Shape& shape, Device device = Device::CPU) {
+    return wrap_raw(const_cast<std::remove_const_t<T>*>(ptr), dtype_of<std::remove_const_t<T>>::value, shape, device);
+  }
+
+  template <class T>
+  std::vector<T> to_vector() const {
+    check_dtype(dtype_of<T>::value, "nnops::Tensor::to_vector");
+    std::vector<T> out(static_cast<size_t>(numel_));
+    copy_to_host(out.data());
+    return out;
+  }
+  // 1-element tensors only; waits for the device.
+  template <class T = float>
+  T item() const {
+    check_dtype(dtype_of<T>::value, "nnops::Tensor::item");
+    check_single("nnops::Tensor::item");
+    T value{};
+    copy_to_host(&value);
+    return value;
+  }
+
+  Tensor to(Device device) const;
+  Tensor clone() const;
+
+  bool defined() const { return data_ != nullptr || defined_empty_; }
+  const Shape& shape() const { return shape_; }
+  int ndim() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const;  // negative i counts from the end
+  int64_t numel() const { return numel_; }
+  size_t nbytes() const { return static_cast<size_t>(numel_) * dtype_size(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  bool is_view() const { return defined() && !storage_; }
+
+  template <class T>
+  T* data() {
+    check_dtype(dtype_of<T>::value, "nnops::Tensor::data");
+    return static_cast<T*>(data_);
+  }
+  template <class T>
+  const T* data() const {
+    check_dtype(dtype_of<T>::value, "nnops::Tensor::data");
+    return static_cast<const T*>(data_);
+  }
+  void* raw_data() { return data_; }
+  const void* raw_data() const { return data_; }
+
+  std::string describe() const;  // e.g. "F32 [64, 32] on CPU"
+
+ private:
+  static Tensor from_host(const void* src, size_t count, DType dtype, const Shape& shape,
+                          Device device);
+  static Tensor wrap_raw(void* ptr, DType dtype, const Shape& shape, Device device);
+  void copy_to_host(void* dst) const;
+  void check_dtype(DType expected, const char* fn) const;
+  void check_single(const char* fn) const;
+
+  std::shared_ptr<void> storage_;  // null for views and undefined tensors
+  void* data_ = nullptr;
+  Shape shape_;
+  int64_t numel_ = 0;
+  DType dtype_ = DType::F32;
+  Device device_ = Device::CPU;
+  bool defined_empty_ = false;  // a defined tensor with zero elements has no data pointer
+};
+
+}  // namespace nnops

@@ -1,0 +1,186 @@
+// matmul and the linear layer against double-precision references, on every CPU micro-kernel
+// the machine supports and on CUDA when usable.
+#include <tuple>
+
+#include "../cpu/cpu_backend.hpp"
+#include "test_util.hpp"
+
+namespace nnops::test {
+namespace {
+
+enum class Path { CpuGeneric, CpuAvx2, Cuda };
+
+std::string path_name(Path p) {
+  return p == Path::CpuGeneric ? "CpuGeneric" : p == Path::CpuAvx2 ? "CpuAvx2" : "Cuda";
+}
+
+// Runs a test on one GEMM path: selects the CPU micro-kernel, or skips what the machine lacks.
+class GemmPathTest : public ::testing::TestWithParam<std::tuple<Path, bool, bool>> {
+ protected:
+  void SetUp() override {
+    const Path p = path();
+    if (p == Path::Cuda && !cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+    if (p == Path::CpuAvx2 && !detail::cpu_supports_avx2()) GTEST_SKIP() << "CPU lacks AVX2+FMA";
+    detail::set_cpu_isa(p == Path::CpuGeneric ? detail::CpuIsa::Generic : detail::CpuIsa::AVX2);
+  }
+  void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
+  Path path() const { return std::get<0>(GetParam()); }
+  Device device() const { return path() == Path::Cuda ? Device::CUDA : Device::CPU; }
+  bool ta() const { return std::get<1>(GetParam()); }
+  bool tb() const { return std::get<2>(GetParam()); }
+};
+
+// Double-precision op(a)*op(b) and, per element, sum |a||b| for the error bound.
+struct Reference {
+  std::vector<double> value, magnitude;
+};
+
+Reference reference_gemm(const std::vector<float>& a, const std::vector<float>& b, int64_t m,
+                         int64_t n, int64_t k, bool ta, bool tb) {
+  Reference r{std::vector<double>(m * n), std::vector<double>(m * n)};
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0, mag = 0;
+      for (int64_t p = 0; p < k; ++p) {
+        const double x = ta ? a[p * m + i] : a[i * k + p];
+        const double y = tb ? b[j * k + p] : b[p * n + j];
+        s += x * y;
+        mag += std::fabs(x * y);
+      }
+      r.value[i * n + j] = s;
+      r.magnitude[i * n + j] = mag;
+    }
+  }
+  return r;
+}
+
+// Checks c = alpha*op(a)*op(b) + beta*c0 elementwise against the bound of a k-term float dot
+// product, |err| <= gamma_k * sum|a||b| with gamma_k = k*u/(1-k*u), scaled by alpha, plus the
+// roundings of the alpha/beta products.
+void check_gemm(Device device, int64_t m, int64_t n, int64_t k, bool ta, bool tb, float alpha,
+                float beta, uint32_t seed) {
+  SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+               " alpha=" + std::to_string(alpha) + " beta=" + std::to_string(beta));
+  const auto a = random_floats(m * k, seed);
+  const auto b = random_floats(k * n, seed + 1);
+  const auto c0 = random_floats(m * n, seed + 2);
+  Tensor ta_t = on(device, a, ta ? Shape{k, m} : Shape{m, k});
+  Tensor tb_t = on(device, b, tb ? Shape{n, k} : Shape{k, n});
+  // beta == 0 must not read c: start from NaN then.
+  Tensor c = beta == 0.0f ? poisoned({m, n}, device) : on(device, c0, {m, n});
+  matmul(ta_t, tb_t, c, GemmOptions{ta, tb, alpha, beta});
+  const Reference r = reference_gemm(a, b, m, n, k, ta, tb);
+  const double gamma = k * kEps32 / (1 - k * kEps32);
+  const auto out = c.to_vector<float>();
+  int failures = 0;
+  for (int64_t i = 0; i < m * n && failures < 5; ++i) {
+    const double expected = alpha * r.value[i] + (beta == 0.0f ? 0.0 : beta * double(c0[i]));
+    const double bound = (gamma + 2 * kEps32) * std::fabs(alpha) * r.magnitude[i] +
+                         3 * kEps32 * std::fabs(expected) + 2 * kEps32 * std::fabs(beta * c0[i]);
+    if (!(std::fabs(out[i] - expected) <= bound)) {
+      ADD_FAILURE() << "c[" << i / n << ", " << i % n << "] = " << out[i] << " expected "
+                    << expected << " (bound " << bound << ")";
+      ++failures;
+    }
+  }
+}
+
+TEST_P(GemmPathTest, OddSizesAgainstDoubleReference) {
+  const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
+      {1, 1, 1}, {1, 7, 1}, {7, 1, 33}, {7, 33, 7}, {33, 7, 257}, {6, 16, 256}, {97, 33, 300},
+      {257, 19, 5}, {13, 1023, 3}, {100, 2100, 17}};
+  uint32_t seed = 10;
+  for (auto [m, n, k] : sizes) check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
+}
+
+TEST_P(GemmPathTest, AlphaAndBeta) {
+  check_gemm(device(), 33, 17, 65, ta(), tb(), 0.5f, 0.0f, 100);
+  check_gemm(device(), 33, 17, 65, ta(), tb(), -2.0f, 1.0f, 101);
+  check_gemm(device(), 7, 40, 300, ta(), tb(), 1.0f, 0.25f, 102);
+  check_gemm(device(), 9, 9, 0, ta(), tb(), 1.0f, 0.5f, 103);  // k = 0: c = beta*c
+  check_gemm(device(), 9, 9, 0, ta(), tb(), 1.0f, 0.0f, 104);  // k = 0, beta = 0: c = 0
+}
+
+// BLIS's cheap check for large sizes: c*t must equal a*(b*t) for a random vector t.
+TEST_P(GemmPathTest, LargeProductAgainstVectorProbe) {
+  const int64_t m = 1023, n = 1023, k = 1023;
+  const auto a = random_floats(m * k, 7), b = random_floats(k * n, 8), t = random_floats(n, 9);
+  Tensor c = poisoned({m, n}, device());
+  matmul(on(device(), a, {m, k}), on(device(), b, {k, n}), c, GemmOptions{ta(), tb()});
+  const auto out = c.to_vector<float>();
+  std::vector<double> bt(k, 0.0);
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb() ? b[j * k + p] : b[p * n + j]) * t[j];
+  double err2 = 0, ref2 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    double abt = 0, ct = 0;
+    for (int64_t p = 0; p < k; ++p) abt += double(ta() ? a[p * m + i] : a[i * k + p]) * bt[p];
+    for (int64_t j = 0; j < n; ++j) ct += double(out[i * n + j]) * t[j];
+    err2 += (ct - abt) * (ct - abt);
+    ref2 += abt * abt;
+  }
+  // Each c element carries a random-walk error ~ sqrt(k)*u*|c|; summing n of them against t
+  // keeps that relative size. 10x sqrt(k)*u leaves room without hiding a wrong element
+  // (one wrong element out of a million moves the ratio by ~1e-3).
+  EXPECT_LE(std::sqrt(err2 / ref2), 10 * std::sqrt(double(k)) * kEps32);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Paths, GemmPathTest,
+    ::testing::Combine(::testing::Values(Path::CpuGeneric, Path::CpuAvx2, Path::Cuda),
+                       ::testing::Bool(), ::testing::Bool()),
+    [](const auto& info) {
+      return path_name(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_At" : "_A") +
+             (std::get<2>(info.param) ? "Bt" : "B");
+    });
+
+class LinearTest : public DeviceTest {};
+
+TEST_P(LinearTest, ForwardAndBackwardAgainstDoubleReference) {
+  for (auto [rows, in, out] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 1, 1}, {7, 33, 5}, {33, 257, 65}, {64, 100, 200}}) {
+    SCOPED_TRACE("rows=" + std::to_string(rows) + " in=" + std::to_string(in) + " out=" + std::to_string(out));
+    const auto x = random_floats(rows * in, 1), w = random_floats(out * in, 2),
+               bias = random_floats(out, 3), dy = random_floats(rows * out, 4);
+    Tensor y = poisoned({rows, out}, device());
+    Tensor bias_t = on(device(), bias, {out});
+    linear_forward(on(device(), x, {rows, in}), on(device(), w, {out, in}), &bias_t, y);
+    std::vector<double> y_ref(rows * out), dx_ref(rows * in, 0), dw_ref(out * in, 0), db_ref(out, 0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        double s = bias[o];
+        for (int64_t i = 0; i < in; ++i) s += double(x[r * in + i]) * w[o * in + i];
+        y_ref[r * out + o] = s;
+        db_ref[o] += dy[r * out + o];
+        for (int64_t i = 0; i < in; ++i) {
+          dx_ref[r * in + i] += double(dy[r * out + o]) * w[o * in + i];
+          dw_ref[o * in + i] += double(dy[r * out + o]) * x[r * in + i];
+        }
+      }
+    // Inputs in [-1, 1]: a k-term dot product is off by at most k*u*k.
+    auto tol = [](int64_t k) { return 2.0 * k * k * kEps32; };
+    EXPECT_TRUE(all_close(y, y_ref, tol(in + 1), 0));
+    Tensor dx = poisoned({rows, in}, device()), dw = poisoned({out, in}, device()),
+           db = poisoned({out}, device());
+    linear_backward(on(device(), x, {rows, in}), on(device(), w, {out, in}),
+                    on(device(), dy, {rows, out}), &dx, dw, &db);
+    EXPECT_TRUE(all_close(dx, dx_ref, tol(out), 0));
+    EXPECT_TRUE(all_close(dw, dw_ref, tol(rows), 0));
+    EXPECT_TRUE(all_close(db, db_ref, tol(rows), 0));
+    // Without bias and without the optional outputs.
+    Tensor y2 = poisoned({rows, out}, device());
+    linear_forward(on(device(), x, {rows, in}), on(device(), w, {out, in}), nullptr, y2);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) y_ref[r * out + o] -= bias[o];
+    EXPECT_TRUE(all_close(y2, y_ref, tol(in + 1), 0));
+    Tensor dw2 = poisoned({out, in}, device());
+    linear_backward(on(device(), x, {rows, in}), on(device(), w, {out, in}),
+                    on(device(), dy, {rows, out}), nullptr, dw2, nullptr);
+    EXPECT_TRUE(all_close(dw2, dw_ref, tol(rows), 0));
+  }
+}
+
+NNOPS_INSTANTIATE_DEVICES(LinearTest);
+
+}  // namespace
+}  // namespace nnops::test

@@ -1,0 +1,166 @@
+// Losses against double-precision references; gradients against the analytic double gradient
+// and against central finite differences of the double loss.
+#include "test_util.hpp"
+
+namespace nnops::test {
+namespace {
+
+double ref_mse(const std::vector<double>& p, const std::vector<float>& t, Reduction r) {
+  double s = 0;
+  for (size_t i = 0; i < p.size(); ++i) s += (p[i] - t[i]) * (p[i] - t[i]);
+  return r == Reduction::Mean ? s / p.size() : s;
+}
+
+double ref_ce(const std::vector<double>& x, const std::vector<int32_t>& y, int64_t C, Reduction r,
+              double e, int32_t ignore) {
+  const int64_t N = y.size();
+  double total = 0;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (y[i] == ignore) continue;
+    ++kept;
+    double mx = -INFINITY, s = 0, sum_neg_lp = 0;
+    for (int64_t c = 0; c < C; ++c) mx = std::max(mx, x[i * C + c]);
+    for (int64_t c = 0; c < C; ++c) s += std::exp(x[i * C + c] - mx);
+    const double lse = mx + std::log(s);
+    for (int64_t c = 0; c < C; ++c) sum_neg_lp += lse - x[i * C + c];
+    total += (1 - e) * (lse - x[i * C + y[i]]) + e * sum_neg_lp / C;
+  }
+  return r == Reduction::Mean ? total / kept : total;
+}
+
+double ref_kd(const std::vector<double>& s, const std::vector<double>& t, int64_t N, int64_t C, double T) {
+  double total = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    auto lse = [&](const std::vector<double>& v) {
+      double mx = -INFINITY, sum = 0;
+      for (int64_t c = 0; c < C; ++c) mx = std::max(mx, v[i * C + c] / T);
+      for (int64_t c = 0; c < C; ++c) sum += std::exp(v[i * C + c] / T - mx);
+      return mx + std::log(sum);
+    };
+    const double ls = lse(s), lt = lse(t);
+    for (int64_t c = 0; c < C; ++c) {
+      const double log_pt = t[i * C + c] / T - lt, log_ps = s[i * C + c] / T - ls;
+      const double pt = std::exp(log_pt);
+      if (pt > 0) total += pt * (log_pt - log_ps);
+    }
+  }
+  return T * T * total / N;
+}
+
+// Central differences of a double loss with respect to each input.
+template <class F>
+std::vector<double> numeric_grad(const std::vector<float>& x, F loss, double h) {
+  std::vector<double> g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    std::vector<double> xp = to_double(x), xm = to_double(x);
+    xp[i] += h;
+    xm[i] -= h;
+    g[i] = (loss(xp) - loss(xm)) / (2 * h);
+  }
+  return g;
+}
+
+class LossTest : public DeviceTest {};
+
+TEST_P(LossTest, MseMatchesReferenceAndFiniteDifferences) {
+  for (Reduction red : {Reduction::Mean, Reduction::Sum}) {
+    for (int64_t n : {1, 7, 33, 1023}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + (red == Reduction::Mean ? " mean" : " sum"));
+      const auto p = random_floats(n, 3 + n), t = random_floats(n, 4 + n);
+      Tensor loss = poisoned({1}, device()), grad = poisoned({n}, device());
+      mse_loss(on(device(), p, {n}), on(device(), t, {n}), loss, &grad, red);
+      const double ref = ref_mse(to_double(p), t, red);
+      // The sum is taken in double; only the float differences (1 ulp each) and the final
+      // rounding contribute: rtol 4u.
+      EXPECT_NEAR(loss.item(), ref, 4 * kEps32 * std::fabs(ref) + 1e-12);
+      const auto fd = numeric_grad(p, [&](const std::vector<double>& v) { return ref_mse(v, t, red); }, 1e-4);
+      EXPECT_TRUE(all_close(grad, fd, 1e-6, 1e-5));
+    }
+  }
+}
+
+TEST_P(LossTest, CrossEntropyMatchesReferenceAndFiniteDifferences) {
+  struct Case { int64_t N, C; float e; Reduction red; float scale; };
+  for (const Case& k : {Case{1, 1, 0.0f, Reduction::Mean, 1}, Case{7, 33, 0.0f, Reduction::Mean, 3},
+                        Case{33, 7, 0.1f, Reduction::Sum, 3}, Case{5, 1023, 0.2f, Reduction::Mean, 5},
+                        Case{9, 5, 0.3f, Reduction::Mean, 1e4f}}) {
+    SCOPED_TRACE("N=" + std::to_string(k.N) + " C=" + std::to_string(k.C) + " e=" + std::to_string(k.e));
+    const auto x = random_floats(k.N * k.C, 5 + k.N, -k.scale, k.scale);
+    std::vector<int32_t> y(k.N);
+    for (int64_t i = 0; i < k.N; ++i) y[i] = static_cast<int32_t>((i * 7 + 3) % k.C);
+    if (k.N > 2) y[1] = -100;  // one ignored row
+    Tensor loss = poisoned({1}, device()), grad = poisoned({k.N, k.C}, device());
+    cross_entropy_loss(on(device(), x, {k.N, k.C}), Tensor::from_vector(y, {k.N}, device()), loss,
+                       &grad, k.red, k.e);
+    auto f = [&](const std::vector<double>& v) { return ref_ce(v, y, k.C, k.red, k.e, -100); };
+    const double ref = f(to_double(x));
+    // Per row the loss is lse - x[y]: with |x| up to 1e4 both are rounded to float (u * 1e4).
+    EXPECT_NEAR(loss.item(), ref, 1e-6 + 8 * kEps32 * (std::fabs(ref) + k.scale));
+    if (k.scale < 100) {
+      const auto fd = numeric_grad(x, f, 1e-4);
+      EXPECT_TRUE(all_close(grad, fd, 1e-6, 1e-4));
+    } else {
+      // FD is meaningless at 1e4; check the analytic gradient: softmax - target distribution.
+      const auto g = grad.to_vector<float>();
+      for (int64_t i = 0; i < k.N; ++i) {
+        double row = 0;
+        for (int64_t c = 0; c < k.C; ++c) row += g[i * k.C + c];
+        EXPECT_NEAR(row, 0.0, 1e-6) << "gradient rows sum to 0";
+      }
+    }
+  }
+}
+
+TEST_P(LossTest, CrossEntropyWithEveryTargetIgnored) {
+  const auto x = random_floats(12, 9);
+  Tensor loss = poisoned({1}, device()), grad = poisoned({3, 4}, device());
+  const std::vector<int32_t> y = {-1, -1, -1};
+  cross_entropy_loss(on(device(), x, {3, 4}), Tensor::from_vector(y, {3}, device()), loss, &grad,
+                     Reduction::Mean, 0.0f, -1);
+  EXPECT_TRUE(std::isnan(loss.item())) << "PyTorch gives NaN (0/0) for Mean";
+  for (float g : grad.to_vector<float>()) EXPECT_EQ(g, 0.0f);
+  cross_entropy_loss(on(device(), x, {3, 4}), Tensor::from_vector(y, {3}, device()), loss, &grad,
+                     Reduction::Sum, 0.0f, -1);
+  EXPECT_EQ(loss.item(), 0.0f);
+}
+
+TEST_P(LossTest, KdMatchesReferenceAndFiniteDifferences) {
+  for (float T : {1.0f, 2.0f, 4.0f}) {
+    for (auto [N, C] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 33}, {4, 257}}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + " N=" + std::to_string(N) + " C=" + std::to_string(C));
+      const auto s = random_floats(N * C, 60 + C, -4, 4), t = random_floats(N * C, 61 + C, -4, 4);
+      Tensor loss = poisoned({1}, device()), grad = poisoned({N, C}, device());
+      kd_loss(on(device(), s, {N, C}), on(device(), t, {N, C}), T, loss, &grad);
+      auto f = [&](const std::vector<double>& v) { return ref_kd(v, to_double(t), N, C, T); };
+      const double ref = f(to_double(s));
+      // KL sums C terms p_t*(log p_t - log p_s), each with float logs (~u * |x|/T).
+      EXPECT_NEAR(loss.item(), ref, 1e-6 + 16 * kEps32 * std::fabs(ref));
+      const auto fd = numeric_grad(s, f, 1e-4);
+      EXPECT_TRUE(all_close(grad, fd, 1e-6, 1e-4));
+    }
+  }
+}
+
+TEST_P(LossTest, KdWithHugeLogitsIsFinite) {
+  const std::vector<float> s = {1e4f, -1e4f, 0.0f}, t = {-1e4f, 1e4f, 0.0f};
+  Tensor loss = poisoned({1}, device()), grad = poisoned({1, 3}, device());
+  kd_loss(on(device(), s, {1, 3}), on(device(), t, {1, 3}), 1.0f, loss, &grad);
+  // Teacher puts all mass on class 1, where log p_s = -2e4: the loss is 2e4.
+  EXPECT_NEAR(loss.item(), 2e4, 2e4 * 4 * kEps32);
+  EXPECT_TRUE(all_close(grad, {1.0, -1.0, 0.0}, 1e-6, 0));
+  kd_loss(on(device(), s, {1, 3}), on(device(), s, {1, 3}), 3.0f, loss, &grad);
+  EXPECT_NEAR(loss.item(), 0.0, 1e-6) << "KL of a distribution with itself is 0";
+}
+
+TEST_P(LossTest, GradientIsOptional) {
+  const auto p = random_floats(7, 1), t = random_floats(7, 2);
+  Tensor loss = poisoned({1}, device());
+  mse_loss(on(device(), p, {7}), on(device(), t, {7}), loss, nullptr);
+  EXPECT_NEAR(loss.item(), ref_mse(to_double(p), t, Reduction::Mean), 1e-6);
+}
+
+NNOPS_INSTANTIATE_DEVICES(LossTest);
+
+}  // namespace
+}  // namespace nnops::test

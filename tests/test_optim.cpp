@@ -1,0 +1,229 @@
+// Adam/AdamW/AMSGrad and SGD over several steps against double-precision implementations of
+// torch.optim's single-tensor algorithms; clip_grad_norm against a double norm.
+#include <cstring>
+
+#include "test_util.hpp"
+
+namespace nnops::test {
+namespace {
+
+// Hyper-parameters as Python holds them: doubles of the decimals written (0.9, not 0.9f).
+struct PyAdamHyper {
+  double lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, wd = 0;
+};
+
+struct RefAdam {
+  std::vector<double> p, m, v, vmax;
+  int64_t step = 0;
+  void apply(const AdamOptions& o, const PyAdamHyper& h, const std::vector<float>& grad,
+             const std::vector<uint8_t>* mask) {
+    ++step;
+    const double bc1 = 1 - std::pow(h.beta1, step), bc2 = 1 - std::pow(h.beta2, step);
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (mask && (*mask)[i] == 0) {
+        p[i] = 0;
+        continue;
+      }
+      double g = o.maximize ? -grad[i] : grad[i];
+      if (h.wd != 0) {
+        if (o.decoupled_weight_decay) p[i] *= 1 - h.lr * h.wd;
+        else g += h.wd * p[i];
+      }
+      m[i] = h.beta1 * m[i] + (1 - h.beta1) * g;
+      v[i] = h.beta2 * v[i] + (1 - h.beta2) * g * g;
+      vmax[i] = std::max(vmax[i], v[i]);
+      const double denom = std::sqrt(o.amsgrad ? vmax[i] : v[i]) / std::sqrt(bc2) + h.eps;
+      p[i] -= h.lr / bc1 * m[i] / denom;
+    }
+  }
+};
+
+class OptimTest : public DeviceTest {};
+
+TEST_P(OptimTest, AdamEveryOptionOverSeveralSteps) {
+  int variant = 0;
+  for (bool amsgrad : {false, true})
+    for (bool maximize : {false, true})
+      for (double wd : {0.0, 0.1})
+        for (bool decoupled : {false, true})
+          for (bool masked : {false, true}) {
+            if (wd == 0.0 && decoupled) continue;
+            PyAdamHyper h;
+            h.wd = wd;
+            AdamOptions o;
+            o.lr = static_cast<float>(h.lr);
+            o.amsgrad = amsgrad;
+            o.maximize = maximize;
+            o.weight_decay = static_cast<float>(wd);
+            o.decoupled_weight_decay = decoupled;
+            const int64_t n = variant % 2 ? 1023 : 33;
+            SCOPED_TRACE("variant " + std::to_string(variant) + " amsgrad=" + std::to_string(amsgrad) +
+                         " maximize=" + std::to_string(maximize) + " wd=" + std::to_string(wd) +
+                         " decoupled=" + std::to_string(decoupled) + " masked=" + std::to_string(masked));
+            auto p0 = random_floats(n, 100 + variant);
+            std::vector<uint8_t> mask(n, 1);
+            for (int64_t i = 0; i < n; i += 3) mask[i] = 0;
+            if (masked) for (int64_t i = 0; i < n; ++i) if (!mask[i]) p0[i] = 0;
+            Tensor p = on(device(), p0, {n});
+            Tensor mask_t = Tensor::from_vector(mask, {n}, device());
+            AdamState state;
+            RefAdam ref{to_double(p0), std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
+            for (int step = 0; step < 6; ++step) {
+              // Gradients shrink over steps so the bias corrections matter.
+              const auto g = random_floats(n, 1000 * variant + step, -1.0f / (step + 1), 1.0f / (step + 1));
+              adam_step(o, p, on(device(), g, {n}), state, masked ? &mask_t : nullptr);
+              ref.apply(o, h, g, masked ? &mask : nullptr);
+            }
+            EXPECT_EQ(state.step, 6);
+            // Each step moves p by <= lr with a float relative error of a few u in the update;
+            // p itself is rounded each step: 6 steps * (u*|p| + 8u*lr).
+            EXPECT_TRUE(all_close(p, ref.p, 6 * 8 * kEps32 * o.lr + 1e-7, 6 * kEps32));
+            EXPECT_TRUE(all_close(state.exp_avg, ref.m, 1e-7, 1e-5));
+            EXPECT_TRUE(all_close(state.exp_avg_sq, ref.v, 1e-9, 1e-5));
+            if (masked) {
+              const auto pv = p.to_vector<float>(), mv = state.exp_avg.to_vector<float>();
+              for (int64_t i = 0; i < n; ++i) {
+                if (mask[i]) continue;
+                ASSERT_EQ(pv[i], 0.0f);
+                ASSERT_EQ(mv[i], 0.0f) << "masked moments stay untouched";
+              }
+            }
+            ++variant;
+          }
+}
+
+TEST_P(OptimTest, AdamFirstStepMovesEveryWeightByLr) {
+  // At t = 1, m_hat = g and v_hat = g^2, so each weight moves by lr * g/(|g| + eps).
+  const int64_t n = 7;
+  const std::vector<float> g = {1.f, -2.f, 0.5f, -0.25f, 3.f, 1e-3f, -1e-3f};
+  Tensor p = Tensor::zeros({n}, DType::F32, device());
+  AdamState st;
+  adam_step(AdamOptions{}, p, on(device(), g, {n}), st);
+  std::vector<double> expected(n);
+  for (int i = 0; i < n; ++i) expected[i] = -1e-3 * g[i] / (std::fabs(g[i]) + 1e-8);
+  EXPECT_TRUE(all_close(p, expected, 1e-10, 4 * kEps32));
+}
+
+TEST_P(OptimTest, MultiTensorAdamEqualsSingleTensorSteps) {
+  const std::vector<int64_t> sizes = {1, 7, 1023};
+  std::vector<Tensor> a, b, grads;
+  std::vector<AdamState> sa(sizes.size()), sb(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const auto v = random_floats(sizes[i], 7 + i);
+    a.push_back(on(device(), v, {sizes[i]}));
+    b.push_back(on(device(), v, {sizes[i]}));
+    grads.push_back(on(device(), random_floats(sizes[i], 70 + i), {sizes[i]}));
+  }
+  AdamOptions o;
+  o.amsgrad = true;
+  o.weight_decay = 0.01f;
+  o.decoupled_weight_decay = true;
+  for (int step = 0; step < 3; ++step) {
+    std::vector<Tensor*> params;
+    std::vector<const Tensor*> gs;
+    std::vector<AdamState*> states;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      params.push_back(&a[i]);
+      gs.push_back(&grads[i]);
+      states.push_back(&sa[i]);
+      adam_step(o, b[i], grads[i], sb[i]);
+    }
+    adam_step(o, params, gs, states);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_EQ(a[i].to_vector<float>(), b[i].to_vector<float>()) << "bitwise equal";
+    EXPECT_EQ(sa[i].step, 3);
+  }
+}
+
+struct RefSgd {
+  std::vector<double> p, buf;
+  bool first = true;
+  void apply(const SgdOptions& o, const std::vector<float>& grad) {
+    for (size_t i = 0; i < p.size(); ++i) {
+      double d = o.maximize ? -grad[i] : grad[i];
+      if (o.weight_decay != 0) d += double(o.weight_decay) * p[i];
+      if (o.momentum != 0) {
+        buf[i] = first ? d : o.momentum * buf[i] + (1 - double(o.dampening)) * d;
+        d = o.nesterov ? d + o.momentum * buf[i] : buf[i];
+      }
+      p[i] -= double(o.lr) * d;
+    }
+    first = false;
+  }
+};
+
+TEST_P(OptimTest, SgdEveryOptionOverSeveralSteps) {
+  int variant = 0;
+  for (float momentum : {0.0f, 0.9f})
+    for (float dampening : {0.0f, 0.5f})
+      for (bool nesterov : {false, true})
+        for (float wd : {0.0f, 0.01f})
+          for (bool maximize : {false, true}) {
+            if (nesterov && (momentum == 0.0f || dampening != 0.0f)) continue;
+            SgdOptions o{0.1f, momentum, dampening, wd, nesterov, maximize};
+            const int64_t n = 257;
+            const auto p0 = random_floats(n, 300 + variant);
+            Tensor p = on(device(), p0, {n});
+            SgdState st;
+            RefSgd ref{to_double(p0), std::vector<double>(n)};
+            for (int step = 0; step < 5; ++step) {
+              const auto g = random_floats(n, 400 + 10 * variant + step);
+              sgd_step(o, p, on(device(), g, {n}), st);
+              ref.apply(o, g);
+            }
+            // |update| <= lr * (1 + momentum)/(1 - momentum) ~ 2: each step adds ~2u of it.
+            EXPECT_TRUE(all_close(p, ref.p, 5 * 4 * kEps32 * 2, 5 * kEps32))
+                << "momentum=" << momentum << " dampening=" << dampening << " nesterov=" << nesterov
+                << " wd=" << wd << " maximize=" << maximize;
+            ++variant;
+          }
+}
+
+TEST_P(OptimTest, MaskedSgdKeepsPrunedWeightsAtZero) {
+  const int64_t n = 33;
+  std::vector<float> p0 = random_floats(n, 1);
+  std::vector<uint8_t> mask(n, 1);
+  for (int64_t i = 0; i < n; i += 2) mask[i] = 0;
+  Tensor p = on(device(), p0, {n}), mask_t = Tensor::from_vector(mask, {n}, device());
+  SgdState st;
+  for (int step = 0; step < 3; ++step) {
+    sgd_step(SgdOptions{0.1f, 0.9f}, p, on(device(), random_floats(n, 2 + step), {n}), st, &mask_t);
+  }
+  const auto pv = p.to_vector<float>(), bv = st.momentum_buffer.to_vector<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (mask[i]) {
+      EXPECT_NE(pv[i], p0[i]);
+    } else {
+      EXPECT_EQ(pv[i], 0.0f);
+      EXPECT_EQ(bv[i], 0.0f);
+    }
+  }
+}
+
+TEST_P(OptimTest, ClipGradNorm) {
+  const auto g1 = random_floats(1023, 1), g2 = random_floats(7, 2);
+  double sum = 0;
+  for (float v : g1) sum += double(v) * v;
+  for (float v : g2) sum += double(v) * v;
+  const double norm = std::sqrt(sum);
+  {
+    Tensor a = on(device(), g1, {1023}), b = on(device(), g2, {7});
+    const double total = clip_grad_norm({&a, &b}, 1.0f);
+    EXPECT_NEAR(total, norm, 1e-12 * norm);
+    const double coef = 1.0 / (norm + 1e-6);
+    std::vector<double> ref(g1.begin(), g1.end());
+    for (auto& v : ref) v *= coef;
+    EXPECT_TRUE(all_close(a, ref, 0, 2 * kEps32));
+  }
+  {
+    Tensor a = on(device(), g1, {1023});
+    clip_grad_norm({&a}, 1e6f);  // far above the norm: untouched, bit for bit
+    EXPECT_EQ(a.to_vector<float>(), g1);
+  }
+}
+
+NNOPS_INSTANTIATE_DEVICES(OptimTest);
+
+}  // namespace
+}  // namespace nnops::test

@@ -1,0 +1,127 @@
+// Shared test helpers: device parameterisation (CUDA cases skip without a usable GPU), seeded
+// random inputs, poisoned outputs, and tolerance checks that report the first mismatches.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "nnops/nnops.hpp"
+
+namespace nnops::test {
+
+constexpr double kEps32 = 5.9604644775390625e-08;  // unit roundoff of float, 2^-24
+
+inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+inline std::vector<double> to_double(const std::vector<float>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+inline int64_t numel_of(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// An output tensor full of NaN, so a kernel that skips an element is caught.
+inline Tensor poisoned(const Shape& shape, Device device) {
+  const auto n = static_cast<size_t>(numel_of(shape));
+  return Tensor::from_vector(std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()), shape,
+                             device);
+}
+
+inline Tensor on(Device device, const std::vector<float>& v, const Shape& shape) {
+  return Tensor::from_vector(v, shape, device);
+}
+
+// max |out - ref| <= atol + rtol * |ref|, element by element; NaN must match NaN.
+inline ::testing::AssertionResult all_close(const std::vector<float>& out,
+                                            const std::vector<double>& ref, double atol,
+                                            double rtol) {
+  if (out.size() != ref.size()) {
+    return ::testing::AssertionFailure() << "size " << out.size() << " vs reference " << ref.size();
+  }
+  std::ostringstream bad;
+  int failures = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double o = out[i], r = ref[i];
+    bool ok;
+    if (std::isnan(r)) {
+      ok = std::isnan(o);
+    } else if (std::isinf(r)) {
+      ok = o == r;
+    } else {
+      ok = std::isfinite(o) && std::fabs(o - r) <= atol + rtol * std::fabs(r);
+    }
+    if (!ok) {
+      if (failures < 5) bad << "\n  [" << i << "] got " << o << " expected " << r;
+      ++failures;
+    }
+  }
+  if (failures == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << failures << " of " << out.size()
+                                       << " elements outside atol " << atol << " + rtol " << rtol
+                                       << bad.str();
+}
+
+inline ::testing::AssertionResult all_close(const Tensor& out, const std::vector<double>& ref,
+                                            double atol, double rtol) {
+  return all_close(out.to_vector<float>(), ref, atol, rtol);
+}
+
+// The call must throw nnops::Error whose message starts with `fn` and contains `needle`.
+inline ::testing::AssertionResult throws_error(const std::function<void()>& call, const std::string& fn,
+                                               const std::string& needle = "") {
+  try {
+    call();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    if (msg.rfind(fn, 0) != 0) {
+      return ::testing::AssertionFailure() << "message does not start with '" << fn << "': " << msg;
+    }
+    if (!needle.empty() && msg.find(needle) == std::string::npos) {
+      return ::testing::AssertionFailure() << "message lacks '" << needle << "': " << msg;
+    }
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-nnops exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+// Parameterised over devices; CUDA cases skip (never pass) when no GPU is usable.
+class DeviceTest : public ::testing::TestWithParam<Device> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Device::CUDA && !cuda_available()) {
+      GTEST_SKIP() << "no usable CUDA device (or nnops built without CUDA)";
+    }
+  }
+  Device device() const { return GetParam(); }
+};
+
+inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
+  return info.param == Device::CPU ? "CPU" : "CUDA";
+}
+
+#define NNOPS_INSTANTIATE_DEVICES(Suite)                                                \
+  INSTANTIATE_TEST_SUITE_P(Devices, Suite,                                              \
+                           ::testing::Values(::nnops::Device::CPU, ::nnops::Device::CUDA), \
+                           ::nnops::test::device_name)
+
+}  // namespace nnops::test
