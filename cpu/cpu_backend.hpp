@@ -54,6 +54,9 @@ class CpuBackend final : public Backend {
   void apply_mask(float* w, const uint8_t* mask, int64_t n) override;
   int64_t count_nonzero(const uint8_t* mask, int64_t n) override;
 
+  void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) override;
+  void fill(float* t, int64_t n, float value) override;
+
   void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
   void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;
 };

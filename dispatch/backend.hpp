@@ -86,6 +86,9 @@ class Backend {
   virtual void apply_mask(float* w, const uint8_t* mask, int64_t n);
   virtual int64_t count_nonzero(const uint8_t* mask, int64_t n);
 
+  virtual void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta);
+  virtual void fill(float* t, int64_t n, float value);
+
   virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);
   virtual void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed);
 

@@ -138,6 +138,8 @@ void Backend::prune_ln_structured(uint8_t*, const float*, int64_t, int64_t, int6
 void Backend::prune_nm(uint8_t*, const float*, int64_t, int, int) { not_implemented("nm_structured"); }
 void Backend::apply_mask(float*, const uint8_t*, int64_t) { not_implemented("apply_mask"); }
 int64_t Backend::count_nonzero(const uint8_t*, int64_t) { not_implemented("sparsity"); }
+void Backend::add_scaled(float*, const float*, int64_t, float, float) { not_implemented("add_scaled"); }
+void Backend::fill(float*, int64_t, float) { not_implemented("fill"); }
 void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) { not_implemented("fill_uniform"); }
 void Backend::fill_normal(float*, int64_t, float, float, uint64_t) { not_implemented("fill_normal"); }
 

@@ -3,6 +3,7 @@
 
 #include "nnops/activation.hpp"
 #include "nnops/device.hpp"
+#include "nnops/elementwise.hpp"
 #include "nnops/error.hpp"
 #include "nnops/gemm.hpp"
 #include "nnops/loss.hpp"
