@@ -1,0 +1,391 @@
+// nnops-train: the reference workload on nnops' public API. Trains the teacher MLP with Adam,
+// prunes it by L1 magnitude (or 2:4), fine-tunes it with the masks kept, and distills it into
+// a smaller student; prints a line per epoch and a summary, optionally writing metrics (CSV)
+// and checkpoints.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nnops/nnops.hpp>
+
+#include "checkpoint.hpp"
+#include "data.hpp"
+#include "model.hpp"
+#include "options.hpp"
+
+namespace train {
+namespace {
+
+using nnops::DType;
+using nnops::Tensor;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Evaluation {
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  double accuracy = std::numeric_limits<double>::quiet_NaN();  // classification only
+};
+
+// Every logged point goes to stdout and, with --metrics, to a CSV file.
+class Log {
+ public:
+  Log(const std::string& path, Clock::time_point start) : start_(start) {
+    if (path.empty()) return;
+    csv_ = std::fopen(path.c_str(), "w");
+    if (!csv_) throw std::runtime_error("cannot write metrics file '" + path + "'");
+    std::fprintf(csv_, "kind,phase,epoch,train_loss,heldout_loss,heldout_accuracy,samples_per_s,gflops,elapsed_s,params,nonzero\n");
+  }
+  ~Log() {
+    if (csv_) std::fclose(csv_);
+  }
+  void epoch(const char* phase, int64_t epoch, int64_t epochs, double train_loss, const Evaluation& e,
+             double samples_per_s, double gflops) {
+    const double elapsed = seconds_since(start_);
+    char train_text[32] = "-";
+    if (!std::isnan(train_loss)) std::snprintf(train_text, sizeof train_text, "%.6g", train_loss);
+    std::printf("[%-8s] epoch %3lld/%-3lld train %-11s held-out %-11.6g", phase, (long long)epoch,
+                (long long)epochs, train_text, e.loss);
+    if (!std::isnan(e.accuracy)) std::printf(" acc %6.2f%%", 100.0 * e.accuracy);
+    std::printf(" %9.0f samples/s %7.2f GFLOP/s %7.1f s\n", samples_per_s, gflops, elapsed);
+    std::fflush(stdout);
+    row("epoch", phase, epoch, train_loss, e, samples_per_s, gflops, -1, -1);
+  }
+  void row(const char* kind, const std::string& phase, int64_t epoch, double train_loss, const Evaluation& e,
+           double samples_per_s, double gflops, int64_t params, int64_t nonzero) {
+    if (!csv_) return;
+    std::fprintf(csv_, "%s,%s,%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.6f,%lld,%lld\n", kind, phase.c_str(),
+                 (long long)epoch, train_loss, e.loss, e.accuracy, samples_per_s, gflops,
+                 seconds_since(start_), (long long)params, (long long)nonzero);
+    std::fflush(csv_);
+  }
+
+ private:
+  FILE* csv_ = nullptr;
+  Clock::time_point start_;
+};
+
+class Trainer {
+ public:
+  Trainer(const Options& o, nnops::Device device, Log& log) : o_(o), device_(device), log_(log) {}
+
+  Evaluation evaluate(const Mlp& m, Workspace& ws, const Split& s) const {
+    double total = 0.0;
+    int64_t correct = 0;
+    Tensor loss = Tensor::empty({1}, DType::F32, device_);
+    const std::vector<int32_t> labels =
+        o_.task == Task::Classify ? s.y.to_vector<int32_t>() : std::vector<int32_t>();
+    for (int64_t start = 0; start < s.rows(); start += o_.batch) {
+      const int64_t count = std::min(o_.batch, s.rows() - start);
+      const Tensor x = row_view(s.x, start, count);
+      const Tensor y = ws.forward(m, x);
+      if (o_.task == Task::Regress) {
+        nnops::mse_loss(y, row_view(s.y, start, count), loss, nullptr, nnops::Reduction::Sum);
+      } else {
+        nnops::cross_entropy_loss(y, row_view(s.y, start, count), loss, nullptr, nnops::Reduction::Sum);
+        const auto logits = y.to_vector<float>();
+        for (int64_t r = 0; r < count; ++r) {
+          const float* row = logits.data() + r * m.out;
+          correct += std::max_element(row, row + m.out) - row == labels[start + r];
+        }
+      }
+      total += loss.item();
+    }
+    Evaluation e;
+    e.loss = total / static_cast<double>(o_.task == Task::Regress ? s.rows() * m.out : s.rows());
+    if (o_.task == Task::Classify) e.accuracy = static_cast<double>(correct) / s.rows();
+    return e;
+  }
+
+  // Writes the loss gradient for rows [start, start+count) into grad; returns the batch loss.
+  using LossFn = std::function<float(const Tensor& y, int64_t start, int64_t count, Tensor& grad)>;
+
+  // Trains for `epochs` epochs (mini-batches in a seeded random order); logs each epoch and
+  // returns the seconds spent.
+  double run_phase(const char* phase, Mlp& m, const Split& train, const Split& heldout, int64_t epochs,
+                   const LossFn& loss_fn, uint64_t order_seed) {
+    Workspace ws(m, o_.batch);
+    const auto t0 = Clock::now();
+    log_.epoch(phase, 0, epochs, std::numeric_limits<double>::quiet_NaN(), evaluate(m, ws, heldout), 0, 0);
+    const int64_t batches = train.rows() / o_.batch;  // the last partial batch is dropped
+    if (batches == 0) throw std::runtime_error("--batch is larger than --train-samples");
+    std::vector<int64_t> order(batches);
+    std::mt19937_64 rng(order_seed);
+    nnops::AdamOptions adam;
+    adam.lr = o_.lr;
+    double train_seconds = 0.0;
+    for (int64_t epoch = 1; epoch <= epochs; ++epoch) {
+      for (int64_t b = 0; b < batches; ++b) order[b] = b;
+      std::shuffle(order.begin(), order.end(), rng);
+      const auto e0 = Clock::now();
+      double sum = 0.0;
+      for (int64_t b : order) {
+        const int64_t start = b * o_.batch;
+        const Tensor x = row_view(train.x, start, o_.batch);
+        const Tensor y = ws.forward(m, x);
+        Tensor grad = ws.output_grad();
+        sum += loss_fn(y, start, o_.batch, grad);
+        ws.backward(m, x);
+        ws.adam_step(m, adam);
+      }
+      nnops::synchronize(device_);
+      const double dt = seconds_since(e0);
+      train_seconds += dt;
+      const double samples = static_cast<double>(batches * o_.batch);
+      log_.epoch(phase, epoch, epochs, sum / batches, evaluate(m, ws, heldout), samples / dt,
+                 samples * m.flops_per_sample_train() / dt * 1e-9);
+    }
+    (void)t0;
+    return train_seconds;
+  }
+
+  LossFn supervised_loss(const Split& train) {
+    return [this, &train](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
+      if (o_.task == Task::Regress) {
+        nnops::mse_loss(y, row_view(train.y, start, count), loss_, &grad);
+      } else {
+        nnops::cross_entropy_loss(y, row_view(train.y, start, count), loss_, &grad);
+      }
+      return loss_.item();
+    };
+  }
+
+  // Student loss against the teacher's outputs: MSE on them (regression), or
+  // alpha * kd_loss(T) + (1 - alpha) * cross-entropy on the labels (classification).
+  LossFn distill_loss(const Split& train, const Tensor& teacher_out) {
+    kd_grad_ = Tensor::empty({o_.batch, o_.out}, DType::F32, device_);
+    kd_value_ = Tensor::empty({1}, DType::F32, device_);
+    return [this, &train, &teacher_out](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
+      const Tensor t = row_view(teacher_out, start, count);
+      if (o_.task == Task::Regress) {
+        nnops::mse_loss(y, t, loss_, &grad);
+        return loss_.item();
+      }
+      nnops::cross_entropy_loss(y, row_view(train.y, start, count), loss_, &grad);
+      nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
+      nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
+      return o_.alpha * kd_value_.item() + (1.0f - o_.alpha) * loss_.item();
+    };
+  }
+
+  // The model's outputs on a whole split (teacher targets for distillation).
+  Tensor outputs(const Mlp& m, const Split& s) const {
+    Tensor out = Tensor::empty({s.rows(), m.out}, DType::F32, device_);
+    Workspace ws(m, o_.batch);
+    for (int64_t start = 0; start < s.rows(); start += o_.batch) {
+      const int64_t count = std::min(o_.batch, s.rows() - start);
+      Tensor y = ws.forward(m, row_view(s.x, start, count));
+      Tensor dst = row_view(out, start, count);
+      nnops::add_scaled(dst, y, 1.0f, 0.0f);
+    }
+    return out;
+  }
+
+ private:
+  const Options& o_;
+  nnops::Device device_;
+  Log& log_;
+  Tensor loss_ = Tensor::empty({1}, DType::F32, device_);
+  Tensor kd_grad_, kd_value_;
+};
+
+void prune(Mlp& m, const Options& o) {
+  if (o.prune_pattern == PrunePattern::TwoFour) {
+    nnops::nm_structured(m.w1, 2, 4, m.m1);
+    nnops::nm_structured(m.w2, 2, 4, m.m2);
+  } else if (o.prune_scope == PruneScope::Global) {
+    nnops::global_unstructured({&m.w1, &m.w2}, nnops::PruneAmount::fraction(o.prune_amount), {&m.m1, &m.m2});
+  } else {
+    nnops::l1_unstructured(m.w1, nnops::PruneAmount::fraction(o.prune_amount), m.m1);
+    nnops::l1_unstructured(m.w2, nnops::PruneAmount::fraction(o.prune_amount), m.m2);
+  }
+  nnops::apply_mask(m.w1, m.m1);
+  nnops::apply_mask(m.w2, m.m2);
+}
+
+TensorMap to_checkpoint(const Mlp& m, const Options& o) {
+  TensorMap t;
+  t.emplace("w1", m.w1.clone());
+  t.emplace("b1", m.b1.clone());
+  t.emplace("w2", m.w2.clone());
+  t.emplace("b2", m.b2.clone());
+  t.emplace("m1", m.m1.clone());
+  t.emplace("m2", m.m2.clone());
+  // What evaluation needs to rebuild the same held-out data.
+  const std::vector<int32_t> meta = {activation_code(m.activation), o.task == Task::Classify ? 1 : 0,
+                                     static_cast<int32_t>(o.seed), static_cast<int32_t>(o.train_samples),
+                                     static_cast<int32_t>(o.heldout_samples), static_cast<int32_t>(o.batch)};
+  t.emplace("meta", Tensor::from_vector(meta, {6}));
+  t.emplace("noise", Tensor::from_vector(std::vector<float>{o.noise}, {1}));
+  return t;
+}
+
+Mlp from_checkpoint(TensorMap& t, const std::string& path, nnops::Device device) {
+  for (const char* key : {"w1", "b1", "w2", "b2", "m1", "m2", "meta", "noise"}) {
+    if (!t.count(key)) throw std::runtime_error(path + ": missing entry '" + key + "'");
+  }
+  Mlp m;
+  const Tensor& w1 = t["w1"];
+  const Tensor& w2 = t["w2"];
+  if (w1.ndim() != 2 || w2.ndim() != 2 || w2.dim(1) != w1.dim(0) || t["b1"].shape() != nnops::Shape{w1.dim(0)} ||
+      t["b2"].shape() != nnops::Shape{w2.dim(0)} || t["m1"].shape() != w1.shape() || t["m2"].shape() != w2.shape() ||
+      t["meta"].shape() != nnops::Shape{6} || t["meta"].dtype() != DType::I32) {
+    throw std::runtime_error(path + ": the tensors do not form a two-layer MLP");
+  }
+  m.in = w1.dim(1), m.hidden = w1.dim(0), m.out = w2.dim(0), m.device = device;
+  m.activation = activation_from_code(t["meta"].to_vector<int32_t>()[0]);
+  m.w1 = t["w1"].to(device), m.b1 = t["b1"].to(device), m.w2 = t["w2"].to(device), m.b2 = t["b2"].to(device);
+  m.m1 = t["m1"].to(device), m.m2 = t["m2"].to(device);
+  return m;
+}
+
+struct SummaryRow {
+  std::string model;
+  int64_t params, nonzero;
+  Evaluation eval;
+  double seconds;
+};
+
+void print_summary(const std::vector<SummaryRow>& rows, const Options& o, nnops::Device device, Log& log,
+                   const Mlp* pruned) {
+  const bool classify = o.task == Task::Classify;
+  std::printf("\n%-12s %12s %12s %14s %10s %10s\n", "model", "params", "non-zero",
+              classify ? "held-out CE" : "held-out MSE", classify ? "accuracy" : "", "time (s)");
+  for (const SummaryRow& r : rows) {
+    std::printf("%-12s %12lld %12lld %14.6g", r.model.c_str(), (long long)r.params, (long long)r.nonzero, r.eval.loss);
+    if (classify) std::printf(" %9.2f%%", 100.0 * r.eval.accuracy);
+    else std::printf(" %10s", "");
+    std::printf(" %10.2f\n", r.seconds);
+    log.row("summary", r.model, -1, std::numeric_limits<double>::quiet_NaN(), r.eval, 0, 0, r.params, r.nonzero);
+  }
+  if (pruned) {
+    const double s1 = nnops::sparsity(pruned->m1), s2 = nnops::sparsity(pruned->m2);
+    std::printf("sparsity: fc1 %.4f, fc2 %.4f (%s, %s)\n", s1, s2,
+                o.prune_pattern == PrunePattern::TwoFour ? "2:4" : "L1 unstructured",
+                o.prune_scope == PruneScope::Global ? "global" : "per layer");
+    Evaluation none;
+    log.row("sparsity", "fc1", -1, s1, none, 0, 0, pruned->m1.numel(),
+            static_cast<int64_t>(std::llround((1 - s1) * pruned->m1.numel())));
+    log.row("sparsity", "fc2", -1, s2, none, 0, 0, pruned->m2.numel(),
+            static_cast<int64_t>(std::llround((1 - s2) * pruned->m2.numel())));
+  }
+  std::printf("device: %s\n", nnops::to_string(device));
+}
+
+int run(const Options& o) {
+  const nnops::Device device = o.device ? *o.device : nnops::default_device();
+  if (device == nnops::Device::CUDA && !nnops::cuda_available()) {
+    throw std::runtime_error("--device cuda but no usable CUDA device");
+  }
+  Log log(o.metrics_path, Clock::now());
+
+  if (!o.load_dir.empty()) {
+    std::vector<SummaryRow> rows;
+    for (const char* name : {"teacher", "student"}) {
+      const std::string path = o.load_dir + "/" + name + ".nnops";
+      TensorMap t = load_checkpoint(path);
+      Mlp m = from_checkpoint(t, path, device);
+      const auto meta = t["meta"].to_vector<int32_t>();
+      Options data_opts = o;
+      data_opts.task = meta[1] ? Task::Classify : Task::Regress;
+      data_opts.seed = static_cast<uint64_t>(meta[2]);
+      data_opts.train_samples = meta[3], data_opts.heldout_samples = meta[4], data_opts.batch = meta[5];
+      data_opts.noise = t["noise"].item();
+      data_opts.out = m.out;
+      if (meta[3] <= 0 || meta[4] <= 0 || meta[5] <= 0) throw std::runtime_error(path + ": bad metadata");
+      const Dataset data = make_dataset({data_opts.task, m.in, m.out, data_opts.train_samples,
+                                         data_opts.heldout_samples, data_opts.noise, data_opts.seed}, device);
+      Trainer trainer(data_opts, device, log);
+      Workspace ws(m, data_opts.batch);
+      const auto t0 = Clock::now();
+      const Evaluation e = trainer.evaluate(m, ws, data.heldout);
+      rows.push_back({name, m.parameter_count(), m.nonzero_weights(), e, seconds_since(t0)});
+    }
+    print_summary(rows, o, device, log, nullptr);
+    return 0;
+  }
+
+  std::printf("nnops %s: %s task, teacher %lld -> %lld -> %lld (%s), student hidden %lld, %lld train / %lld held-out samples, batch %lld, device %s\n",
+              NNOPS_VERSION_STRING, o.task == Task::Classify ? "classification" : "regression", (long long)o.in,
+              (long long)o.hidden, (long long)o.out, activation_name(o.activation), (long long)o.student_hidden,
+              (long long)o.train_samples, (long long)o.heldout_samples, (long long)o.batch, nnops::to_string(device));
+  const Dataset data = make_dataset({o.task, o.in, o.out, o.train_samples, o.heldout_samples, o.noise, o.seed}, device);
+  Trainer trainer(o, device, log);
+  std::vector<SummaryRow> rows;
+
+  // 1. Teacher.
+  Mlp teacher = Mlp::create(o.in, o.hidden, o.out, o.activation, device, o.seed * 10 + 1);
+  double t = trainer.run_phase("teacher", teacher, data.train, data.heldout, o.epochs,
+                               trainer.supervised_loss(data.train), o.seed * 10 + 2);
+  Workspace ws(teacher, o.batch);
+  rows.push_back({"teacher", teacher.parameter_count(), teacher.nonzero_weights(),
+                  trainer.evaluate(teacher, ws, data.heldout), t});
+
+  // 2. Prune.
+  auto t0 = Clock::now();
+  prune(teacher, o);
+  const Evaluation pruned_eval = trainer.evaluate(teacher, ws, data.heldout);
+  log.epoch("prune", 0, 0, std::numeric_limits<double>::quiet_NaN(), pruned_eval, 0, 0);
+  rows.push_back({"pruned", teacher.parameter_count(), teacher.nonzero_weights(), pruned_eval, seconds_since(t0)});
+
+  // 3. Fine-tune with the masks kept (masked Adam, fresh optimizer state).
+  t = trainer.run_phase("finetune", teacher, data.train, data.heldout, o.finetune_epochs,
+                        trainer.supervised_loss(data.train), o.seed * 10 + 3);
+  rows.push_back({"fine-tuned", teacher.parameter_count(), teacher.nonzero_weights(),
+                  trainer.evaluate(teacher, ws, data.heldout), t});
+
+  // 4. Distill into the student.
+  t0 = Clock::now();
+  const Tensor teacher_out = trainer.outputs(teacher, data.train);
+  const double teacher_out_seconds = seconds_since(t0);
+  Mlp student = Mlp::create(o.in, o.student_hidden, o.out, o.activation, device, o.seed * 10 + 4);
+  t = trainer.run_phase("distill", student, data.train, data.heldout, o.distill_epochs,
+                        trainer.distill_loss(data.train, teacher_out), o.seed * 10 + 5);
+  Workspace ws_student(student, o.batch);
+  rows.push_back({"student", student.parameter_count(), student.nonzero_weights(),
+                  trainer.evaluate(student, ws_student, data.heldout), t + teacher_out_seconds});
+  if (o.task == Task::Classify) {
+    // The same student trained from the same initialisation on the labels alone.
+    Mlp scratch = Mlp::create(o.in, o.student_hidden, o.out, o.activation, device, o.seed * 10 + 4);
+    t = trainer.run_phase("scratch", scratch, data.train, data.heldout, o.distill_epochs,
+                          trainer.supervised_loss(data.train), o.seed * 10 + 5);
+    rows.push_back({"scratch", scratch.parameter_count(), scratch.nonzero_weights(),
+                    trainer.evaluate(scratch, ws_student, data.heldout), t});
+  }
+  print_summary(rows, o, device, log, &teacher);
+
+  if (!o.save_dir.empty()) {
+    std::filesystem::create_directories(o.save_dir);
+    save_checkpoint(o.save_dir + "/teacher.nnops", to_checkpoint(teacher, o));
+    save_checkpoint(o.save_dir + "/student.nnops", to_checkpoint(student, o));
+    std::printf("saved teacher.nnops and student.nnops to %s\n", o.save_dir.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace train
+
+int main(int argc, char** argv) {
+  try {
+    const auto options = train::parse_options(argc, argv);
+    if (!options) return 0;
+    return train::run(*options);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "nnops-train: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nnops-train: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,101 @@
+// The MLP forward, backward and masked Adam step (see model.hpp).
+#include "model.hpp"
+
+#include <cmath>
+
+namespace train {
+
+using nnops::DType;
+using nnops::Tensor;
+
+Mlp Mlp::create(int64_t in, int64_t hidden, int64_t out, std::optional<nnops::Activation> activation,
+                nnops::Device device, uint64_t seed) {
+  Mlp m;
+  m.in = in, m.hidden = hidden, m.out = out, m.activation = activation, m.device = device;
+  auto init = [&](Tensor& t, nnops::Shape shape, int64_t fan_in, uint64_t s) {
+    t = Tensor::empty(shape, DType::F32, device);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
+    nnops::fill_uniform(t, -bound, bound, s);
+  };
+  init(m.w1, {hidden, in}, in, seed * 4 + 0);
+  init(m.b1, {hidden}, in, seed * 4 + 1);
+  init(m.w2, {out, hidden}, hidden, seed * 4 + 2);
+  init(m.b2, {out}, hidden, seed * 4 + 3);
+  m.m1 = Tensor::from_vector(std::vector<uint8_t>(hidden * in, 1), {hidden, in}, device);
+  m.m2 = Tensor::from_vector(std::vector<uint8_t>(out * hidden, 1), {out, hidden}, device);
+  return m;
+}
+
+int64_t Mlp::parameter_count() const { return w1.numel() + b1.numel() + w2.numel() + b2.numel(); }
+
+int64_t Mlp::nonzero_weights() const {
+  const auto kept = [](const Tensor& mask) {
+    return static_cast<int64_t>(std::llround((1.0 - nnops::sparsity(mask)) * mask.numel()));
+  };
+  return kept(m1) + kept(m2) + b1.numel() + b2.numel();
+}
+
+Tensor row_view(const Tensor& t, int64_t start, int64_t count) {
+  nnops::Shape shape = t.shape();
+  const int64_t row_size = t.numel() / shape[0];
+  shape[0] = count;
+  switch (t.dtype()) {
+    case DType::F32: return Tensor::wrap(t.data<float>() + start * row_size, shape, t.device());
+    case DType::I32: return Tensor::wrap(t.data<int32_t>() + start * row_size, shape, t.device());
+    case DType::U8: return Tensor::wrap(t.data<uint8_t>() + start * row_size, shape, t.device());
+  }
+  return Tensor();
+}
+
+Workspace::Workspace(const Mlp& m, int64_t capacity) {
+  auto make = [&](int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::F32, m.device); };
+  h_ = make(capacity, m.hidden);
+  a_ = make(capacity, m.hidden);
+  y_ = make(capacity, m.out);
+  dy_ = make(capacity, m.out);
+  da_ = make(capacity, m.hidden);
+  dh_ = make(capacity, m.hidden);
+  dw1_ = make(m.hidden, m.in);
+  dw2_ = make(m.out, m.hidden);
+  db1_ = Tensor::empty({m.hidden}, DType::F32, m.device);
+  db2_ = Tensor::empty({m.out}, DType::F32, m.device);
+}
+
+Tensor Workspace::rows(Tensor& t, int64_t cols) const {
+  return Tensor::wrap(t.data<float>(), {rows_, cols}, t.device());
+}
+
+Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
+  rows_ = x.dim(0);
+  Tensor h = rows(h_, m.hidden), a = rows(a_, m.hidden), y = rows(y_, m.out);
+  nnops::linear_forward(x, m.w1, &m.b1, h);
+  if (m.activation) {
+    nnops::activation_forward(*m.activation, h, a);
+    nnops::linear_forward(a, m.w2, &m.b2, y);
+  } else {
+    nnops::linear_forward(h, m.w2, &m.b2, y);
+  }
+  return y;
+}
+
+Tensor Workspace::output_grad() { return rows(dy_, dy_.dim(1)); }
+
+void Workspace::backward(const Mlp& m, const Tensor& x) {
+  Tensor h = rows(h_, m.hidden), a = rows(a_, m.hidden), dy = rows(dy_, m.out);
+  Tensor da = rows(da_, m.hidden), dh = rows(dh_, m.hidden);
+  nnops::linear_backward(m.activation ? a : h, m.w2, dy, &da, dw2_, &db2_);
+  if (m.activation) {
+    nnops::activation_backward(*m.activation, h, da, dh);
+    nnops::linear_backward(x, m.w1, dh, nullptr, dw1_, &db1_);
+  } else {
+    nnops::linear_backward(x, m.w1, da, nullptr, dw1_, &db1_);
+  }
+}
+
+void Workspace::adam_step(Mlp& m, const nnops::AdamOptions& options) {
+  nnops::adam_step(options, {&m.w1, &m.b1, &m.w2, &m.b2}, {&dw1_, &db1_, &dw2_, &db2_},
+                   {&states_[0], &states_[1], &states_[2], &states_[3]},
+                   {&m.m1, nullptr, &m.m2, nullptr});
+}
+
+}  // namespace train

@@ -1,0 +1,54 @@
+// The MLP of the reference workload: Linear(in, hidden) -> activation -> Linear(hidden, out),
+// with optional pruning masks on both weights, written only against nnops' public API.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nnops/nnops.hpp>
+
+namespace train {
+
+struct Mlp {
+  int64_t in = 0, hidden = 0, out = 0;
+  std::optional<nnops::Activation> activation;  // nullopt: the plain two-layer linear model
+  nnops::Device device = nnops::Device::CPU;
+  nnops::Tensor w1, b1, w2, b2;  // w1 [hidden, in], w2 [out, hidden] like nn.Linear
+  nnops::Tensor m1, m2;          // U8 masks of w1 and w2 (all ones until pruned)
+
+  // nn.Linear's default initialisation: weights and biases uniform in +-1/sqrt(fan_in).
+  static Mlp create(int64_t in, int64_t hidden, int64_t out,
+                    std::optional<nnops::Activation> activation, nnops::Device device,
+                    uint64_t seed);
+  int64_t parameter_count() const;
+  int64_t nonzero_weights() const;  // kept entries of the masks plus the biases
+  double flops_per_sample_train() const { return 6.0 * (in * hidden + hidden * out); }
+};
+
+// Activations and gradients for up to `capacity` rows; views of them serve smaller batches.
+class Workspace {
+ public:
+  Workspace(const Mlp& model, int64_t capacity);
+  // Runs the model on x [rows, in]; returns a view of the output [rows, out].
+  nnops::Tensor forward(const Mlp& model, const nnops::Tensor& x);
+  // The gradient buffer for the output of the last forward ([rows, out]).
+  nnops::Tensor output_grad();
+  // Back-propagates output_grad() through the last forward; fills the weight gradients.
+  void backward(const Mlp& model, const nnops::Tensor& x);
+  // One masked Adam step on all four parameters.
+  void adam_step(Mlp& model, const nnops::AdamOptions& options);
+  void reset_optimizer() { states_ = std::vector<nnops::AdamState>(4); }
+
+ private:
+  nnops::Tensor rows(nnops::Tensor& t, int64_t cols) const;
+  int64_t rows_ = 0;
+  nnops::Tensor h_, a_, y_, dy_, da_, dh_;
+  nnops::Tensor dw1_, db1_, dw2_, db2_;
+  std::vector<nnops::AdamState> states_{4};
+};
+
+// A contiguous block of rows [start, start + count) of a 2-D (or 1-D) tensor, as a view.
+nnops::Tensor row_view(const nnops::Tensor& t, int64_t start, int64_t count);
+
+}  // namespace train

@@ -1,0 +1,200 @@
+// Parsing of nnops-train's flags: strict numbers, ranges checked, one-line errors.
+#include "options.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+namespace train {
+
+namespace {
+
+constexpr const char* kHelp = R"(nnops-train: train, prune, fine-tune and distill an MLP with nnops.
+
+The workload: a teacher MLP in -> hidden -> out (Linear, activation, Linear; nn.Linear init)
+is trained with Adam on a synthetic task, pruned by L1 magnitude, fine-tuned with its masks
+kept, then distilled into a smaller student in -> student-hidden -> out.
+
+  --device cpu|cuda          device to run on (default: CUDA when usable, else CPU)
+  --task regress|classify    regress: MSE on a noisy nonlinear target (default);
+                             classify: cross-entropy on --classes classes, and the student
+                             learns from kd_loss (Hinton et al.) mixed with cross-entropy
+  --activation NAME          relu (default), leaky_relu, gelu, gelu_tanh, silu, sigmoid,
+                             tanh, or none (the plain two-layer linear model)
+  --in N --hidden N --out N  teacher sizes (default 1000, 2000, 1000; out = classes when
+                             classifying)
+  --student-hidden N         student hidden size (default 500)
+  --classes N                classes for --task classify (default 10)
+  --train-samples N          training samples (default 8192)
+  --heldout-samples N        held-out samples (default 1024)
+  --batch N                  mini-batch size (default 64)
+  --epochs N                 teacher epochs (default 5)
+  --finetune-epochs N        masked fine-tuning epochs (default 2)
+  --distill-epochs N         student epochs (default 6)
+  --lr X                     Adam learning rate (default 1e-3)
+  --noise X                  target noise standard deviation (default 0.1)
+  --prune-amount X           fraction of weights to prune, in [0, 1] (default 0.5)
+  --prune-scope layer|global per layer, or one threshold across both layers (default layer)
+  --prune-pattern unstructured|2:4
+                             magnitude pruning of single weights (default), or N:M 2:4
+                             (keep the 2 largest of every 4; ignores --prune-amount)
+  --temperature X            distillation temperature T > 0 (default 4)
+  --alpha X                  weight of the KD loss against cross-entropy, in [0, 1] (default 0.9)
+  --seed N                   seed of the data and the initialisation (default 1)
+  --metrics FILE             write every logged point as CSV (see tools/plot-training)
+  --save DIR                 write the fine-tuned teacher and the student to DIR
+  --load DIR                 evaluate models saved by --save instead of training
+  --quick                    tiny sizes that finish in seconds (tests use it)
+  --help                     this text
+)";
+
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+
+int64_t parse_int(const std::string& flag, const char* text, int64_t lo, int64_t hi) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+    bad(flag + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+        "], got '" + text + "'");
+  }
+  return v;
+}
+
+double parse_real(const std::string& flag, const char* text, double lo, double hi, bool lo_open) {
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(text, &end);
+  const bool in_range = lo_open ? v > lo : v >= lo;
+  if (errno != 0 || end == text || *end != '\0' || !std::isfinite(v) || !in_range || v > hi) {
+    bad(flag + " needs a number in " + (lo_open ? "(" : "[") + std::to_string(lo) + ", " +
+        std::to_string(hi) + "], got '" + text + "'");
+  }
+  return v;
+}
+
+std::optional<nnops::Activation> parse_activation(const std::string& name) {
+  using nnops::Activation;
+  for (Activation a : {Activation::ReLU, Activation::LeakyReLU, Activation::GELU, Activation::GELUTanh,
+                       Activation::SiLU, Activation::Sigmoid, Activation::Tanh}) {
+    if (name == nnops::to_string(a)) return a;
+  }
+  if (name == "none") return std::nullopt;
+  bad("--activation: unknown activation '" + name + "'");
+}
+
+}  // namespace
+
+const char* activation_name(const std::optional<nnops::Activation>& a) {
+  return a ? nnops::to_string(*a) : "none";
+}
+
+int32_t activation_code(const std::optional<nnops::Activation>& a) {
+  return a ? static_cast<int32_t>(*a) : -1;
+}
+
+std::optional<nnops::Activation> activation_from_code(int32_t code) {
+  if (code == -1) return std::nullopt;
+  if (code < 0 || code > static_cast<int32_t>(nnops::Activation::Tanh)) {
+    throw std::runtime_error("unknown activation code " + std::to_string(code));
+  }
+  return static_cast<nnops::Activation>(code);
+}
+
+std::optional<Options> parse_options(int argc, char** argv) {
+  Options o;
+  // --quick sets small defaults first, so explicit flags still override them.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      o.quick = true;
+      o.in = 64, o.hidden = 128, o.out = 32, o.student_hidden = 32;
+      o.train_samples = 1024, o.heldout_samples = 256, o.batch = 32;
+      o.epochs = 4, o.finetune_epochs = 2, o.distill_epochs = 4;
+      o.lr = 3e-3f;
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(kHelp, stdout);
+      return std::nullopt;
+    }
+    if (flag == "--quick") continue;
+    if (i + 1 >= argc) bad(flag + " needs a value (see --help)");
+    const char* v = argv[++i];
+    const std::string value = v;
+    const int64_t kMaxSize = int64_t(1) << 24;
+    if (flag == "--device") {
+      if (value == "cpu") o.device = nnops::Device::CPU;
+      else if (value == "cuda") o.device = nnops::Device::CUDA;
+      else bad("--device must be cpu or cuda, got '" + value + "'");
+    } else if (flag == "--task") {
+      if (value == "regress") o.task = Task::Regress;
+      else if (value == "classify") o.task = Task::Classify;
+      else bad("--task must be regress or classify, got '" + value + "'");
+    } else if (flag == "--activation") {
+      o.activation = parse_activation(value);
+    } else if (flag == "--in") {
+      o.in = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--hidden") {
+      o.hidden = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--out") {
+      o.out = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--student-hidden") {
+      o.student_hidden = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--classes") {
+      o.classes = parse_int(flag, v, 2, kMaxSize);
+    } else if (flag == "--train-samples") {
+      o.train_samples = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--heldout-samples") {
+      o.heldout_samples = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--batch") {
+      o.batch = parse_int(flag, v, 1, kMaxSize);
+    } else if (flag == "--epochs") {
+      o.epochs = parse_int(flag, v, 0, 100000);
+    } else if (flag == "--finetune-epochs") {
+      o.finetune_epochs = parse_int(flag, v, 0, 100000);
+    } else if (flag == "--distill-epochs") {
+      o.distill_epochs = parse_int(flag, v, 0, 100000);
+    } else if (flag == "--lr") {
+      o.lr = static_cast<float>(parse_real(flag, v, 0.0, 10.0, true));
+    } else if (flag == "--noise") {
+      o.noise = static_cast<float>(parse_real(flag, v, 0.0, 100.0, false));
+    } else if (flag == "--prune-amount") {
+      o.prune_amount = parse_real(flag, v, 0.0, 1.0, false);
+    } else if (flag == "--prune-scope") {
+      if (value == "layer") o.prune_scope = PruneScope::Layer;
+      else if (value == "global") o.prune_scope = PruneScope::Global;
+      else bad("--prune-scope must be layer or global, got '" + value + "'");
+    } else if (flag == "--prune-pattern") {
+      if (value == "unstructured") o.prune_pattern = PrunePattern::Unstructured;
+      else if (value == "2:4") o.prune_pattern = PrunePattern::TwoFour;
+      else bad("--prune-pattern must be unstructured or 2:4, got '" + value + "'");
+    } else if (flag == "--temperature") {
+      o.temperature = static_cast<float>(parse_real(flag, v, 0.0, 1000.0, true));
+    } else if (flag == "--alpha") {
+      o.alpha = static_cast<float>(parse_real(flag, v, 0.0, 1.0, false));
+    } else if (flag == "--seed") {
+      o.seed = static_cast<uint64_t>(parse_int(flag, v, 0, INT64_MAX));
+    } else if (flag == "--metrics") {
+      o.metrics_path = value;
+    } else if (flag == "--save") {
+      o.save_dir = value;
+    } else if (flag == "--load") {
+      o.load_dir = value;
+    } else {
+      bad("unknown flag '" + flag + "' (see --help)");
+    }
+  }
+  if (o.task == Task::Classify) o.out = o.classes;
+  if (o.prune_pattern == PrunePattern::TwoFour && (o.in % 4 != 0 || o.hidden % 4 != 0)) {
+    bad("--prune-pattern 2:4 needs --in and --hidden to be multiples of 4");
+  }
+  if (!o.save_dir.empty() && !o.load_dir.empty()) bad("--save and --load exclude each other");
+  return o;
+}
+
+}  // namespace train

@@ -1,0 +1,236 @@
+// nnops-train end to end on --quick sizes: losses fall in every phase, pruning hits the exact
+// sparsity, masked fine-tuning keeps pruned weights at 0, distillation beats training from
+// scratch, checkpoints reproduce the held-out loss bit for bit, and bad input fails cleanly.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "checkpoint.hpp"
+#include "test_util.hpp"
+
+namespace nnops::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TrainerRun {
+  int exit_code;
+  std::string output;
+};
+
+// ctest runs tests in parallel processes: every scratch path carries the test's name.
+std::string test_name() { return ::testing::UnitTest::GetInstance()->current_test_info()->name(); }
+
+TrainerRun run_trainer(const std::string& args) {
+  const std::string log = ::testing::TempDir() + "nnops_train_" + test_name() + "_output.txt";
+  const std::string cmd = std::string(NNOPS_TRAIN_PATH) + " " + args + " > " + log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+}
+
+std::string scratch(const std::string& name) {
+  const fs::path p = fs::path(::testing::TempDir()) / ("nnops_train_" + test_name() + "_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+
+// CSV rows as maps column -> text.
+std::vector<std::map<std::string, std::string>> read_csv(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<std::map<std::string, std::string>> rows;
+  auto split = [](const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) out.push_back(cell);
+    return out;
+  };
+  if (std::getline(f, line)) header = split(line);
+  while (std::getline(f, line)) {
+    const auto cells = split(line);
+    std::map<std::string, std::string> row;
+    for (size_t i = 0; i < header.size() && i < cells.size(); ++i) row[header[i]] = cells[i];
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::vector<std::map<std::string, std::string>> rows_of(const std::vector<std::map<std::string, std::string>>& rows,
+                                                        const std::string& kind, const std::string& phase) {
+  std::vector<std::map<std::string, std::string>> out;
+  for (const auto& r : rows) {
+    if (r.at("kind") == kind && r.at("phase") == phase) out.push_back(r);
+  }
+  return out;
+}
+
+double num(const std::map<std::string, std::string>& row, const std::string& col) { return std::stod(row.at(col)); }
+
+TEST(Train, LossFallsInEveryPhase) {
+  const std::string csv = scratch("metrics.csv");
+  const TrainerRun r = run_trainer("--quick --device cpu --metrics " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto rows = read_csv(csv);
+  for (const char* phase : {"teacher", "finetune", "distill"}) {
+    const auto epochs = rows_of(rows, "epoch", phase);
+    ASSERT_GE(epochs.size(), 3u) << phase;
+    // Epoch 0 is the held-out loss before the phase trains.
+    EXPECT_LT(num(epochs.back(), "heldout_loss"), num(epochs.front(), "heldout_loss")) << phase;
+    EXPECT_LT(num(epochs.back(), "train_loss"), num(epochs[1], "train_loss")) << phase;
+  }
+  EXPECT_NE(r.output.find("device: CPU"), std::string::npos);
+}
+
+TEST(Train, PrunedSparsityIsExact) {
+  for (const std::string& flags : {std::string("--prune-amount 0.3"), std::string("--prune-amount 0.5 --prune-scope global"),
+                                   std::string("--prune-pattern 2:4")}) {
+    SCOPED_TRACE(flags);
+    const std::string csv = scratch("sparsity.csv");
+    const TrainerRun r = run_trainer("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 0 " + flags + " --metrics " + csv);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto rows = read_csv(csv);
+    const auto fc1 = rows_of(rows, "sparsity", "fc1"), fc2 = rows_of(rows, "sparsity", "fc2");
+    ASSERT_EQ(fc1.size(), 1u);
+    ASSERT_EQ(fc2.size(), 1u);
+    const double n1 = num(fc1[0], "params"), n2 = num(fc2[0], "params");
+    const double k1 = num(fc1[0], "nonzero"), k2 = num(fc2[0], "nonzero");
+    if (flags.find("global") != std::string::npos) {
+      EXPECT_EQ(k1 + k2, n1 + n2 - std::nearbyint(0.5 * (n1 + n2)));
+    } else if (flags.find("2:4") != std::string::npos) {
+      EXPECT_EQ(k1, n1 / 2);
+      EXPECT_EQ(k2, n2 / 2);
+    } else {
+      EXPECT_EQ(k1, n1 - std::nearbyint(0.3 * n1));
+      EXPECT_EQ(k2, n2 - std::nearbyint(0.3 * n2));
+    }
+  }
+}
+
+TEST(Train, MaskedFineTuningKeepsPrunedWeightsAtZero) {
+  const std::string dir = scratch("ckpt_zero");
+  const TrainerRun r = run_trainer("--quick --device cpu --distill-epochs 1 --save " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto t = train::load_checkpoint(dir + "/teacher.nnops");
+  for (auto [w, m] : {std::pair<const char*, const char*>{"w1", "m1"}, {"w2", "m2"}}) {
+    const auto wv = t.at(w).to_vector<float>();
+    const auto mv = t.at(m).to_vector<uint8_t>();
+    int64_t pruned = 0;
+    for (size_t i = 0; i < wv.size(); ++i) {
+      if (mv[i] == 0) {
+        ++pruned;
+        ASSERT_EQ(wv[i], 0.0f) << w << "[" << i << "]";
+      }
+    }
+    EXPECT_EQ(pruned, static_cast<int64_t>(std::nearbyint(0.5 * wv.size()))) << w;
+  }
+}
+
+TEST(Train, StudentBeatsScratchOnHeldOutLoss) {
+  const std::string csv = scratch("kd.csv");
+  const TrainerRun r = run_trainer("--quick --device cpu --task classify --metrics " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto rows = read_csv(csv);
+  const auto student = rows_of(rows, "summary", "student"), baseline = rows_of(rows, "summary", "scratch");
+  ASSERT_EQ(student.size(), 1u);
+  ASSERT_EQ(baseline.size(), 1u);
+  EXPECT_LT(num(student[0], "heldout_loss"), num(baseline[0], "heldout_loss")) << r.output;
+}
+
+TEST(Train, SaveLoadReproducesHeldOutLossBitForBit) {
+  for (const char* task : {"regress", "classify"}) {
+    const std::string dir = scratch(std::string("ckpt_") + task), a = scratch("a.csv"), b = scratch("b.csv");
+    TrainerRun r = run_trainer(std::string("--quick --device cpu --task ") + task + " --save " + dir + " --metrics " + a);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_trainer("--device cpu --load " + dir + " --metrics " + b);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto trained = read_csv(a), loaded = read_csv(b);
+    // %.9g round-trips a float exactly, so equal text means equal bits.
+    EXPECT_EQ(rows_of(trained, "summary", "fine-tuned").at(0).at("heldout_loss"),
+              rows_of(loaded, "summary", "teacher").at(0).at("heldout_loss")) << task;
+    EXPECT_EQ(rows_of(trained, "summary", "student").at(0).at("heldout_loss"),
+              rows_of(loaded, "summary", "student").at(0).at("heldout_loss")) << task;
+  }
+}
+
+TEST(Train, EveryActivationRuns) {
+  for (const char* act : {"none", "leaky_relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh"}) {
+    const TrainerRun r = run_trainer(std::string("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 1 --activation ") + act);
+    EXPECT_EQ(r.exit_code, 0) << act << "\n" << r.output;
+  }
+}
+
+TEST(Train, CpuAndCudaAgreeOverTheFirstSteps) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+  const std::string a = scratch("cpu.csv"), b = scratch("cuda.csv");
+  const std::string flags = "--quick --epochs 1 --finetune-epochs 0 --distill-epochs 0 --metrics ";
+  ASSERT_EQ(run_trainer(flags + a + " --device cpu").exit_code, 0);
+  const TrainerRun r = run_trainer(flags + b + " --device cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto ca = rows_of(read_csv(a), "epoch", "teacher"), cb = rows_of(read_csv(b), "epoch", "teacher");
+  ASSERT_EQ(ca.size(), cb.size());
+  for (size_t i = 0; i < ca.size(); ++i) {
+    // One epoch of float training: the losses agree to a relative 1e-4.
+    EXPECT_NEAR(num(ca[i], "heldout_loss"), num(cb[i], "heldout_loss"), 1e-4 * num(ca[i], "heldout_loss"));
+  }
+}
+
+TEST(Train, BadFlagsFailWithOneLine) {
+  for (const std::string& args : {std::string("--epochs -1"), std::string("--bogus 1"), std::string("--prune-amount 2"),
+                                  std::string("--lr abc"), std::string("--device tpu"), std::string("--batch"),
+                                  std::string("--temperature 0"), std::string("--quick --in 6 --prune-pattern 2:4")}) {
+    const TrainerRun r = run_trainer(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
+    EXPECT_EQ(r.output.rfind("nnops-train: ", 0), 0u) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+  const TrainerRun help = run_trainer("--help");
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* flag : {"--device", "--task", "--prune-scope", "--prune-pattern", "--metrics", "--save", "--load", "--quick"}) {
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(Train, CorruptCheckpointsAreRejected) {
+  const std::string dir = scratch("ckpt_corrupt");
+  ASSERT_EQ(run_trainer("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 1 --save " + dir).exit_code, 0);
+  std::ifstream f(dir + "/teacher.nnops", std::ios::binary);
+  const std::string good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string student = dir + "/student.nnops";
+  auto write_teacher = [&](const std::string& bytes) {
+    std::ofstream o(dir + "/teacher.nnops", std::ios::binary | std::ios::trunc);
+    o << bytes;
+  };
+  std::vector<std::pair<std::string, std::string>> cases;
+  for (size_t cut : {size_t(0), size_t(5), size_t(12), size_t(40), good.size() / 2, good.size() - 1}) {
+    cases.push_back({good.substr(0, cut), cut < 24 ? "too short" : "checksum"});
+  }
+  std::string magic = good;
+  magic[0] = 'X';
+  cases.push_back({magic, "bad magic"});
+  std::string version = good;
+  version[8] = 9;
+  cases.push_back({version, "version 9"});
+  std::string flipped = good;
+  flipped[good.size() / 2] ^= 0x40;
+  cases.push_back({flipped, "checksum"});
+  for (const auto& [bytes, needle] : cases) {
+    write_teacher(bytes);
+    const TrainerRun r = run_trainer("--device cpu --load " + dir);
+    EXPECT_EQ(r.exit_code, 1) << needle;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("teacher.nnops"), std::string::npos) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace nnops::test
