@@ -232,5 +232,26 @@ TEST(Train, CorruptCheckpointsAreRejected) {
   }
 }
 
+// The reader in-process: every truncation and every single-byte corruption of a real
+// checkpoint is rejected with a message, never accepted and never a crash.
+TEST(Train, CheckpointReaderRejectsEveryTruncationAndFlip) {
+  const std::string dir = scratch("ckpt_every_byte");
+  ASSERT_EQ(run_trainer("--device cpu --in 4 --hidden 4 --out 2 --student-hidden 2 --train-samples 8 "
+                        "--heldout-samples 4 --batch 4 --epochs 1 --finetune-epochs 1 --distill-epochs 1 --save " + dir)
+                .exit_code, 0);
+  std::ifstream f(dir + "/teacher.nnops", std::ios::binary);
+  const std::vector<unsigned char> good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  ASSERT_NO_THROW(train::parse_checkpoint("good", good));
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    const std::vector<unsigned char> truncated(good.begin(), good.begin() + cut);
+    EXPECT_THROW(train::parse_checkpoint("cut", truncated), std::runtime_error) << "cut at " << cut;
+  }
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::vector<unsigned char> flipped = good;
+    flipped[i] ^= 0x01;
+    EXPECT_THROW(train::parse_checkpoint("flip", flipped), std::runtime_error) << "byte " << i;
+  }
+}
+
 }  // namespace
 }  // namespace nnops::test

@@ -82,6 +82,10 @@ TensorMap load_checkpoint(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(path + ": cannot open the checkpoint");
   const std::vector<unsigned char> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return parse_checkpoint(path, data);
+}
+
+TensorMap parse_checkpoint(const std::string& path, const std::vector<unsigned char>& data) {
   if (data.size() < 8 + 4 + 4 + 8) {
     throw std::runtime_error(path + ": too short to be an nnops checkpoint (" + std::to_string(data.size()) + " bytes)");
   }

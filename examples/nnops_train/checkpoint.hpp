@@ -18,6 +18,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nnops/nnops.hpp>
 
@@ -29,5 +30,7 @@ using TensorMap = std::map<std::string, nnops::Tensor>;
 void save_checkpoint(const std::string& path, const TensorMap& tensors);
 // Reads the file into CPU tensors; throws std::runtime_error naming the file and the problem.
 TensorMap load_checkpoint(const std::string& path);
+// Parses checkpoint bytes (what load_checkpoint reads); `name` prefixes error messages.
+TensorMap parse_checkpoint(const std::string& name, const std::vector<unsigned char>& data);
 
 }  // namespace train
