@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "cpu_backend.hpp"
+#include "reduce.hpp"
 
 namespace nnops::detail {
 
@@ -11,13 +12,11 @@ void CpuBackend::mse_loss(float* loss, float* grad, const float* pred, const flo
                           int64_t n, Reduction reduction) {
   const double denom = reduction == Reduction::Mean ? static_cast<double>(n) : 1.0;
   const float grad_scale = static_cast<float>(2.0 / denom);
-  double sum = 0.0;
-#pragma omp parallel for reduction(+ : sum) if (n >= kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
+  const double sum = deterministic_sum(n, 1, [&](int64_t i) {
     const float d = pred[i] - target[i];
-    sum += static_cast<double>(d) * d;
     if (grad) grad[i] = grad_scale * d;
-  }
+    return static_cast<double>(d) * d;
+  });
   *loss = static_cast<float>(sum / denom);  // Mean of nothing is NaN, as in PyTorch
 }
 
@@ -31,15 +30,13 @@ void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logit
   const float scale = static_cast<float>(1.0 / denom);
   const float e = label_smoothing;
   const float smooth = e / static_cast<float>(classes);
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) if (rows * classes >= kParallelThreshold)
-  for (int64_t r = 0; r < rows; ++r) {
+  const double total = deterministic_sum<16>(rows, classes, [&](int64_t r) {
     const float* x = logits + r * classes;
     float* g = grad ? grad + r * classes : nullptr;
     const int32_t y = targets[r];
     if (y == ignore_index) {
       if (g) for (int64_t c = 0; c < classes; ++c) g[c] = 0.0f;
-      continue;
+      return 0.0;
     }
     float mx, log_sum;
     row_logsumexp(x, classes, 1.0f, mx, log_sum);
@@ -50,7 +47,6 @@ void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logit
       for (int64_t c = 0; c < classes; ++c) sum_shifted += x[c] - mx;
       row += e * (static_cast<double>(log_sum) - sum_shifted / static_cast<double>(classes));
     }
-    total += row;
     if (g) {
       const float inv_sum = std::exp(-log_sum);
       for (int64_t c = 0; c < classes; ++c) {
@@ -58,7 +54,8 @@ void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logit
         g[c] = scale * (std::exp(x[c] - mx) * inv_sum - target_prob);
       }
     }
-  }
+    return row;
+  });
   *loss = kept == 0 && reduction == Reduction::Mean ? std::numeric_limits<float>::quiet_NaN()
                                                     : static_cast<float>(total / denom);
 }
@@ -67,9 +64,7 @@ void CpuBackend::kd_loss(float* loss, float* grad, const float* student, const f
                          int64_t rows, int64_t classes, float temperature) {
   const float inv_t = 1.0f / temperature;
   const float grad_scale = temperature / static_cast<float>(rows);
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) if (rows * classes >= kParallelThreshold)
-  for (int64_t r = 0; r < rows; ++r) {
+  const double total = deterministic_sum<16>(rows, 2 * classes, [&](int64_t r) {
     const float* s = student + r * classes;
     const float* t = teacher + r * classes;
     float mx_s, log_sum_s, mx_t, log_sum_t;
@@ -83,8 +78,8 @@ void CpuBackend::kd_loss(float* loss, float* grad, const float* student, const f
       if (pt > 0.0f) row += static_cast<double>(pt) * (static_cast<double>(log_pt) - log_ps);
       if (grad) grad[r * classes + c] = grad_scale * (std::exp(log_ps) - pt);
     }
-    total += row;
-  }
+    return row;
+  });
   const double t2 = static_cast<double>(temperature) * temperature;
   *loss = static_cast<float>(t2 * total / static_cast<double>(rows));
 }

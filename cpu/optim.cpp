@@ -1,20 +1,52 @@
 // CPU optimizer steps; the per-element updates come from include/nnops/detail/optim_math.hpp.
 #include "cpu_backend.hpp"
+#include "reduce.hpp"
 
 namespace nnops::detail {
+
+namespace {
+
+// One loop per (mask, amsgrad) pair over plain restrict pointers, with the update applied to
+// locals and kept or dropped by a select: no branches, so the loop vectorizes.
+template <bool kMasked, bool kAmsgrad>
+void adam_range(float* __restrict param, const float* __restrict grad, float* __restrict exp_avg,
+                float* __restrict exp_avg_sq, float* __restrict max_exp_avg_sq,
+                const uint8_t* __restrict mask, int64_t begin, int64_t end, const AdamScalars s) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float m0 = exp_avg[i], v0 = exp_avg_sq[i];
+    const float vmax0 = kAmsgrad ? max_exp_avg_sq[i] : 0.0f;
+    float p = param[i], m = m0, v = v0, vmax = vmax0;
+    adam_update(p, grad[i], m, v, vmax, s);
+    // Pruned entries: the weight stays exactly 0 and the moments keep their old values.
+    const bool keep = !kMasked || mask[i] != 0;
+    param[i] = keep ? p : 0.0f;
+    exp_avg[i] = keep ? m : m0;
+    exp_avg_sq[i] = keep ? v : v0;
+    if (kAmsgrad) max_exp_avg_sq[i] = keep ? vmax : vmax0;
+  }
+}
+
+template <bool kMasked, bool kAmsgrad>
+void adam_loop(const AdamTensor& a) {
+  constexpr int64_t kChunk = 16384;
+  const int64_t chunks = (a.n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (a.n >= kParallelThreshold)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = (c + 1) * kChunk < a.n ? (c + 1) * kChunk : a.n;
+    adam_range<kMasked, kAmsgrad>(a.param, a.grad, a.exp_avg, a.exp_avg_sq, a.max_exp_avg_sq,
+                                  a.mask, c * kChunk, end, a.scalars);
+  }
+}
+
+}  // namespace
 
 void CpuBackend::adam_step(const AdamTensor* tensors, int64_t count) {
   for (int64_t t = 0; t < count; ++t) {
     const AdamTensor& a = tensors[t];
-    const AdamScalars s = a.scalars;
-#pragma omp parallel for if (a.n >= kParallelThreshold)
-    for (int64_t i = 0; i < a.n; ++i) {
-      if (a.mask && a.mask[i] == 0) {
-        a.param[i] = 0.0f;  // pruned: stays exactly 0, moments untouched
-        continue;
-      }
-      adam_update(a.param[i], a.grad[i], a.exp_avg[i], a.exp_avg_sq[i],
-                  a.max_exp_avg_sq ? a.max_exp_avg_sq + i : nullptr, s);
+    if (a.mask) {
+      a.max_exp_avg_sq ? adam_loop<true, true>(a) : adam_loop<true, false>(a);
+    } else {
+      a.max_exp_avg_sq ? adam_loop<false, true>(a) : adam_loop<false, false>(a);
     }
   }
 }
@@ -32,10 +64,7 @@ void CpuBackend::sgd_step(float* param, const float* grad, float* buf, const uin
 }
 
 double CpuBackend::sum_squares(const float* x, int64_t n) {
-  double sum = 0.0;
-#pragma omp parallel for reduction(+ : sum) if (n >= kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
-  return sum;
+  return deterministic_sum(n, 1, [x](int64_t i) { return static_cast<double>(x[i]) * x[i]; });
 }
 
 void CpuBackend::scale(float* x, int64_t n, float factor) {

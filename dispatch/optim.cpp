@@ -52,13 +52,13 @@ detail::AdamScalars adam_scalars(const AdamOptions& o, int64_t step) {
   s.one_minus_beta1 = static_cast<float>(1.0 - beta1);
   s.one_minus_beta2 = static_cast<float>(1.0 - beta2);
   s.eps = o.eps;
-  s.weight_decay = o.weight_decay;
-  s.decay_factor = static_cast<float>(1.0 - lr * wd);
+  s.grad_sign = o.maximize ? -1.0f : 1.0f;
+  const bool decoupled = o.decoupled_weight_decay && o.weight_decay != 0.0f;
+  s.decay_factor = decoupled ? static_cast<float>(1.0 - lr * wd) : 1.0f;
+  s.l2_weight_decay = decoupled ? 0.0f : o.weight_decay;
   s.neg_step_size = static_cast<float>(-(lr / bias_correction1));
   s.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-  s.decoupled = o.decoupled_weight_decay;
   s.amsgrad = o.amsgrad;
-  s.maximize = o.maximize;
   return s;
 }
 

@@ -9,32 +9,33 @@
 
 namespace nnops::detail {
 
+// Options folded into factors where that is exact (x * 1 == x, -x == x * -1), which keeps
+// the per-element update short enough for the compiler to vectorize.
 struct AdamScalars {
-  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
-  float decay_factor;          // 1 - lr * wd for AdamW, else 1
-  float neg_step_size;         // -lr / (1 - beta1^t)
-  float bias_correction2_sqrt; // sqrt(1 - beta2^t)
-  bool decoupled, amsgrad, maximize;
+  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
+  float grad_sign;              // -1 with maximize, else 1
+  float decay_factor;           // 1 - lr * wd for AdamW (decoupled), else 1
+  float l2_weight_decay;        // wd for Adam's L2 penalty, else 0 (then not applied at all)
+  float neg_step_size;          // -lr / (1 - beta1^t)
+  float bias_correction2_sqrt;  // sqrt(1 - beta2^t)
+  bool amsgrad;
 };
 
-// vmax may be null unless amsgrad.
-NNOPS_HD inline void adam_update(float& p, float grad, float& m, float& v, float* vmax,
+// Selects instead of branches, so CPU loops vectorize and GPU warps do not diverge. vmax is
+// read and written only with amsgrad (its value is left unchanged otherwise).
+NNOPS_HD inline void adam_update(float& p, float grad, float& m, float& v, float& vmax,
                                  const AdamScalars& s) {
-  float g = s.maximize ? -grad : grad;
-  if (s.weight_decay != 0.0f) {
-    if (s.decoupled) {
-      p = p * s.decay_factor;
-    } else {
-      g = g + s.weight_decay * p;
-    }
-  }
+  float g = s.grad_sign * grad;
+  p = p * s.decay_factor;  // AdamW decays the weight before the moments
+  // Adam's L2 penalty; skipped (not multiplied by 0) when off, so an infinite p stays harmless.
+  g = s.l2_weight_decay != 0.0f ? g + s.l2_weight_decay * p : g;
   m = s.beta1 * m + s.one_minus_beta1 * g;
   v = s.beta2 * v + s.one_minus_beta2 * g * g;
-  float v_used = v;
-  if (s.amsgrad) {
-    *vmax = fmaxf(*vmax, v);
-    v_used = *vmax;
-  }
+  // AMSGrad keeps the running max of the raw v (PyTorch's max_exp_avg_sqs); a NaN on either
+  // side propagates, as torch.maximum does (fmaxf would drop it).
+  const float vmax_new = (v > vmax || v != v) ? v : vmax;
+  vmax = s.amsgrad ? vmax_new : vmax;
+  const float v_used = s.amsgrad ? vmax_new : v;
   const float denom = sqrtf(v_used) / s.bias_correction2_sqrt + s.eps;
   p = p + s.neg_step_size * (m / denom);
 }
