@@ -1,5 +1,7 @@
 // Thread safety: ops called concurrently from several threads on separate tensors give the
 // same bits as the same calls made one at a time. Run under ThreadSanitizer in CI.
+#include <omp.h>
+
 #include <thread>
 
 #include "test_util.hpp"
@@ -61,6 +63,41 @@ TEST(Concurrency, DeviceQueriesFromManyThreads) {
   for (int t = 0; t < 8; ++t) threads.emplace_back([t, &available] { available[t] = cuda_available(); });
   for (auto& th : threads) th.join();
   for (int a : available) EXPECT_EQ(a, available[0]);
+}
+
+// Bitwise results for any OpenMP thread count (GEMM splits output columns only; reductions
+// add fixed chunks in a fixed order). Sizes cross the parallel thresholds.
+TEST(Determinism, ResultsDoNotDependOnThreadCount) {
+  auto run = [] {
+    const int64_t n = 300, k = 257, m = 190;
+    Tensor a = Tensor::empty({n, k}), b = Tensor::empty({k, m}), c = Tensor::empty({n, m});
+    fill_normal(a, 0, 1, 1);
+    fill_normal(b, 0, 1, 2);
+    matmul(a, b, c);
+    Tensor t = Tensor::empty({n, m}), loss = Tensor::empty({1}), grad = Tensor::empty({n, m});
+    fill_normal(t, 0, 1, 3);
+    std::vector<float> out = c.to_vector<float>();
+    mse_loss(c, t, loss, &grad);
+    out.push_back(loss.item());
+    std::vector<int32_t> y(n);
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<int32_t>(i % m);
+    cross_entropy_loss(c, Tensor::from_vector(y, {n}), loss, &grad, Reduction::Mean, 0.1f);
+    out.push_back(loss.item());
+    kd_loss(c, t, 2.0f, loss, &grad);
+    out.push_back(loss.item());
+    Tensor big = Tensor::empty({1 << 20});
+    fill_normal(big, 0, 1, 4);
+    out.push_back(static_cast<float>(clip_grad_norm({&big}, 1.0f)));
+    return out;
+  };
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const auto one = run();
+  for (int threads : {2, 3, 4}) {
+    omp_set_num_threads(threads);
+    EXPECT_EQ(run(), one) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
 }
 
 }  // namespace

@@ -107,6 +107,18 @@ TEST(Hostile, FailedAllocationIsAnErrorAndTheLibraryGoesOn) {
   EXPECT_EQ(ok.numel(), 1023);
 }
 
+TEST(Hostile, DeviceAllocationLargerThanTheDevice) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+  try {
+    Tensor huge = Tensor::empty({int64_t(1) << 42}, DType::F32, Device::CUDA);  // 16 TiB
+    FAIL() << "allocating 16 TiB on the device succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("17592186044416 bytes"), std::string::npos) << e.what();
+  }
+  Tensor ok = Tensor::zeros({1023}, DType::F32, Device::CUDA);  // the device is still usable
+  EXPECT_EQ(ok.to_vector<float>(), std::vector<float>(1023, 0.0f));
+}
+
 TEST(Hostile, AliasingRules) {
   // Allowed: element-wise outputs over their inputs. Refused: GEMM outputs over inputs.
   Tensor a = on(Device::CPU, random_floats(16, 1), {4, 4});
