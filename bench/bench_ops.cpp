@@ -10,10 +10,9 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <nnops/nnops.hpp>
 #include <string>
 #include <vector>
-
-#include <nnops/nnops.hpp>
 #ifdef NNOPS_BENCH_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
 #endif
@@ -29,11 +28,13 @@ Tensor random_tensor(const Shape& shape, uint64_t seed) {
 }
 
 void set_gemm_counters(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
-  state.counters["FLOP/s"] = benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Shapes: the reference MLP's layers at batch 64 (forward [64,1000]x[1000,2000]) and squares.
-#define GEMM_ARGS Args({64, 2000, 1000})->Args({64, 1000, 2000})->Args({512, 512, 512})->Args({1024, 1024, 1024})
+#define GEMM_ARGS \
+  Args({64, 2000, 1000})->Args({64, 1000, 2000})->Args({512, 512, 512})->Args({1024, 1024, 1024})
 
 void gemm_nnops(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -88,7 +89,8 @@ void copy_bytes(benchmark::State& state, int64_t bytes) {
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
   }
-  state.counters["bytes/s"] = benchmark::Counter(2.0 * bytes, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes/s"] =
+      benchmark::Counter(2.0 * bytes, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // One size that lives in cache and one far beyond the 32 MiB L3, where DRAM bandwidth rules.
@@ -103,10 +105,13 @@ void adam_nnops(benchmark::State& state) {
     adam_step(AdamOptions{}, p, g, st);
     benchmark::DoNotOptimize(p.raw_data());
   }
-  state.counters["bytes/s"] = benchmark::Counter(28.0 * n, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes/s"] =
+      benchmark::Counter(28.0 * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(adam_nnops)->SIZES->UseRealTime();
-void adam_ceiling(benchmark::State& state) { copy_bytes(state, 14 * state.range(0)); }
+void adam_ceiling(benchmark::State& state) {
+  copy_bytes(state, 14 * state.range(0));
+}
 BENCHMARK(adam_ceiling)->SIZES->UseRealTime();
 
 // GELU reads x and writes y: 8 bytes per element.
@@ -117,10 +122,13 @@ void gelu_nnops(benchmark::State& state) {
     activation_forward(Activation::GELU, x, y);
     benchmark::DoNotOptimize(y.raw_data());
   }
-  state.counters["bytes/s"] = benchmark::Counter(8.0 * n, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(gelu_nnops)->SIZES->UseRealTime();
-void gelu_ceiling(benchmark::State& state) { copy_bytes(state, 4 * state.range(0)); }
+void gelu_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0));
+}
 BENCHMARK(gelu_ceiling)->SIZES->UseRealTime();
 
 // L1 pruning of 50% against selecting the median magnitude with std::nth_element.
@@ -162,9 +170,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
   void print_ratios() const {
     const std::vector<std::string> baselines = {"openblas", "onednn", "ceiling", "nth_element"};
-    std::printf("\n%-40s %-14s %10s   (baseline time / nnops time; > 1 means nnops is faster;\n"
-                "%-40s %-14s %10s    vs 'ceiling' it is the fraction of copy bandwidth reached)\n",
-                "benchmark", "baseline", "ratio", "", "", "");
+    std::printf(
+        "\n%-40s %-14s %10s   (baseline time / nnops time; > 1 means nnops is faster;\n"
+        "%-40s %-14s %10s    vs 'ceiling' it is the fraction of copy bandwidth reached)\n",
+        "benchmark", "baseline", "ratio", "", "", "");
     for (const auto& [name, t] : seconds_) {
       const auto pos = name.find("_nnops");
       if (pos == std::string::npos) continue;
@@ -172,7 +181,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
         std::string other = name;
         other.replace(pos, 6, "_" + b);
         const auto it = seconds_.find(other);
-        if (it != seconds_.end()) std::printf("%-40s %-14s %10.3f\n", name.c_str(), b.c_str(), it->second / t);
+        if (it != seconds_.end())
+          std::printf("%-40s %-14s %10.3f\n", name.c_str(), b.c_str(), it->second / t);
       }
     }
   }

@@ -27,13 +27,20 @@ void map_binary(float* out, const float* x, const float* dy, int64_t n, F f) {
 void CpuBackend::activation_forward(float* y, const float* x, int64_t n, Activation activation,
                                     float s) {
   switch (activation) {
-    case Activation::ReLU: return map_unary(y, x, n, [](float v) { return relu(v); });
-    case Activation::LeakyReLU: return map_unary(y, x, n, [s](float v) { return leaky_relu(v, s); });
-    case Activation::GELU: return map_unary(y, x, n, [](float v) { return gelu(v); });
-    case Activation::GELUTanh: return map_unary(y, x, n, [](float v) { return gelu_tanh(v); });
-    case Activation::SiLU: return map_unary(y, x, n, [](float v) { return silu(v); });
-    case Activation::Sigmoid: return map_unary(y, x, n, [](float v) { return sigmoid(v); });
-    case Activation::Tanh: return map_unary(y, x, n, [](float v) { return tanhf(v); });
+    case Activation::ReLU:
+      return map_unary(y, x, n, [](float v) { return relu(v); });
+    case Activation::LeakyReLU:
+      return map_unary(y, x, n, [s](float v) { return leaky_relu(v, s); });
+    case Activation::GELU:
+      return map_unary(y, x, n, [](float v) { return gelu(v); });
+    case Activation::GELUTanh:
+      return map_unary(y, x, n, [](float v) { return gelu_tanh(v); });
+    case Activation::SiLU:
+      return map_unary(y, x, n, [](float v) { return silu(v); });
+    case Activation::Sigmoid:
+      return map_unary(y, x, n, [](float v) { return sigmoid(v); });
+    case Activation::Tanh:
+      return map_unary(y, x, n, [](float v) { return tanhf(v); });
   }
 }
 
@@ -57,8 +64,7 @@ void CpuBackend::activation_backward(float* dx, const float* x, const float* dy,
   }
 }
 
-void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out,
-                   float& log_sum_out) {
+void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, float& log_sum_out) {
   float mx = -INFINITY;
   for (int64_t c = 0; c < cols; ++c) mx = std::fmax(mx, x[c] * scale);
   double sum = 0.0;

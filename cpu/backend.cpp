@@ -19,7 +19,9 @@ void* CpuBackend::allocate(size_t bytes) {
   return ptr;
 }
 
-void CpuBackend::deallocate(void* ptr) noexcept { std::free(ptr); }
+void CpuBackend::deallocate(void* ptr) noexcept {
+  std::free(ptr);
+}
 
 void CpuBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {
   std::memcpy(dst, host_src, bytes);
@@ -30,7 +32,9 @@ void CpuBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
 void CpuBackend::copy_within(void* dst, const void* src, size_t bytes) {
   std::memmove(dst, src, bytes);
 }
-void CpuBackend::fill_zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+void CpuBackend::fill_zero(void* dst, size_t bytes) {
+  std::memset(dst, 0, bytes);
+}
 
 Backend& cpu_backend() {
   static CpuBackend backend;

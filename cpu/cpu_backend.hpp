@@ -35,10 +35,10 @@ class CpuBackend final : public Backend {
   void mse_loss(float* loss, float* grad, const float* pred, const float* target, int64_t n,
                 Reduction reduction) override;
   void cross_entropy_loss(float* loss, float* grad, const float* logits, const int32_t* targets,
-                          int64_t rows, int64_t classes, Reduction reduction,
-                          float label_smoothing, int32_t ignore_index) override;
-  void kd_loss(float* loss, float* grad, const float* student, const float* teacher,
-               int64_t rows, int64_t classes, float temperature) override;
+                          int64_t rows, int64_t classes, Reduction reduction, float label_smoothing,
+                          int32_t ignore_index) override;
+  void kd_loss(float* loss, float* grad, const float* student, const float* teacher, int64_t rows,
+               int64_t classes, float temperature) override;
 
   void adam_step(const AdamTensor* tensors, int64_t count) override;
   void sgd_step(float* param, const float* grad, float* momentum_buffer, const uint8_t* mask,

@@ -17,7 +17,7 @@ namespace nnops::detail {
 
 namespace {
 
-constexpr int kMR = 6;     // 6 x 16 accumulators = 12 AVX2 registers
+constexpr int kMR = 6;  // 6 x 16 accumulators = 12 AVX2 registers
 constexpr int kNR = 16;
 constexpr int64_t kKC = 256;   // a 6 x 256 A panel (6 KiB) and 256 x 16 B panel (16 KiB) fit L1/L2
 constexpr int64_t kMC = 96;    // A block of 96 x 256 floats (96 KiB) stays in L2
@@ -92,8 +92,8 @@ MicroKernel select_micro_kernel() {
 }
 
 // op(a)[i, p] for rows [i0, i0+mc) and depth [p0, p0+kc) into MR-tall panels, zero-padded.
-void pack_a(float* dst, const float* a, bool trans, int64_t m, int64_t k, int64_t i0,
-            int64_t mc, int64_t p0, int64_t kc, int64_t panel) {
+void pack_a(float* dst, const float* a, bool trans, int64_t m, int64_t k, int64_t i0, int64_t mc,
+            int64_t p0, int64_t kc, int64_t panel) {
   float* out = dst + panel * kMR * kc;
   const int64_t row0 = i0 + panel * kMR;
   const int64_t rows = std::min<int64_t>(kMR, i0 + mc - row0);
@@ -145,7 +145,9 @@ bool cpu_supports_avx2() {
 #endif
 }
 
-void set_cpu_isa(CpuIsa isa) { requested_isa().store(isa); }
+void set_cpu_isa(CpuIsa isa) {
+  requested_isa().store(isa);
+}
 
 CpuIsa active_cpu_isa() {
   const CpuIsa isa = requested_isa().load();
@@ -177,12 +179,16 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
       const int64_t kc = std::min(kKC, k - pc);
       const float beta_here = pc == 0 ? beta : 1.0f;  // later depth blocks accumulate
 #pragma omp for schedule(static)
-      for (int64_t jp = 0; jp < b_panels; ++jp) pack_b(b_pack.get(), b, trans_b, n, k, pc, kc, jc, nc, jp);
+      for (int64_t jp = 0; jp < b_panels; ++jp) {
+        pack_b(b_pack.get(), b, trans_b, n, k, pc, kc, jc, nc, jp);
+      }
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
         const int64_t a_panels = (mc + kMR - 1) / kMR;
 #pragma omp for schedule(static)
-        for (int64_t ip = 0; ip < a_panels; ++ip) pack_a(a_pack.get(), a, trans_a, m, k, ic, mc, pc, kc, ip);
+        for (int64_t ip = 0; ip < a_panels; ++ip) {
+          pack_a(a_pack.get(), a, trans_a, m, k, ic, mc, pc, kc, ip);
+        }
         // Threads split the column panels; each B panel stays in its core's L1 across the A
         // panels of the block. The implicit barrier keeps a_pack alive until all are done.
 #pragma omp for schedule(static)

@@ -35,7 +35,8 @@ void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logit
     float* g = grad ? grad + r * classes : nullptr;
     const int32_t y = targets[r];
     if (y == ignore_index) {
-      if (g) for (int64_t c = 0; c < classes; ++c) g[c] = 0.0f;
+      if (g)
+        for (int64_t c = 0; c < classes; ++c) g[c] = 0.0f;
       return 0.0;
     }
     float mx, log_sum;

@@ -77,7 +77,8 @@ void CpuBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t oute
     if (!std::isnan(na) && na != nb) return na < nb;
     return a.index < b.index;
   };
-  if (k < slices) std::nth_element(candidates.begin(), candidates.begin() + k, candidates.end(), lower);
+  if (k < slices)
+    std::nth_element(candidates.begin(), candidates.begin() + k, candidates.end(), lower);
   for (int64_t j = 0; j < k; ++j) {
     const int64_t s = candidates[j].index;
     for (int64_t o = 0; o < outer; ++o) {

@@ -20,12 +20,12 @@ namespace nnops::detail {
 
 }  // namespace nnops::detail
 
-#define NNOPS_CUDA_CHECK(expr)                                                        \
-  do {                                                                                \
-    const cudaError_t nnops_status_ = (expr);                                         \
-    if (nnops_status_ != cudaSuccess) {                                               \
-      ::nnops::detail::throw_cuda_error(nnops_status_, #expr, __FILE__, __LINE__);    \
-    }                                                                                 \
+#define NNOPS_CUDA_CHECK(expr)                                                     \
+  do {                                                                             \
+    const cudaError_t nnops_status_ = (expr);                                      \
+    if (nnops_status_ != cudaSuccess) {                                            \
+      ::nnops::detail::throw_cuda_error(nnops_status_, #expr, __FILE__, __LINE__); \
+    }                                                                              \
   } while (0)
 
 // Reports nothing and never throws: a deleter has no caller to tell. The sticky error (if any)

@@ -8,13 +8,20 @@ namespace nnops {
 
 const char* to_string(Activation activation) {
   switch (activation) {
-    case Activation::ReLU: return "relu";
-    case Activation::LeakyReLU: return "leaky_relu";
-    case Activation::GELU: return "gelu";
-    case Activation::GELUTanh: return "gelu_tanh";
-    case Activation::SiLU: return "silu";
-    case Activation::Sigmoid: return "sigmoid";
-    case Activation::Tanh: return "tanh";
+    case Activation::ReLU:
+      return "relu";
+    case Activation::LeakyReLU:
+      return "leaky_relu";
+    case Activation::GELU:
+      return "gelu";
+    case Activation::GELUTanh:
+      return "gelu_tanh";
+    case Activation::SiLU:
+      return "silu";
+    case Activation::Sigmoid:
+      return "sigmoid";
+    case Activation::Tanh:
+      return "tanh";
   }
   return "?";
 }
@@ -64,7 +71,8 @@ void softmax_forward_impl(const char* fn, const Tensor& x, Tensor& y, bool log) 
       .softmax_forward(y.data<float>(), x.data<float>(), x.numel() / cols, cols, log);
 }
 
-void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
+void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Tensor& dx,
+                           bool log) {
   detail::ArgCheck check(fn);
   check.tensor("y", y, DType::F32).tensor("dy", dy, DType::F32).tensor("dx", dx, DType::F32);
   check.min_ndim("y", y, 1).same_shape("y", y, "dy", dy).same_shape("y", y, "dx", dx);
@@ -72,8 +80,8 @@ void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Te
   const int64_t cols = y.dim(-1);
   if (y.numel() == 0) return;
   detail::backend_for(check.device(), fn)
-      .softmax_backward(dx.data<float>(), y.data<float>(), dy.data<float>(), y.numel() / cols,
-                        cols, log);
+      .softmax_backward(dx.data<float>(), y.data<float>(), dy.data<float>(), y.numel() / cols, cols,
+                        log);
 }
 
 }  // namespace

@@ -7,9 +7,9 @@
 #include <cstdint>
 
 #include "nnops/activation.hpp"
+#include "nnops/detail/optim_math.hpp"
 #include "nnops/gemm.hpp"
 #include "nnops/loss.hpp"
-#include "nnops/detail/optim_math.hpp"
 
 namespace nnops::detail {
 
@@ -22,7 +22,7 @@ struct AdamTensor {
   float* max_exp_avg_sq;  // null unless amsgrad
   const uint8_t* mask;    // null: no mask
   int64_t n;
-  AdamScalars scalars;    // per tensor: each parameter has its own step count
+  AdamScalars scalars;  // per tensor: each parameter has its own step count
 };
 
 class Backend {
@@ -60,12 +60,11 @@ class Backend {
                                 int64_t cols, bool log);
 
   // Losses write the scalar loss to *loss (device memory) and, if grad is not null, the gradient.
-  virtual void mse_loss(float* loss, float* grad, const float* pred, const float* target,
-                        int64_t n, Reduction reduction);
+  virtual void mse_loss(float* loss, float* grad, const float* pred, const float* target, int64_t n,
+                        Reduction reduction);
   virtual void cross_entropy_loss(float* loss, float* grad, const float* logits,
                                   const int32_t* targets, int64_t rows, int64_t classes,
-                                  Reduction reduction, float label_smoothing,
-                                  int32_t ignore_index);
+                                  Reduction reduction, float label_smoothing, int32_t ignore_index);
   virtual void kd_loss(float* loss, float* grad, const float* student, const float* teacher,
                        int64_t rows, int64_t classes, float temperature);
 

@@ -9,7 +9,8 @@ ArgCheck& ArgCheck::tensor(const char* name, const Tensor* t, DType dtype) {
   if (t == nullptr) fail_with(name, " is null");
   if (!t->defined()) fail_with(name, " is an undefined tensor");
   if (t->dtype() != dtype) {
-    fail_with(name, " has dtype ", to_string(t->dtype()), " but ", to_string(dtype), " is required");
+    fail_with(name, " has dtype ", to_string(t->dtype()), " but ", to_string(dtype),
+              " is required");
   }
   if (device_from_ == nullptr) {
     device_ = t->device();
@@ -23,8 +24,8 @@ ArgCheck& ArgCheck::tensor(const char* name, const Tensor* t, DType dtype) {
 
 ArgCheck& ArgCheck::ndim(const char* name, const Tensor& t, int expected) {
   if (t.ndim() != expected) {
-    fail_with(name, " is ", shape_to_string(t.shape()), " but must have ", expected,
-              " dimension", expected == 1 ? "" : "s");
+    fail_with(name, " is ", shape_to_string(t.shape()), " but must have ", expected, " dimension",
+              expected == 1 ? "" : "s");
   }
   return *this;
 }

@@ -26,7 +26,9 @@ class ArgCheck {
 
   // A required tensor: not null, defined, of this dtype, on the same device as the others.
   ArgCheck& tensor(const char* name, const Tensor* t, DType dtype);
-  ArgCheck& tensor(const char* name, const Tensor& t, DType dtype) { return tensor(name, &t, dtype); }
+  ArgCheck& tensor(const char* name, const Tensor& t, DType dtype) {
+    return tensor(name, &t, dtype);
+  }
   // An optional tensor: skipped when null.
   ArgCheck& optional(const char* name, const Tensor* t, DType dtype) {
     return t ? tensor(name, t, dtype) : *this;

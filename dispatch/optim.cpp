@@ -84,7 +84,8 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
     const AdamState& st = *states[i];
     check_state_tensor(check, "state.exp_avg", st.exp_avg, *params[i]);
     check_state_tensor(check, "state.exp_avg_sq", st.exp_avg_sq, *params[i]);
-    if (options.amsgrad) check_state_tensor(check, "state.max_exp_avg_sq", st.max_exp_avg_sq, *params[i]);
+    if (options.amsgrad)
+      check_state_tensor(check, "state.max_exp_avg_sq", st.max_exp_avg_sq, *params[i]);
     if (st.step < 0) check.fail_with("state.step is ", st.step, " but must be >= 0");
     if (!masks.empty() && masks[i] != nullptr) {
       check.tensor("mask", masks[i], DType::U8).same_shape("param", *params[i], "mask", *masks[i]);
@@ -93,7 +94,8 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
       if (params[j]->numel() > 0 && params[j]->raw_data() == params[i]->raw_data()) {
         check.fail_with("params[", j, "] and params[", i, "] are the same tensor");
       }
-      if (states[j] == states[i]) check.fail_with("states[", j, "] and states[", i, "] are the same");
+      if (states[j] == states[i])
+        check.fail_with("states[", j, "] and states[", i, "] are the same");
     }
   }
   if (params.empty()) return;
@@ -110,10 +112,11 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
     AdamState& st = *states[i];
     st.step += 1;  // PyTorch increments the step before using it
     const Tensor* mask = masks.empty() ? nullptr : masks[i];
-    work.push_back(detail::AdamTensor{
-        params[i]->data<float>(), grads[i]->data<float>(), st.exp_avg.data<float>(),
-        st.exp_avg_sq.data<float>(), options.amsgrad ? st.max_exp_avg_sq.data<float>() : nullptr,
-        mask ? mask->data<uint8_t>() : nullptr, params[i]->numel(), adam_scalars(options, st.step)});
+    work.push_back(detail::AdamTensor{params[i]->data<float>(), grads[i]->data<float>(),
+                                      st.exp_avg.data<float>(), st.exp_avg_sq.data<float>(),
+                                      options.amsgrad ? st.max_exp_avg_sq.data<float>() : nullptr,
+                                      mask ? mask->data<uint8_t>() : nullptr, params[i]->numel(),
+                                      adam_scalars(options, st.step)});
   }
   detail::backend_for(check.device(), check.fn())
       .adam_step(work.data(), static_cast<int64_t>(work.size()));
@@ -159,8 +162,8 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
   }
   if (param.numel() == 0) return;
   detail::backend_for(check.device(), check.fn())
-      .sgd_step(param.data<float>(), grad.data<float>(), buf, mask ? mask->data<uint8_t>() : nullptr,
-                param.numel(), s);
+      .sgd_step(param.data<float>(), grad.data<float>(), buf,
+                mask ? mask->data<uint8_t>() : nullptr, param.numel(), s);
 }
 
 double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {

@@ -13,7 +13,8 @@ void fill_uniform(Tensor& t, float lo, float hi, uint64_t seed) {
   check.tensor("t", t, DType::F32).option_finite("lo", lo).option_finite("hi", hi);
   if (!(lo <= hi)) check.fail_with("lo is ", lo, " but must be <= hi (", hi, ")");
   if (t.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn()).fill_uniform(t.data<float>(), t.numel(), lo, hi, seed);
+  detail::backend_for(check.device(), check.fn())
+      .fill_uniform(t.data<float>(), t.numel(), lo, hi, seed);
 }
 
 void fill_normal(Tensor& t, float mean, float std, uint64_t seed) {
@@ -21,7 +22,8 @@ void fill_normal(Tensor& t, float mean, float std, uint64_t seed) {
   check.tensor("t", t, DType::F32).option_finite("mean", mean);
   check.option_in("std", std, 0.0, INFINITY, false, true);
   if (t.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn()).fill_normal(t.data<float>(), t.numel(), mean, std, seed);
+  detail::backend_for(check.device(), check.fn())
+      .fill_normal(t.data<float>(), t.numel(), mean, std, seed);
 }
 
 }  // namespace nnops

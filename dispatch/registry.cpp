@@ -9,22 +9,30 @@
 
 namespace nnops {
 
-const char* to_string(Device device) { return device == Device::CPU ? "CPU" : "CUDA"; }
+const char* to_string(Device device) {
+  return device == Device::CPU ? "CPU" : "CUDA";
+}
 
 const char* to_string(DType dtype) {
   switch (dtype) {
-    case DType::F32: return "F32";
-    case DType::I32: return "I32";
-    case DType::U8: return "U8";
+    case DType::F32:
+      return "F32";
+    case DType::I32:
+      return "I32";
+    case DType::U8:
+      return "U8";
   }
   return "?";
 }
 
 std::size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::F32: return 4;
-    case DType::I32: return 4;
-    case DType::U8: return 1;
+    case DType::F32:
+      return 4;
+    case DType::I32:
+      return 4;
+    case DType::U8:
+      return 1;
   }
   return 0;
 }
@@ -60,7 +68,9 @@ Device default_device() {
   return cuda_available() ? Device::CUDA : Device::CPU;
 }
 
-void synchronize(Device device) { detail::backend_for(device, "nnops::synchronize").synchronize(); }
+void synchronize(Device device) {
+  detail::backend_for(device, "nnops::synchronize").synchronize();
+}
 
 namespace detail {
 
@@ -83,8 +93,7 @@ Backend& backend_for(Device device, const char* fn) {
 }
 
 void Backend::not_implemented(const char* op) const {
-  throw Error(std::string("nnops::") + op + ": not implemented on " + to_string(device()) +
-              " yet");
+  throw Error(std::string("nnops::") + op + ": not implemented on " + to_string(device()) + " yet");
 }
 
 // Defaults for backends that lack an op (the CPU backend overrides all of them).
@@ -122,12 +131,18 @@ void Backend::cross_entropy_loss(float*, float*, const float*, const int32_t*, i
 void Backend::kd_loss(float*, float*, const float*, const float*, int64_t, int64_t, float) {
   not_implemented("kd_loss");
 }
-void Backend::adam_step(const AdamTensor*, int64_t) { not_implemented("adam_step"); }
+void Backend::adam_step(const AdamTensor*, int64_t) {
+  not_implemented("adam_step");
+}
 void Backend::sgd_step(float*, const float*, float*, const uint8_t*, int64_t, const SgdScalars&) {
   not_implemented("sgd_step");
 }
-double Backend::sum_squares(const float*, int64_t) { not_implemented("clip_grad_norm"); }
-void Backend::scale(float*, int64_t, float) { not_implemented("clip_grad_norm"); }
+double Backend::sum_squares(const float*, int64_t) {
+  not_implemented("clip_grad_norm");
+}
+void Backend::scale(float*, int64_t, float) {
+  not_implemented("clip_grad_norm");
+}
 void Backend::prune_unstructured(uint8_t* const*, const float* const*, const int64_t*, int64_t,
                                  int64_t) {
   not_implemented("l1_unstructured");
@@ -135,13 +150,27 @@ void Backend::prune_unstructured(uint8_t* const*, const float* const*, const int
 void Backend::prune_ln_structured(uint8_t*, const float*, int64_t, int64_t, int64_t, int, int64_t) {
   not_implemented("ln_structured");
 }
-void Backend::prune_nm(uint8_t*, const float*, int64_t, int, int) { not_implemented("nm_structured"); }
-void Backend::apply_mask(float*, const uint8_t*, int64_t) { not_implemented("apply_mask"); }
-int64_t Backend::count_nonzero(const uint8_t*, int64_t) { not_implemented("sparsity"); }
-void Backend::add_scaled(float*, const float*, int64_t, float, float) { not_implemented("add_scaled"); }
-void Backend::fill(float*, int64_t, float) { not_implemented("fill"); }
-void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) { not_implemented("fill_uniform"); }
-void Backend::fill_normal(float*, int64_t, float, float, uint64_t) { not_implemented("fill_normal"); }
+void Backend::prune_nm(uint8_t*, const float*, int64_t, int, int) {
+  not_implemented("nm_structured");
+}
+void Backend::apply_mask(float*, const uint8_t*, int64_t) {
+  not_implemented("apply_mask");
+}
+int64_t Backend::count_nonzero(const uint8_t*, int64_t) {
+  not_implemented("sparsity");
+}
+void Backend::add_scaled(float*, const float*, int64_t, float, float) {
+  not_implemented("add_scaled");
+}
+void Backend::fill(float*, int64_t, float) {
+  not_implemented("fill");
+}
+void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) {
+  not_implemented("fill_uniform");
+}
+void Backend::fill_normal(float*, int64_t, float, float, uint64_t) {
+  not_implemented("fill_normal");
+}
 
 }  // namespace detail
 }  // namespace nnops

@@ -21,8 +21,10 @@ namespace {
 int64_t checked_numel(const Shape& shape, DType dtype, const char* fn) {
   int64_t n = 1;
   for (int64_t d : shape) {
-    if (d < 0) throw Error(std::string(fn) + ": shape " + shape_to_string(shape) + " has a negative size");
-    if (d != 0 && n > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(dtype_size(dtype)) / d) {
+    if (d < 0)
+      throw Error(std::string(fn) + ": shape " + shape_to_string(shape) + " has a negative size");
+    if (d != 0 &&
+        n > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(dtype_size(dtype)) / d) {
       throw Error(std::string(fn) + ": shape " + shape_to_string(shape) + " is too large");
     }
     n *= d;
@@ -52,7 +54,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (t.numel_ > 0) detail::backend_for(device, "nnops::Tensor::zeros").fill_zero(t.data_, t.nbytes());
+  if (t.numel_ > 0)
+    detail::backend_for(device, "nnops::Tensor::zeros").fill_zero(t.data_, t.nbytes());
   return t;
 }
 
@@ -104,7 +107,9 @@ Tensor Tensor::to(Device device) const {
   return out;
 }
 
-Tensor Tensor::clone() const { return to(device_); }
+Tensor Tensor::clone() const {
+  return to(device_);
+}
 
 int64_t Tensor::dim(int i) const {
   const int n = ndim();
@@ -118,7 +123,8 @@ int64_t Tensor::dim(int i) const {
 
 std::string Tensor::describe() const {
   if (!defined()) return "undefined tensor";
-  return std::string(to_string(dtype_)) + " " + shape_to_string(shape_) + " on " + to_string(device_);
+  return std::string(to_string(dtype_)) + " " + shape_to_string(shape_) + " on " +
+         to_string(device_);
 }
 
 void Tensor::check_dtype(DType expected, const char* fn) const {

@@ -1,7 +1,6 @@
 // A small MLP (32 -> 64 -> 8, ReLU) fitted to a fixed random teacher with MSE and Adam on the
 // default device; prints the loss as it falls.
 #include <cstdio>
-
 #include <nnops/nnops.hpp>
 
 int main() {
@@ -21,7 +20,8 @@ int main() {
   fill_uniform(b2, -0.125f, 0.125f, 6);
   Tensor h = make({batch, hidden}), a = make({batch, hidden}), y = make({batch, out});
   Tensor dy = make({batch, out}), da = make({batch, hidden}), dh = make({batch, hidden});
-  Tensor dw1 = make({hidden, in}), db1 = make({hidden}), dw2 = make({out, hidden}), db2 = make({out});
+  Tensor dw1 = make({hidden, in}), db1 = make({hidden}), dw2 = make({out, hidden}),
+         db2 = make({out});
   Tensor loss = make({1});
   AdamState s1, s2, s3, s4;
   const AdamOptions adam{1e-2f};

@@ -10,14 +10,20 @@ constexpr float kSlope = 0.01f;
 
 double ref_forward(Activation a, double x) {
   switch (a) {
-    case Activation::ReLU: return x > 0 ? x : 0;
-    case Activation::LeakyReLU: return x > 0 ? x : kSlope * x;
-    case Activation::GELU: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case Activation::ReLU:
+      return x > 0 ? x : 0;
+    case Activation::LeakyReLU:
+      return x > 0 ? x : kSlope * x;
+    case Activation::GELU:
+      return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
     case Activation::GELUTanh:
       return 0.5 * x * (1 + std::tanh(std::sqrt(2 / kPi) * (x + 0.044715 * x * x * x)));
-    case Activation::SiLU: return x / (1 + std::exp(-x));
-    case Activation::Sigmoid: return 1 / (1 + std::exp(-x));
-    case Activation::Tanh: return std::tanh(x);
+    case Activation::SiLU:
+      return x / (1 + std::exp(-x));
+    case Activation::Sigmoid:
+      return 1 / (1 + std::exp(-x));
+    case Activation::Tanh:
+      return std::tanh(x);
   }
   return 0;
 }
@@ -28,9 +34,9 @@ double finite_difference(Activation a, double x) {
   return (ref_forward(a, x + h) - ref_forward(a, x - h)) / (2 * h);
 }
 
-const std::vector<Activation> kAll = {Activation::ReLU,  Activation::LeakyReLU, Activation::GELU,
-                                      Activation::GELUTanh, Activation::SiLU,
-                                      Activation::Sigmoid, Activation::Tanh};
+const std::vector<Activation> kAll = {
+    Activation::ReLU, Activation::LeakyReLU, Activation::GELU, Activation::GELUTanh,
+    Activation::SiLU, Activation::Sigmoid,   Activation::Tanh};
 
 class ActivationTest : public DeviceTest {};
 
@@ -56,7 +62,8 @@ TEST_P(ActivationTest, BackwardMatchesFiniteDifferences) {
     for (int64_t n : {1, 33, 1023}) {
       SCOPED_TRACE(std::string(to_string(a)) + " n=" + std::to_string(n));
       auto x = random_floats(n, 21 + n, -6.0f, 6.0f);
-      for (float& v : x) if (std::fabs(v) < 1e-3f) v = 0.5f;  // keep the ReLU kink out of FD
+      for (float& v : x)
+        if (std::fabs(v) < 1e-3f) v = 0.5f;  // keep the ReLU kink out of FD
       const auto dy = random_floats(n, 31 + n);
       Tensor dx = poisoned({n}, device());
       activation_backward(a, on(device(), x, {n}), on(device(), dy, {n}), dx, kSlope);
@@ -76,7 +83,8 @@ TEST_P(ActivationTest, OutputsMayAliasInputs) {
   EXPECT_TRUE(all_close(t, ref, 2e-6, 1e-5));
   Tensor g = on(device(), dy, {33});
   activation_backward(Activation::Tanh, on(device(), x, {33}), g, g);  // dx aliases dy
-  for (int i = 0; i < 33; ++i) ref[i] = dy[i] * (1 - std::tanh(double(x[i])) * std::tanh(double(x[i])));
+  for (int i = 0; i < 33; ++i)
+    ref[i] = dy[i] * (1 - std::tanh(double(x[i])) * std::tanh(double(x[i])));
   EXPECT_TRUE(all_close(g, ref, 2e-6, 1e-5));
 }
 
@@ -101,7 +109,8 @@ TEST_P(ActivationTest, SpecialValues) {
   EXPECT_EQ(v[5], 100.0f);
   EXPECT_FALSE(std::isnan(v[6]));
   Tensor dx = poisoned({7}, device());
-  activation_backward(Activation::ReLU, on(device(), x, {7}), on(device(), std::vector<float>(7, 1.0f), {7}), dx);
+  activation_backward(Activation::ReLU, on(device(), x, {7}),
+                      on(device(), std::vector<float>(7, 1.0f), {7}), dx);
   v = dx.to_vector<float>();
   EXPECT_EQ(v[1], 0.0f) << "ReLU'(0) is 0";
   EXPECT_EQ(v[0], 1.0f) << "PyTorch's threshold_backward passes dy where x is NaN";
@@ -132,8 +141,11 @@ class SoftmaxTest : public DeviceTest {};
 // log_softmax of logits up to |x| ~ 1e4 is x - lse with lse rounded to float: rtol 2 ulp.
 TEST_P(SoftmaxTest, ForwardMatchesDoubleReference) {
   for (bool log : {false, true}) {
-    for (auto [shape, scale] : std::vector<std::pair<Shape, float>>{
-             {{1, 1}, 1.f}, {{7, 33}, 5.f}, {{33, 1023}, 3.f}, {{3, 5, 7}, 1.f}, {{4, 257}, 1e4f}}) {
+    for (auto [shape, scale] : std::vector<std::pair<Shape, float>>{{{1, 1}, 1.f},
+                                                                    {{7, 33}, 5.f},
+                                                                    {{33, 1023}, 3.f},
+                                                                    {{3, 5, 7}, 1.f},
+                                                                    {{4, 257}, 1e4f}}) {
       SCOPED_TRACE(std::string(log ? "log_softmax " : "softmax ") + shape_to_string(shape) +
                    " scale=" + std::to_string(scale));
       const int64_t n = numel_of(shape), cols = shape.back();
@@ -184,7 +196,8 @@ TEST_P(SoftmaxTest, HugeLogitsStayFinite) {
   softmax_forward(on(device(), x, {1, 4}), y);
   EXPECT_TRUE(all_close(y, {0.5, 0.0, 0.0, 0.5}, 1e-7, 0));
   log_softmax_forward(on(device(), x, {1, 4}), y);
-  EXPECT_TRUE(all_close(y, {-std::log(2.0), -2e4 - std::log(2.0), -1e4 - std::log(2.0), -std::log(2.0)}, 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(
+      y, {-std::log(2.0), -2e4 - std::log(2.0), -1e4 - std::log(2.0), -std::log(2.0)}, 1e-6, 1e-6));
 }
 
 NNOPS_INSTANTIATE_DEVICES(SoftmaxTest);

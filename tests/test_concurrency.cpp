@@ -52,7 +52,8 @@ TEST(Concurrency, OpsOnSeparateTensorsFromManyThreads) {
   std::vector<std::vector<float>> expected(kThreads), got(kThreads);
   for (int t = 0; t < kThreads; ++t) expected[t] = workload(100 + t);
   std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) threads.emplace_back([t, &got] { got[t] = workload(100 + t); });
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([t, &got] { got[t] = workload(100 + t); });
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(got[t], expected[t]) << "thread " << t;
 }
@@ -60,7 +61,8 @@ TEST(Concurrency, OpsOnSeparateTensorsFromManyThreads) {
 TEST(Concurrency, DeviceQueriesFromManyThreads) {
   std::vector<std::thread> threads;
   std::vector<int> available(8);
-  for (int t = 0; t < 8; ++t) threads.emplace_back([t, &available] { available[t] = cuda_available(); });
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([t, &available] { available[t] = cuda_available(); });
   for (auto& th : threads) th.join();
   for (int a : available) EXPECT_EQ(a, available[0]);
 }

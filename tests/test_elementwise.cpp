@@ -9,11 +9,13 @@ class ElementwiseTest : public DeviceTest {};
 TEST_P(ElementwiseTest, AddScaled) {
   for (int64_t n : {1, 7, 33, 1023, 100003}) {
     const auto x = random_floats(n, 1 + n), y0 = random_floats(n, 2 + n);
-    for (auto [alpha, beta] : std::vector<std::pair<float, float>>{{0.3f, 1.0f}, {-2.0f, 0.7f}, {1.5f, 0.0f}}) {
+    for (auto [alpha, beta] :
+         std::vector<std::pair<float, float>>{{0.3f, 1.0f}, {-2.0f, 0.7f}, {1.5f, 0.0f}}) {
       Tensor y = beta == 0.0f ? poisoned({n}, device()) : on(device(), y0, {n});
       add_scaled(y, on(device(), x, {n}), alpha, beta);
       std::vector<double> ref(n);
-      for (int64_t i = 0; i < n; ++i) ref[i] = double(alpha) * x[i] + (beta == 0.0f ? 0.0 : double(beta) * y0[i]);
+      for (int64_t i = 0; i < n; ++i)
+        ref[i] = double(alpha) * x[i] + (beta == 0.0f ? 0.0 : double(beta) * y0[i]);
       // Two products and one sum, each rounded once: 3u of the larger term.
       EXPECT_TRUE(all_close(y, ref, 3 * kEps32 * (std::fabs(alpha) + std::fabs(beta)), 0)) << n;
     }
@@ -32,9 +34,11 @@ TEST_P(ElementwiseTest, AddScaledMayAliasAndFill) {
 }
 
 TEST(ElementwiseErrors, BadArguments) {
-  Tensor y = on(Device::CPU, random_floats(4, 1), {4}), x = on(Device::CPU, random_floats(5, 2), {5});
+  Tensor y = on(Device::CPU, random_floats(4, 1), {4}),
+         x = on(Device::CPU, random_floats(5, 2), {5});
   const auto before = y.to_vector<float>();
-  EXPECT_TRUE(throws_error([&] { add_scaled(y, x, 1.0f); }, "nnops::add_scaled", "shapes must match"));
+  EXPECT_TRUE(
+      throws_error([&] { add_scaled(y, x, 1.0f); }, "nnops::add_scaled", "shapes must match"));
   Tensor x4 = on(Device::CPU, random_floats(4, 2), {4});
   EXPECT_TRUE(throws_error([&] { add_scaled(y, x4, NAN); }, "nnops::add_scaled", "alpha"));
   Tensor i = Tensor::zeros({4}, DType::I32);

@@ -87,8 +87,8 @@ void check_gemm(Device device, int64_t m, int64_t n, int64_t k, bool ta, bool tb
 
 TEST_P(GemmPathTest, OddSizesAgainstDoubleReference) {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
-      {1, 1, 1}, {1, 7, 1}, {7, 1, 33}, {7, 33, 7}, {33, 7, 257}, {6, 16, 256}, {97, 33, 300},
-      {257, 19, 5}, {13, 1023, 3}, {100, 2100, 17}};
+      {1, 1, 1},    {1, 7, 1},     {7, 1, 33},   {7, 33, 7},    {33, 7, 257},
+      {6, 16, 256}, {97, 33, 300}, {257, 19, 5}, {13, 1023, 3}, {100, 2100, 17}};
   uint32_t seed = 10;
   for (auto [m, n, k] : sizes) check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
 }
@@ -125,27 +125,30 @@ TEST_P(GemmPathTest, LargeProductAgainstVectorProbe) {
   EXPECT_LE(std::sqrt(err2 / ref2), 10 * std::sqrt(double(k)) * kEps32);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Paths, GemmPathTest,
-    ::testing::Combine(::testing::Values(Path::CpuGeneric, Path::CpuAvx2, Path::Cuda),
-                       ::testing::Bool(), ::testing::Bool()),
-    [](const auto& info) {
-      return path_name(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_At" : "_A") +
-             (std::get<2>(info.param) ? "Bt" : "B");
-    });
+INSTANTIATE_TEST_SUITE_P(Paths, GemmPathTest,
+                         ::testing::Combine(::testing::Values(Path::CpuGeneric, Path::CpuAvx2,
+                                                              Path::Cuda),
+                                            ::testing::Bool(), ::testing::Bool()),
+                         [](const auto& info) {
+                           return path_name(std::get<0>(info.param)) +
+                                  (std::get<1>(info.param) ? "_At" : "_A") +
+                                  (std::get<2>(info.param) ? "Bt" : "B");
+                         });
 
 class LinearTest : public DeviceTest {};
 
 TEST_P(LinearTest, ForwardAndBackwardAgainstDoubleReference) {
   for (auto [rows, in, out] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
            {1, 1, 1}, {7, 33, 5}, {33, 257, 65}, {64, 100, 200}}) {
-    SCOPED_TRACE("rows=" + std::to_string(rows) + " in=" + std::to_string(in) + " out=" + std::to_string(out));
+    SCOPED_TRACE("rows=" + std::to_string(rows) + " in=" + std::to_string(in) +
+                 " out=" + std::to_string(out));
     const auto x = random_floats(rows * in, 1), w = random_floats(out * in, 2),
                bias = random_floats(out, 3), dy = random_floats(rows * out, 4);
     Tensor y = poisoned({rows, out}, device());
     Tensor bias_t = on(device(), bias, {out});
     linear_forward(on(device(), x, {rows, in}), on(device(), w, {out, in}), &bias_t, y);
-    std::vector<double> y_ref(rows * out), dx_ref(rows * in, 0), dw_ref(out * in, 0), db_ref(out, 0);
+    std::vector<double> y_ref(rows * out), dx_ref(rows * in, 0), dw_ref(out * in, 0),
+        db_ref(out, 0);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t o = 0; o < out; ++o) {
         double s = bias[o];

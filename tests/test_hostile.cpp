@@ -10,8 +10,9 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 TEST(Hostile, NaNPropagatesThroughActivations) {
-  for (Activation a : {Activation::ReLU, Activation::LeakyReLU, Activation::GELU, Activation::GELUTanh,
-                       Activation::SiLU, Activation::Sigmoid, Activation::Tanh}) {
+  for (Activation a :
+       {Activation::ReLU, Activation::LeakyReLU, Activation::GELU, Activation::GELUTanh,
+        Activation::SiLU, Activation::Sigmoid, Activation::Tanh}) {
     Tensor x = on(Device::CPU, {kNaN, 1.0f}, {2}), y = poisoned({2}, Device::CPU);
     activation_forward(a, x, y);
     EXPECT_TRUE(std::isnan(y.to_vector<float>()[0])) << to_string(a) << "(NaN) must be NaN";
@@ -126,7 +127,8 @@ TEST(Hostile, AliasingRules) {
   EXPECT_TRUE(throws_error([&] { matmul(a, a, a); }, "nnops::matmul", "alias"));
   EXPECT_EQ(a.to_vector<float>(), before);
   Tensor dy = on(Device::CPU, random_floats(16, 2), {4, 4});
-  EXPECT_TRUE(throws_error([&] { linear_backward(a, a, dy, &dy, a, nullptr); }, "nnops::linear_backward", "alias"));
+  EXPECT_TRUE(throws_error([&] { linear_backward(a, a, dy, &dy, a, nullptr); },
+                           "nnops::linear_backward", "alias"));
   add_scaled(a, a, 1.0f, 0.0f);  // y aliasing x is allowed
   EXPECT_EQ(a.to_vector<float>(), before);
 }

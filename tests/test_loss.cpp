@@ -29,7 +29,8 @@ double ref_ce(const std::vector<double>& x, const std::vector<int32_t>& y, int64
   return r == Reduction::Mean ? total / kept : total;
 }
 
-double ref_kd(const std::vector<double>& s, const std::vector<double>& t, int64_t N, int64_t C, double T) {
+double ref_kd(const std::vector<double>& s, const std::vector<double>& t, int64_t N, int64_t C,
+              double T) {
   double total = 0;
   for (int64_t i = 0; i < N; ++i) {
     auto lse = [&](const std::vector<double>& v) {
@@ -74,18 +75,26 @@ TEST_P(LossTest, MseMatchesReferenceAndFiniteDifferences) {
       // The sum is taken in double; only the float differences (1 ulp each) and the final
       // rounding contribute: rtol 4u.
       EXPECT_NEAR(loss.item(), ref, 4 * kEps32 * std::fabs(ref) + 1e-12);
-      const auto fd = numeric_grad(p, [&](const std::vector<double>& v) { return ref_mse(v, t, red); }, 1e-4);
+      const auto fd = numeric_grad(
+          p, [&](const std::vector<double>& v) { return ref_mse(v, t, red); }, 1e-4);
       EXPECT_TRUE(all_close(grad, fd, 1e-6, 1e-5));
     }
   }
 }
 
 TEST_P(LossTest, CrossEntropyMatchesReferenceAndFiniteDifferences) {
-  struct Case { int64_t N, C; float e; Reduction red; float scale; };
-  for (const Case& k : {Case{1, 1, 0.0f, Reduction::Mean, 1}, Case{7, 33, 0.0f, Reduction::Mean, 3},
-                        Case{33, 7, 0.1f, Reduction::Sum, 3}, Case{5, 1023, 0.2f, Reduction::Mean, 5},
-                        Case{9, 5, 0.3f, Reduction::Mean, 1e4f}}) {
-    SCOPED_TRACE("N=" + std::to_string(k.N) + " C=" + std::to_string(k.C) + " e=" + std::to_string(k.e));
+  struct Case {
+    int64_t N, C;
+    float e;
+    Reduction red;
+    float scale;
+  };
+  for (const Case& k :
+       {Case{1, 1, 0.0f, Reduction::Mean, 1}, Case{7, 33, 0.0f, Reduction::Mean, 3},
+        Case{33, 7, 0.1f, Reduction::Sum, 3}, Case{5, 1023, 0.2f, Reduction::Mean, 5},
+        Case{9, 5, 0.3f, Reduction::Mean, 1e4f}}) {
+    SCOPED_TRACE("N=" + std::to_string(k.N) + " C=" + std::to_string(k.C) +
+                 " e=" + std::to_string(k.e));
     const auto x = random_floats(k.N * k.C, 5 + k.N, -k.scale, k.scale);
     std::vector<int32_t> y(k.N);
     for (int64_t i = 0; i < k.N; ++i) y[i] = static_cast<int32_t>((i * 7 + 3) % k.C);
@@ -128,7 +137,8 @@ TEST_P(LossTest, CrossEntropyWithEveryTargetIgnored) {
 TEST_P(LossTest, KdMatchesReferenceAndFiniteDifferences) {
   for (float T : {1.0f, 2.0f, 4.0f}) {
     for (auto [N, C] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 33}, {4, 257}}) {
-      SCOPED_TRACE("T=" + std::to_string(T) + " N=" + std::to_string(N) + " C=" + std::to_string(C));
+      SCOPED_TRACE("T=" + std::to_string(T) + " N=" + std::to_string(N) +
+                   " C=" + std::to_string(C));
       const auto s = random_floats(N * C, 60 + C, -4, 4), t = random_floats(N * C, 61 + C, -4, 4);
       Tensor loss = poisoned({1}, device()), grad = poisoned({N, C}, device());
       kd_loss(on(device(), s, {N, C}), on(device(), t, {N, C}), T, loss, &grad);

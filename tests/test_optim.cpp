@@ -26,8 +26,10 @@ struct RefAdam {
       }
       double g = o.maximize ? -grad[i] : grad[i];
       if (h.wd != 0) {
-        if (o.decoupled_weight_decay) p[i] *= 1 - h.lr * h.wd;
-        else g += h.wd * p[i];
+        if (o.decoupled_weight_decay)
+          p[i] *= 1 - h.lr * h.wd;
+        else
+          g += h.wd * p[i];
       }
       m[i] = h.beta1 * m[i] + (1 - h.beta1) * g;
       v[i] = h.beta2 * v[i] + (1 - h.beta2) * g * g;
@@ -57,20 +59,25 @@ TEST_P(OptimTest, AdamEveryOptionOverSeveralSteps) {
             o.weight_decay = static_cast<float>(wd);
             o.decoupled_weight_decay = decoupled;
             const int64_t n = variant % 2 ? 1023 : 33;
-            SCOPED_TRACE("variant " + std::to_string(variant) + " amsgrad=" + std::to_string(amsgrad) +
-                         " maximize=" + std::to_string(maximize) + " wd=" + std::to_string(wd) +
-                         " decoupled=" + std::to_string(decoupled) + " masked=" + std::to_string(masked));
+            SCOPED_TRACE(
+                "variant " + std::to_string(variant) + " amsgrad=" + std::to_string(amsgrad) +
+                " maximize=" + std::to_string(maximize) + " wd=" + std::to_string(wd) +
+                " decoupled=" + std::to_string(decoupled) + " masked=" + std::to_string(masked));
             auto p0 = random_floats(n, 100 + variant);
             std::vector<uint8_t> mask(n, 1);
             for (int64_t i = 0; i < n; i += 3) mask[i] = 0;
-            if (masked) for (int64_t i = 0; i < n; ++i) if (!mask[i]) p0[i] = 0;
+            if (masked)
+              for (int64_t i = 0; i < n; ++i)
+                if (!mask[i]) p0[i] = 0;
             Tensor p = on(device(), p0, {n});
             Tensor mask_t = Tensor::from_vector(mask, {n}, device());
             AdamState state;
-            RefAdam ref{to_double(p0), std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
+            RefAdam ref{to_double(p0), std::vector<double>(n), std::vector<double>(n),
+                        std::vector<double>(n)};
             for (int step = 0; step < 6; ++step) {
               // Gradients shrink over steps so the bias corrections matter.
-              const auto g = random_floats(n, 1000 * variant + step, -1.0f / (step + 1), 1.0f / (step + 1));
+              const auto g =
+                  random_floats(n, 1000 * variant + step, -1.0f / (step + 1), 1.0f / (step + 1));
               adam_step(o, p, on(device(), g, {n}), state, masked ? &mask_t : nullptr);
               ref.apply(o, h, g, masked ? &mask : nullptr);
             }

@@ -11,13 +11,17 @@ namespace {
 // Reference: prune the k kept entries that come first in (|w|, index) order.
 std::vector<uint8_t> ref_l1(const std::vector<float>& w, std::vector<uint8_t> mask, int64_t k) {
   std::vector<int64_t> kept;
-  for (size_t i = 0; i < w.size(); ++i) if (mask[i]) kept.push_back(i);
-  std::stable_sort(kept.begin(), kept.end(), [&](int64_t a, int64_t b) { return std::fabs(w[a]) < std::fabs(w[b]); });
+  for (size_t i = 0; i < w.size(); ++i)
+    if (mask[i]) kept.push_back(i);
+  std::stable_sort(kept.begin(), kept.end(),
+                   [&](int64_t a, int64_t b) { return std::fabs(w[a]) < std::fabs(w[b]); });
   for (int64_t j = 0; j < k; ++j) mask[kept[j]] = 0;
   return mask;
 }
 
-int64_t kept_count(const std::vector<uint8_t>& m) { return std::count(m.begin(), m.end(), 1); }
+int64_t kept_count(const std::vector<uint8_t>& m) {
+  return std::count(m.begin(), m.end(), 1);
+}
 
 class PruneTest : public DeviceTest {};
 
@@ -43,7 +47,8 @@ TEST_P(PruneTest, TiesPruneTheLowerIndexFirst) {
 
 TEST_P(PruneTest, AmountsRoundHalfToEvenLikePython) {
   // round(0.25 * 10) = 2 and round(0.35 * 10) = 4 in Python (0.35 * 10 == 3.5 in double).
-  for (auto [amount, expected] : std::vector<std::pair<double, int64_t>>{{0.25, 2}, {0.35, 4}, {0.05, 0}, {0.15, 2}}) {
+  for (auto [amount, expected] :
+       std::vector<std::pair<double, int64_t>>{{0.25, 2}, {0.35, 4}, {0.05, 0}, {0.15, 2}}) {
     Tensor mask = Tensor::from_vector(std::vector<uint8_t>(10, 1), {10}, device());
     l1_unstructured(on(device(), random_floats(10, 3), {10}), PruneAmount::fraction(amount), mask);
     EXPECT_EQ(10 - kept_count(mask.to_vector<uint8_t>()), expected) << "amount " << amount;
@@ -71,7 +76,8 @@ TEST_P(PruneTest, IterativePruningAppliesToKeptEntries) {
   for (int64_t i = 0; i < n; i += 7) holes[i] = 0;
   Tensor m2 = Tensor::from_vector(holes, {10, 100}, device());
   l1_unstructured(wt, PruneAmount::fraction(0.2), m2);
-  EXPECT_EQ(m2.to_vector<uint8_t>(), ref_l1(w, holes, static_cast<int64_t>(std::nearbyint(0.2 * kept_count(holes)))));
+  EXPECT_EQ(m2.to_vector<uint8_t>(),
+            ref_l1(w, holes, static_cast<int64_t>(std::nearbyint(0.2 * kept_count(holes)))));
 }
 
 TEST_P(PruneTest, GlobalUnstructuredRanksAcrossTensors) {
@@ -82,7 +88,8 @@ TEST_P(PruneTest, GlobalUnstructuredRanksAcrossTensors) {
   global_unstructured({&t1, &t2}, PruneAmount::fraction(0.5), {&m1, &m2});
   std::vector<float> all(w1);
   all.insert(all.end(), w2.begin(), w2.end());
-  const auto ref = ref_l1(all, std::vector<uint8_t>(all.size(), 1), static_cast<int64_t>(std::nearbyint(0.5 * 1056)));
+  const auto ref = ref_l1(all, std::vector<uint8_t>(all.size(), 1),
+                          static_cast<int64_t>(std::nearbyint(0.5 * 1056)));
   auto got = m1.to_vector<uint8_t>();
   const auto got2 = m2.to_vector<uint8_t>();
   got.insert(got.end(), got2.begin(), got2.end());
@@ -110,7 +117,8 @@ TEST_P(PruneTest, LnStructuredPrunesWholeSlices) {
       }
       std::vector<int64_t> order(slices);
       std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return norm[a] < norm[b]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t b) { return norm[a] < norm[b]; });
       const auto k = static_cast<int64_t>(std::nearbyint(0.5 * slices));
       std::vector<uint8_t> pruned(slices, 0);
       for (int64_t j = 0; j < k; ++j) pruned[order[j]] = 1;
@@ -124,7 +132,8 @@ TEST_P(PruneTest, LnStructuredPrunesWholeSlices) {
 }
 
 TEST_P(PruneTest, NmStructuredKeepsTheLargestInEachGroup) {
-  for (auto [n_keep, m] : std::vector<std::pair<int, int>>{{2, 4}, {1, 4}, {3, 8}, {0, 2}, {1, 1}}) {
+  for (auto [n_keep, m] :
+       std::vector<std::pair<int, int>>{{2, 4}, {1, 4}, {3, 8}, {0, 2}, {1, 1}}) {
     const Shape shape = {7, 8 * m};
     const int64_t total = numel_of(shape);
     auto w = random_floats(total, 11 + m);
@@ -135,7 +144,8 @@ TEST_P(PruneTest, NmStructuredKeepsTheLargestInEachGroup) {
     for (int64_t g = 0; g < total / m; ++g) {
       std::vector<float> grp(w.begin() + g * m, w.begin() + (g + 1) * m);
       const auto ref = ref_l1(grp, std::vector<uint8_t>(m, 1), m - n_keep);
-      for (int j = 0; j < m; ++j) ASSERT_EQ(got[g * m + j], ref[j]) << "group " << g << " n:m " << n_keep << ":" << m;
+      for (int j = 0; j < m; ++j)
+        ASSERT_EQ(got[g * m + j], ref[j]) << "group " << g << " n:m " << n_keep << ":" << m;
     }
     EXPECT_NEAR(sparsity(mask), 1.0 - double(n_keep) / m, 1e-12);
   }

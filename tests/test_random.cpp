@@ -8,12 +8,20 @@ namespace {
 
 TEST(Philox, KnownAnswerVectors) {
   using detail::Philox4;
-  struct Kat { Philox4 ctr; uint32_t k0, k1; Philox4 out; };
+  struct Kat {
+    Philox4 ctr;
+    uint32_t k0, k1;
+    Philox4 out;
+  };
   const Kat kats[] = {
       {{{0, 0, 0, 0}}, 0, 0, {{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}}},
-      {{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}}, 0xffffffff, 0xffffffff,
+      {{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}},
+       0xffffffff,
+       0xffffffff,
        {{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}}},
-      {{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}}, 0xa4093822, 0x299f31d0,
+      {{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}},
+       0xa4093822,
+       0x299f31d0,
        {{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}}},
   };
   for (const Kat& k : kats) {
@@ -24,7 +32,8 @@ TEST(Philox, KnownAnswerVectors) {
 
 TEST(Philox, PortableTranscendentalsAreAccurate) {
   for (double x : {1e-300, 1e-7, 0.1, 0.5, 0.70710678, 0.9999999, 1.0}) {
-    EXPECT_NEAR(detail::portable_log(x), std::log(x), 4e-16 * std::max(1.0, std::fabs(std::log(x)))) << x;
+    EXPECT_NEAR(detail::portable_log(x), std::log(x), 4e-16 * std::max(1.0, std::fabs(std::log(x))))
+        << x;
   }
   for (int i = 0; i < 1000; ++i) {
     const double u = i / 1000.0;
@@ -39,7 +48,8 @@ class RandomTest : public DeviceTest {};
 
 TEST_P(RandomTest, UniformIsDeterministicAndLaidOutByCounter) {
   for (int64_t n : {1, 7, 33, 1023}) {
-    Tensor a = Tensor::empty({n}, DType::F32, device()), b = Tensor::empty({n}, DType::F32, device());
+    Tensor a = Tensor::empty({n}, DType::F32, device()),
+           b = Tensor::empty({n}, DType::F32, device());
     fill_uniform(a, -1.0f, 1.0f, 42);
     fill_uniform(b, -1.0f, 1.0f, 42);
     EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());

@@ -82,7 +82,8 @@ TEST(Tensor, WrapIsANonOwningView) {
   EXPECT_EQ(view.raw_data(), storage.data());
   view.data<float>()[5] = 42.0f;
   EXPECT_EQ(storage[5], 42.0f);
-  EXPECT_TRUE(throws_error([] { Tensor::wrap(static_cast<float*>(nullptr), {2}); }, "nnops::Tensor::wrap", "null"));
+  EXPECT_TRUE(throws_error([] { Tensor::wrap(static_cast<float*>(nullptr), {2}); },
+                           "nnops::Tensor::wrap", "null"));
 }
 
 TEST(Tensor, MoveLeavesTheSourceUndefined) {
@@ -94,9 +95,16 @@ TEST(Tensor, MoveLeavesTheSourceUndefined) {
 
 TEST(Tensor, BadShapesAndDTypesAreErrors) {
   EXPECT_TRUE(throws_error([] { Tensor::empty({2, -1}); }, "nnops::Tensor::empty", "negative"));
-  EXPECT_TRUE(throws_error([] { Tensor::empty({int64_t(1) << 62, 8}); }, "nnops::Tensor::empty", "too large"));
-  EXPECT_TRUE(throws_error([] { Tensor::from_vector(std::vector<float>(5), {2, 3}); },
-                           "nnops::Tensor::from_vector", "5 values"));
+  EXPECT_TRUE(throws_error(
+      [] {
+        Tensor::empty({int64_t(1) << 62, 8});
+      },
+      "nnops::Tensor::empty", "too large"));
+  EXPECT_TRUE(throws_error(
+      [] {
+        Tensor::from_vector(std::vector<float>(5), {2, 3});
+      },
+      "nnops::Tensor::from_vector", "5 values"));
   Tensor f = Tensor::zeros({3});
   EXPECT_TRUE(throws_error([&] { f.to_vector<int32_t>(); }, "nnops::Tensor::to_vector", "F32"));
   EXPECT_TRUE(throws_error([&] { f.data<uint8_t>(); }, "nnops::Tensor::data"));
@@ -124,11 +132,15 @@ TEST(Device, DefaultDeviceFollowsTheEnvironment) {
   if (cuda_available()) {
     EXPECT_EQ(default_device(), Device::CUDA);
   } else {
-    EXPECT_TRUE(throws_error([] { default_device(); }, "nnops::default_device", "NNOPS_DEVICE=cuda"));
+    EXPECT_TRUE(
+        throws_error([] { default_device(); }, "nnops::default_device", "NNOPS_DEVICE=cuda"));
   }
   setenv("NNOPS_DEVICE", "tpu", 1);
   EXPECT_TRUE(throws_error([] { default_device(); }, "nnops::default_device", "'tpu'"));
-  if (saved) setenv("NNOPS_DEVICE", restore.c_str(), 1); else unsetenv("NNOPS_DEVICE");
+  if (saved)
+    setenv("NNOPS_DEVICE", restore.c_str(), 1);
+  else
+    unsetenv("NNOPS_DEVICE");
 }
 
 TEST(Device, Names) {

@@ -24,7 +24,9 @@ struct TrainerRun {
 };
 
 // ctest runs tests in parallel processes: every scratch path carries the test's name.
-std::string test_name() { return ::testing::UnitTest::GetInstance()->current_test_info()->name(); }
+std::string test_name() {
+  return ::testing::UnitTest::GetInstance()->current_test_info()->name();
+}
 
 TrainerRun run_trainer(const std::string& args) {
   const std::string log = ::testing::TempDir() + "nnops_train_" + test_name() + "_output.txt";
@@ -65,8 +67,9 @@ std::vector<std::map<std::string, std::string>> read_csv(const std::string& path
   return rows;
 }
 
-std::vector<std::map<std::string, std::string>> rows_of(const std::vector<std::map<std::string, std::string>>& rows,
-                                                        const std::string& kind, const std::string& phase) {
+std::vector<std::map<std::string, std::string>> rows_of(
+    const std::vector<std::map<std::string, std::string>>& rows, const std::string& kind,
+    const std::string& phase) {
   std::vector<std::map<std::string, std::string>> out;
   for (const auto& r : rows) {
     if (r.at("kind") == kind && r.at("phase") == phase) out.push_back(r);
@@ -74,7 +77,9 @@ std::vector<std::map<std::string, std::string>> rows_of(const std::vector<std::m
   return out;
 }
 
-double num(const std::map<std::string, std::string>& row, const std::string& col) { return std::stod(row.at(col)); }
+double num(const std::map<std::string, std::string>& row, const std::string& col) {
+  return std::stod(row.at(col));
+}
 
 TEST(Train, LossFallsInEveryPhase) {
   const std::string csv = scratch("metrics.csv");
@@ -92,11 +97,14 @@ TEST(Train, LossFallsInEveryPhase) {
 }
 
 TEST(Train, PrunedSparsityIsExact) {
-  for (const std::string& flags : {std::string("--prune-amount 0.3"), std::string("--prune-amount 0.5 --prune-scope global"),
-                                   std::string("--prune-pattern 2:4")}) {
+  for (const std::string& flags :
+       {std::string("--prune-amount 0.3"), std::string("--prune-amount 0.5 --prune-scope global"),
+        std::string("--prune-pattern 2:4")}) {
     SCOPED_TRACE(flags);
     const std::string csv = scratch("sparsity.csv");
-    const TrainerRun r = run_trainer("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 0 " + flags + " --metrics " + csv);
+    const TrainerRun r =
+        run_trainer("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 0 " +
+                    flags + " --metrics " + csv);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const auto rows = read_csv(csv);
     const auto fc1 = rows_of(rows, "sparsity", "fc1"), fc2 = rows_of(rows, "sparsity", "fc2");
@@ -140,7 +148,8 @@ TEST(Train, StudentBeatsScratchOnHeldOutLoss) {
   const TrainerRun r = run_trainer("--quick --device cpu --task classify --metrics " + csv);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto rows = read_csv(csv);
-  const auto student = rows_of(rows, "summary", "student"), baseline = rows_of(rows, "summary", "scratch");
+  const auto student = rows_of(rows, "summary", "student"),
+             baseline = rows_of(rows, "summary", "scratch");
   ASSERT_EQ(student.size(), 1u);
   ASSERT_EQ(baseline.size(), 1u);
   EXPECT_LT(num(student[0], "heldout_loss"), num(baseline[0], "heldout_loss")) << r.output;
@@ -148,23 +157,30 @@ TEST(Train, StudentBeatsScratchOnHeldOutLoss) {
 
 TEST(Train, SaveLoadReproducesHeldOutLossBitForBit) {
   for (const char* task : {"regress", "classify"}) {
-    const std::string dir = scratch(std::string("ckpt_") + task), a = scratch("a.csv"), b = scratch("b.csv");
-    TrainerRun r = run_trainer(std::string("--quick --device cpu --task ") + task + " --save " + dir + " --metrics " + a);
+    const std::string dir = scratch(std::string("ckpt_") + task), a = scratch("a.csv"),
+                      b = scratch("b.csv");
+    TrainerRun r = run_trainer(std::string("--quick --device cpu --task ") + task + " --save " +
+                               dir + " --metrics " + a);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     r = run_trainer("--device cpu --load " + dir + " --metrics " + b);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const auto trained = read_csv(a), loaded = read_csv(b);
     // %.9g round-trips a float exactly, so equal text means equal bits.
     EXPECT_EQ(rows_of(trained, "summary", "fine-tuned").at(0).at("heldout_loss"),
-              rows_of(loaded, "summary", "teacher").at(0).at("heldout_loss")) << task;
+              rows_of(loaded, "summary", "teacher").at(0).at("heldout_loss"))
+        << task;
     EXPECT_EQ(rows_of(trained, "summary", "student").at(0).at("heldout_loss"),
-              rows_of(loaded, "summary", "student").at(0).at("heldout_loss")) << task;
+              rows_of(loaded, "summary", "student").at(0).at("heldout_loss"))
+        << task;
   }
 }
 
 TEST(Train, EveryActivationRuns) {
   for (const char* act : {"none", "leaky_relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh"}) {
-    const TrainerRun r = run_trainer(std::string("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 1 --activation ") + act);
+    const TrainerRun r =
+        run_trainer(std::string("--quick --device cpu --epochs 1 --finetune-epochs 1 "
+                                "--distill-epochs 1 --activation ") +
+                    act);
     EXPECT_EQ(r.exit_code, 0) << act << "\n" << r.output;
   }
 }
@@ -176,18 +192,21 @@ TEST(Train, CpuAndCudaAgreeOverTheFirstSteps) {
   ASSERT_EQ(run_trainer(flags + a + " --device cpu").exit_code, 0);
   const TrainerRun r = run_trainer(flags + b + " --device cuda");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto ca = rows_of(read_csv(a), "epoch", "teacher"), cb = rows_of(read_csv(b), "epoch", "teacher");
+  const auto ca = rows_of(read_csv(a), "epoch", "teacher"),
+             cb = rows_of(read_csv(b), "epoch", "teacher");
   ASSERT_EQ(ca.size(), cb.size());
   for (size_t i = 0; i < ca.size(); ++i) {
     // One epoch of float training: the losses agree to a relative 1e-4.
-    EXPECT_NEAR(num(ca[i], "heldout_loss"), num(cb[i], "heldout_loss"), 1e-4 * num(ca[i], "heldout_loss"));
+    EXPECT_NEAR(num(ca[i], "heldout_loss"), num(cb[i], "heldout_loss"),
+                1e-4 * num(ca[i], "heldout_loss"));
   }
 }
 
 TEST(Train, BadFlagsFailWithOneLine) {
-  for (const std::string& args : {std::string("--epochs -1"), std::string("--bogus 1"), std::string("--prune-amount 2"),
-                                  std::string("--lr abc"), std::string("--device tpu"), std::string("--batch"),
-                                  std::string("--temperature 0"), std::string("--quick --in 6 --prune-pattern 2:4")}) {
+  for (const std::string& args :
+       {std::string("--epochs -1"), std::string("--bogus 1"), std::string("--prune-amount 2"),
+        std::string("--lr abc"), std::string("--device tpu"), std::string("--batch"),
+        std::string("--temperature 0"), std::string("--quick --in 6 --prune-pattern 2:4")}) {
     const TrainerRun r = run_trainer(args);
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
     EXPECT_EQ(r.output.rfind("nnops-train: ", 0), 0u) << r.output;
@@ -195,14 +214,19 @@ TEST(Train, BadFlagsFailWithOneLine) {
   }
   const TrainerRun help = run_trainer("--help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* flag : {"--device", "--task", "--prune-scope", "--prune-pattern", "--metrics", "--save", "--load", "--quick"}) {
+  for (const char* flag : {"--device", "--task", "--prune-scope", "--prune-pattern", "--metrics",
+                           "--save", "--load", "--quick"}) {
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
   }
 }
 
 TEST(Train, CorruptCheckpointsAreRejected) {
   const std::string dir = scratch("ckpt_corrupt");
-  ASSERT_EQ(run_trainer("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 1 --save " + dir).exit_code, 0);
+  ASSERT_EQ(
+      run_trainer("--quick --device cpu --epochs 1 --finetune-epochs 1 --distill-epochs 1 --save " +
+                  dir)
+          .exit_code,
+      0);
   std::ifstream f(dir + "/teacher.nnops", std::ios::binary);
   const std::string good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   const std::string student = dir + "/student.nnops";
@@ -211,7 +235,8 @@ TEST(Train, CorruptCheckpointsAreRejected) {
     o << bytes;
   };
   std::vector<std::pair<std::string, std::string>> cases;
-  for (size_t cut : {size_t(0), size_t(5), size_t(12), size_t(40), good.size() / 2, good.size() - 1}) {
+  for (size_t cut :
+       {size_t(0), size_t(5), size_t(12), size_t(40), good.size() / 2, good.size() - 1}) {
     cases.push_back({good.substr(0, cut), cut < 24 ? "too short" : "checksum"});
   }
   std::string magic = good;
@@ -236,11 +261,16 @@ TEST(Train, CorruptCheckpointsAreRejected) {
 // checkpoint is rejected with a message, never accepted and never a crash.
 TEST(Train, CheckpointReaderRejectsEveryTruncationAndFlip) {
   const std::string dir = scratch("ckpt_every_byte");
-  ASSERT_EQ(run_trainer("--device cpu --in 4 --hidden 4 --out 2 --student-hidden 2 --train-samples 8 "
-                        "--heldout-samples 4 --batch 4 --epochs 1 --finetune-epochs 1 --distill-epochs 1 --save " + dir)
-                .exit_code, 0);
+  ASSERT_EQ(
+      run_trainer("--device cpu --in 4 --hidden 4 --out 2 --student-hidden 2 --train-samples 8 "
+                  "--heldout-samples 4 --batch 4 --epochs 1 --finetune-epochs 1 --distill-epochs 1 "
+                  "--save " +
+                  dir)
+          .exit_code,
+      0);
   std::ifstream f(dir + "/teacher.nnops", std::ios::binary);
-  const std::vector<unsigned char> good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::vector<unsigned char> good((std::istreambuf_iterator<char>(f)),
+                                        std::istreambuf_iterator<char>());
   ASSERT_NO_THROW(train::parse_checkpoint("good", good));
   for (size_t cut = 0; cut < good.size(); ++cut) {
     const std::vector<unsigned char> truncated(good.begin(), good.begin() + cut);

@@ -74,9 +74,9 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& out,
     }
   }
   if (failures == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << failures << " of " << out.size()
-                                       << " elements outside atol " << atol << " + rtol " << rtol
-                                       << bad.str();
+  return ::testing::AssertionFailure()
+         << failures << " of " << out.size() << " elements outside atol " << atol << " + rtol "
+         << rtol << bad.str();
 }
 
 inline ::testing::AssertionResult all_close(const Tensor& out, const std::vector<double>& ref,
@@ -85,7 +85,8 @@ inline ::testing::AssertionResult all_close(const Tensor& out, const std::vector
 }
 
 // The call must throw nnops::Error whose message starts with `fn` and contains `needle`.
-inline ::testing::AssertionResult throws_error(const std::function<void()>& call, const std::string& fn,
+inline ::testing::AssertionResult throws_error(const std::function<void()>& call,
+                                               const std::string& fn,
                                                const std::string& needle = "") {
   try {
     call();
@@ -119,8 +120,8 @@ inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
   return info.param == Device::CPU ? "CPU" : "CUDA";
 }
 
-#define NNOPS_INSTANTIATE_DEVICES(Suite)                                                \
-  INSTANTIATE_TEST_SUITE_P(Devices, Suite,                                              \
+#define NNOPS_INSTANTIATE_DEVICES(Suite)                                                   \
+  INSTANTIATE_TEST_SUITE_P(Devices, Suite,                                                 \
                            ::testing::Values(::nnops::Device::CPU, ::nnops::Device::CUDA), \
                            ::nnops::test::device_name)
 

@@ -81,33 +81,41 @@ void save_checkpoint(const std::string& path, const TensorMap& tensors) {
 TensorMap load_checkpoint(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(path + ": cannot open the checkpoint");
-  const std::vector<unsigned char> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::vector<unsigned char> data((std::istreambuf_iterator<char>(f)),
+                                        std::istreambuf_iterator<char>());
   return parse_checkpoint(path, data);
 }
 
 TensorMap parse_checkpoint(const std::string& path, const std::vector<unsigned char>& data) {
   if (data.size() < 8 + 4 + 4 + 8) {
-    throw std::runtime_error(path + ": too short to be an nnops checkpoint (" + std::to_string(data.size()) + " bytes)");
+    throw std::runtime_error(path + ": too short to be an nnops checkpoint (" +
+                             std::to_string(data.size()) + " bytes)");
   }
   Reader r(path, data, data.size() - 8);
-  if (std::memcmp(r.bytes(8, "magic"), kMagic, 8) != 0) r.fail("not an nnops checkpoint (bad magic)");
+  if (std::memcmp(r.bytes(8, "magic"), kMagic, 8) != 0)
+    r.fail("not an nnops checkpoint (bad magic)");
   const auto version = r.get<uint32_t>("version");
   if (version != kVersion) {
-    r.fail("unsupported checkpoint version " + std::to_string(version) + " (this build reads " + std::to_string(kVersion) + ")");
+    r.fail("unsupported checkpoint version " + std::to_string(version) + " (this build reads " +
+           std::to_string(kVersion) + ")");
   }
   uint64_t stored_sum;
   std::memcpy(&stored_sum, data.data() + data.size() - 8, 8);
-  if (stored_sum != fnv1a(data.data(), data.size() - 8)) r.fail("checksum mismatch (the file is corrupt or truncated)");
+  if (stored_sum != fnv1a(data.data(), data.size() - 8))
+    r.fail("checksum mismatch (the file is corrupt or truncated)");
   const auto count = r.get<uint32_t>("entry count");
-  if (count > kMaxEntries) r.fail("entry count " + std::to_string(count) + " exceeds " + std::to_string(kMaxEntries));
+  if (count > kMaxEntries)
+    r.fail("entry count " + std::to_string(count) + " exceeds " + std::to_string(kMaxEntries));
   TensorMap out;
   for (uint32_t e = 0; e < count; ++e) {
     const auto name_len = r.get<uint32_t>("name length");
-    if (name_len == 0 || name_len > kMaxName) r.fail("entry " + std::to_string(e) + " has a bad name length");
+    if (name_len == 0 || name_len > kMaxName)
+      r.fail("entry " + std::to_string(e) + " has a bad name length");
     const auto* name_bytes = r.bytes(name_len, "name");
     const std::string name(reinterpret_cast<const char*>(name_bytes), name_len);
     const auto dtype_code = r.get<uint32_t>("dtype");
-    if (dtype_code > 2) r.fail("entry '" + name + "' has unknown dtype " + std::to_string(dtype_code));
+    if (dtype_code > 2)
+      r.fail("entry '" + name + "' has unknown dtype " + std::to_string(dtype_code));
     const auto dtype = static_cast<nnops::DType>(dtype_code);
     const auto ndim = r.get<uint32_t>("ndim");
     if (ndim > kMaxDims) r.fail("entry '" + name + "' has " + std::to_string(ndim) + " dimensions");
@@ -122,7 +130,8 @@ TensorMap parse_checkpoint(const std::string& path, const std::vector<unsigned c
       shape.push_back(dim);
     }
     const auto nbytes = r.get<uint64_t>("byte count");
-    if (nbytes != elements * nnops::dtype_size(dtype)) r.fail("entry '" + name + "' byte count does not match its shape");
+    if (nbytes != elements * nnops::dtype_size(dtype))
+      r.fail("entry '" + name + "' byte count does not match its shape");
     const unsigned char* payload = r.bytes(nbytes, "tensor data");
     nnops::Tensor t = nnops::Tensor::empty(shape, dtype);
     if (nbytes > 0) std::memcpy(t.raw_data(), payload, nbytes);

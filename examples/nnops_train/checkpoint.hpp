@@ -17,10 +17,9 @@
 #pragma once
 
 #include <map>
+#include <nnops/nnops.hpp>
 #include <string>
 #include <vector>
-
-#include <nnops/nnops.hpp>
 
 namespace train {
 

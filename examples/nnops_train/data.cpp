@@ -14,7 +14,8 @@ namespace {
 constexpr int64_t kGeneratorHidden = 256;
 
 // rows x out matrix: G2 * tanh(G1 * x) + noise, with G1, G2 scaled to keep unit-order values.
-Tensor teacher_function(const Tensor& x, int64_t out, float noise, uint64_t seed, nnops::Device device) {
+Tensor teacher_function(const Tensor& x, int64_t out, float noise, uint64_t seed,
+                        nnops::Device device) {
   const int64_t rows = x.dim(0), in = x.dim(1);
   Tensor g1 = Tensor::empty({kGeneratorHidden, in}, DType::F32, device);
   Tensor g2 = Tensor::empty({out, kGeneratorHidden}, DType::F32, device);
@@ -29,7 +30,8 @@ Tensor teacher_function(const Tensor& x, int64_t out, float noise, uint64_t seed
   return y;
 }
 
-Split take_rows(const Tensor& x, const Tensor& y, int64_t start, int64_t count, nnops::Device device) {
+Split take_rows(const Tensor& x, const Tensor& y, int64_t start, int64_t count,
+                nnops::Device device) {
   // Copies (not views) so each split owns its memory.
   auto copy_rows = [&](const Tensor& t) {
     nnops::Shape shape = t.shape();
@@ -37,10 +39,14 @@ Split take_rows(const Tensor& x, const Tensor& y, int64_t start, int64_t count, 
     shape[0] = count;
     if (t.dtype() == DType::I32) {
       const auto all = t.to_vector<int32_t>();
-      return Tensor::from_vector(std::vector<int32_t>(all.begin() + start * row, all.begin() + (start + count) * row), shape, device);
+      return Tensor::from_vector(
+          std::vector<int32_t>(all.begin() + start * row, all.begin() + (start + count) * row),
+          shape, device);
     }
     const auto all = t.to_vector<float>();
-    return Tensor::from_vector(std::vector<float>(all.begin() + start * row, all.begin() + (start + count) * row), shape, device);
+    return Tensor::from_vector(
+        std::vector<float>(all.begin() + start * row, all.begin() + (start + count) * row), shape,
+        device);
   };
   return Split{copy_rows(x), copy_rows(y)};
 }

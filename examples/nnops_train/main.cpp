@@ -9,12 +9,11 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nnops/nnops.hpp>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <nnops/nnops.hpp>
 
 #include "checkpoint.hpp"
 #include "data.hpp"
@@ -44,13 +43,15 @@ class Log {
     if (path.empty()) return;
     csv_ = std::fopen(path.c_str(), "w");
     if (!csv_) throw std::runtime_error("cannot write metrics file '" + path + "'");
-    std::fprintf(csv_, "kind,phase,epoch,train_loss,heldout_loss,heldout_accuracy,samples_per_s,gflops,elapsed_s,params,nonzero\n");
+    std::fprintf(csv_,
+                 "kind,phase,epoch,train_loss,heldout_loss,heldout_accuracy,samples_per_s,gflops,"
+                 "elapsed_s,params,nonzero\n");
   }
   ~Log() {
     if (csv_) std::fclose(csv_);
   }
-  void epoch(const char* phase, int64_t epoch, int64_t epochs, double train_loss, const Evaluation& e,
-             double samples_per_s, double gflops) {
+  void epoch(const char* phase, int64_t epoch, int64_t epochs, double train_loss,
+             const Evaluation& e, double samples_per_s, double gflops) {
     const double elapsed = seconds_since(start_);
     char train_text[32] = "-";
     if (!std::isnan(train_loss)) std::snprintf(train_text, sizeof train_text, "%.6g", train_loss);
@@ -61,8 +62,9 @@ class Log {
     std::fflush(stdout);
     row("epoch", phase, epoch, train_loss, e, samples_per_s, gflops, -1, -1);
   }
-  void row(const char* kind, const std::string& phase, int64_t epoch, double train_loss, const Evaluation& e,
-           double samples_per_s, double gflops, int64_t params, int64_t nonzero) {
+  void row(const char* kind, const std::string& phase, int64_t epoch, double train_loss,
+           const Evaluation& e, double samples_per_s, double gflops, int64_t params,
+           int64_t nonzero) {
     if (!csv_) return;
     std::fprintf(csv_, "%s,%s,%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.6f,%lld,%lld\n", kind, phase.c_str(),
                  (long long)epoch, train_loss, e.loss, e.accuracy, samples_per_s, gflops,
@@ -92,7 +94,8 @@ class Trainer {
       if (o_.task == Task::Regress) {
         nnops::mse_loss(y, row_view(s.y, start, count), loss, nullptr, nnops::Reduction::Sum);
       } else {
-        nnops::cross_entropy_loss(y, row_view(s.y, start, count), loss, nullptr, nnops::Reduction::Sum);
+        nnops::cross_entropy_loss(y, row_view(s.y, start, count), loss, nullptr,
+                                  nnops::Reduction::Sum);
         const auto logits = y.to_vector<float>();
         for (int64_t r = 0; r < count; ++r) {
           const float* row = logits.data() + r * m.out;
@@ -112,11 +115,12 @@ class Trainer {
 
   // Trains for `epochs` epochs (mini-batches in a seeded random order); logs each epoch and
   // returns the seconds spent.
-  double run_phase(const char* phase, Mlp& m, const Split& train, const Split& heldout, int64_t epochs,
-                   const LossFn& loss_fn, uint64_t order_seed) {
+  double run_phase(const char* phase, Mlp& m, const Split& train, const Split& heldout,
+                   int64_t epochs, const LossFn& loss_fn, uint64_t order_seed) {
     Workspace ws(m, o_.batch);
     const auto t0 = Clock::now();
-    log_.epoch(phase, 0, epochs, std::numeric_limits<double>::quiet_NaN(), evaluate(m, ws, heldout), 0, 0);
+    log_.epoch(phase, 0, epochs, std::numeric_limits<double>::quiet_NaN(), evaluate(m, ws, heldout),
+               0, 0);
     const int64_t batches = train.rows() / o_.batch;  // the last partial batch is dropped
     if (batches == 0) throw std::runtime_error("--batch is larger than --train-samples");
     std::vector<int64_t> order(batches);
@@ -165,17 +169,18 @@ class Trainer {
   LossFn distill_loss(const Split& train, const Tensor& teacher_out) {
     kd_grad_ = Tensor::empty({o_.batch, o_.out}, DType::F32, device_);
     kd_value_ = Tensor::empty({1}, DType::F32, device_);
-    return [this, &train, &teacher_out](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
-      const Tensor t = row_view(teacher_out, start, count);
-      if (o_.task == Task::Regress) {
-        nnops::mse_loss(y, t, loss_, &grad);
-        return loss_.item();
-      }
-      nnops::cross_entropy_loss(y, row_view(train.y, start, count), loss_, &grad);
-      nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
-      nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
-      return o_.alpha * kd_value_.item() + (1.0f - o_.alpha) * loss_.item();
-    };
+    return
+        [this, &train, &teacher_out](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
+          const Tensor t = row_view(teacher_out, start, count);
+          if (o_.task == Task::Regress) {
+            nnops::mse_loss(y, t, loss_, &grad);
+            return loss_.item();
+          }
+          nnops::cross_entropy_loss(y, row_view(train.y, start, count), loss_, &grad);
+          nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
+          nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
+          return o_.alpha * kd_value_.item() + (1.0f - o_.alpha) * loss_.item();
+        };
   }
 
   // The model's outputs on a whole split (teacher targets for distillation).
@@ -204,7 +209,8 @@ void prune(Mlp& m, const Options& o) {
     nnops::nm_structured(m.w1, 2, 4, m.m1);
     nnops::nm_structured(m.w2, 2, 4, m.m2);
   } else if (o.prune_scope == PruneScope::Global) {
-    nnops::global_unstructured({&m.w1, &m.w2}, nnops::PruneAmount::fraction(o.prune_amount), {&m.m1, &m.m2});
+    nnops::global_unstructured({&m.w1, &m.w2}, nnops::PruneAmount::fraction(o.prune_amount),
+                               {&m.m1, &m.m2});
   } else {
     nnops::l1_unstructured(m.w1, nnops::PruneAmount::fraction(o.prune_amount), m.m1);
     nnops::l1_unstructured(m.w2, nnops::PruneAmount::fraction(o.prune_amount), m.m2);
@@ -222,9 +228,12 @@ TensorMap to_checkpoint(const Mlp& m, const Options& o) {
   t.emplace("m1", m.m1.clone());
   t.emplace("m2", m.m2.clone());
   // What evaluation needs to rebuild the same held-out data.
-  const std::vector<int32_t> meta = {activation_code(m.activation), o.task == Task::Classify ? 1 : 0,
-                                     static_cast<int32_t>(o.seed), static_cast<int32_t>(o.train_samples),
-                                     static_cast<int32_t>(o.heldout_samples), static_cast<int32_t>(o.batch)};
+  const std::vector<int32_t> meta = {activation_code(m.activation),
+                                     o.task == Task::Classify ? 1 : 0,
+                                     static_cast<int32_t>(o.seed),
+                                     static_cast<int32_t>(o.train_samples),
+                                     static_cast<int32_t>(o.heldout_samples),
+                                     static_cast<int32_t>(o.batch)};
   t.emplace("meta", Tensor::from_vector(meta, {6}));
   t.emplace("noise", Tensor::from_vector(std::vector<float>{o.noise}, {1}));
   return t;
@@ -237,14 +246,16 @@ Mlp from_checkpoint(TensorMap& t, const std::string& path, nnops::Device device)
   Mlp m;
   const Tensor& w1 = t["w1"];
   const Tensor& w2 = t["w2"];
-  if (w1.ndim() != 2 || w2.ndim() != 2 || w2.dim(1) != w1.dim(0) || t["b1"].shape() != nnops::Shape{w1.dim(0)} ||
-      t["b2"].shape() != nnops::Shape{w2.dim(0)} || t["m1"].shape() != w1.shape() || t["m2"].shape() != w2.shape() ||
+  if (w1.ndim() != 2 || w2.ndim() != 2 || w2.dim(1) != w1.dim(0) ||
+      t["b1"].shape() != nnops::Shape{w1.dim(0)} || t["b2"].shape() != nnops::Shape{w2.dim(0)} ||
+      t["m1"].shape() != w1.shape() || t["m2"].shape() != w2.shape() ||
       t["meta"].shape() != nnops::Shape{6} || t["meta"].dtype() != DType::I32) {
     throw std::runtime_error(path + ": the tensors do not form a two-layer MLP");
   }
   m.in = w1.dim(1), m.hidden = w1.dim(0), m.out = w2.dim(0), m.device = device;
   m.activation = activation_from_code(t["meta"].to_vector<int32_t>()[0]);
-  m.w1 = t["w1"].to(device), m.b1 = t["b1"].to(device), m.w2 = t["w2"].to(device), m.b2 = t["b2"].to(device);
+  m.w1 = t["w1"].to(device), m.b1 = t["b1"].to(device), m.w2 = t["w2"].to(device),
+  m.b2 = t["b2"].to(device);
   m.m1 = t["m1"].to(device), m.m2 = t["m2"].to(device);
   return m;
 }
@@ -256,17 +267,21 @@ struct SummaryRow {
   double seconds;
 };
 
-void print_summary(const std::vector<SummaryRow>& rows, const Options& o, nnops::Device device, Log& log,
-                   const Mlp* pruned) {
+void print_summary(const std::vector<SummaryRow>& rows, const Options& o, nnops::Device device,
+                   Log& log, const Mlp* pruned) {
   const bool classify = o.task == Task::Classify;
   std::printf("\n%-12s %12s %12s %14s %10s %10s\n", "model", "params", "non-zero",
               classify ? "held-out CE" : "held-out MSE", classify ? "accuracy" : "", "time (s)");
   for (const SummaryRow& r : rows) {
-    std::printf("%-12s %12lld %12lld %14.6g", r.model.c_str(), (long long)r.params, (long long)r.nonzero, r.eval.loss);
-    if (classify) std::printf(" %9.2f%%", 100.0 * r.eval.accuracy);
-    else std::printf(" %10s", "");
+    std::printf("%-12s %12lld %12lld %14.6g", r.model.c_str(), (long long)r.params,
+                (long long)r.nonzero, r.eval.loss);
+    if (classify)
+      std::printf(" %9.2f%%", 100.0 * r.eval.accuracy);
+    else
+      std::printf(" %10s", "");
     std::printf(" %10.2f\n", r.seconds);
-    log.row("summary", r.model, -1, std::numeric_limits<double>::quiet_NaN(), r.eval, 0, 0, r.params, r.nonzero);
+    log.row("summary", r.model, -1, std::numeric_limits<double>::quiet_NaN(), r.eval, 0, 0,
+            r.params, r.nonzero);
   }
   if (pruned) {
     const double s1 = nnops::sparsity(pruned->m1), s2 = nnops::sparsity(pruned->m2);
@@ -299,12 +314,16 @@ int run(const Options& o) {
       Options data_opts = o;
       data_opts.task = meta[1] ? Task::Classify : Task::Regress;
       data_opts.seed = static_cast<uint64_t>(meta[2]);
-      data_opts.train_samples = meta[3], data_opts.heldout_samples = meta[4], data_opts.batch = meta[5];
+      data_opts.train_samples = meta[3], data_opts.heldout_samples = meta[4],
+      data_opts.batch = meta[5];
       data_opts.noise = t["noise"].item();
       data_opts.out = m.out;
-      if (meta[3] <= 0 || meta[4] <= 0 || meta[5] <= 0) throw std::runtime_error(path + ": bad metadata");
-      const Dataset data = make_dataset({data_opts.task, m.in, m.out, data_opts.train_samples,
-                                         data_opts.heldout_samples, data_opts.noise, data_opts.seed}, device);
+      if (meta[3] <= 0 || meta[4] <= 0 || meta[5] <= 0)
+        throw std::runtime_error(path + ": bad metadata");
+      const Dataset data =
+          make_dataset({data_opts.task, m.in, m.out, data_opts.train_samples,
+                        data_opts.heldout_samples, data_opts.noise, data_opts.seed},
+                       device);
       Trainer trainer(data_opts, device, log);
       Workspace ws(m, data_opts.batch);
       const auto t0 = Clock::now();
@@ -315,11 +334,15 @@ int run(const Options& o) {
     return 0;
   }
 
-  std::printf("nnops %s: %s task, teacher %lld -> %lld -> %lld (%s), student hidden %lld, %lld train / %lld held-out samples, batch %lld, device %s\n",
-              NNOPS_VERSION_STRING, o.task == Task::Classify ? "classification" : "regression", (long long)o.in,
-              (long long)o.hidden, (long long)o.out, activation_name(o.activation), (long long)o.student_hidden,
-              (long long)o.train_samples, (long long)o.heldout_samples, (long long)o.batch, nnops::to_string(device));
-  const Dataset data = make_dataset({o.task, o.in, o.out, o.train_samples, o.heldout_samples, o.noise, o.seed}, device);
+  std::printf(
+      "nnops %s: %s task, teacher %lld -> %lld -> %lld (%s), student hidden %lld, %lld train / "
+      "%lld held-out samples, batch %lld, device %s\n",
+      NNOPS_VERSION_STRING, o.task == Task::Classify ? "classification" : "regression",
+      (long long)o.in, (long long)o.hidden, (long long)o.out, activation_name(o.activation),
+      (long long)o.student_hidden, (long long)o.train_samples, (long long)o.heldout_samples,
+      (long long)o.batch, nnops::to_string(device));
+  const Dataset data = make_dataset(
+      {o.task, o.in, o.out, o.train_samples, o.heldout_samples, o.noise, o.seed}, device);
   Trainer trainer(o, device, log);
   std::vector<SummaryRow> rows;
 
@@ -336,7 +359,8 @@ int run(const Options& o) {
   prune(teacher, o);
   const Evaluation pruned_eval = trainer.evaluate(teacher, ws, data.heldout);
   log.epoch("prune", 0, 0, std::numeric_limits<double>::quiet_NaN(), pruned_eval, 0, 0);
-  rows.push_back({"pruned", teacher.parameter_count(), teacher.nonzero_weights(), pruned_eval, seconds_since(t0)});
+  rows.push_back({"pruned", teacher.parameter_count(), teacher.nonzero_weights(), pruned_eval,
+                  seconds_since(t0)});
 
   // 3. Fine-tune with the masks kept (masked Adam, fresh optimizer state).
   t = trainer.run_phase("finetune", teacher, data.train, data.heldout, o.finetune_epochs,

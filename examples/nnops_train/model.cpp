@@ -8,8 +8,8 @@ namespace train {
 using nnops::DType;
 using nnops::Tensor;
 
-Mlp Mlp::create(int64_t in, int64_t hidden, int64_t out, std::optional<nnops::Activation> activation,
-                nnops::Device device, uint64_t seed) {
+Mlp Mlp::create(int64_t in, int64_t hidden, int64_t out,
+                std::optional<nnops::Activation> activation, nnops::Device device, uint64_t seed) {
   Mlp m;
   m.in = in, m.hidden = hidden, m.out = out, m.activation = activation, m.device = device;
   auto init = [&](Tensor& t, nnops::Shape shape, int64_t fan_in, uint64_t s) {
@@ -26,7 +26,9 @@ Mlp Mlp::create(int64_t in, int64_t hidden, int64_t out, std::optional<nnops::Ac
   return m;
 }
 
-int64_t Mlp::parameter_count() const { return w1.numel() + b1.numel() + w2.numel() + b2.numel(); }
+int64_t Mlp::parameter_count() const {
+  return w1.numel() + b1.numel() + w2.numel() + b2.numel();
+}
 
 int64_t Mlp::nonzero_weights() const {
   const auto kept = [](const Tensor& mask) {
@@ -40,15 +42,20 @@ Tensor row_view(const Tensor& t, int64_t start, int64_t count) {
   const int64_t row_size = t.numel() / shape[0];
   shape[0] = count;
   switch (t.dtype()) {
-    case DType::F32: return Tensor::wrap(t.data<float>() + start * row_size, shape, t.device());
-    case DType::I32: return Tensor::wrap(t.data<int32_t>() + start * row_size, shape, t.device());
-    case DType::U8: return Tensor::wrap(t.data<uint8_t>() + start * row_size, shape, t.device());
+    case DType::F32:
+      return Tensor::wrap(t.data<float>() + start * row_size, shape, t.device());
+    case DType::I32:
+      return Tensor::wrap(t.data<int32_t>() + start * row_size, shape, t.device());
+    case DType::U8:
+      return Tensor::wrap(t.data<uint8_t>() + start * row_size, shape, t.device());
   }
   return Tensor();
 }
 
 Workspace::Workspace(const Mlp& m, int64_t capacity) {
-  auto make = [&](int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::F32, m.device); };
+  auto make = [&](int64_t rows, int64_t cols) {
+    return Tensor::empty({rows, cols}, DType::F32, m.device);
+  };
   h_ = make(capacity, m.hidden);
   a_ = make(capacity, m.hidden);
   y_ = make(capacity, m.out);
@@ -78,7 +85,9 @@ Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
   return y;
 }
 
-Tensor Workspace::output_grad() { return rows(dy_, dy_.dim(1)); }
+Tensor Workspace::output_grad() {
+  return rows(dy_, dy_.dim(1));
+}
 
 void Workspace::backward(const Mlp& m, const Tensor& x) {
   Tensor h = rows(h_, m.hidden), a = rows(a_, m.hidden), dy = rows(dy_, m.out);

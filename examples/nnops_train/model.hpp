@@ -2,11 +2,10 @@
 // with optional pruning masks on both weights, written only against nnops' public API.
 #pragma once
 
+#include <nnops/nnops.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nnops/nnops.hpp>
 
 namespace train {
 

@@ -51,7 +51,9 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
   --help                     this text
 )";
 
-[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+[[noreturn]] void bad(const std::string& msg) {
+  throw std::invalid_argument(msg);
+}
 
 int64_t parse_int(const std::string& flag, const char* text, int64_t lo, int64_t hi) {
   errno = 0;
@@ -78,8 +80,9 @@ double parse_real(const std::string& flag, const char* text, double lo, double h
 
 std::optional<nnops::Activation> parse_activation(const std::string& name) {
   using nnops::Activation;
-  for (Activation a : {Activation::ReLU, Activation::LeakyReLU, Activation::GELU, Activation::GELUTanh,
-                       Activation::SiLU, Activation::Sigmoid, Activation::Tanh}) {
+  for (Activation a :
+       {Activation::ReLU, Activation::LeakyReLU, Activation::GELU, Activation::GELUTanh,
+        Activation::SiLU, Activation::Sigmoid, Activation::Tanh}) {
     if (name == nnops::to_string(a)) return a;
   }
   if (name == "none") return std::nullopt;
@@ -128,13 +131,19 @@ std::optional<Options> parse_options(int argc, char** argv) {
     const std::string value = v;
     const int64_t kMaxSize = int64_t(1) << 24;
     if (flag == "--device") {
-      if (value == "cpu") o.device = nnops::Device::CPU;
-      else if (value == "cuda") o.device = nnops::Device::CUDA;
-      else bad("--device must be cpu or cuda, got '" + value + "'");
+      if (value == "cpu")
+        o.device = nnops::Device::CPU;
+      else if (value == "cuda")
+        o.device = nnops::Device::CUDA;
+      else
+        bad("--device must be cpu or cuda, got '" + value + "'");
     } else if (flag == "--task") {
-      if (value == "regress") o.task = Task::Regress;
-      else if (value == "classify") o.task = Task::Classify;
-      else bad("--task must be regress or classify, got '" + value + "'");
+      if (value == "regress")
+        o.task = Task::Regress;
+      else if (value == "classify")
+        o.task = Task::Classify;
+      else
+        bad("--task must be regress or classify, got '" + value + "'");
     } else if (flag == "--activation") {
       o.activation = parse_activation(value);
     } else if (flag == "--in") {
@@ -166,13 +175,19 @@ std::optional<Options> parse_options(int argc, char** argv) {
     } else if (flag == "--prune-amount") {
       o.prune_amount = parse_real(flag, v, 0.0, 1.0, false);
     } else if (flag == "--prune-scope") {
-      if (value == "layer") o.prune_scope = PruneScope::Layer;
-      else if (value == "global") o.prune_scope = PruneScope::Global;
-      else bad("--prune-scope must be layer or global, got '" + value + "'");
+      if (value == "layer")
+        o.prune_scope = PruneScope::Layer;
+      else if (value == "global")
+        o.prune_scope = PruneScope::Global;
+      else
+        bad("--prune-scope must be layer or global, got '" + value + "'");
     } else if (flag == "--prune-pattern") {
-      if (value == "unstructured") o.prune_pattern = PrunePattern::Unstructured;
-      else if (value == "2:4") o.prune_pattern = PrunePattern::TwoFour;
-      else bad("--prune-pattern must be unstructured or 2:4, got '" + value + "'");
+      if (value == "unstructured")
+        o.prune_pattern = PrunePattern::Unstructured;
+      else if (value == "2:4")
+        o.prune_pattern = PrunePattern::TwoFour;
+      else
+        bad("--prune-pattern must be unstructured or 2:4, got '" + value + "'");
     } else if (flag == "--temperature") {
       o.temperature = static_cast<float>(parse_real(flag, v, 0.0, 1000.0, true));
     } else if (flag == "--alpha") {

@@ -2,10 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nnops/nnops.hpp>
 #include <optional>
 #include <string>
-
-#include <nnops/nnops.hpp>
 
 namespace train {
 

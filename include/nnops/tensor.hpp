@@ -53,7 +53,8 @@ class Tensor {
   // Non-owning view: the caller keeps `ptr` alive (and on `device`) while the view is used.
   template <class T>
   static Tensor wrap(T* ptr, const Shape& shape, Device device = Device::CPU) {
-    return wrap_raw(const_cast<std::remove_const_t<T>*>(ptr), dtype_of<std::remove_const_t<T>>::value, shape, device);
+    return wrap_raw(const_cast<std::remove_const_t<T>*>(ptr),
+                    dtype_of<std::remove_const_t<T>>::value, shape, device);
   }
 
   template <class T>

@@ -26,20 +26,30 @@ struct Gen {
   int64_t dim() { return p.ConsumeIntegralInRange<int64_t>(0, 9); }
   float value() {
     switch (p.ConsumeIntegralInRange(0, 15)) {
-      case 0: return NAN;
-      case 1: return INFINITY;
-      case 2: return -INFINITY;
-      case 3: return 1e4f;
-      default: return p.ConsumeFloatingPointInRange<float>(-4.0f, 4.0f);
+      case 0:
+        return NAN;
+      case 1:
+        return INFINITY;
+      case 2:
+        return -INFINITY;
+      case 3:
+        return 1e4f;
+      default:
+        return p.ConsumeFloatingPointInRange<float>(-4.0f, 4.0f);
     }
   }
   float option() {
     switch (p.ConsumeIntegralInRange(0, 7)) {
-      case 0: return NAN;
-      case 1: return -1.0f;
-      case 2: return 0.0f;
-      case 3: return 2.0f;
-      default: return p.ConsumeFloatingPointInRange<float>(0.0f, 1.0f);
+      case 0:
+        return NAN;
+      case 1:
+        return -1.0f;
+      case 2:
+        return 0.0f;
+      case 3:
+        return 2.0f;
+      default:
+        return p.ConsumeFloatingPointInRange<float>(0.0f, 1.0f);
     }
   }
   DType dtype(DType usual) {
@@ -53,9 +63,12 @@ struct Gen {
     const DType dt = dtype(usual);
     Tensor t = Tensor::zeros(shape, dt);
     for (int64_t i = 0; i < t.numel(); ++i) {
-      if (dt == DType::F32) t.data<float>()[i] = value();
-      else if (dt == DType::I32) t.data<int32_t>()[i] = p.ConsumeIntegralInRange<int32_t>(-101, 10);
-      else t.data<uint8_t>()[i] = p.ConsumeBool();
+      if (dt == DType::F32)
+        t.data<float>()[i] = value();
+      else if (dt == DType::I32)
+        t.data<int32_t>()[i] = p.ConsumeIntegralInRange<int32_t>(-101, 10);
+      else
+        t.data<uint8_t>()[i] = p.ConsumeBool();
     }
     return t;
   }
@@ -69,7 +82,8 @@ std::vector<unsigned char> bytes_of(const Tensor& t) {
 
 bool all_finite(const Tensor& t) {
   if (t.dtype() != DType::F32) return false;
-  for (int64_t i = 0; i < t.numel(); ++i) if (!std::isfinite(t.data<float>()[i]) || std::fabs(t.data<float>()[i]) > 100) return false;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(t.data<float>()[i]) || std::fabs(t.data<float>()[i]) > 100) return false;
   return true;
 }
 
@@ -95,14 +109,17 @@ void fuzz_one(FuzzedDataProvider& p) {
   const int64_t m = g.dim(), n = g.dim(), k = g.dim();
   switch (p.ConsumeIntegralInRange(0, 9)) {
     case 0: {  // matmul against a double reference
-      GemmOptions o{p.ConsumeBool(), p.ConsumeBool(), p.ConsumeBool() ? 1.0f : g.value(), p.ConsumeBool() ? 0.0f : g.value()};
+      GemmOptions o{p.ConsumeBool(), p.ConsumeBool(), p.ConsumeBool() ? 1.0f : g.value(),
+                    p.ConsumeBool() ? 0.0f : g.value()};
       Tensor a = g.tensor(o.trans_a ? Shape{k, m} : Shape{m, k}, DType::F32);
       Tensor b = g.tensor(o.trans_b ? Shape{n, k} : Shape{k, n}, DType::F32);
       Tensor c = g.tensor({m, n}, DType::F32);
       const Tensor c0 = c.defined() ? c.clone() : Tensor();
       Tensor& out = p.ConsumeIntegralInRange(0, 31) == 0 ? a : c;  // sometimes alias a
       if (!run({&out}, [&] { matmul(a, b, out, o); })) return;
-      if (!all_finite(a) || !all_finite(b) || !all_finite(c0) || !std::isfinite(o.alpha) || !std::isfinite(o.beta)) return;
+      if (!all_finite(a) || !all_finite(b) || !all_finite(c0) || !std::isfinite(o.alpha) ||
+          !std::isfinite(o.beta))
+        return;
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
           double s = 0, mag = 0;
@@ -115,7 +132,8 @@ void fuzz_one(FuzzedDataProvider& p) {
           const double c_in = o.beta == 0.0f ? 0.0 : o.beta * double(c0.data<float>()[i * n + j]);
           const double ref = o.alpha * s + c_in;
           const double tol = 1e-5 * (std::fabs(o.alpha) * mag + std::fabs(c_in)) + 1e-30;
-          if (std::fabs(out.data<float>()[i * n + j] - ref) > tol) fail("matmul differs from the double reference");
+          if (std::fabs(out.data<float>()[i * n + j] - ref) > tol)
+            fail("matmul differs from the double reference");
         }
       return;
     }
@@ -125,7 +143,8 @@ void fuzz_one(FuzzedDataProvider& p) {
       if (!run({&y}, [&] { activation_forward(act, x, y, g.option()); })) return;
       for (int64_t i = 0; i < y.numel(); ++i) {
         const float xi = x.data<float>()[i], yi = y.data<float>()[i];
-        if (std::isnan(xi) && !std::isnan(yi)) fail("NaN input gave a number (PyTorch propagates NaN)");
+        if (std::isnan(xi) && !std::isnan(yi))
+          fail("NaN input gave a number (PyTorch propagates NaN)");
         if (act == Activation::ReLU && yi < 0) fail("relu < 0");
         if (act == Activation::Sigmoid && (yi < 0 || yi > 1)) fail("sigmoid outside [0, 1]");
       }
@@ -148,7 +167,8 @@ void fuzz_one(FuzzedDataProvider& p) {
       Tensor loss = g.tensor({1}, DType::F32), grad = g.tensor({m, n + 1}, DType::F32);
       const float smoothing = g.option();
       const auto red = static_cast<Reduction>(p.ConsumeIntegralInRange(0, 2));
-      run({&loss, &grad}, [&] { cross_entropy_loss(logits, targets, loss, &grad, red, smoothing); });
+      run({&loss, &grad},
+          [&] { cross_entropy_loss(logits, targets, loss, &grad, red, smoothing); });
       return;
     }
     case 4: {
@@ -158,33 +178,43 @@ void fuzz_one(FuzzedDataProvider& p) {
       if (!run({&loss, &grad}, [&] { kd_loss(s, t, temperature, loss, &grad); })) return;
       // KL >= 0; the float log-probabilities carry ~u relative error, which T^2 scales.
       const double slack = 1e-4 + 1e-6 * double(temperature) * temperature;
-      if (all_finite(s) && all_finite(t) && temperature > 0.01f && m > 0 && !(loss.item() >= -slack)) {
-        std::fprintf(stderr, "kd_loss %g at T=%g, [%lld, %lld]\n", loss.item(), temperature, (long long)m, (long long)n + 1);
+      if (all_finite(s) && all_finite(t) && temperature > 0.01f && m > 0 &&
+          !(loss.item() >= -slack)) {
+        std::fprintf(stderr, "kd_loss %g at T=%g, [%lld, %lld]\n", loss.item(), temperature,
+                     (long long)m, (long long)n + 1);
         fail("KL divergence negative");
       }
       return;
     }
     case 5: {
       AdamOptions o;
-      o.lr = g.option(), o.beta1 = g.option(), o.beta2 = g.option(), o.weight_decay = p.ConsumeBool() ? 0.0f : g.option();
-      o.amsgrad = p.ConsumeBool(), o.maximize = p.ConsumeBool(), o.decoupled_weight_decay = p.ConsumeBool();
-      Tensor param = g.tensor({m, n}, DType::F32), grad = g.tensor({m, n}, DType::F32), mask = g.tensor({m, n}, DType::U8);
+      o.lr = g.option(), o.beta1 = g.option(), o.beta2 = g.option(),
+      o.weight_decay = p.ConsumeBool() ? 0.0f : g.option();
+      o.amsgrad = p.ConsumeBool(), o.maximize = p.ConsumeBool(),
+      o.decoupled_weight_decay = p.ConsumeBool();
+      Tensor param = g.tensor({m, n}, DType::F32), grad = g.tensor({m, n}, DType::F32),
+             mask = g.tensor({m, n}, DType::U8);
       AdamState st;
-      if (!run({&param}, [&] { adam_step(o, param, grad, st, p.ConsumeBool() ? &mask : nullptr); })) return;
+      if (!run({&param}, [&] { adam_step(o, param, grad, st, p.ConsumeBool() ? &mask : nullptr); }))
+        return;
       return;
     }
     case 6: {
       Tensor w = g.tensor({m, n}, DType::F32), mask = g.tensor({m, n}, DType::U8);
       const bool by_count = p.ConsumeBool();
-      const double fraction = p.ConsumeBool() ? p.ConsumeFloatingPointInRange<double>(-0.5, 1.5) : p.ConsumeProbability<double>();
+      const double fraction = p.ConsumeBool() ? p.ConsumeFloatingPointInRange<double>(-0.5, 1.5)
+                                              : p.ConsumeProbability<double>();
       const int64_t count = p.ConsumeIntegralInRange<int64_t>(-2, 100);
       int64_t kept_before = 0;
-      if (mask.defined() && mask.dtype() == DType::U8) for (int64_t i = 0; i < mask.numel(); ++i) kept_before += mask.data<uint8_t>()[i] != 0;
-      const PruneAmount amount = by_count ? PruneAmount::count(count) : PruneAmount::fraction(fraction);
+      if (mask.defined() && mask.dtype() == DType::U8)
+        for (int64_t i = 0; i < mask.numel(); ++i) kept_before += mask.data<uint8_t>()[i] != 0;
+      const PruneAmount amount =
+          by_count ? PruneAmount::count(count) : PruneAmount::fraction(fraction);
       if (!run({&mask}, [&] { l1_unstructured(w, amount, mask); })) return;
       int64_t kept_after = 0;
       for (int64_t i = 0; i < mask.numel(); ++i) kept_after += mask.data<uint8_t>()[i] != 0;
-      if (kept_before - kept_after != amount.resolve(kept_before)) fail("l1_unstructured pruned the wrong count");
+      if (kept_before - kept_after != amount.resolve(kept_before))
+        fail("l1_unstructured pruned the wrong count");
       return;
     }
     case 7: {
@@ -201,7 +231,10 @@ void fuzz_one(FuzzedDataProvider& p) {
     case 8: {
       Tensor w = g.tensor({m, n, k}, DType::F32), mask = g.tensor({m, n, k}, DType::U8);
       const int pnorm = p.ConsumeIntegralInRange(0, 3), dim = p.ConsumeIntegralInRange(-4, 3);
-      run({&mask}, [&] { ln_structured(w, PruneAmount::fraction(p.ConsumeFloatingPointInRange<double>(-0.2, 1.2)), pnorm, dim, mask); });
+      run({&mask}, [&] {
+        ln_structured(w, PruneAmount::fraction(p.ConsumeFloatingPointInRange<double>(-0.2, 1.2)),
+                      pnorm, dim, mask);
+      });
       return;
     }
     default: {

@@ -92,10 +92,22 @@ NNOPS_HD inline void portable_sincos_2pi(double u, double& sin_out, double& cos_
   }
   s *= a;
   switch (static_cast<int>(q) & 3) {
-    case 0: sin_out = s; cos_out = c; break;
-    case 1: sin_out = c; cos_out = -s; break;
-    case 2: sin_out = -s; cos_out = -c; break;
-    default: sin_out = -c; cos_out = s; break;
+    case 0:
+      sin_out = s;
+      cos_out = c;
+      break;
+    case 1:
+      sin_out = c;
+      cos_out = -s;
+      break;
+    case 2:
+      sin_out = -s;
+      cos_out = -c;
+      break;
+    default:
+      sin_out = -c;
+      cos_out = s;
+      break;
   }
 }
 
