@@ -37,8 +37,9 @@ void CpuBackend::fill_zero(void* dst, size_t bytes) {
 }
 
 Backend& cpu_backend() {
-  static CpuBackend backend;
-  return backend;
+  // Never destroyed: tensors with static storage duration may free memory through it at exit.
+  static CpuBackend* const backend = new CpuBackend;
+  return *backend;
 }
 
 }  // namespace nnops::detail

@@ -50,8 +50,9 @@ Backend* probe() {
     cudaGetLastError();
     return nullptr;
   }
-  static CudaBackend backend;
-  return &backend;
+  // Never destroyed: tensors with static storage duration may free memory through it at exit.
+  static CudaBackend* const backend = new CudaBackend;
+  return backend;
 }
 
 }  // namespace

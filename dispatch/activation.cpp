@@ -76,7 +76,7 @@ void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Te
   detail::ArgCheck check(fn);
   check.tensor("y", y, DType::F32).tensor("dy", dy, DType::F32).tensor("dx", dx, DType::F32);
   check.min_ndim("y", y, 1).same_shape("y", y, "dy", dy).same_shape("y", y, "dx", dx);
-  if (dx.raw_data() == y.raw_data() && y.numel() > 0) check.fail("dx must not alias y");
+  check.no_alias("dx", &dx, "y", y);
   const int64_t cols = y.dim(-1);
   if (y.numel() == 0) return;
   detail::backend_for(check.device(), fn)

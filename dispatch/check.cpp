@@ -70,4 +70,12 @@ ArgCheck& ArgCheck::option_finite(const char* name, double value) {
   return *this;
 }
 
+ArgCheck& ArgCheck::no_alias(const char* out_name, const Tensor* out, const char* in_name,
+                             const Tensor& in) {
+  if (out != nullptr && out->numel() > 0 && in.numel() > 0 && out->raw_data() == in.raw_data()) {
+    fail_with(out_name, " must not alias ", in_name);
+  }
+  return *this;
+}
+
 }  // namespace nnops::detail

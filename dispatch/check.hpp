@@ -41,6 +41,9 @@ class ArgCheck {
   ArgCheck& option_in(const char* name, double value, double lo, double hi, bool lo_open = false,
                       bool hi_open = false);
   ArgCheck& option_finite(const char* name, double value);
+  // An output that must not share memory with an input (non-empty tensors only).
+  ArgCheck& no_alias(const char* out_name, const Tensor* out, const char* in_name,
+                     const Tensor& in);
 
   Device device() const { return device_; }
   const char* fn() const { return fn_; }

@@ -19,10 +19,7 @@ void check_loss_outputs(detail::ArgCheck& check, const Tensor& pred, Tensor& los
     check.fail_with("loss is ", shape_to_string(loss.shape()), " but must hold exactly 1 element");
   }
   if (grad) {
-    check.same_shape(pred_name, pred, "grad", *grad);
-    if (grad->numel() > 0 && grad->raw_data() == pred.raw_data()) {
-      check.fail_with("grad must not alias ", pred_name);
-    }
+    check.same_shape(pred_name, pred, "grad", *grad).no_alias("grad", grad, pred_name, pred);
   }
 }
 

@@ -50,15 +50,13 @@ Device default_device() {
   if (env != nullptr && *env != '\0') {
     if (std::strcmp(env, "cpu") == 0) return Device::CPU;
     if (std::strcmp(env, "cuda") == 0) {
-      if (!cuda_available()) {
-        throw Error("nnops::default_device: NNOPS_DEVICE=cuda but no usable CUDA device" +
-                    std::string(
 #ifdef NNOPS_WITH_CUDA
-                        ""
+      const char* why = "no usable CUDA device";
 #else
-                        " (nnops was built without CUDA)"
+      const char* why = "nnops was built without CUDA";
 #endif
-                        ));
+      if (!cuda_available()) {
+        throw Error(std::string("nnops::default_device: NNOPS_DEVICE=cuda but ") + why);
       }
       return Device::CUDA;
     }

@@ -118,7 +118,6 @@ class Trainer {
   double run_phase(const char* phase, Mlp& m, const Split& train, const Split& heldout,
                    int64_t epochs, const LossFn& loss_fn, uint64_t order_seed) {
     Workspace ws(m, o_.batch);
-    const auto t0 = Clock::now();
     log_.epoch(phase, 0, epochs, std::numeric_limits<double>::quiet_NaN(), evaluate(m, ws, heldout),
                0, 0);
     const int64_t batches = train.rows() / o_.batch;  // the last partial batch is dropped
@@ -149,7 +148,6 @@ class Trainer {
       log_.epoch(phase, epoch, epochs, sum / batches, evaluate(m, ws, heldout), samples / dt,
                  samples * m.flops_per_sample_train() / dt * 1e-9);
     }
-    (void)t0;
     return train_seconds;
   }
 
