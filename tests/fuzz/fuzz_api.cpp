@@ -120,6 +120,8 @@ void fuzz_one(FuzzedDataProvider& p) {
       if (!all_finite(a) || !all_finite(b) || !all_finite(c0) || !std::isfinite(o.alpha) ||
           !std::isfinite(o.beta))
         return;
+      // The generator may have perturbed a shape: take the sizes from the tensors that ran.
+      const int64_t m = out.dim(0), n = out.dim(1), k = o.trans_a ? a.dim(0) : a.dim(1);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
           double s = 0, mag = 0;
@@ -132,8 +134,12 @@ void fuzz_one(FuzzedDataProvider& p) {
           const double c_in = o.beta == 0.0f ? 0.0 : o.beta * double(c0.data<float>()[i * n + j]);
           const double ref = o.alpha * s + c_in;
           const double tol = 1e-5 * (std::fabs(o.alpha) * mag + std::fabs(c_in)) + 1e-30;
-          if (std::fabs(out.data<float>()[i * n + j] - ref) > tol)
+          if (std::fabs(out.data<float>()[i * n + j] - ref) > tol) {
+            std::fprintf(stderr, "c[%lld, %lld] = %.9g, reference %.9g, tolerance %.3g (m=%lld n=%lld k=%lld alpha=%g beta=%g)\n",
+                         (long long)i, (long long)j, out.data<float>()[i * n + j], ref, tol,
+                         (long long)m, (long long)n, (long long)k, o.alpha, o.beta);
             fail("matmul differs from the double reference");
+          }
         }
       return;
     }
