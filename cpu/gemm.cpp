@@ -185,15 +185,24 @@ void pack_b(float* dst, const float* b, bool trans, int64_t n, int64_t k, int64_
   }
 }
 
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
+// Packing buffers of the calling thread, kept between calls: a fresh 2 MiB allocation per
+// GEMM is an mmap plus page faults every time, in a training loop's hottest call.
+struct PackingBuffer {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data;
+  int64_t capacity = 0;
+  float* get(int64_t count) {
+    if (count > capacity) {
+      const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
+      data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      capacity = data ? count : 0;
+      if (!data) throw Error("nnops::matmul: out of host memory for packing buffers");
+    }
+    return data.get();
+  }
 };
-std::unique_ptr<float, AlignedFree> aligned_floats(int64_t count) {
-  const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
-  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!p) throw Error("nnops::matmul: out of host memory for packing buffers");
-  return std::unique_ptr<float, AlignedFree>(p);
-}
 
 }  // namespace
 
@@ -228,8 +237,9 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
   const int64_t nc_max = std::min(kNC, (n + kNR - 1) / kNR * kNR);
   const int64_t kc_max = std::min(kKC, k);
   const int64_t mc_max = std::min(kMC, (m + kMR - 1) / kMR * kMR);
-  auto b_pack = aligned_floats(nc_max * kc_max);
-  auto a_pack = aligned_floats(mc_max * kc_max);
+  thread_local PackingBuffer a_buffer, b_buffer;
+  float* const b_pack = b_buffer.get(nc_max * kc_max);
+  float* const a_pack = a_buffer.get(mc_max * kc_max);
   const bool parallel = m * n * k >= kParallelThreshold && omp_get_max_threads() > 1;
 
 #pragma omp parallel if (parallel)
@@ -241,14 +251,14 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
       const float beta_here = pc == 0 ? beta : 1.0f;  // later depth blocks accumulate
 #pragma omp for schedule(static)
       for (int64_t jp = 0; jp < b_panels; ++jp) {
-        pack_b(b_pack.get(), b, trans_b, n, k, pc, kc, jc, nc, jp);
+        pack_b(b_pack, b, trans_b, n, k, pc, kc, jc, nc, jp);
       }
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
         const int64_t a_panels = (mc + kMR - 1) / kMR;
 #pragma omp for schedule(static)
         for (int64_t ip = 0; ip < a_panels; ++ip) {
-          pack_a(a_pack.get(), a, trans_a, m, k, ic, mc, pc, kc, ip);
+          pack_a(a_pack, a, trans_a, m, k, ic, mc, pc, kc, ip);
         }
         // Threads split the column panels; each B panel stays in its core's L1 across the A
         // panels of the block. The implicit barrier keeps a_pack alive until all are done.
@@ -257,7 +267,7 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
           const int nr = static_cast<int>(std::min<int64_t>(kNR, nc - jp * kNR));
           for (int64_t ip = 0; ip < a_panels; ++ip) {
             const int mr = static_cast<int>(std::min<int64_t>(kMR, mc - ip * kMR));
-            kernel(kc, a_pack.get() + ip * kMR * kc, b_pack.get() + jp * kNR * kc,
+            kernel(kc, a_pack + ip * kMR * kc, b_pack + jp * kNR * kc,
                    c + (ic + ip * kMR) * n + jc + jp * kNR, n, alpha, beta_here, mr, nr);
           }
         }
