@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <ostream>
 
 namespace nnops {
 
@@ -12,6 +13,9 @@ enum class DType { F32, I32, U8 };
 const char* to_string(Device device);
 const char* to_string(DType dtype);
 std::size_t dtype_size(DType dtype);
+
+inline std::ostream& operator<<(std::ostream& os, Device device) { return os << to_string(device); }
+inline std::ostream& operator<<(std::ostream& os, DType dtype) { return os << to_string(dtype); }
 
 // True when the library was built with CUDA and a usable GPU answered the first probe.
 bool cuda_available();
