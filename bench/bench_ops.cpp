@@ -59,6 +59,70 @@ void gemm_openblas(benchmark::State& state) {
 }
 BENCHMARK(gemm_openblas)->GEMM_ARGS->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The linear layer's forward product: x[m, k] * w[n, k]^T (B transposed, as nn.Linear stores it).
+void gemm_nt_nnops(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_tensor({m, k}, 1), b = random_tensor({n, k}, 2), c = Tensor::empty({m, n});
+  for (auto _ : state) {
+    matmul(a, b, c, GemmOptions{false, true});
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  set_gemm_counters(state, m, n, k);
+}
+BENCHMARK(gemm_nt_nnops)
+    ->Args({64, 2000, 1000})
+    ->Args({64, 1000, 2000})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void gemm_nt_openblas(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_tensor({m, k}, 1), b = random_tensor({n, k}, 2), c = Tensor::empty({m, n});
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data<float>(), k,
+                b.data<float>(), k, 0.0f, c.data<float>(), n);
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  set_gemm_counters(state, m, n, k);
+}
+BENCHMARK(gemm_nt_openblas)
+    ->Args({64, 2000, 1000})
+    ->Args({64, 1000, 2000})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The linear layer's weight gradient: dy[k, m]^T * x[k, n] with a small depth k (the batch).
+void gemm_tn_nnops(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_tensor({k, m}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
+  for (auto _ : state) {
+    matmul(a, b, c, GemmOptions{true, false});
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  set_gemm_counters(state, m, n, k);
+}
+BENCHMARK(gemm_tn_nnops)
+    ->Args({2000, 1000, 64})
+    ->Args({1000, 2000, 64})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void gemm_tn_openblas(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_tensor({k, m}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0f, a.data<float>(), m,
+                b.data<float>(), n, 0.0f, c.data<float>(), n);
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  set_gemm_counters(state, m, n, k);
+}
+BENCHMARK(gemm_tn_openblas)
+    ->Args({2000, 1000, 64})
+    ->Args({1000, 2000, 64})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 #ifdef NNOPS_BENCH_ONEDNN
 void gemm_onednn(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
