@@ -185,6 +185,23 @@ void pack_b(float* dst, const float* b, bool trans, int64_t n, int64_t k, int64_
   }
 }
 
+// Row p of a non-transposed b block into every panel: the row is read once, contiguously,
+// and scattered in 16-float pieces. Packing panel by panel instead reads 64 bytes from each of
+// kc rows per panel, and took ~40% of a batch-64 GEMM.
+void pack_b_row(float* dst, const float* b, int64_t n, int64_t p0, int64_t kc, int64_t j0,
+                int64_t nc, int64_t p) {
+  const float* src = b + (p0 + p) * n + j0;
+  const int64_t full = nc / kNR;
+  for (int64_t jp = 0; jp < full; ++jp) {
+    std::memcpy(dst + jp * kNR * kc + p * kNR, src + jp * kNR, sizeof(float) * kNR);
+  }
+  const int64_t rest = nc - full * kNR;
+  if (rest > 0) {
+    float* o = dst + full * kNR * kc + p * kNR;
+    for (int64_t j = 0; j < kNR; ++j) o[j] = j < rest ? src[full * kNR + j] : 0.0f;
+  }
+}
+
 // Packing buffers of the calling thread, kept between calls: a fresh 2 MiB allocation per
 // GEMM is an mmap plus page faults every time, in a training loop's hottest call.
 struct PackingBuffer {
@@ -249,9 +266,14 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
       const float beta_here = pc == 0 ? beta : 1.0f;  // later depth blocks accumulate
+      if (trans_b) {
 #pragma omp for schedule(static)
-      for (int64_t jp = 0; jp < b_panels; ++jp) {
-        pack_b(b_pack, b, trans_b, n, k, pc, kc, jc, nc, jp);
+        for (int64_t jp = 0; jp < b_panels; ++jp) {
+          pack_b(b_pack, b, trans_b, n, k, pc, kc, jc, nc, jp);
+        }
+      } else {
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < kc; ++p) pack_b_row(b_pack, b, n, pc, kc, jc, nc, p);
       }
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
