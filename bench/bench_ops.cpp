@@ -221,18 +221,28 @@ void prune_nth_element(benchmark::State& state) {
 }
 BENCHMARK(prune_nth_element)->SIZES->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// Records seconds per iteration of every run, then prints the ratio table.
+// Records seconds per iteration of every run (every repetition), then prints the ratio table
+// from the medians. On a shared machine, run with --benchmark_repetitions=5
+// --benchmark_enable_random_interleaving=true so both sides of a pair see the same conditions.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       if (r.run_type == Run::RT_Iteration && r.iterations > 0) {
-        seconds_[r.benchmark_name()] = r.real_accumulated_time / static_cast<double>(r.iterations);
+        samples_[r.run_name.str()].push_back(r.real_accumulated_time /
+                                             static_cast<double>(r.iterations));
       }
     }
     ConsoleReporter::ReportRuns(runs);
   }
-  void print_ratios() const {
+  void print_ratios() {
+    for (auto& [name, times] : samples_) {
+      std::sort(times.begin(), times.end());
+      seconds_[name] = times[times.size() / 2];
+    }
+    print_table();
+  }
+  void print_table() const {
     const std::vector<std::string> baselines = {"openblas", "onednn", "ceiling", "nth_element"};
     std::printf(
         "\n%-40s %-14s %10s   (baseline time / nnops time; > 1 means nnops is faster;\n"
@@ -252,6 +262,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
  private:
+  std::map<std::string, std::vector<double>> samples_;
   std::map<std::string, double> seconds_;
 };
 
