@@ -167,20 +167,16 @@ void pack_a(float* dst, const float* a, bool trans, int64_t m, int64_t k, int64_
   }
 }
 
-// op(b)[p, j] for depth [p0, p0+kc) and columns [j0, j0+nc) into NR-wide panels, zero-padded.
-void pack_b(float* dst, const float* b, bool trans, int64_t n, int64_t k, int64_t p0, int64_t kc,
-            int64_t j0, int64_t nc, int64_t panel) {
+// Panel `panel` of a transposed b block (op(b)[p, j] = b[j, p]): each of its 16 columns is a
+// contiguous run of one row of b. Zero-padded past column nc.
+void pack_b_transposed(float* dst, const float* b, int64_t k, int64_t p0, int64_t kc, int64_t j0,
+                       int64_t nc, int64_t panel) {
   float* out = dst + panel * kNR * kc;
   const int64_t col0 = j0 + panel * kNR;
   const int64_t cols = std::min<int64_t>(kNR, j0 + nc - col0);
   for (int64_t p = 0; p < kc; ++p) {
     float* o = out + p * kNR;
-    if (!trans) {
-      const float* src = b + (p0 + p) * n + col0;
-      for (int64_t j = 0; j < cols; ++j) o[j] = src[j];
-    } else {
-      for (int64_t j = 0; j < cols; ++j) o[j] = b[(col0 + j) * k + p0 + p];
-    }
+    for (int64_t j = 0; j < cols; ++j) o[j] = b[(col0 + j) * k + p0 + p];
     for (int64_t j = cols; j < kNR; ++j) o[j] = 0.0f;
   }
 }
@@ -269,7 +265,7 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
       if (trans_b) {
 #pragma omp for schedule(static)
         for (int64_t jp = 0; jp < b_panels; ++jp) {
-          pack_b(b_pack, b, trans_b, n, k, pc, kc, jc, nc, jp);
+          pack_b_transposed(b_pack, b, k, pc, kc, jc, nc, jp);
         }
       } else {
 #pragma omp for schedule(static)
