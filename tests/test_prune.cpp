@@ -45,6 +45,18 @@ TEST_P(PruneTest, TiesPruneTheLowerIndexFirst) {
   EXPECT_EQ(mask.to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 0, 1, 1, 1, 1, 1}));
 }
 
+TEST_P(PruneTest, NaNMagnitudesArePrunedLast) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> w = {nan, 0.5f, -0.1f, -nan, 2.0f};
+  Tensor mask = Tensor::from_vector(std::vector<uint8_t>(5, 1), {5}, device());
+  l1_unstructured(on(device(), w, {5}), PruneAmount::count(4), mask);
+  // 0.1, 0.5 and 2.0 go first, then the lower-index NaN.
+  EXPECT_EQ(mask.to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 0, 1, 0}));
+  Tensor m4 = Tensor::from_vector(std::vector<uint8_t>(4, 1), {1, 4}, device());
+  nm_structured(on(device(), {nan, 0.5f, -0.1f, 3.0f}, {1, 4}), 2, 4, m4);
+  EXPECT_EQ(m4.to_vector<uint8_t>(), (std::vector<uint8_t>{1, 0, 0, 1}));
+}
+
 TEST_P(PruneTest, AmountsRoundHalfToEvenLikePython) {
   // round(0.25 * 10) = 2 and round(0.35 * 10) = 4 in Python (0.35 * 10 == 3.5 in double).
   for (auto [amount, expected] :
