@@ -85,8 +85,10 @@ TEST_P(OptimTest, AdamEveryOptionOverSeveralSteps) {
             // Each step moves p by <= lr with a float relative error of a few u in the update;
             // p itself is rounded each step: 6 steps * (u*|p| + 8u*lr).
             EXPECT_TRUE(all_close(p, ref.p, 6 * 8 * kEps32 * o.lr + 1e-7, 6 * kEps32));
-            EXPECT_TRUE(all_close(state.exp_avg, ref.m, 1e-7, 1e-5));
-            EXPECT_TRUE(all_close(state.exp_avg_sq, ref.v, 1e-9, 1e-5));
+            // m and v: two rounded products and a sum per step, 6 steps: about 18u relative;
+            // atol for moments that cancel towards 0 (|g| <= 1, so |m| terms <= 0.1).
+            EXPECT_TRUE(all_close(state.exp_avg, ref.m, 6 * 3 * kEps32 * 0.1, 24 * kEps32));
+            EXPECT_TRUE(all_close(state.exp_avg_sq, ref.v, 1e-12, 24 * kEps32));
             if (masked) {
               const auto pv = p.to_vector<float>(), mv = state.exp_avg.to_vector<float>();
               for (int64_t i = 0; i < n; ++i) {

@@ -84,6 +84,28 @@ inline ::testing::AssertionResult all_close(const Tensor& out, const std::vector
   return all_close(out.to_vector<float>(), ref, atol, rtol);
 }
 
+// |out - ref| <= bound, element by element, with a bound per element (e.g. the error bound of
+// a dot product, gamma_k * sum |a_i b_i|).
+inline ::testing::AssertionResult all_within(const Tensor& t, const std::vector<double>& ref,
+                                             const std::vector<double>& bound) {
+  const std::vector<float> out = t.to_vector<float>();
+  std::ostringstream bad;
+  int failures = 0;
+  for (size_t i = 0; i < out.size() && i < ref.size(); ++i) {
+    if (!(std::fabs(out[i] - ref[i]) <= bound[i])) {
+      if (failures < 5)
+        bad << "\n  [" << i << "] got " << out[i] << " expected " << ref[i] << " (bound "
+            << bound[i] << ")";
+      ++failures;
+    }
+  }
+  if (out.size() != ref.size())
+    return ::testing::AssertionFailure() << "size " << out.size() << " vs " << ref.size();
+  if (failures == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << failures << " of " << out.size() << " elements outside their bound" << bad.str();
+}
+
 // The call must throw nnops::Error whose message starts with `fn` and contains `needle`.
 inline ::testing::AssertionResult throws_error(const std::function<void()>& call,
                                                const std::string& fn,
