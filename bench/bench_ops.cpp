@@ -27,115 +27,64 @@ Tensor random_tensor(const Shape& shape, uint64_t seed) {
   return t;
 }
 
-void set_gemm_counters(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
+// Times c[m, n] = op(a) op(b) for state.range() = (m, n, k) on random operands laid out as
+// the transpose flags say, with `product(a, b, c, m, n, k, ta, tb)` from the library under test.
+template <class Product>
+void time_gemm(benchmark::State& state, bool ta, bool tb, Product product) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_tensor(ta ? Shape{k, m} : Shape{m, k}, 1);
+  Tensor b = random_tensor(tb ? Shape{n, k} : Shape{k, n}, 2);
+  Tensor c = Tensor::empty({m, n});
+  for (auto _ : state) {
+    product(a, b, c, m, n, k, ta, tb);
+    benchmark::DoNotOptimize(c.raw_data());
+  }
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Shapes: the reference MLP's layers at batch 64 (forward [64,1000]x[1000,2000]) and squares.
-#define GEMM_ARGS \
-  Args({64, 2000, 1000})->Args({64, 1000, 2000})->Args({512, 512, 512})->Args({1024, 1024, 1024})
-
-void gemm_nnops(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({m, k}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    matmul(a, b, c);
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
+void nnops_product(const Tensor& a, const Tensor& b, Tensor& c, int64_t, int64_t, int64_t, bool ta,
+                   bool tb) {
+  matmul(a, b, c, GemmOptions{ta, tb});
 }
-BENCHMARK(gemm_nnops)->GEMM_ARGS->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void gemm_openblas(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({m, k}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data<float>(), k,
-                b.data<float>(), n, 0.0f, c.data<float>(), n);
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
+void openblas_product(Tensor& a, Tensor& b, Tensor& c, int64_t m, int64_t n, int64_t k, bool ta,
+                      bool tb) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+              k, 1.0f, a.data<float>(), ta ? m : k, b.data<float>(), tb ? k : n, 0.0f,
+              c.data<float>(), n);
 }
-BENCHMARK(gemm_openblas)->GEMM_ARGS->Unit(benchmark::kMillisecond)->UseRealTime();
-
-// The linear layer's forward product: x[m, k] * w[n, k]^T (B transposed, as nn.Linear stores it).
-void gemm_nt_nnops(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({m, k}, 1), b = random_tensor({n, k}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    matmul(a, b, c, GemmOptions{false, true});
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
-}
-BENCHMARK(gemm_nt_nnops)
-    ->Args({64, 2000, 1000})
-    ->Args({64, 1000, 2000})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-
-void gemm_nt_openblas(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({m, k}, 1), b = random_tensor({n, k}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data<float>(), k,
-                b.data<float>(), k, 0.0f, c.data<float>(), n);
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
-}
-BENCHMARK(gemm_nt_openblas)
-    ->Args({64, 2000, 1000})
-    ->Args({64, 1000, 2000})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-
-// The linear layer's weight gradient: dy[k, m]^T * x[k, n] with a small depth k (the batch).
-void gemm_tn_nnops(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({k, m}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    matmul(a, b, c, GemmOptions{true, false});
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
-}
-BENCHMARK(gemm_tn_nnops)
-    ->Args({2000, 1000, 64})
-    ->Args({1000, 2000, 64})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-
-void gemm_tn_openblas(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({k, m}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0f, a.data<float>(), m,
-                b.data<float>(), n, 0.0f, c.data<float>(), n);
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
-}
-BENCHMARK(gemm_tn_openblas)
-    ->Args({2000, 1000, 64})
-    ->Args({1000, 2000, 64})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
 
 #ifdef NNOPS_BENCH_ONEDNN
-void gemm_onednn(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor a = random_tensor({m, k}, 1), b = random_tensor({k, n}, 2), c = Tensor::empty({m, n});
-  for (auto _ : state) {
-    dnnl_sgemm('N', 'N', m, n, k, 1.0f, a.data<float>(), k, b.data<float>(), n, 0.0f,
-               c.data<float>(), n);
-    benchmark::DoNotOptimize(c.raw_data());
-  }
-  set_gemm_counters(state, m, n, k);
+void onednn_product(Tensor& a, Tensor& b, Tensor& c, int64_t m, int64_t n, int64_t k, bool ta,
+                    bool tb) {
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a.data<float>(), ta ? m : k,
+             b.data<float>(), tb ? k : n, 0.0f, c.data<float>(), n);
 }
-BENCHMARK(gemm_onednn)->GEMM_ARGS->Unit(benchmark::kMillisecond)->UseRealTime();
 #endif
+
+// Plain products: the reference MLP's layers at batch 64 and squares.
+#define GEMM_ARGS \
+  Args({64, 2000, 1000})->Args({64, 1000, 2000})->Args({512, 512, 512})->Args({1024, 1024, 1024})
+// The linear layer's forward product x[m, k] * w[n, k]^T (nn.Linear's layout).
+#define NT_ARGS Args({64, 2000, 1000})->Args({64, 1000, 2000})
+// The linear layer's weight gradient dy[k, m]^T * x[k, n], depth k = the batch.
+#define TN_ARGS Args({2000, 1000, 64})->Args({1000, 2000, 64})
+#define GEMM_BENCH(name, ta, tb, product, ARGS) \
+  void name(benchmark::State& state) {          \
+    time_gemm(state, ta, tb, product);          \
+  }                                             \
+  BENCHMARK(name)->ARGS->Unit(benchmark::kMillisecond)->UseRealTime()
+
+GEMM_BENCH(gemm_nnops, false, false, nnops_product, GEMM_ARGS);
+GEMM_BENCH(gemm_openblas, false, false, openblas_product, GEMM_ARGS);
+#ifdef NNOPS_BENCH_ONEDNN
+GEMM_BENCH(gemm_onednn, false, false, onednn_product, GEMM_ARGS);
+#endif
+GEMM_BENCH(gemm_nt_nnops, false, true, nnops_product, NT_ARGS);
+GEMM_BENCH(gemm_nt_openblas, false, true, openblas_product, NT_ARGS);
+GEMM_BENCH(gemm_tn_nnops, true, false, nnops_product, TN_ARGS);
+GEMM_BENCH(gemm_tn_openblas, true, false, openblas_product, TN_ARGS);
 
 // A copy of `bytes` bytes moves 2*bytes through memory (read + write): the bandwidth ceiling
 // for an op that moves the same traffic. It runs on as many threads as nnops' ops (OpenMP,
