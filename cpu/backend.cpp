@@ -14,7 +14,7 @@ void* CpuBackend::allocate(size_t bytes) {
   const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   void* ptr = rounded < bytes ? nullptr : std::aligned_alloc(kAlignment, rounded);
   if (ptr == nullptr) {
-    throw Error("nnops: out of host memory allocating " + std::to_string(bytes) + " bytes");
+    throw OutOfMemory("host", bytes);
   }
   return ptr;
 }

@@ -2,6 +2,9 @@
 // GEMM whose micro-kernel is chosen at run time (AVX2+FMA when the CPU has it).
 #pragma once
 
+#include <new>
+#include <vector>
+
 #include "../dispatch/backend.hpp"
 
 namespace nnops::detail {
@@ -48,6 +51,8 @@ class CpuBackend final : public Backend {
 
   void prune_unstructured(uint8_t* const* masks, const float* const* ws, const int64_t* sizes,
                           int64_t tensor_count, int64_t k) override;
+  int64_t count_kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
+                            int64_t inner) override;
   void prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
                            int64_t inner, int p, int64_t k) override;
   void prune_nm(uint8_t* mask, const float* w, int64_t groups, int n, int m) override;
@@ -55,6 +60,7 @@ class CpuBackend final : public Backend {
   int64_t count_nonzero(const uint8_t* mask, int64_t n) override;
 
   void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) override;
+  void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) override;
   void fill(float* t, int64_t n, float value) override;
 
   void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
@@ -76,6 +82,24 @@ enum class CpuIsa { Auto, Generic, AVX2 };
 void set_cpu_isa(CpuIsa isa);
 CpuIsa active_cpu_isa();  // Generic or AVX2, after resolving Auto
 bool cpu_supports_avx2();
+
+// A scratch vector of n elements; running out of memory is an OutOfMemory with the byte count.
+template <class T>
+std::vector<T> scratch_vector(size_t n, const T& value = T()) {
+  try {
+    return std::vector<T>(n, value);
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory("host", n * sizeof(T));
+  }
+}
+template <class T>
+void reserve_scratch(std::vector<T>& v, size_t n) {
+  try {
+    v.reserve(n);
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory("host", n * sizeof(T));
+  }
+}
 
 // Work below this many operations stays on one thread (OpenMP start-up costs more).
 constexpr int64_t kParallelThreshold = 1 << 15;

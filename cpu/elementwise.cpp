@@ -1,4 +1,6 @@
-// CPU element-wise helpers.
+// CPU element-wise helpers and argmax over rows.
+#include <cmath>
+
 #include "cpu_backend.hpp"
 
 namespace nnops::detail {
@@ -10,6 +12,19 @@ void CpuBackend::add_scaled(float* y, const float* x, int64_t n, float alpha, fl
   } else {
 #pragma omp parallel for simd if (n >= kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) y[i] = beta * y[i] + alpha * x[i];
+  }
+}
+
+void CpuBackend::argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) {
+#pragma omp parallel for if (rows * cols >= kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    int64_t best = 0;
+    // The first NaN wins outright; otherwise the first of the largest values.
+    for (int64_t c = 1; c < cols && !std::isnan(xr[best]); ++c) {
+      if (xr[c] > xr[best] || std::isnan(xr[c])) best = c;
+    }
+    out[r] = static_cast<int32_t>(best);
   }
 }
 

@@ -211,7 +211,7 @@ struct PackingBuffer {
       const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
       data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
       capacity = data ? count : 0;
-      if (!data) throw Error("nnops::matmul: out of host memory for packing buffers");
+      if (!data) throw OutOfMemory("host", bytes);
     }
     return data.get();
   }

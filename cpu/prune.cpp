@@ -37,7 +37,7 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
     // Magnitude bits and index packed into one 64-bit key: selecting on these took half the time
     // of (magnitude, index) pairs (16M weights).
     std::vector<uint64_t> keys;
-    keys.reserve(static_cast<size_t>(offsets.back()));
+    reserve_scratch(keys, static_cast<size_t>(offsets.back()));
     for (int64_t t = 0; t < tensor_count; ++t) {
       for (int64_t i = 0; i < sizes[t]; ++i) {
         if (masks[t][i] == 0) continue;
@@ -53,6 +53,7 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
   }
   // Beyond 2^32 entries the index no longer fits beside the magnitude: the same order as pairs.
   std::vector<std::pair<uint32_t, int64_t>> keys;
+  reserve_scratch(keys, static_cast<size_t>(offsets.back()));
   for (int64_t t = 0; t < tensor_count; ++t) {
     for (int64_t i = 0; i < sizes[t]; ++i) {
       if (masks[t][i] != 0) keys.emplace_back(magnitude_bits(ws[t][i]), offsets[t] + i);
@@ -64,9 +65,30 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
   for (int64_t j = 0; j < k; ++j) prune_flat(keys[j].second);
 }
 
+// Whether slice s of a mask viewed as [outer, slices, inner] still keeps any entry.
+static std::vector<uint8_t> kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
+                                        int64_t inner) {
+  std::vector<uint8_t> kept = scratch_vector<uint8_t>(static_cast<size_t>(slices), 0);
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t s = 0; s < slices; ++s) {
+      const uint8_t* row = mask + (o * slices + s) * inner;
+      for (int64_t i = 0; i < inner && !kept[s]; ++i) kept[s] = row[i] != 0;
+    }
+  }
+  return kept;
+}
+
+int64_t CpuBackend::count_kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
+                                      int64_t inner) {
+  int64_t count = 0;
+  for (uint8_t k : kept_slices(mask, outer, slices, inner)) count += k;
+  return count;
+}
+
 void CpuBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
                                      int64_t inner, int p, int64_t k) {
-  std::vector<double> norms(static_cast<size_t>(slices), 0.0);
+  const std::vector<uint8_t> kept = kept_slices(mask, outer, slices, inner);
+  std::vector<double> norms = scratch_vector<double>(static_cast<size_t>(slices), 0.0);
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t s = 0; s < slices; ++s) {
       const float* row = w + (o * slices + s) * inner;
@@ -80,15 +102,20 @@ void CpuBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t oute
   }
   // Rank by the double norms (slices whose norms differ below float resolution still order by
   // norm), NaN last, then by slice index.
-  std::vector<int64_t> order(static_cast<size_t>(slices));
-  for (int64_t s = 0; s < slices; ++s) order[s] = s;
+  // Only slices still kept compete (PyTorch's iterative pruning).
+  std::vector<int64_t> order;
+  reserve_scratch(order, static_cast<size_t>(slices));
+  for (int64_t s = 0; s < slices; ++s) {
+    if (kept[s]) order.push_back(s);
+  }
   auto lower = [&](int64_t a, int64_t b) {
     const double na = norms[a], nb = norms[b];
     if (std::isnan(na) != std::isnan(nb)) return std::isnan(nb);
     if (!std::isnan(na) && na != nb) return na < nb;
     return a < b;
   };
-  if (k < slices) std::nth_element(order.begin(), order.begin() + k, order.end(), lower);
+  if (k < static_cast<int64_t>(order.size()))
+    std::nth_element(order.begin(), order.begin() + k, order.end(), lower);
   for (int64_t j = 0; j < k; ++j) {
     const int64_t s = order[j];
     for (int64_t o = 0; o < outer; ++o) {

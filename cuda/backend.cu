@@ -18,8 +18,7 @@ class CudaBackend final : public Backend {
     const cudaError_t status = cudaMalloc(&ptr, bytes);
     if (status == cudaErrorMemoryAllocation) {
       cudaGetLastError();  // clear the error so the library stays usable
-      throw Error("nnops: out of CUDA device memory allocating " + std::to_string(bytes) +
-                  " bytes");
+      throw OutOfMemory("CUDA device", bytes);
     }
     NNOPS_CUDA_CHECK(status);
     return ptr;

@@ -40,48 +40,54 @@ void check_activation(detail::ArgCheck& check, Activation activation, float nega
 
 void activation_forward(Activation activation, const Tensor& x, Tensor& y, float negative_slope) {
   detail::ArgCheck check("nnops::activation_forward");
-  check.tensor("x", x, DType::F32).tensor("y", y, DType::F32).same_shape("x", x, "y", y);
+  check.tensor("x", x, DType::F32).output("y", y, DType::F32).same_shape("x", x, "y", y);
+  check.in_place_or_disjoint("y", y, "x", x);
   check_activation(check, activation, negative_slope);
   if (x.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .activation_forward(y.data<float>(), x.data<float>(), x.numel(), activation, negative_slope);
+  check.run([&](detail::Backend& be) {
+    be.activation_forward(y.data<float>(), x.data<float>(), x.numel(), activation, negative_slope);
+  });
 }
 
 void activation_backward(Activation activation, const Tensor& x, const Tensor& dy, Tensor& dx,
                          float negative_slope) {
   detail::ArgCheck check("nnops::activation_backward");
-  check.tensor("x", x, DType::F32).tensor("dy", dy, DType::F32).tensor("dx", dx, DType::F32);
+  check.tensor("x", x, DType::F32).tensor("dy", dy, DType::F32).output("dx", dx, DType::F32);
   check.same_shape("x", x, "dy", dy).same_shape("x", x, "dx", dx);
+  check.in_place_or_disjoint("dx", dx, "dy", dy).in_place_or_disjoint("dx", dx, "x", x);
   check_activation(check, activation, negative_slope);
   if (x.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .activation_backward(dx.data<float>(), x.data<float>(), dy.data<float>(), x.numel(),
+  check.run([&](detail::Backend& be) {
+    be.activation_backward(dx.data<float>(), x.data<float>(), dy.data<float>(), x.numel(),
                            activation, negative_slope);
+  });
 }
 
 namespace {
 
 void softmax_forward_impl(const char* fn, const Tensor& x, Tensor& y, bool log) {
   detail::ArgCheck check(fn);
-  check.tensor("x", x, DType::F32).tensor("y", y, DType::F32).min_ndim("x", x, 1);
-  check.same_shape("x", x, "y", y);
+  check.tensor("x", x, DType::F32).output("y", y, DType::F32).min_ndim("x", x, 1);
+  check.same_shape("x", x, "y", y).in_place_or_disjoint("y", y, "x", x);
   const int64_t cols = x.dim(-1);
   if (x.numel() == 0) return;
-  detail::backend_for(check.device(), fn)
-      .softmax_forward(y.data<float>(), x.data<float>(), x.numel() / cols, cols, log);
+  check.run([&](detail::Backend& be) {
+    be.softmax_forward(y.data<float>(), x.data<float>(), x.numel() / cols, cols, log);
+  });
 }
 
 void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Tensor& dx,
                            bool log) {
   detail::ArgCheck check(fn);
-  check.tensor("y", y, DType::F32).tensor("dy", dy, DType::F32).tensor("dx", dx, DType::F32);
+  check.tensor("y", y, DType::F32).tensor("dy", dy, DType::F32).output("dx", dx, DType::F32);
   check.min_ndim("y", y, 1).same_shape("y", y, "dy", dy).same_shape("y", y, "dx", dx);
-  check.no_alias("dx", &dx, "y", y);
+  check.no_alias("dx", &dx, "y", y).in_place_or_disjoint("dx", dx, "dy", dy);
   const int64_t cols = y.dim(-1);
   if (y.numel() == 0) return;
-  detail::backend_for(check.device(), fn)
-      .softmax_backward(dx.data<float>(), y.data<float>(), dy.data<float>(), y.numel() / cols, cols,
+  check.run([&](detail::Backend& be) {
+    be.softmax_backward(dx.data<float>(), y.data<float>(), dy.data<float>(), y.numel() / cols, cols,
                         log);
+  });
 }
 
 }  // namespace

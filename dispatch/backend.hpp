@@ -5,6 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
+#include <string>
+#include <utility>
 
 #include "nnops/activation.hpp"
 #include "nnops/detail/optim_math.hpp"
@@ -12,6 +15,28 @@
 #include "nnops/loss.hpp"
 
 namespace nnops::detail {
+
+// Thrown by a backend when an allocation fails; the message ("out of host memory allocating N
+// bytes") lacks the function name, which guarded() below puts in front.
+class OutOfMemory : public Error {
+ public:
+  OutOfMemory(const char* memory, size_t bytes)
+      : Error(std::string("out of ") + memory + " memory allocating " + std::to_string(bytes) +
+              " bytes") {}
+};
+
+// Runs `body` on behalf of the public function `fn`: an allocation failure inside becomes an
+// nnops::Error that names fn (and the byte count where the allocation site knew it).
+template <class Body>
+decltype(auto) guarded(const char* fn, Body&& body) {
+  try {
+    return std::forward<Body>(body)();
+  } catch (const OutOfMemory& e) {
+    throw Error(std::string(fn) + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Error(std::string(fn) + ": out of host memory (std::bad_alloc)");
+  }
+}
 
 // One parameter tensor of a (multi-tensor) Adam step; pointers live on the backend's device.
 struct AdamTensor {
@@ -78,7 +103,10 @@ class Backend {
   // Unstructured, possibly over several tensors ranked together (global pruning).
   virtual void prune_unstructured(uint8_t* const* masks, const float* const* ws,
                                   const int64_t* sizes, int64_t tensor_count, int64_t k);
-  // Structured: w viewed as [outer, slices, inner] along the pruned dim; prune k slices.
+  // Structured: w viewed as [outer, slices, inner] along the pruned dim. A slice is kept while
+  // any of its mask entries is 1; prune k of the kept slices (those with the smallest norms).
+  virtual int64_t count_kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
+                                    int64_t inner);
   virtual void prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
                                    int64_t inner, int p, int64_t k);
   virtual void prune_nm(uint8_t* mask, const float* w, int64_t groups, int n, int m);
@@ -86,6 +114,8 @@ class Backend {
   virtual int64_t count_nonzero(const uint8_t* mask, int64_t n);
 
   virtual void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta);
+  // out[r] = the first index of the largest x[r, :] (NaN counts as largest, like PyTorch).
+  virtual void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols);
   virtual void fill(float* t, int64_t n, float value);
 
   virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);

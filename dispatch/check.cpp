@@ -2,6 +2,7 @@
 #include "check.hpp"
 
 #include <cmath>
+#include <cstdint>
 
 namespace nnops::detail {
 
@@ -70,10 +71,35 @@ ArgCheck& ArgCheck::option_finite(const char* name, double value) {
   return *this;
 }
 
+ArgCheck& ArgCheck::output(const char* name, Tensor* t, DType dtype) {
+  tensor(name, t, dtype);
+  if (t->is_read_only()) {
+    fail_with(name, " (", t->describe(), ") is read-only (wrapped from const memory)");
+  }
+  return *this;
+}
+
+bool overlaps(const Tensor& a, const Tensor& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0 || a.device() != b.device()) return false;
+  const auto a0 = reinterpret_cast<uintptr_t>(a.raw_data());
+  const auto b0 = reinterpret_cast<uintptr_t>(b.raw_data());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
 ArgCheck& ArgCheck::no_alias(const char* out_name, const Tensor* out, const char* in_name,
                              const Tensor& in) {
-  if (out != nullptr && out->numel() > 0 && in.numel() > 0 && out->raw_data() == in.raw_data()) {
-    fail_with(out_name, " must not alias ", in_name);
+  if (out != nullptr && overlaps(*out, in)) {
+    fail_with(out_name, " must not alias ", in_name, " (their memory overlaps)");
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::in_place_or_disjoint(const char* out_name, const Tensor& out,
+                                         const char* in_name, const Tensor& in) {
+  const bool exact = out.raw_data() == in.raw_data() && out.nbytes() == in.nbytes();
+  if (!exact && overlaps(out, in)) {
+    fail_with(out_name, " partly overlaps ", in_name,
+              " (an element-wise output must be exactly in place or disjoint)");
   }
   return *this;
 }

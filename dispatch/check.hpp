@@ -5,10 +5,14 @@
 #include <sstream>
 #include <string>
 
+#include "backend.hpp"
 #include "nnops/error.hpp"
 #include "nnops/tensor.hpp"
 
 namespace nnops::detail {
+
+// Whether the bytes of two tensors on one device intersect (empty tensors never do).
+bool overlaps(const Tensor& a, const Tensor& b);
 
 class ArgCheck {
  public:
@@ -41,9 +45,28 @@ class ArgCheck {
   ArgCheck& option_in(const char* name, double value, double lo, double hi, bool lo_open = false,
                       bool hi_open = false);
   ArgCheck& option_finite(const char* name, double value);
-  // An output that must not share memory with an input (non-empty tensors only).
+  // An output: like tensor(), and it must be writable (not wrapped from const memory).
+  ArgCheck& output(const char* name, Tensor* t, DType dtype);
+  ArgCheck& output(const char* name, Tensor& t, DType dtype) { return output(name, &t, dtype); }
+  ArgCheck& optional_output(const char* name, Tensor* t, DType dtype) {
+    return t ? output(name, t, dtype) : *this;
+  }
+  // An output that must not overlap an input by a single byte (null or empty: nothing to check).
   ArgCheck& no_alias(const char* out_name, const Tensor* out, const char* in_name,
                      const Tensor& in);
+  ArgCheck& no_alias(const char* out_name, const Tensor* out, const char* in_name,
+                     const Tensor* in) {
+    return in ? no_alias(out_name, out, in_name, *in) : *this;
+  }
+  // An element-wise output: either exactly in place over the input or disjoint from it.
+  ArgCheck& in_place_or_disjoint(const char* out_name, const Tensor& out, const char* in_name,
+                                 const Tensor& in);
+
+  // Runs the backend entry for this call's device; allocation failures inside name fn().
+  template <class Body>
+  void run(Body&& body) const {
+    guarded(fn_, [&] { body(backend_for(device_, fn_)); });
+  }
 
   Device device() const { return device_; }
   const char* fn() const { return fn_; }

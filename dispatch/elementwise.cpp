@@ -8,18 +8,20 @@ namespace nnops {
 
 void add_scaled(Tensor& y, const Tensor& x, float alpha, float beta) {
   detail::ArgCheck check("nnops::add_scaled");
-  check.tensor("y", y, DType::F32).tensor("x", x, DType::F32).same_shape("y", y, "x", x);
+  check.output("y", y, DType::F32).tensor("x", x, DType::F32).same_shape("y", y, "x", x);
+  check.in_place_or_disjoint("y", y, "x", x);
   check.option_finite("alpha", alpha).option_finite("beta", beta);
   if (y.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .add_scaled(y.data<float>(), x.data<float>(), y.numel(), alpha, beta);
+  check.run([&](detail::Backend& be) {
+    be.add_scaled(y.data<float>(), x.data<float>(), y.numel(), alpha, beta);
+  });
 }
 
 void fill(Tensor& t, float value) {
   detail::ArgCheck check("nnops::fill");
-  check.tensor("t", t, DType::F32);
+  check.output("t", t, DType::F32);
   if (t.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn()).fill(t.data<float>(), t.numel(), value);
+  check.run([&](detail::Backend& be) { be.fill(t.data<float>(), t.numel(), value); });
 }
 
 }  // namespace nnops

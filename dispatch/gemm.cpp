@@ -10,7 +10,7 @@ namespace nnops {
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, GemmOptions options) {
   detail::ArgCheck check("nnops::matmul");
-  check.tensor("a", a, DType::F32).tensor("b", b, DType::F32).tensor("c", c, DType::F32);
+  check.tensor("a", a, DType::F32).tensor("b", b, DType::F32).output("c", c, DType::F32);
   check.ndim("a", a, 2).ndim("b", b, 2).ndim("c", c, 2);
   check.option_finite("alpha", options.alpha).option_finite("beta", options.beta);
   const int64_t m = options.trans_a ? a.dim(1) : a.dim(0);
@@ -25,14 +25,15 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, GemmOptions options) {
   check.shape_is("c", c, {m, n});
   check.no_alias("c", &c, "a", a).no_alias("c", &c, "b", b);
   if (m == 0 || n == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .gemm(c.data<float>(), a.data<float>(), b.data<float>(), m, n, k, options);
+  check.run([&](detail::Backend& be) {
+    be.gemm(c.data<float>(), a.data<float>(), b.data<float>(), m, n, k, options);
+  });
 }
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   detail::ArgCheck check("nnops::linear_forward");
   check.tensor("x", x, DType::F32).tensor("w", w, DType::F32).optional("bias", bias, DType::F32);
-  check.tensor("y", y, DType::F32);
+  check.output("y", y, DType::F32);
   check.ndim("x", x, 2).ndim("w", w, 2);
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
   if (w.dim(1) != in) {
@@ -41,18 +42,20 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor
   }
   if (bias) check.shape_is("bias", *bias, {out});
   check.shape_is("y", y, {rows, out});
-  check.no_alias("y", &y, "x", x).no_alias("y", &y, "w", w);
+  check.no_alias("y", &y, "x", x).no_alias("y", &y, "w", w).no_alias("y", &y, "bias", bias);
   if (rows == 0 || out == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .linear_forward(y.data<float>(), x.data<float>(), w.data<float>(),
+  check.run([&](detail::Backend& be) {
+    be.linear_forward(y.data<float>(), x.data<float>(), w.data<float>(),
                       bias ? bias->data<float>() : nullptr, rows, in, out);
+  });
 }
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
                      Tensor* db) {
   detail::ArgCheck check("nnops::linear_backward");
   check.tensor("x", x, DType::F32).tensor("w", w, DType::F32).tensor("dy", dy, DType::F32);
-  check.optional("dx", dx, DType::F32).tensor("dw", dw, DType::F32).optional("db", db, DType::F32);
+  check.optional_output("dx", dx, DType::F32).output("dw", dw, DType::F32);
+  check.optional_output("db", db, DType::F32);
   check.ndim("x", x, 2).ndim("w", w, 2).ndim("dy", dy, 2);
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
   if (w.dim(1) != in) {
@@ -63,15 +66,17 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
   if (dx) check.shape_is("dx", *dx, {rows, in});
   check.shape_is("dw", dw, {out, in});
   if (db) check.shape_is("db", *db, {out});
-  // The products read x, w and dy while they write dx, dw and db.
+  // The products read x, w and dy while they write dx, dw and db, which must not overlap either.
   for (auto [name, out] :
        {std::pair<const char*, const Tensor*>{"dx", dx}, {"dw", &dw}, {"db", db}}) {
     check.no_alias(name, out, "x", x).no_alias(name, out, "w", w).no_alias(name, out, "dy", dy);
   }
-  detail::backend_for(check.device(), check.fn())
-      .linear_backward(dx ? dx->data<float>() : nullptr, dw.data<float>(),
+  check.no_alias("dw", &dw, "dx", dx).no_alias("db", db, "dx", dx).no_alias("db", db, "dw", dw);
+  check.run([&](detail::Backend& be) {
+    be.linear_backward(dx ? dx->data<float>() : nullptr, dw.data<float>(),
                        db ? db->data<float>() : nullptr, x.data<float>(), w.data<float>(),
                        dy.data<float>(), rows, in, out);
+  });
 }
 
 }  // namespace nnops

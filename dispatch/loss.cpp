@@ -12,15 +12,17 @@ namespace nnops {
 
 namespace {
 
-void check_loss_outputs(detail::ArgCheck& check, const Tensor& pred, Tensor& loss, Tensor* grad,
-                        const char* pred_name) {
-  check.tensor("loss", loss, DType::F32).optional("grad", grad, DType::F32);
+// The loss and the gradient are written while both inputs are read: no overlap anywhere.
+void check_loss_outputs(detail::ArgCheck& check, const Tensor& pred, const Tensor& other,
+                        Tensor& loss, Tensor* grad, const char* pred_name, const char* other_name) {
+  check.output("loss", loss, DType::F32).optional_output("grad", grad, DType::F32);
   if (loss.numel() != 1) {
     check.fail_with("loss is ", shape_to_string(loss.shape()), " but must hold exactly 1 element");
   }
-  if (grad) {
-    check.same_shape(pred_name, pred, "grad", *grad).no_alias("grad", grad, pred_name, pred);
-  }
+  if (grad) check.same_shape(pred_name, pred, "grad", *grad);
+  check.no_alias("grad", grad, pred_name, pred).no_alias("grad", grad, other_name, other);
+  check.no_alias("loss", &loss, pred_name, pred).no_alias("loss", &loss, other_name, other);
+  check.no_alias("loss", &loss, "grad", grad);
 }
 
 void check_reduction(detail::ArgCheck& check, Reduction reduction) {
@@ -36,11 +38,12 @@ void mse_loss(const Tensor& pred, const Tensor& target, Tensor& loss, Tensor* gr
   detail::ArgCheck check("nnops::mse_loss");
   check.tensor("pred", pred, DType::F32).tensor("target", target, DType::F32);
   check.same_shape("pred", pred, "target", target);
-  check_loss_outputs(check, pred, loss, grad, "pred");
+  check_loss_outputs(check, pred, target, loss, grad, "pred", "target");
   check_reduction(check, reduction);
-  detail::backend_for(check.device(), check.fn())
-      .mse_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr, pred.data<float>(),
+  check.run([&](detail::Backend& be) {
+    be.mse_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr, pred.data<float>(),
                 target.data<float>(), pred.numel(), reduction);
+  });
 }
 
 void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& loss, Tensor* grad,
@@ -53,8 +56,7 @@ void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& los
     check.fail_with("logits is ", shape_to_string(logits.shape()), " but targets is ",
                     shape_to_string(targets.shape()), " (one target per row)");
   }
-  if (classes == 0) check.fail("logits has 0 classes");
-  check_loss_outputs(check, logits, loss, grad, "logits");
+  check_loss_outputs(check, logits, targets, loss, grad, "logits", "targets");
   check_reduction(check, reduction);
   check.option_in("label_smoothing", label_smoothing, 0.0, 1.0);
   // Targets are data, but an out-of-range class would index out of bounds: check them here,
@@ -67,10 +69,11 @@ void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& los
                       ") or equal ignore_index (", ignore_index, ")");
     }
   }
-  detail::backend_for(check.device(), check.fn())
-      .cross_entropy_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
+  check.run([&](detail::Backend& be) {
+    be.cross_entropy_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
                           logits.data<float>(), targets.data<int32_t>(), rows, classes, reduction,
                           label_smoothing, ignore_index);
+  });
 }
 
 void kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, float temperature,
@@ -80,15 +83,16 @@ void kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, float t
   check.tensor("teacher_logits", teacher_logits, DType::F32);
   check.ndim("student_logits", student_logits, 2);
   check.same_shape("student_logits", student_logits, "teacher_logits", teacher_logits);
-  if (student_logits.dim(1) == 0) check.fail("the logits have 0 classes");
-  check_loss_outputs(check, student_logits, loss, grad, "student_logits");
+  check_loss_outputs(check, student_logits, teacher_logits, loss, grad, "student_logits",
+                     "teacher_logits");
   if (!(temperature > 0.0f) || !std::isfinite(temperature)) {
     check.fail_with("temperature is ", temperature, " but must be a finite number > 0");
   }
-  detail::backend_for(check.device(), check.fn())
-      .kd_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
+  check.run([&](detail::Backend& be) {
+    be.kd_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
                student_logits.data<float>(), teacher_logits.data<float>(), student_logits.dim(0),
                student_logits.dim(1), temperature);
+  });
 }
 
 }  // namespace nnops

@@ -31,14 +31,10 @@ void check_adam_options(detail::ArgCheck& check, const AdamOptions& o) {
 }
 
 // A state tensor must be undefined (created on first use) or match the parameter.
-void check_state_tensor(detail::ArgCheck& check, const char* name, const Tensor& state,
+void check_state_tensor(detail::ArgCheck& check, const char* name, Tensor& state,
                         const Tensor& param) {
   if (!state.defined()) return;
-  check.tensor(name, state, DType::F32).same_shape("param", param, name, state);
-}
-
-void ensure_state_tensor(Tensor& state, const Tensor& param) {
-  if (!state.defined()) state = Tensor::zeros(param.shape(), DType::F32, param.device());
+  check.output(name, state, DType::F32).same_shape("param", param, name, state);
 }
 
 detail::AdamScalars adam_scalars(const AdamOptions& o, int64_t step) {
@@ -78,21 +74,35 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
                     " masks (none, or one per parameter)");
   }
   for (size_t i = 0; i < params.size(); ++i) {
-    check.tensor("param", params[i], DType::F32).tensor("grad", grads[i], DType::F32);
+    check.output("param", params[i], DType::F32).tensor("grad", grads[i], DType::F32);
     check.same_shape("param", *params[i], "grad", *grads[i]);
     if (states[i] == nullptr) check.fail_with("states[", i, "] is null");
-    const AdamState& st = *states[i];
+    AdamState& st = *states[i];
     check_state_tensor(check, "state.exp_avg", st.exp_avg, *params[i]);
     check_state_tensor(check, "state.exp_avg_sq", st.exp_avg_sq, *params[i]);
     if (options.amsgrad)
       check_state_tensor(check, "state.max_exp_avg_sq", st.max_exp_avg_sq, *params[i]);
     if (st.step < 0) check.fail_with("state.step is ", st.step, " but must be >= 0");
-    if (!masks.empty() && masks[i] != nullptr) {
-      check.tensor("mask", masks[i], DType::U8).same_shape("param", *params[i], "mask", *masks[i]);
+    const Tensor* mask = masks.empty() ? nullptr : masks[i];
+    if (mask) check.tensor("mask", mask, DType::U8).same_shape("param", *params[i], "mask", *mask);
+    // Every tensor the step writes must be disjoint from every other it touches.
+    const Tensor* written[] = {params[i], &st.exp_avg, &st.exp_avg_sq,
+                               options.amsgrad ? &st.max_exp_avg_sq : nullptr};
+    const Tensor* read[] = {grads[i], mask};
+    for (const Tensor* w : written) {
+      if (w == nullptr || !w->defined()) continue;
+      for (const Tensor* r : read) {
+        if (r != nullptr && detail::overlaps(*w, *r))
+          check.fail_with("params[", i, "]: a written tensor overlaps its grad or mask");
+      }
+      for (const Tensor* w2 : written) {
+        if (w2 != nullptr && w2 != w && w2->defined() && detail::overlaps(*w, *w2))
+          check.fail_with("params[", i, "]: the parameter and its state tensors overlap");
+      }
     }
     for (size_t j = 0; j < i; ++j) {
-      if (params[j]->numel() > 0 && params[j]->raw_data() == params[i]->raw_data()) {
-        check.fail_with("params[", j, "] and params[", i, "] are the same tensor");
+      if (detail::overlaps(*params[j], *params[i])) {
+        check.fail_with("params[", j, "] and params[", i, "] are the same tensor or overlap");
       }
       if (states[j] == states[i])
         check.fail_with("states[", j, "] and states[", i, "] are the same");
@@ -100,26 +110,40 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
   }
   if (params.empty()) return;
 
-  std::vector<detail::AdamTensor> work;
-  work.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    AdamState& st = *states[i];
-    ensure_state_tensor(st.exp_avg, *params[i]);
-    ensure_state_tensor(st.exp_avg_sq, *params[i]);
-    if (options.amsgrad) ensure_state_tensor(st.max_exp_avg_sq, *params[i]);
-  }
-  for (size_t i = 0; i < params.size(); ++i) {
-    AdamState& st = *states[i];
-    st.step += 1;  // PyTorch increments the step before using it
-    const Tensor* mask = masks.empty() ? nullptr : masks[i];
-    work.push_back(detail::AdamTensor{params[i]->data<float>(), grads[i]->data<float>(),
-                                      st.exp_avg.data<float>(), st.exp_avg_sq.data<float>(),
-                                      options.amsgrad ? st.max_exp_avg_sq.data<float>() : nullptr,
-                                      mask ? mask->data<uint8_t>() : nullptr, params[i]->numel(),
-                                      adam_scalars(options, st.step)});
-  }
-  detail::backend_for(check.device(), check.fn())
-      .adam_step(work.data(), static_cast<int64_t>(work.size()));
+  check.run([&](detail::Backend& backend) {
+    // State tensors a first step needs are made aside and committed only after the step ran, so
+    // a failure (out of memory, a device error) leaves every AdamState as it was.
+    std::vector<Tensor> fresh;
+    fresh.reserve(3 * params.size());
+    auto state_data = [&](Tensor& state, const Tensor& param) {
+      if (state.defined()) return state.data<float>();
+      fresh.push_back(Tensor::zeros(param.shape(), DType::F32, param.device()));
+      return fresh.back().data<float>();
+    };
+    std::vector<detail::AdamTensor> work;
+    work.reserve(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      AdamState& st = *states[i];
+      const Tensor* mask = masks.empty() ? nullptr : masks[i];
+      float* m = state_data(st.exp_avg, *params[i]);
+      float* v = state_data(st.exp_avg_sq, *params[i]);
+      float* vmax = options.amsgrad ? state_data(st.max_exp_avg_sq, *params[i]) : nullptr;
+      // PyTorch increments the step before using it.
+      work.push_back(detail::AdamTensor{params[i]->data<float>(), grads[i]->data<float>(), m, v,
+                                        vmax, mask ? mask->data<uint8_t>() : nullptr,
+                                        params[i]->numel(), adam_scalars(options, st.step + 1)});
+    }
+    backend.adam_step(work.data(), static_cast<int64_t>(work.size()));
+    size_t next = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      AdamState& st = *states[i];
+      if (!st.exp_avg.defined()) st.exp_avg = std::move(fresh[next++]);
+      if (!st.exp_avg_sq.defined()) st.exp_avg_sq = std::move(fresh[next++]);
+      if (options.amsgrad && !st.max_exp_avg_sq.defined())
+        st.max_exp_avg_sq = std::move(fresh[next++]);
+      st.step += 1;
+    }
+  });
 }
 
 void adam_step(const AdamOptions& options, Tensor& param, const Tensor& grad, AdamState& state,
@@ -138,11 +162,18 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
   if (options.nesterov && (options.momentum <= 0.0f || options.dampening != 0.0f)) {
     check.fail("nesterov requires momentum > 0 and dampening == 0");
   }
-  check.tensor("param", param, DType::F32).tensor("grad", grad, DType::F32);
+  check.output("param", param, DType::F32).tensor("grad", grad, DType::F32);
   check.same_shape("param", param, "grad", grad);
   check.optional("mask", mask, DType::U8);
   if (mask) check.same_shape("param", param, "mask", *mask);
   check_state_tensor(check, "state.momentum_buffer", state.momentum_buffer, param);
+  check.no_alias("param", &param, "grad", grad).no_alias("param", &param, "mask", mask);
+  if (state.momentum_buffer.defined()) {
+    const Tensor& buf = state.momentum_buffer;
+    check.no_alias("state.momentum_buffer", &buf, "param", param);
+    check.no_alias("state.momentum_buffer", &buf, "grad", grad);
+    check.no_alias("state.momentum_buffer", &buf, "mask", mask);
+  }
 
   detail::SgdScalars s{};
   s.lr = options.lr;
@@ -152,36 +183,52 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
   s.nesterov = options.nesterov;
   s.maximize = options.maximize;
   s.first_step = false;
-  float* buf = nullptr;
-  if (options.momentum != 0.0f) {
-    if (!state.momentum_buffer.defined()) {
-      state.momentum_buffer = Tensor::zeros(param.shape(), DType::F32, param.device());
-      s.first_step = true;
+  check.run([&](detail::Backend& backend) {
+    // A new momentum buffer is committed only once the step has run (see adam_step).
+    Tensor fresh;
+    float* buf = nullptr;
+    if (options.momentum != 0.0f) {
+      if (!state.momentum_buffer.defined()) {
+        fresh = Tensor::zeros(param.shape(), DType::F32, param.device());
+        s.first_step = true;
+        buf = fresh.data<float>();
+      } else {
+        buf = state.momentum_buffer.data<float>();
+      }
     }
-    buf = state.momentum_buffer.data<float>();
-  }
-  if (param.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .sgd_step(param.data<float>(), grad.data<float>(), buf,
-                mask ? mask->data<uint8_t>() : nullptr, param.numel(), s);
+    if (param.numel() > 0) {
+      backend.sgd_step(param.data<float>(), grad.data<float>(), buf,
+                       mask ? mask->data<uint8_t>() : nullptr, param.numel(), s);
+    }
+    if (fresh.defined()) state.momentum_buffer = std::move(fresh);
+  });
 }
 
 double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
   detail::ArgCheck check("nnops::clip_grad_norm");
-  check.option_in("max_norm", max_norm, 0.0, INFINITY, false, true);
-  for (Tensor* g : grads) check.tensor("grad", g, DType::F32);
-  if (grads.empty()) return 0.0;
-  detail::Backend& backend = detail::backend_for(check.device(), check.fn());
-  double sum = 0.0;
-  for (Tensor* g : grads) sum += backend.sum_squares(g->data<float>(), g->numel());
-  const double total = std::sqrt(sum);
-  const double coef = static_cast<double>(decimal_double(max_norm)) / (total + 1e-6);
-  // `!(coef >= 1)` also scales by a NaN coefficient, as PyTorch's clamp does.
-  if (!(coef >= 1.0)) {
-    for (Tensor* g : grads) {
-      if (g->numel() > 0) backend.scale(g->data<float>(), g->numel(), static_cast<float>(coef));
+  // +inf is allowed, as in PyTorch: the norm is returned and nothing is scaled.
+  if (!(max_norm >= 0.0f)) check.fail_with("max_norm is ", max_norm, " but must be >= 0");
+  for (size_t i = 0; i < grads.size(); ++i) {
+    check.output("grad", grads[i], DType::F32);
+    for (size_t j = 0; j < i; ++j) {
+      if (detail::overlaps(*grads[j], *grads[i]))
+        check.fail_with("grads[", j, "] and grads[", i, "] are the same tensor or overlap");
     }
   }
+  if (grads.empty()) return 0.0;
+  double total = 0.0;
+  check.run([&](detail::Backend& backend) {
+    double sum = 0.0;
+    for (Tensor* g : grads) sum += backend.sum_squares(g->data<float>(), g->numel());
+    total = std::sqrt(sum);
+    const double coef = decimal_double(max_norm) / (total + 1e-6);
+    // `!(coef >= 1)` also scales by a NaN coefficient, as PyTorch's clamp does.
+    if (!(coef >= 1.0)) {
+      for (Tensor* g : grads) {
+        if (g->numel() > 0) backend.scale(g->data<float>(), g->numel(), static_cast<float>(coef));
+      }
+    }
+  });
   return total;
 }
 

@@ -16,8 +16,10 @@ int64_t PruneAmount::resolve(int64_t remaining) const {
 
 namespace {
 
-void check_mask(detail::ArgCheck& check, const Tensor& w, const Tensor* mask) {
-  check.tensor("mask", mask, DType::U8).same_shape("w", w, "mask", *mask);
+// The mask is read and updated in place; it must not overlap the weights.
+void check_mask(detail::ArgCheck& check, const Tensor& w, Tensor* mask) {
+  check.output("mask", mask, DType::U8).same_shape("w", w, "mask", *mask);
+  check.no_alias("mask", mask, "w", w);
 }
 
 // The number of entries to prune out of `available`, checking the amount against it.
@@ -34,16 +36,9 @@ int64_t resolve_amount(detail::ArgCheck& check, PruneAmount amount, int64_t avai
   return amount.resolve(available);
 }
 
-}  // namespace
-
-void l1_unstructured(const Tensor& w, PruneAmount amount, Tensor& mask) {
-  global_unstructured({&w}, amount, {&mask});
-}
-
-void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amount,
-                         const std::vector<Tensor*>& masks) {
-  detail::ArgCheck check(ws.size() == 1 && masks.size() == 1 ? "nnops::l1_unstructured"
-                                                             : "nnops::global_unstructured");
+void global_unstructured_impl(const char* fn, const std::vector<const Tensor*>& ws,
+                              PruneAmount amount, const std::vector<Tensor*>& masks) {
+  detail::ArgCheck check(fn);
   if (ws.size() != masks.size()) {
     check.fail_with(ws.size(), " weights but ", masks.size(), " masks (one mask per weight)");
   }
@@ -51,8 +46,10 @@ void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amoun
     check.tensor("w", ws[i], DType::F32);
     check_mask(check, *ws[i], masks[i]);
     for (size_t j = 0; j < i; ++j) {
-      if (masks[j]->numel() > 0 && masks[j]->raw_data() == masks[i]->raw_data()) {
-        check.fail_with("masks[", j, "] and masks[", i, "] are the same tensor");
+      if (detail::overlaps(*masks[j], *masks[i]) || detail::overlaps(*masks[j], *ws[i]) ||
+          detail::overlaps(*masks[i], *ws[j])) {
+        check.fail_with("masks[", j, "] and masks[", i,
+                        "] are the same tensor or overlap (each other or a w)");
       }
     }
   }
@@ -60,22 +57,34 @@ void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amoun
     resolve_amount(check, amount, 0, "kept entries");
     return;
   }
-  detail::Backend& backend = detail::backend_for(check.device(), check.fn());
-  int64_t remaining = 0;
-  std::vector<uint8_t*> mask_ptrs;
-  std::vector<const float*> w_ptrs;
-  std::vector<int64_t> sizes;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    const int64_t n = ws[i]->numel();
-    if (n > 0) remaining += backend.count_nonzero(masks[i]->data<uint8_t>(), n);
-    mask_ptrs.push_back(masks[i]->data<uint8_t>());
-    w_ptrs.push_back(ws[i]->data<float>());
-    sizes.push_back(n);
-  }
-  const int64_t k = resolve_amount(check, amount, remaining, "kept entries");
-  if (k == 0) return;
-  backend.prune_unstructured(mask_ptrs.data(), w_ptrs.data(), sizes.data(),
-                             static_cast<int64_t>(ws.size()), k);
+  check.run([&](detail::Backend& backend) {
+    int64_t remaining = 0;
+    std::vector<uint8_t*> mask_ptrs;
+    std::vector<const float*> w_ptrs;
+    std::vector<int64_t> sizes;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const int64_t n = ws[i]->numel();
+      if (n > 0) remaining += backend.count_nonzero(masks[i]->data<uint8_t>(), n);
+      mask_ptrs.push_back(masks[i]->data<uint8_t>());
+      w_ptrs.push_back(ws[i]->data<float>());
+      sizes.push_back(n);
+    }
+    const int64_t k = resolve_amount(check, amount, remaining, "kept entries");
+    if (k == 0) return;
+    backend.prune_unstructured(mask_ptrs.data(), w_ptrs.data(), sizes.data(),
+                               static_cast<int64_t>(ws.size()), k);
+  });
+}
+
+}  // namespace
+
+void l1_unstructured(const Tensor& w, PruneAmount amount, Tensor& mask) {
+  global_unstructured_impl("nnops::l1_unstructured", {&w}, amount, {&mask});
+}
+
+void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amount,
+                         const std::vector<Tensor*>& masks) {
+  global_unstructured_impl("nnops::global_unstructured", ws, amount, masks);
 }
 
 void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& mask) {
@@ -93,10 +102,17 @@ void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& 
   for (int i = 0; i < d; ++i) outer *= w.dim(i);
   for (int i = d + 1; i < nd; ++i) inner *= w.dim(i);
   const int64_t slices = w.dim(d);
-  const int64_t k = resolve_amount(check, amount, slices, "slices along dim");
-  if (k == 0 || w.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .prune_ln_structured(mask.data<uint8_t>(), w.data<float>(), outer, slices, inner, p, k);
+  if (w.numel() == 0) {
+    resolve_amount(check, amount, 0, "slices still kept");
+    return;
+  }
+  // Iterative pruning: the amount applies to the slices that still keep an entry.
+  check.run([&](detail::Backend& backend) {
+    const int64_t kept = backend.count_kept_slices(mask.data<uint8_t>(), outer, slices, inner);
+    const int64_t k = resolve_amount(check, amount, kept, "slices still kept");
+    if (k == 0) return;
+    backend.prune_ln_structured(mask.data<uint8_t>(), w.data<float>(), outer, slices, inner, p, k);
+  });
 }
 
 void nm_structured(const Tensor& w, int n, int m, Tensor& mask) {
@@ -110,25 +126,43 @@ void nm_structured(const Tensor& w, int n, int m, Tensor& mask) {
                     " is not a multiple of m = ", m);
   }
   if (w.numel() == 0 || n == m) return;
-  detail::backend_for(check.device(), check.fn())
-      .prune_nm(mask.data<uint8_t>(), w.data<float>(), w.numel() / m, n, m);
+  check.run([&](detail::Backend& be) {
+    be.prune_nm(mask.data<uint8_t>(), w.data<float>(), w.numel() / m, n, m);
+  });
 }
 
 void apply_mask(Tensor& w, const Tensor& mask) {
   detail::ArgCheck check("nnops::apply_mask");
-  check.tensor("w", w, DType::F32);
-  check_mask(check, w, &mask);
+  check.output("w", w, DType::F32);
+  check.tensor("mask", mask, DType::U8).same_shape("w", w, "mask", mask);
+  check.no_alias("w", &w, "mask", mask);
   if (w.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .apply_mask(w.data<float>(), mask.data<uint8_t>(), w.numel());
+  check.run([&](detail::Backend& be) {
+    be.apply_mask(w.data<float>(), mask.data<uint8_t>(), w.numel());
+  });
+}
+
+namespace {
+
+int64_t count_nonzero_impl(const char* fn, const Tensor& mask) {
+  detail::ArgCheck check(fn);
+  check.tensor("mask", mask, DType::U8);
+  int64_t kept = 0;
+  if (mask.numel() == 0) return 0;
+  check.run(
+      [&](detail::Backend& be) { kept = be.count_nonzero(mask.data<uint8_t>(), mask.numel()); });
+  return kept;
+}
+
+}  // namespace
+
+int64_t count_nonzero(const Tensor& mask) {
+  return count_nonzero_impl("nnops::count_nonzero", mask);
 }
 
 double sparsity(const Tensor& mask) {
-  detail::ArgCheck check("nnops::sparsity");
-  check.tensor("mask", mask, DType::U8);
+  const int64_t kept = count_nonzero_impl("nnops::sparsity", mask);
   if (mask.numel() == 0) return 0.0;
-  const int64_t kept = detail::backend_for(check.device(), check.fn())
-                           .count_nonzero(mask.data<uint8_t>(), mask.numel());
   return 1.0 - static_cast<double>(kept) / static_cast<double>(mask.numel());
 }
 

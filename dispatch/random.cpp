@@ -2,6 +2,7 @@
 #include "nnops/random.hpp"
 
 #include <cmath>
+#include <limits>
 
 #include "backend.hpp"
 #include "check.hpp"
@@ -10,20 +11,26 @@ namespace nnops {
 
 void fill_uniform(Tensor& t, float lo, float hi, uint64_t seed) {
   detail::ArgCheck check("nnops::fill_uniform");
-  check.tensor("t", t, DType::F32).option_finite("lo", lo).option_finite("hi", hi);
+  check.output("t", t, DType::F32).option_finite("lo", lo).option_finite("hi", hi);
   if (!(lo <= hi)) check.fail_with("lo is ", lo, " but must be <= hi (", hi, ")");
+  // PyTorch refuses a range wider than the float maximum: hi - lo would round to inf.
+  if (static_cast<double>(hi) - lo > std::numeric_limits<float>::max()) {
+    check.fail_with("hi - lo is ", static_cast<double>(hi) - lo,
+                    " but must not exceed the float maximum (", std::numeric_limits<float>::max(),
+                    ")");
+  }
   if (t.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .fill_uniform(t.data<float>(), t.numel(), lo, hi, seed);
+  check.run(
+      [&](detail::Backend& be) { be.fill_uniform(t.data<float>(), t.numel(), lo, hi, seed); });
 }
 
 void fill_normal(Tensor& t, float mean, float std, uint64_t seed) {
   detail::ArgCheck check("nnops::fill_normal");
-  check.tensor("t", t, DType::F32).option_finite("mean", mean);
+  check.output("t", t, DType::F32).option_finite("mean", mean);
   check.option_in("std", std, 0.0, INFINITY, false, true);
   if (t.numel() == 0) return;
-  detail::backend_for(check.device(), check.fn())
-      .fill_normal(t.data<float>(), t.numel(), mean, std, seed);
+  check.run(
+      [&](detail::Backend& be) { be.fill_normal(t.data<float>(), t.numel(), mean, std, seed); });
 }
 
 }  // namespace nnops

@@ -145,6 +145,9 @@ void Backend::prune_unstructured(uint8_t* const*, const float* const*, const int
                                  int64_t) {
   not_implemented("l1_unstructured");
 }
+int64_t Backend::count_kept_slices(const uint8_t*, int64_t, int64_t, int64_t) {
+  not_implemented("ln_structured");
+}
 void Backend::prune_ln_structured(uint8_t*, const float*, int64_t, int64_t, int64_t, int, int64_t) {
   not_implemented("ln_structured");
 }
@@ -159,6 +162,9 @@ int64_t Backend::count_nonzero(const uint8_t*, int64_t) {
 }
 void Backend::add_scaled(float*, const float*, int64_t, float, float) {
   not_implemented("add_scaled");
+}
+void Backend::argmax(int32_t*, const float*, int64_t, int64_t) {
+  not_implemented("argmax");
 }
 void Backend::fill(float*, int64_t, float) {
   not_implemented("fill");

@@ -3,6 +3,7 @@
 
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "backend.hpp"
 
@@ -35,7 +36,10 @@ int64_t checked_numel(const Shape& shape, DType dtype, const char* fn) {
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  const char* fn = "nnops::Tensor::empty";
+  return empty_for(shape, dtype, device, "nnops::Tensor::empty");
+}
+
+Tensor Tensor::empty_for(const Shape& shape, DType dtype, Device device, const char* fn) {
   Tensor t;
   t.numel_ = checked_numel(shape, dtype, fn);
   t.shape_ = shape;
@@ -46,14 +50,14 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     return t;
   }
   detail::Backend& backend = detail::backend_for(device, fn);
-  void* ptr = backend.allocate(t.nbytes());
+  void* ptr = detail::guarded(fn, [&] { return backend.allocate(t.nbytes()); });
   t.storage_ = std::shared_ptr<void>(ptr, [&backend](void* p) { backend.deallocate(p); });
   t.data_ = ptr;
   return t;
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  Tensor t = empty(shape, dtype, device);
+  Tensor t = empty_for(shape, dtype, device, "nnops::Tensor::zeros");
   if (t.numel_ > 0)
     detail::backend_for(device, "nnops::Tensor::zeros").fill_zero(t.data_, t.nbytes());
   return t;
@@ -67,12 +71,12 @@ Tensor Tensor::from_host(const void* src, size_t count, DType dtype, const Shape
     throw Error(std::string(fn) + ": " + std::to_string(count) + " values do not fill shape " +
                 shape_to_string(shape) + " (" + std::to_string(n) + " elements)");
   }
-  Tensor t = empty(shape, dtype, device);
+  Tensor t = empty_for(shape, dtype, device, fn);
   if (n > 0) detail::backend_for(device, fn).copy_from_host(t.data_, src, t.nbytes());
   return t;
 }
 
-Tensor Tensor::wrap_raw(void* ptr, DType dtype, const Shape& shape, Device device) {
+Tensor Tensor::wrap_raw(void* ptr, DType dtype, const Shape& shape, Device device, bool read_only) {
   const char* fn = "nnops::Tensor::wrap";
   Tensor t;
   t.numel_ = checked_numel(shape, dtype, fn);
@@ -83,6 +87,48 @@ Tensor Tensor::wrap_raw(void* ptr, DType dtype, const Shape& shape, Device devic
   t.device_ = device;
   t.data_ = t.numel_ > 0 ? ptr : nullptr;
   t.defined_empty_ = t.numel_ == 0;
+  t.read_only_ = read_only;
+  return t;
+}
+
+void Tensor::steal(Tensor& other) noexcept {
+  storage_ = std::move(other.storage_);
+  data_ = std::exchange(other.data_, nullptr);
+  shape_ = std::move(other.shape_);
+  other.shape_.clear();
+  numel_ = std::exchange(other.numel_, 0);
+  dtype_ = std::exchange(other.dtype_, DType::F32);
+  device_ = std::exchange(other.device_, Device::CPU);
+  defined_empty_ = std::exchange(other.defined_empty_, false);
+  read_only_ = std::exchange(other.read_only_, false);
+  offset_view_ = std::exchange(other.offset_view_, false);
+}
+
+Tensor Tensor::narrow(int64_t start, int64_t length) const {
+  const char* fn = "nnops::Tensor::narrow";
+  if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
+  if (ndim() == 0) throw Error(std::string(fn) + ": the tensor has no dimension 0");
+  const int64_t rows = shape_[0];
+  if (start < 0 || length < 0 || start > rows || length > rows - start) {
+    throw Error(std::string(fn) + ": rows [" + std::to_string(start) + ", " +
+                std::to_string(start) + " + " + std::to_string(length) + ") are outside " +
+                shape_to_string(shape_));
+  }
+  Tensor t;
+  t.shape_ = shape_;
+  t.shape_[0] = length;
+  t.numel_ = rows == 0 ? 0 : numel_ / rows * length;
+  t.dtype_ = dtype_;
+  t.device_ = device_;
+  t.read_only_ = read_only_;
+  if (t.numel_ == 0) {
+    t.defined_empty_ = true;
+    return t;
+  }
+  t.storage_ = storage_;  // keeps the owner's memory alive (null for a wrapped tensor)
+  t.offset_view_ = true;
+  t.data_ = static_cast<char*>(data_) +
+            static_cast<size_t>(start) * static_cast<size_t>(numel_ / rows) * dtype_size(dtype_);
   return t;
 }
 
@@ -93,9 +139,12 @@ void Tensor::copy_to_host(void* dst) const {
 }
 
 Tensor Tensor::to(Device device) const {
-  const char* fn = "nnops::Tensor::to";
+  return copy_to(device, "nnops::Tensor::to");
+}
+
+Tensor Tensor::copy_to(Device device, const char* fn) const {
   if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
-  Tensor out = empty(shape_, dtype_, device);
+  Tensor out = empty_for(shape_, dtype_, device, fn);
   if (numel_ == 0) return out;
   if (device == device_) {
     detail::backend_for(device, fn).copy_within(out.data_, data_, nbytes());
@@ -108,7 +157,7 @@ Tensor Tensor::to(Device device) const {
 }
 
 Tensor Tensor::clone() const {
-  return to(device_);
+  return copy_to(device_, "nnops::Tensor::clone");
 }
 
 int64_t Tensor::dim(int i) const {
@@ -132,6 +181,13 @@ void Tensor::check_dtype(DType expected, const char* fn) const {
   if (dtype_ != expected) {
     throw Error(std::string(fn) + ": the tensor is " + to_string(dtype_) + " but " +
                 to_string(expected) + " was requested");
+  }
+}
+
+void Tensor::check_writable(const char* fn) const {
+  if (read_only_) {
+    throw Error(std::string(fn) + ": the tensor (" + describe() +
+                ") is read-only (wrapped from const memory)");
   }
 }
 

@@ -248,6 +248,57 @@ TEST(Errors, RandomFills) {
   EXPECT_TRUE(keep.holds());
 }
 
+TEST(Errors, PartialOverlapsAreRefused) {
+  // Views of one buffer: c starts one row into a.
+  std::vector<float> buf = random_floats(129 * 128, 5);
+  Tensor a = Tensor::wrap(buf.data(), {128, 128});
+  Tensor c = Tensor::wrap(buf.data() + 128, {128, 128});
+  Tensor eye = Tensor::zeros({128, 128});
+  const auto before = buf;
+  EXPECT_TRUE(throws_error([&] { matmul(a, eye, c); }, "nnops::matmul", "c must not alias a"));
+  std::vector<float> pbuf = random_floats(10, 6);
+  Tensor pred = Tensor::wrap(pbuf.data(), {8}), grad = Tensor::wrap(pbuf.data() + 2, {8});
+  Tensor target = Tensor::zeros({8}), loss = Tensor::zeros({1});
+  EXPECT_TRUE(throws_error([&] { mse_loss(pred, target, loss, &grad); }, "nnops::mse_loss",
+                           "grad must not alias pred"));
+  Tensor logits = Tensor::wrap(pbuf.data(), {2, 4}), lgrad = Tensor::wrap(pbuf.data() + 1, {2, 4});
+  Tensor labels = Tensor::from_vector(std::vector<int32_t>{0, 1}, {2});
+  EXPECT_TRUE(throws_error([&] { cross_entropy_loss(logits, labels, loss, &lgrad); },
+                           "nnops::cross_entropy_loss", "grad must not alias logits"));
+  Tensor loss_in_pred = Tensor::wrap(pbuf.data() + 3, {1});
+  EXPECT_TRUE(throws_error([&] { mse_loss(pred, target, loss_in_pred, nullptr); },
+                           "nnops::mse_loss", "loss must not alias pred"));
+  // Element-wise ops allow exact in-place but not a shifted overlap.
+  Tensor x = Tensor::wrap(pbuf.data(), {8}), y = Tensor::wrap(pbuf.data() + 1, {8});
+  EXPECT_TRUE(throws_error([&] { activation_forward(Activation::ReLU, x, y); },
+                           "nnops::activation_forward", "partly overlaps"));
+  EXPECT_TRUE(
+      throws_error([&] { add_scaled(y, x, 1.0f); }, "nnops::add_scaled", "partly overlaps"));
+  EXPECT_EQ(buf, before);
+  EXPECT_EQ(pbuf, random_floats(10, 6));
+}
+
+TEST(Errors, MessagesNameTheFunctionCalled) {
+  Tensor w = rnd({4, 8}), w2 = rnd({3});
+  Tensor mask = Tensor::zeros({4, 8}, DType::U8), mask2 = Tensor::zeros({3}, DType::U8);
+  EXPECT_TRUE(throws_error(
+      [&] {
+        global_unstructured({&w, &w2}, PruneAmount::fraction(2.0), {&mask, &mask2});
+      },
+      "nnops::global_unstructured", "amount"));
+  EXPECT_TRUE(throws_error([&] { global_unstructured({&w}, PruneAmount::fraction(2.0), {&mask}); },
+                           "nnops::global_unstructured", "amount"));
+  EXPECT_TRUE(throws_error([&] { l1_unstructured(w, PruneAmount::fraction(2.0), mask); },
+                           "nnops::l1_unstructured", "amount"));
+  Tensor t = rnd({9});
+  Unchanged<float> keep(t);
+  EXPECT_TRUE(throws_error([&] { fill_uniform(t, -2e38f, 2e38f, 1); }, "nnops::fill_uniform",
+                           "float maximum"));
+  EXPECT_TRUE(keep.holds());
+  fill_uniform(t, -1e38f, 1e38f, 1);  // a range of 2e38 still fits a float
+  for (float v : t.to_vector<float>()) EXPECT_TRUE(v >= -1e38f && v < 1e38f);
+}
+
 TEST(Errors, MixedDevicesAreRejected) {
   if (!cuda_available()) GTEST_SKIP() << "needs a usable CUDA device to hold the second tensor";
   Tensor a = rnd({4, 4});

@@ -29,21 +29,28 @@ double ref_ce(const std::vector<double>& x, const std::vector<int32_t>& y, int64
   return r == Reduction::Mean ? total / kept : total;
 }
 
+// F.kl_div(log_softmax(s/T), softmax(t/T), reduction='batchmean') * T^2 written out as PyTorch
+// computes it: pointwise xlogy(p_t, p_t) - p_t * log_p_s, where xlogy(0, y) = 0 unless y is NaN.
 double ref_kd(const std::vector<double>& s, const std::vector<double>& t, int64_t N, int64_t C,
               double T) {
   double total = 0;
   for (int64_t i = 0; i < N; ++i) {
-    auto lse = [&](const std::vector<double>& v) {
-      double mx = -INFINITY, sum = 0;
-      for (int64_t c = 0; c < C; ++c) mx = std::max(mx, v[i * C + c] / T);
-      for (int64_t c = 0; c < C; ++c) sum += std::exp(v[i * C + c] / T - mx);
-      return mx + std::log(sum);
-    };
-    const double ls = lse(s), lt = lse(t);
+    double mx_t = -INFINITY, mx_s = -INFINITY, sum_t = 0, sum_s = 0;
     for (int64_t c = 0; c < C; ++c) {
-      const double log_pt = t[i * C + c] / T - lt, log_ps = s[i * C + c] / T - ls;
-      const double pt = std::exp(log_pt);
-      if (pt > 0) total += pt * (log_pt - log_ps);
+      // std::max would skip a NaN; PyTorch's max propagates it.
+      const double vt = t[i * C + c] / T, vs = s[i * C + c] / T;
+      mx_t = std::isnan(vt) || vt > mx_t ? vt : mx_t;
+      mx_s = std::isnan(vs) || vs > mx_s ? vs : mx_s;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      sum_t += std::exp(t[i * C + c] / T - mx_t);
+      sum_s += std::exp(s[i * C + c] / T - mx_s);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const double p_t = std::exp(t[i * C + c] / T - mx_t) / sum_t;
+      const double log_p_s = s[i * C + c] / T - mx_s - std::log(sum_s);
+      const double xlogy = p_t == 0 && !std::isnan(p_t) ? 0.0 : p_t * std::log(p_t);
+      total += xlogy - p_t * log_p_s;
     }
   }
   return T * T * total / N;
@@ -110,13 +117,24 @@ TEST_P(LossTest, CrossEntropyMatchesReferenceAndFiniteDifferences) {
       const auto fd = numeric_grad(x, f, 1e-4);
       EXPECT_TRUE(all_close(grad, fd, 1e-6, 1e-4));
     } else {
-      // FD is meaningless at 1e4; check the analytic gradient: softmax - target distribution.
-      const auto g = grad.to_vector<float>();
+      // FD is meaningless at 1e4; compare with softmax - target distribution in double. A float
+      // x - max has a relative error u, so p = exp(x - max) errs by u * |x - max| * p <= u / e
+      // absolutely; the normalisation and the scale add a few u relatively.
+      int64_t kept = 0;
+      for (int32_t t : y) kept += t != -100;
+      const double scale = k.red == Reduction::Mean ? 1.0 / kept : 1.0;
+      std::vector<double> ref_grad(x.size(), 0.0);
       for (int64_t i = 0; i < k.N; ++i) {
-        double row = 0;
-        for (int64_t c = 0; c < k.C; ++c) row += g[i * k.C + c];
-        EXPECT_NEAR(row, 0.0, 1e-6) << "gradient rows sum to 0";
+        if (y[i] == -100) continue;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t c = 0; c < k.C; ++c) mx = std::max<double>(mx, x[i * k.C + c]);
+        for (int64_t c = 0; c < k.C; ++c) sum += std::exp(x[i * k.C + c] - mx);
+        for (int64_t c = 0; c < k.C; ++c) {
+          const double target = (c == y[i] ? 1.0 - k.e : 0.0) + k.e / k.C;
+          ref_grad[i * k.C + c] = scale * (std::exp(x[i * k.C + c] - mx) / sum - target);
+        }
       }
+      EXPECT_TRUE(all_close(grad, ref_grad, 2 * kEps32, 8 * kEps32));
     }
   }
 }
@@ -161,6 +179,42 @@ TEST_P(LossTest, KdWithHugeLogitsIsFinite) {
   EXPECT_TRUE(all_close(grad, {1.0, -1.0, 0.0}, 1e-6, 0));
   kd_loss(on(device(), s, {1, 3}), on(device(), s, {1, 3}), 3.0f, loss, &grad);
   EXPECT_NEAR(loss.item(), 0.0, 1e-6) << "KL of a distribution with itself is 0";
+}
+
+TEST_P(LossTest, KdNaNAndInfinityFollowPyTorch) {
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN(), kInf = INFINITY;
+  const std::vector<float> s = {0.5f, -1.0f, 2.0f};
+  Tensor loss = poisoned({1}, device()), grad = poisoned({1, 3}, device());
+  // A NaN or +inf teacher logit, or a teacher row of -inf only: NaN in PyTorch.
+  for (const std::vector<float>& t :
+       {std::vector<float>{kNaN, 0.0f, 1.0f}, {kInf, 0.0f, 1.0f}, {-kInf, -kInf, -kInf}}) {
+    kd_loss(on(device(), s, {1, 3}), on(device(), t, {1, 3}), 2.0f, loss, &grad);
+    EXPECT_TRUE(std::isnan(loss.item())) << "teacher " << t[0] << " " << t[1] << " " << t[2];
+    EXPECT_TRUE(std::isnan(ref_kd(to_double(s), to_double(t), 1, 3, 2.0)));
+  }
+  // Student -inf where the teacher is also -inf: 0 * -inf is NaN in F.kl_div.
+  const std::vector<float> t0 = {-kInf, 0.0f, 1.0f}, s0 = {-kInf, 0.0f, 1.0f};
+  kd_loss(on(device(), s0, {1, 3}), on(device(), t0, {1, 3}), 1.0f, loss, &grad);
+  EXPECT_TRUE(std::isnan(loss.item()));
+  // A teacher -inf over a finite student: that term is xlogy(0, 0) = 0, the loss finite.
+  kd_loss(on(device(), s, {1, 3}), on(device(), t0, {1, 3}), 1.0f, loss, &grad);
+  const double ref = ref_kd(to_double(s), to_double(t0), 1, 3, 1.0);
+  ASSERT_TRUE(std::isfinite(ref));
+  EXPECT_NEAR(loss.item(), ref, 1e-6 + 16 * kEps32 * std::fabs(ref));
+}
+
+TEST_P(LossTest, ZeroClassesAreValid) {
+  Tensor loss = poisoned({1}, device()), grad = poisoned({3, 0}, device());
+  kd_loss(Tensor::empty({3, 0}, DType::F32, device()), Tensor::empty({3, 0}, DType::F32, device()),
+          2.0f, loss, &grad);
+  EXPECT_EQ(loss.item(), 0.0f) << "PyTorch: kl_div over [3, 0] with batchmean is 0";
+  Tensor grad0 = Tensor::empty({0, 0}, DType::F32, device());
+  cross_entropy_loss(Tensor::empty({0, 0}, DType::F32, device()),
+                     Tensor::empty({0}, DType::I32, device()), loss, &grad0);
+  EXPECT_TRUE(std::isnan(loss.item())) << "PyTorch: cross_entropy over [0, 0] is NaN under Mean";
+  cross_entropy_loss(Tensor::empty({0, 0}, DType::F32, device()),
+                     Tensor::empty({0}, DType::I32, device()), loss, &grad0, Reduction::Sum);
+  EXPECT_EQ(loss.item(), 0.0f);
 }
 
 TEST_P(LossTest, GradientIsOptional) {

@@ -89,6 +89,12 @@ TEST_P(OptimTest, AdamEveryOptionOverSeveralSteps) {
             // atol for moments that cancel towards 0 (|g| <= 1, so |m| terms <= 0.1).
             EXPECT_TRUE(all_close(state.exp_avg, ref.m, 6 * 3 * kEps32 * 0.1, 24 * kEps32));
             EXPECT_TRUE(all_close(state.exp_avg_sq, ref.v, 1e-12, 24 * kEps32));
+            if (amsgrad) {
+              // The running max of v carries v's error, nothing more.
+              EXPECT_TRUE(all_close(state.max_exp_avg_sq, ref.vmax, 1e-12, 24 * kEps32));
+            } else {
+              EXPECT_FALSE(state.max_exp_avg_sq.defined()) << "no AMSGrad state without amsgrad";
+            }
             if (masked) {
               const auto pv = p.to_vector<float>(), mv = state.exp_avg.to_vector<float>();
               for (int64_t i = 0; i < n; ++i) {
@@ -191,23 +197,46 @@ TEST_P(OptimTest, SgdEveryOptionOverSeveralSteps) {
 
 TEST_P(OptimTest, MaskedSgdKeepsPrunedWeightsAtZero) {
   const int64_t n = 33;
+  const float lr = 0.1f, momentum = 0.9f;
   std::vector<float> p0 = random_floats(n, 1);
   std::vector<uint8_t> mask(n, 1);
   for (int64_t i = 0; i < n; i += 2) mask[i] = 0;
   Tensor p = on(device(), p0, {n}), mask_t = Tensor::from_vector(mask, {n}, device());
   SgdState st;
+  // One unmasked step fills the whole momentum buffer; then prune and step with the mask.
+  const auto g0 = random_floats(n, 2);
+  sgd_step(SgdOptions{lr, momentum}, p, on(device(), g0, {n}), st);
+  apply_mask(p, mask_t);
+  const auto p1 = p.to_vector<float>(), buf1 = st.momentum_buffer.to_vector<float>();
+  std::vector<double> ref_p(p1.begin(), p1.end()), ref_buf(buf1.begin(), buf1.end());
   for (int step = 0; step < 3; ++step) {
-    sgd_step(SgdOptions{0.1f, 0.9f}, p, on(device(), random_floats(n, 2 + step), {n}), st, &mask_t);
+    const auto g = random_floats(n, 3 + step);
+    sgd_step(SgdOptions{lr, momentum}, p, on(device(), g, {n}), st, &mask_t);
+    for (int64_t i = 0; i < n; ++i) {
+      if (!mask[i]) continue;
+      ref_buf[i] = momentum * ref_buf[i] + g[i];
+      ref_p[i] -= lr * ref_buf[i];
+    }
   }
   const auto pv = p.to_vector<float>(), bv = st.momentum_buffer.to_vector<float>();
   for (int64_t i = 0; i < n; ++i) {
-    if (mask[i]) {
-      EXPECT_NE(pv[i], p0[i]);
-    } else {
-      EXPECT_EQ(pv[i], 0.0f);
-      EXPECT_EQ(bv[i], 0.0f);
-    }
+    if (mask[i]) continue;
+    EXPECT_EQ(pv[i], 0.0f) << i;
+    EXPECT_EQ(bv[i], buf1[i]) << "the momentum of pruned entry " << i << " was touched";
+    ref_p[i] = 0.0, ref_buf[i] = buf1[i];
   }
+  // Kept entries follow torch.optim.SGD: |buf| <= 10 after a few steps, a few u per step.
+  EXPECT_TRUE(all_close(p, ref_p, 3 * 4 * kEps32 * 2, 3 * kEps32));
+  EXPECT_TRUE(all_close(st.momentum_buffer, ref_buf, 3 * 4 * kEps32 * 10, 3 * kEps32));
+}
+
+TEST_P(OptimTest, ClipGradNormWithInfiniteMaxNormOnlyMeasures) {
+  const auto g = random_floats(1023, 5);
+  Tensor a = on(device(), g, {1023});
+  double sum = 0;
+  for (float v : g) sum += double(v) * v;
+  EXPECT_NEAR(clip_grad_norm({&a}, INFINITY), std::sqrt(sum), 1e-12 * std::sqrt(sum));
+  EXPECT_EQ(a.to_vector<float>(), g) << "PyTorch scales by min(inf / norm, 1) = 1: nothing";
 }
 
 TEST_P(OptimTest, ClipGradNorm) {

@@ -143,6 +143,31 @@ TEST_P(PruneTest, LnStructuredPrunesWholeSlices) {
   }
 }
 
+TEST_P(PruneTest, IterativeLnStructuredCountsTheSlicesStillKept) {
+  // torch.nn.utils.prune.ln_structured(amount=0.2) then (amount=0.5) on w = [1..9], dim 1, p 1:
+  // round(0.2 * 9) = 2 slices, then round(0.5 * 7) = 4 of the 7 kept: mask 0 0 0 0 0 0 1 1 1.
+  std::vector<float> w(9);
+  std::iota(w.begin(), w.end(), 1.0f);
+  Tensor wt = on(device(), w, {1, 9});
+  Tensor mask = Tensor::from_vector(std::vector<uint8_t>(9, 1), {1, 9}, device());
+  ln_structured(wt, PruneAmount::fraction(0.2), 1, 1, mask);
+  EXPECT_EQ(mask.to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 1, 1, 1, 1, 1, 1, 1}));
+  ln_structured(wt, PruneAmount::fraction(0.5), 1, 1, mask);
+  EXPECT_EQ(mask.to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 0, 0, 0, 0, 1, 1, 1}));
+  // A count beyond the 3 slices still kept is refused, and the mask is untouched.
+  EXPECT_TRUE(throws_error([&] { ln_structured(wt, PruneAmount::count(4), 1, 1, mask); },
+                           "nnops::ln_structured", "[0, 3]"));
+  EXPECT_EQ(mask.to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 0, 0, 0, 0, 1, 1, 1}));
+  // A slice with one entry still 1 counts as kept (PyTorch's PruningContainer).
+  Tensor w2 = on(device(), random_floats(12, 3), {3, 4});
+  std::vector<uint8_t> m2(12, 1);
+  for (int64_t r = 0; r < 3; ++r) m2[r * 4 + 1] = 0;  // column 1 fully pruned
+  m2[2] = 0;                                          // column 2 partly pruned: still kept
+  Tensor mask2 = Tensor::from_vector(m2, {3, 4}, device());
+  ln_structured(w2, PruneAmount::count(3), 2, 1, mask2);
+  EXPECT_EQ(count_nonzero(mask2), 0) << "3 kept columns (0, 2, 3) pruned by a count of 3";
+}
+
 TEST_P(PruneTest, NmStructuredKeepsTheLargestInEachGroup) {
   for (auto [n_keep, m] :
        std::vector<std::pair<int, int>>{{2, 4}, {1, 4}, {3, 8}, {0, 2}, {1, 1}}) {

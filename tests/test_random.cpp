@@ -1,5 +1,7 @@
 // Philox-4x32-10 against the Random123 known-answer vectors, and the uniform / normal fills:
 // determinism, layout by counter, and moments within bounds from the central limit theorem.
+#include <cstring>
+
 #include "nnops/detail/philox.hpp"
 #include "test_util.hpp"
 
@@ -111,6 +113,27 @@ TEST_P(RandomTest, NormalMoments) {
   Tensor u = Tensor::empty({n}, DType::F32, device());
   fill_normal(u, 1.0f, 2.0f, 9);
   EXPECT_EQ(u.to_vector<float>(), v);
+}
+
+TEST_P(RandomTest, NormalEqualsHostPhiloxBitForBit) {
+  // This file is compiled without multiply-add contraction, like the library's random kernels.
+  for (int64_t n : {1, 2, 7, 33, 1023}) {
+    Tensor t = Tensor::empty({n}, DType::F32, device());
+    fill_normal(t, 0.5f, 3.0f, 77);
+    const auto v = t.to_vector<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto blk = detail::philox_block(77, i / 4);
+      float z[2];
+      const int pair = static_cast<int>(i % 4) / 2;
+      detail::box_muller(detail::bits_to_unit(blk.v[2 * pair]),
+                         detail::bits_to_unit(blk.v[2 * pair + 1]), z[0], z[1]);
+      const float expected = 0.5f + 3.0f * z[i % 2];
+      uint32_t got_bits, want_bits;
+      std::memcpy(&got_bits, &v[i], 4);
+      std::memcpy(&want_bits, &expected, 4);
+      ASSERT_EQ(got_bits, want_bits) << "n=" << n << " element " << i;
+    }
+  }
 }
 
 NNOPS_INSTANTIATE_DEVICES(RandomTest);

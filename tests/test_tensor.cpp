@@ -1,4 +1,5 @@
 // Tensor construction, transfers, views and the device queries.
+#include <algorithm>
 #include <cstdlib>
 
 #include "test_util.hpp"
@@ -110,15 +111,155 @@ TEST(Tensor, BadShapesAndDTypesAreErrors) {
   EXPECT_TRUE(throws_error([&] { f.data<uint8_t>(); }, "nnops::Tensor::data"));
   Tensor undefined;
   EXPECT_FALSE(undefined.defined());
-  EXPECT_TRUE(throws_error([&] { undefined.clone(); }, "nnops::Tensor::to", "undefined"));
+  EXPECT_TRUE(throws_error([&] { undefined.clone(); }, "nnops::Tensor::clone", "undefined"));
 }
+
+TEST(Tensor, MovedFromTensorsAreUndefined) {
+  Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4}, {2, 2});
+  Tensor b = std::move(a);
+  EXPECT_FALSE(a.defined());  // NOLINT(bugprone-use-after-move): the state after a move is API
+  EXPECT_EQ(a.numel(), 0);
+  EXPECT_TRUE(a.shape().empty());
+  EXPECT_EQ(a.raw_data(), nullptr);
+  EXPECT_TRUE(throws_error([&] { fill(a, 7.0f); }, "nnops::fill", "undefined"));
+  EXPECT_EQ(b.to_vector<float>(), (std::vector<float>{1, 2, 3, 4}));
+  Tensor c;
+  c = std::move(b);
+  EXPECT_FALSE(b.defined());  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(c.numel(), 4);
+  AdamState st;
+  st.exp_avg = Tensor::zeros({3});
+  st.step = 5;
+  AdamState st2 = std::move(st);
+  EXPECT_FALSE(st.exp_avg.defined());  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(st.step, 0);
+  EXPECT_EQ(st2.step, 5);
+  SgdState sg;
+  sg.momentum_buffer = Tensor::zeros({3});
+  SgdState sg2 = std::move(sg);
+  EXPECT_FALSE(sg.momentum_buffer.defined());  // NOLINT(bugprone-use-after-move)
+  EXPECT_TRUE(sg2.momentum_buffer.defined());
+}
+
+TEST(Tensor, ConstWrappedMemoryIsReadOnly) {
+  static const float kTable[4] = {1, 2, 3, 4};
+  Tensor t = Tensor::wrap(kTable, {4});
+  EXPECT_TRUE(t.is_read_only());
+  EXPECT_TRUE(
+      throws_error([&] { fill(t, 0.0f); }, "nnops::fill", "t (F32 [4] on CPU) is read-only"));
+  Tensor y = Tensor::zeros({4});
+  EXPECT_TRUE(throws_error([&] { add_scaled(t, y, 1.0f); }, "nnops::add_scaled", "read-only"));
+  EXPECT_TRUE(throws_error([&] { t.data<float>(); }, "nnops::Tensor::data", "read-only"));
+  // Reading is fine: as an input, a copy, or through const access.
+  activation_forward(Activation::ReLU, t, y);
+  EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{1, 2, 3, 4}));
+  const Tensor& ct = t;
+  EXPECT_EQ(ct.data<float>()[2], 3.0f);
+  Tensor view = t.narrow(1, 2);
+  EXPECT_TRUE(view.is_read_only());
+  EXPECT_TRUE(throws_error([&] { fill(view, 0.0f); }, "nnops::fill", "read-only"));
+  EXPECT_FALSE(t.clone().is_read_only());
+  float mutable_table[2] = {5, 6};
+  EXPECT_FALSE(Tensor::wrap(mutable_table, {2}).is_read_only());
+}
+
+class TensorOpsTest : public DeviceTest {};
+
+TEST_P(TensorOpsTest, NarrowViewsRowsAndKeepsTheOwnerAlive) {
+  const auto v = random_floats(7 * 3, 4);
+  Tensor view;
+  {
+    Tensor owner = on(device(), v, {7, 3});
+    view = owner.narrow(2, 4);
+  }  // the owner is gone; the view still holds its storage
+  EXPECT_EQ(view.shape(), (Shape{4, 3}));
+  EXPECT_TRUE(view.is_view());
+  EXPECT_EQ(view.to_vector<float>(), std::vector<float>(v.begin() + 6, v.begin() + 18));
+  fill(view, 2.0f);  // writes through to the shared storage
+  EXPECT_EQ(view.narrow(3, 1).to_vector<float>(), std::vector<float>(3, 2.0f));
+  EXPECT_EQ(view.narrow(4, 0).numel(), 0);
+  EXPECT_TRUE(throws_error([&] { view.narrow(3, 2); }, "nnops::Tensor::narrow", "outside"));
+  EXPECT_TRUE(throws_error([&] { view.narrow(-1, 1); }, "nnops::Tensor::narrow", "outside"));
+}
+
+TEST_P(TensorOpsTest, CopyBetweenTensorsOnAnyDevices) {
+  for (int64_t n : {1, 7, 1023}) {
+    const auto v = random_floats(n, 11 + n);
+    Tensor src = on(device(), v, {n});
+    Tensor dst = poisoned({n}, device());
+    copy(dst, src);
+    EXPECT_EQ(dst.to_vector<float>(), v);
+    Tensor host = poisoned({n}, Device::CPU);
+    copy(host, src);
+    EXPECT_EQ(host.to_vector<float>(), v);
+    Tensor back = poisoned({n}, device());
+    copy(back, host);
+    EXPECT_EQ(back.to_vector<float>(), v);
+    copy(back, back);  // in place: a no-op
+    EXPECT_EQ(back.to_vector<float>(), v);
+  }
+  Tensor buf = on(device(), random_floats(8, 1), {8});
+  Tensor lo = buf.narrow(0, 5), hi = buf.narrow(3, 5);
+  const auto before = buf.to_vector<float>();
+  EXPECT_TRUE(throws_error([&] { copy(hi, lo); }, "nnops::copy", "partly overlaps"));
+  EXPECT_EQ(buf.to_vector<float>(), before);
+  Tensor wrong = Tensor::zeros({8}, DType::I32, device());
+  EXPECT_TRUE(throws_error([&] { copy(wrong, buf); }, "nnops::copy", "dtypes must match"));
+  Tensor shape = Tensor::zeros({2, 4}, DType::F32, device());
+  EXPECT_TRUE(throws_error([&] { copy(shape, buf); }, "nnops::copy", "shapes must match"));
+}
+
+TEST_P(TensorOpsTest, ArgmaxOverTheLastDimension) {
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 33}, {33, 1023}}) {
+    const auto x = random_floats(rows * cols, 21 + cols);
+    Tensor out = Tensor::from_vector(std::vector<int32_t>(rows, -7), {rows}, device());
+    argmax(on(device(), x, {rows, cols}), out);
+    const auto got = out.to_vector<int32_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row = x.begin() + r * cols;
+      ASSERT_EQ(got[r], std::max_element(row, row + cols) - row) << "row " << r;
+    }
+  }
+  // Ties give the first index; NaN wins, the first NaN of a row (torch.argmax).
+  Tensor x = on(device(), {1, 3, 3, 0, 5, kNaN, 6, kNaN, -1, -1, -1, -1}, {3, 4});
+  Tensor out = Tensor::zeros({3}, DType::I32, device());
+  argmax(x, out);
+  EXPECT_EQ(out.to_vector<int32_t>(), (std::vector<int32_t>{1, 1, 0}));
+  // Higher rank: the output drops the last dimension.
+  Tensor x3 = on(device(), random_floats(2 * 3 * 5, 3), {2, 3, 5});
+  Tensor out2 = Tensor::zeros({2, 3}, DType::I32, device());
+  argmax(x3, out2);
+  Tensor bad = Tensor::zeros({6}, DType::I32, device());
+  EXPECT_TRUE(throws_error([&] { argmax(x3, bad); }, "nnops::argmax", "must be [2, 3]"));
+  Tensor empty_rows = Tensor::zeros({3}, DType::I32, device());
+  EXPECT_TRUE(throws_error(
+      [&] {
+        argmax(Tensor::empty({3, 0}, DType::F32, device()), empty_rows);
+      },
+      "nnops::argmax", "empty row"));
+}
+
+TEST_P(TensorOpsTest, CountNonzero) {
+  for (int64_t n : {0, 1, 7, 1023, 100003}) {
+    std::vector<uint8_t> m(n);
+    int64_t expected = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      m[i] = static_cast<uint8_t>((i * 7919) % 5 == 0 ? 0 : i % 3 + 1);
+      expected += m[i] != 0;
+    }
+    EXPECT_EQ(count_nonzero(Tensor::from_vector(m, {n}, device())), expected) << n;
+  }
+}
+
+NNOPS_INSTANTIATE_DEVICES(TensorOpsTest);
 
 TEST(Device, CudaTensorsWithoutAGpuAreErrors) {
   if (cuda_available()) GTEST_SKIP() << "a GPU is usable here; this checks the no-GPU path";
   EXPECT_TRUE(throws_error([] { Tensor::empty({4}, DType::F32, Device::CUDA); },
                            "nnops::Tensor::empty", "CUDA"));
   Tensor cpu = Tensor::zeros({4});
-  EXPECT_TRUE(throws_error([&] { cpu.to(Device::CUDA); }, "nnops::Tensor::empty", "CUDA"));
+  EXPECT_TRUE(throws_error([&] { cpu.to(Device::CUDA); }, "nnops::Tensor::to", "CUDA"));
 }
 
 TEST(Device, DefaultDeviceFollowsTheEnvironment) {

@@ -33,21 +33,7 @@ Tensor teacher_function(const Tensor& x, int64_t out, float noise, uint64_t seed
 Split take_rows(const Tensor& x, const Tensor& y, int64_t start, int64_t count,
                 nnops::Device device) {
   // Copies (not views) so each split owns its memory.
-  auto copy_rows = [&](const Tensor& t) {
-    nnops::Shape shape = t.shape();
-    const int64_t row = t.numel() / shape[0];
-    shape[0] = count;
-    if (t.dtype() == DType::I32) {
-      const auto all = t.to_vector<int32_t>();
-      return Tensor::from_vector(
-          std::vector<int32_t>(all.begin() + start * row, all.begin() + (start + count) * row),
-          shape, device);
-    }
-    const auto all = t.to_vector<float>();
-    return Tensor::from_vector(
-        std::vector<float>(all.begin() + start * row, all.begin() + (start + count) * row), shape,
-        device);
-  };
+  auto copy_rows = [&](const Tensor& t) { return t.narrow(start, count).to(device); };
   return Split{copy_rows(x), copy_rows(y)};
 }
 

@@ -85,22 +85,22 @@ class Trainer {
     double total = 0.0;
     int64_t correct = 0;
     Tensor loss = Tensor::empty({1}, DType::F32, device_);
+    Tensor predictions = Tensor::empty({o_.batch}, DType::I32, device_);
     const std::vector<int32_t> labels =
         o_.task == Task::Classify ? s.y.to_vector<int32_t>() : std::vector<int32_t>();
     for (int64_t start = 0; start < s.rows(); start += o_.batch) {
       const int64_t count = std::min(o_.batch, s.rows() - start);
-      const Tensor x = row_view(s.x, start, count);
+      const Tensor x = s.x.narrow(start, count);
       const Tensor y = ws.forward(m, x);
       if (o_.task == Task::Regress) {
-        nnops::mse_loss(y, row_view(s.y, start, count), loss, nullptr, nnops::Reduction::Sum);
+        nnops::mse_loss(y, s.y.narrow(start, count), loss, nullptr, nnops::Reduction::Sum);
       } else {
-        nnops::cross_entropy_loss(y, row_view(s.y, start, count), loss, nullptr,
+        nnops::cross_entropy_loss(y, s.y.narrow(start, count), loss, nullptr,
                                   nnops::Reduction::Sum);
-        const auto logits = y.to_vector<float>();
-        for (int64_t r = 0; r < count; ++r) {
-          const float* row = logits.data() + r * m.out;
-          correct += std::max_element(row, row + m.out) - row == labels[start + r];
-        }
+        Tensor predicted = predictions.narrow(0, count);
+        nnops::argmax(y, predicted);
+        const auto classes = predicted.to_vector<int32_t>();
+        for (int64_t r = 0; r < count; ++r) correct += classes[r] == labels[start + r];
       }
       total += loss.item();
     }
@@ -134,7 +134,7 @@ class Trainer {
       double sum = 0.0;
       for (int64_t b : order) {
         const int64_t start = b * o_.batch;
-        const Tensor x = row_view(train.x, start, o_.batch);
+        const Tensor x = train.x.narrow(start, o_.batch);
         const Tensor y = ws.forward(m, x);
         Tensor grad = ws.output_grad();
         sum += loss_fn(y, start, o_.batch, grad);
@@ -154,9 +154,9 @@ class Trainer {
   LossFn supervised_loss(const Split& train) {
     return [this, &train](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
       if (o_.task == Task::Regress) {
-        nnops::mse_loss(y, row_view(train.y, start, count), loss_, &grad);
+        nnops::mse_loss(y, train.y.narrow(start, count), loss_, &grad);
       } else {
-        nnops::cross_entropy_loss(y, row_view(train.y, start, count), loss_, &grad);
+        nnops::cross_entropy_loss(y, train.y.narrow(start, count), loss_, &grad);
       }
       return loss_.item();
     };
@@ -169,12 +169,12 @@ class Trainer {
     kd_value_ = Tensor::empty({1}, DType::F32, device_);
     return
         [this, &train, &teacher_out](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
-          const Tensor t = row_view(teacher_out, start, count);
+          const Tensor t = teacher_out.narrow(start, count);
           if (o_.task == Task::Regress) {
             nnops::mse_loss(y, t, loss_, &grad);
             return loss_.item();
           }
-          nnops::cross_entropy_loss(y, row_view(train.y, start, count), loss_, &grad);
+          nnops::cross_entropy_loss(y, train.y.narrow(start, count), loss_, &grad);
           nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
           nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
           return o_.alpha * kd_value_.item() + (1.0f - o_.alpha) * loss_.item();
@@ -187,9 +187,9 @@ class Trainer {
     Workspace ws(m, o_.batch);
     for (int64_t start = 0; start < s.rows(); start += o_.batch) {
       const int64_t count = std::min(o_.batch, s.rows() - start);
-      Tensor y = ws.forward(m, row_view(s.x, start, count));
-      Tensor dst = row_view(out, start, count);
-      nnops::add_scaled(dst, y, 1.0f, 0.0f);
+      Tensor y = ws.forward(m, s.x.narrow(start, count));
+      Tensor dst = out.narrow(start, count);
+      nnops::copy(dst, y);
     }
     return out;
   }
@@ -233,6 +233,10 @@ TensorMap to_checkpoint(const Mlp& m, const Options& o) {
                                      static_cast<int32_t>(o.heldout_samples),
                                      static_cast<int32_t>(o.batch)};
   t.emplace("meta", Tensor::from_vector(meta, {6}));
+  // The 64-bit seed as two 32-bit words (low, high); meta[2] keeps the low word.
+  const std::vector<int32_t> seed_words = {static_cast<int32_t>(o.seed & 0xFFFFFFFFu),
+                                           static_cast<int32_t>(o.seed >> 32)};
+  t.emplace("seed", Tensor::from_vector(seed_words, {2}));
   t.emplace("noise", Tensor::from_vector(std::vector<float>{o.noise}, {1}));
   return t;
 }
@@ -311,7 +315,13 @@ int run(const Options& o) {
       const auto meta = t["meta"].to_vector<int32_t>();
       Options data_opts = o;
       data_opts.task = meta[1] ? Task::Classify : Task::Regress;
-      data_opts.seed = static_cast<uint64_t>(meta[2]);
+      data_opts.seed = static_cast<uint32_t>(meta[2]);
+      if (t.count("seed")) {
+        const auto words = t["seed"].to_vector<int32_t>();
+        if (words.size() != 2) throw std::runtime_error(path + ": bad seed");
+        data_opts.seed = static_cast<uint64_t>(static_cast<uint32_t>(words[0])) |
+                         static_cast<uint64_t>(static_cast<uint32_t>(words[1])) << 32;
+      }
       data_opts.train_samples = meta[3], data_opts.heldout_samples = meta[4],
       data_opts.batch = meta[5];
       data_opts.noise = t["noise"].item();

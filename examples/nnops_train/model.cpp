@@ -31,25 +31,7 @@ int64_t Mlp::parameter_count() const {
 }
 
 int64_t Mlp::nonzero_weights() const {
-  const auto kept = [](const Tensor& mask) {
-    return static_cast<int64_t>(std::llround((1.0 - nnops::sparsity(mask)) * mask.numel()));
-  };
-  return kept(m1) + kept(m2) + b1.numel() + b2.numel();
-}
-
-Tensor row_view(const Tensor& t, int64_t start, int64_t count) {
-  nnops::Shape shape = t.shape();
-  const int64_t row_size = t.numel() / shape[0];
-  shape[0] = count;
-  switch (t.dtype()) {
-    case DType::F32:
-      return Tensor::wrap(t.data<float>() + start * row_size, shape, t.device());
-    case DType::I32:
-      return Tensor::wrap(t.data<int32_t>() + start * row_size, shape, t.device());
-    case DType::U8:
-      return Tensor::wrap(t.data<uint8_t>() + start * row_size, shape, t.device());
-  }
-  return Tensor();
+  return nnops::count_nonzero(m1) + nnops::count_nonzero(m2) + b1.numel() + b2.numel();
 }
 
 Workspace::Workspace(const Mlp& m, int64_t capacity) {
@@ -68,13 +50,13 @@ Workspace::Workspace(const Mlp& m, int64_t capacity) {
   db2_ = Tensor::empty({m.out}, DType::F32, m.device);
 }
 
-Tensor Workspace::rows(Tensor& t, int64_t cols) const {
-  return Tensor::wrap(t.data<float>(), {rows_, cols}, t.device());
+Tensor Workspace::rows(Tensor& t) const {
+  return t.narrow(0, rows_);
 }
 
 Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
   rows_ = x.dim(0);
-  Tensor h = rows(h_, m.hidden), a = rows(a_, m.hidden), y = rows(y_, m.out);
+  Tensor h = rows(h_), a = rows(a_), y = rows(y_);
   nnops::linear_forward(x, m.w1, &m.b1, h);
   if (m.activation) {
     nnops::activation_forward(*m.activation, h, a);
@@ -86,12 +68,12 @@ Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
 }
 
 Tensor Workspace::output_grad() {
-  return rows(dy_, dy_.dim(1));
+  return rows(dy_);
 }
 
 void Workspace::backward(const Mlp& m, const Tensor& x) {
-  Tensor h = rows(h_, m.hidden), a = rows(a_, m.hidden), dy = rows(dy_, m.out);
-  Tensor da = rows(da_, m.hidden), dh = rows(dh_, m.hidden);
+  Tensor h = rows(h_), a = rows(a_), dy = rows(dy_);
+  Tensor da = rows(da_), dh = rows(dh_);
   nnops::linear_backward(m.activation ? a : h, m.w2, dy, &da, dw2_, &db2_);
   if (m.activation) {
     nnops::activation_backward(*m.activation, h, da, dh);

@@ -40,14 +40,11 @@ class Workspace {
   void reset_optimizer() { states_ = std::vector<nnops::AdamState>(4); }
 
  private:
-  nnops::Tensor rows(nnops::Tensor& t, int64_t cols) const;
+  nnops::Tensor rows(nnops::Tensor& t) const;  // the first rows_ rows of a buffer
   int64_t rows_ = 0;
   nnops::Tensor h_, a_, y_, dy_, da_, dh_;
   nnops::Tensor dw1_, db1_, dw2_, db2_;
   std::vector<nnops::AdamState> states_{4};
 };
-
-// A contiguous block of rows [start, start + count) of a 2-D (or 1-D) tensor, as a view.
-nnops::Tensor row_view(const nnops::Tensor& t, int64_t start, int64_t count);
 
 }  // namespace train

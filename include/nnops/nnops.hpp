@@ -11,4 +11,5 @@
 #include "nnops/prune.hpp"
 #include "nnops/random.hpp"
 #include "nnops/tensor.hpp"
+#include "nnops/tensor_ops.hpp"
 #include "nnops/version.hpp"

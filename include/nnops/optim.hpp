@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "nnops/tensor.hpp"
@@ -18,9 +19,26 @@ struct AdamOptions {
 
 // Undefined moment tensors are created (zeros, the parameter's shape and device) on first use,
 // as PyTorch creates its state lazily.
+// Moving leaves the source as a fresh state (undefined tensors, step 0).
 struct AdamState {
   Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
   int64_t step = 0;
+
+  AdamState() = default;
+  AdamState(AdamState&& other) noexcept
+      : exp_avg(std::move(other.exp_avg)),
+        exp_avg_sq(std::move(other.exp_avg_sq)),
+        max_exp_avg_sq(std::move(other.max_exp_avg_sq)),
+        step(std::exchange(other.step, 0)) {}
+  AdamState& operator=(AdamState&& other) noexcept {
+    if (this != &other) {
+      exp_avg = std::move(other.exp_avg);
+      exp_avg_sq = std::move(other.exp_avg_sq);
+      max_exp_avg_sq = std::move(other.max_exp_avg_sq);
+      step = std::exchange(other.step, 0);
+    }
+    return *this;
+  }
 };
 
 void adam_step(const AdamOptions& options, Tensor& param, const Tensor& grad, AdamState& state,
@@ -36,6 +54,7 @@ struct SgdOptions {
   bool nesterov = false, maximize = false;
 };
 
+// Moving leaves the source undefined (a moved-from Tensor is undefined).
 struct SgdState {
   Tensor momentum_buffer;  // created on the first step with momentum != 0
 };
@@ -44,7 +63,8 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
               const Tensor* mask = nullptr);
 
 // Returns the total L2 norm of all gradients and scales them by max_norm / (norm + 1e-6) when
-// that factor is below 1 (or NaN, as PyTorch propagates a non-finite norm).
+// that factor is below 1 (or NaN, as PyTorch propagates a non-finite norm). max_norm may be
+// +inf (nothing is scaled).
 double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm);
 
 }  // namespace nnops

@@ -38,8 +38,9 @@ void l1_unstructured(const Tensor& w, PruneAmount amount, Tensor& mask);
 void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amount,
                          const std::vector<Tensor*>& masks);
 
-// Prune whole slices w.select(dim, i) with the smallest L-p norm (p = 1 or 2); the amount
-// counts slices, over all of them. dim may be negative.
+// Prune whole slices w.select(dim, i) with the smallest L-p norm (p = 1 or 2). The amount counts
+// the slices still kept (any mask entry 1), as PyTorch's iterative pruning does; dim may be
+// negative.
 void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& mask);
 
 // In each group of m consecutive entries along the last dimension keep the n largest |w|
@@ -49,7 +50,10 @@ void nm_structured(const Tensor& w, int n, int m, Tensor& mask);
 // w = w * mask (pruned entries become exactly 0).
 void apply_mask(Tensor& w, const Tensor& mask);
 
-// The fraction of entries that the mask prunes (0 for an empty mask).
+// The fraction of entries that the mask prunes (0 for an empty mask). Waits for the device.
 double sparsity(const Tensor& mask);
+
+// The number of nonzero entries of a U8 mask (the entries it keeps). Waits for the device.
+int64_t count_nonzero(const Tensor& mask);
 
 }  // namespace nnops

@@ -1,0 +1,57 @@
+// Validation and dispatch for copy and argmax.
+#include "nnops/tensor_ops.hpp"
+
+#include <limits>
+
+#include "backend.hpp"
+#include "check.hpp"
+
+namespace nnops {
+
+void copy(Tensor& dst, const Tensor& src) {
+  detail::ArgCheck check("nnops::copy");
+  if (!dst.defined()) check.fail("dst is an undefined tensor");
+  if (!src.defined()) check.fail("src is an undefined tensor");
+  if (dst.is_read_only())
+    check.fail_with("dst (", dst.describe(), ") is read-only (wrapped from const memory)");
+  if (dst.dtype() != src.dtype()) {
+    check.fail_with("dst is ", to_string(dst.dtype()), " but src is ", to_string(src.dtype()),
+                    " (dtypes must match)");
+  }
+  check.same_shape("dst", dst, "src", src).in_place_or_disjoint("dst", dst, "src", src);
+  if (dst.numel() == 0 || dst.raw_data() == static_cast<const Tensor&>(src).raw_data()) return;
+  void* to = dst.raw_data();
+  const void* from = src.raw_data();
+  const size_t bytes = dst.nbytes();
+  detail::guarded(check.fn(), [&] {
+    if (dst.device() == src.device()) {
+      detail::backend_for(dst.device(), check.fn()).copy_within(to, from, bytes);
+    } else if (src.device() == Device::CPU) {
+      detail::backend_for(dst.device(), check.fn()).copy_from_host(to, from, bytes);
+    } else {
+      detail::backend_for(src.device(), check.fn()).copy_to_host(to, from, bytes);
+    }
+  });
+}
+
+void argmax(const Tensor& x, Tensor& out) {
+  detail::ArgCheck check("nnops::argmax");
+  check.tensor("x", x, DType::F32).output("out", out, DType::I32).min_ndim("x", x, 1);
+  const int64_t cols = x.dim(-1);
+  Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
+  check.shape_is("out", out, rows_shape);
+  if (cols == 0 && x.numel() == 0 && out.numel() > 0) {
+    check.fail_with("x is ", shape_to_string(x.shape()), ": argmax of an empty row is undefined");
+  }
+  if (cols > std::numeric_limits<int32_t>::max()) {
+    check.fail_with("x has ", cols, " entries per row; I32 indices reach ",
+                    std::numeric_limits<int32_t>::max());
+  }
+  check.no_alias("out", &out, "x", x);
+  if (out.numel() == 0) return;
+  check.run([&](detail::Backend& be) {
+    be.argmax(out.data<int32_t>(), x.data<float>(), out.numel(), cols);
+  });
+}
+
+}  // namespace nnops
