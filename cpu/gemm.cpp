@@ -1,7 +1,8 @@
 // CPU GEMM after BLIS / Goto: op(b) is packed into NR-wide panels and op(a) into MR-tall panels
-// (edges zero-padded), and an MR x NR register-blocked micro-kernel runs over them. The
-// micro-kernel is one portable loop nest compiled twice, for baseline x86-64 and for AVX2+FMA,
-// and picked at run time. With beta == 0, c is never read.
+// (edges zero-padded), and an MR x NR register-blocked micro-kernel runs over them. Two
+// micro-kernels, picked at run time: a portable loop nest the compiler vectorizes for baseline
+// x86-64, and an AVX2+FMA one in intrinsics whose accumulators stay in registers. Threads split
+// the output's 16-column panels only. With beta == 0, c is never read.
 #include <omp.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -28,17 +29,10 @@ constexpr int64_t kKC = 256;   // a 6 x 256 A panel (6 KiB) and 256 x 16 B panel
 constexpr int64_t kMC = 96;    // A block of 96 x 256 floats (96 KiB) stays in L2
 constexpr int64_t kNC = 2048;  // B block of 256 x 2048 floats (2 MiB) lives in L3
 
-#if defined(__GNUC__)
-#define NNOPS_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define NNOPS_ALWAYS_INLINE inline
-#endif
-
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c; only the valid mr x nr
-// corner is written. beta == 0 writes without reading c.
-NNOPS_ALWAYS_INLINE void micro_kernel_body(int64_t kc, const float* __restrict a,
-                                           const float* __restrict b, float* c, int64_t ldc,
-                                           float alpha, float beta, int mr, int nr) {
+// corner is written. beta == 0 writes without reading c. The portable reference kernel.
+void micro_kernel_generic(int64_t kc, const float* __restrict a, const float* __restrict b,
+                          float* c, int64_t ldc, float alpha, float beta, int mr, int nr) {
   float acc[kMR][kNR] = {};
   for (int64_t p = 0; p < kc; ++p) {
     const float* ap = a + p * kMR;
@@ -60,16 +54,11 @@ NNOPS_ALWAYS_INLINE void micro_kernel_body(int64_t kc, const float* __restrict a
   }
 }
 
-void micro_kernel_generic(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                          float alpha, float beta, int mr, int nr) {
-  micro_kernel_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
-}
-
 #if defined(__x86_64__) && defined(__GNUC__)
 // The same computation with AVX2 intrinsics: the 6 x 16 accumulators live in 12 ymm
 // registers, each step broadcasts one A value per row and issues two FMAs per row against two
-// B vectors. Per element the sum still runs over p in order, with one fused multiply-add each,
-// exactly as the portable kernel compiled for FMA does.
+// B vectors. Per element the sum still runs over p in order, with one fused multiply-add each
+// (the portable kernel, built without FMA, rounds the product and the sum separately).
 __attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* a,
                                                            const float* b, float* c, int64_t ldc,
                                                            float alpha, float beta, int mr,

@@ -25,11 +25,24 @@ class OutOfMemory : public Error {
               " bytes") {}
 };
 
+// How many guarded() calls this thread is inside: only the outermost names the function, so
+// a tensor that adam_step allocates fails as adam_step, not as Tensor::zeros.
+inline int& guarded_depth() {
+  static thread_local int depth = 0;
+  return depth;
+}
+
 // Runs `body` on behalf of the public function `fn`: an allocation failure inside becomes an
 // nnops::Error that names fn (and the byte count where the allocation site knew it).
 template <class Body>
 decltype(auto) guarded(const char* fn, Body&& body) {
+  if (guarded_depth() > 0) return std::forward<Body>(body)();
+  struct Depth {
+    Depth() { ++guarded_depth(); }
+    ~Depth() { --guarded_depth(); }
+  };
   try {
+    const Depth depth;
     return std::forward<Body>(body)();
   } catch (const OutOfMemory& e) {
     throw Error(std::string(fn) + ": " + e.what());
