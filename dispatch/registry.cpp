@@ -5,6 +5,7 @@
 #include <string>
 
 #include "backend.hpp"
+#include "nnops/cuda.hpp"
 #include "nnops/device.hpp"
 
 namespace nnops {
@@ -65,6 +66,25 @@ Device default_device() {
   }
   return cuda_available() ? Device::CUDA : Device::CPU;
 }
+
+#ifndef NNOPS_WITH_CUDA
+namespace cuda {
+Stream current_stream() {
+  return nullptr;
+}
+void set_current_stream(Stream stream) {
+  // nullptr (the default stream) is accepted, so a StreamGuard can always restore it.
+  if (stream != nullptr)
+    throw Error("nnops::cuda::set_current_stream: nnops was built without CUDA");
+}
+int device_count() {
+  return 0;
+}
+void set_device(int) {
+  throw Error("nnops::cuda::set_device: nnops was built without CUDA");
+}
+}  // namespace cuda
+#endif
 
 void synchronize(Device device) {
   detail::backend_for(device, "nnops::synchronize").synchronize();

@@ -1,0 +1,112 @@
+// The CUDA backend: every op enqueued on the calling thread's current stream, memory from CUDA's
+// stream-ordered pool, and errors only the device can see recorded in a device flag that the next
+// synchronising call turns into an nnops::Error.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "../dispatch/backend.hpp"
+#include "cuda_check.hpp"
+
+namespace nnops::detail {
+
+// Bits of the device error flag.
+enum DeviceError : unsigned { kTargetOutOfRange = 1u };
+
+cudaStream_t current_cuda_stream();
+extern thread_local cudaStream_t t_stream;  // the calling thread's stream
+void keep_pool_memory(int device);
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(unsigned* d_error_flags) : d_error_flags_(d_error_flags) {}
+  Device device() const override { return Device::CUDA; }
+
+  void* allocate(size_t bytes) override;
+  void deallocate(void* ptr) noexcept override;
+  void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  void copy_within(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(void* dst, size_t bytes) override;
+  void synchronize() override;
+
+  void gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+            const GemmOptions& options) override;
+  void linear_forward(float* y, const float* x, const float* w, const float* bias, int64_t rows,
+                      int64_t in, int64_t out) override;
+  void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                       const float* dy, int64_t rows, int64_t in, int64_t out) override;
+
+  void activation_forward(float* y, const float* x, int64_t n, Activation activation,
+                          float negative_slope) override;
+  void activation_backward(float* dx, const float* x, const float* dy, int64_t n,
+                           Activation activation, float negative_slope) override;
+  void softmax_forward(float* y, const float* x, int64_t rows, int64_t cols, bool log) override;
+  void softmax_backward(float* dx, const float* y, const float* dy, int64_t rows, int64_t cols,
+                        bool log) override;
+
+  void mse_loss(float* loss, float* grad, const float* pred, const float* target, int64_t n,
+                Reduction reduction) override;
+  void cross_entropy_loss(float* loss, float* grad, const float* logits, const int32_t* targets,
+                          int64_t rows, int64_t classes, Reduction reduction, float label_smoothing,
+                          int32_t ignore_index) override;
+  void kd_loss(float* loss, float* grad, const float* student, const float* teacher, int64_t rows,
+               int64_t classes, float temperature) override;
+
+  void adam_step(const AdamTensor* tensors, int64_t count) override;
+  void sgd_step(float* param, const float* grad, float* momentum_buffer, const uint8_t* mask,
+                int64_t n, const SgdScalars& scalars) override;
+  double sum_squares(const float* x, int64_t n) override;
+  void scale(float* x, int64_t n, float factor) override;
+
+  void prune_unstructured(uint8_t* const* masks, const float* const* ws, const int64_t* sizes,
+                          int64_t tensor_count, int64_t k) override;
+  int64_t count_kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
+                            int64_t inner) override;
+  void prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
+                           int64_t inner, int p, int64_t k) override;
+  void prune_nm(uint8_t* mask, const float* w, int64_t groups, int n, int m) override;
+  void apply_mask(float* w, const uint8_t* mask, int64_t n) override;
+  int64_t count_nonzero(const uint8_t* mask, int64_t n) override;
+
+  void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) override;
+  void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) override;
+  void fill(float* t, int64_t n, float value) override;
+
+  void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
+  void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;
+
+  unsigned* error_flags() const { return d_error_flags_; }
+  // Waits for the current stream and throws for any error a kernel recorded.
+  void wait_and_check();
+
+ private:
+  unsigned* d_error_flags_;
+};
+
+// After every launch: the launch status, and with NNOPS_CUDA_SYNC_CHECKS=1 a wait and a check.
+void check_launch(const char* kernel);
+
+// Scratch device memory from the stream-ordered pool, freed on the current stream.
+class DeviceScratch {
+ public:
+  explicit DeviceScratch(size_t bytes);
+  ~DeviceScratch();
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+// Grid size for a grid-stride loop over n items with `threads` per block.
+inline unsigned grid_for(int64_t n, int threads, unsigned max_blocks = 65535u * 8) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > max_blocks ? max_blocks : blocks));
+}
+
+}  // namespace nnops::detail

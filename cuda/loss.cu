@@ -1,0 +1,179 @@
+// CUDA losses: one block per row writes the gradient row and the row's loss (in double) to a
+// scratch array; one block then adds the rows in a fixed order. No floating-point atomics, so
+// every run gives the same bits. Formulas as cpu/loss.cpp.
+#include <cmath>
+
+#include "cuda_backend.hpp"
+#include "row_reduce.cuh"
+
+namespace nnops::detail {
+
+namespace {
+
+// One block: out = scale * sum(d_terms[0, n)) in a fixed order; `nan_if_zero`: the Mean of no
+// rows is NaN.
+__global__ void finish_sum_kernel(float* d_loss, const double* d_terms, int64_t n, double scale,
+                                  const int64_t* d_count, bool mean_over_count) {
+  __shared__ double s_sum[32];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += d_terms[i];
+  s = block_reduce(s, SumOp{}, s_sum);
+  if (threadIdx.x == 0) {
+    if (mean_over_count) scale = 1.0 / static_cast<double>(*d_count);  // 0 rows: NaN (0/0)
+    *d_loss = static_cast<float>(s * scale);
+  }
+}
+
+// Per-block partial sums over a fixed grid (its size depends on n only).
+__global__ void mse_kernel(double* d_partial, float* d_grad, const float* d_pred,
+                           const float* d_target, int64_t n, float grad_scale) {
+  __shared__ double s_sum[32];
+  double s = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float d = d_pred[i] - d_target[i];
+    if (d_grad) d_grad[i] = grad_scale * d;
+    s += static_cast<double>(d) * d;
+  }
+  s = block_reduce(s, SumOp{}, s_sum);
+  if (threadIdx.x == 0) d_partial[blockIdx.x] = s;
+}
+
+__global__ void count_kept_kernel(int64_t* d_count, const int32_t* d_targets, int64_t rows,
+                                  int32_t ignore_index) {
+  __shared__ int64_t s_sum[32];
+  int64_t c = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) c += d_targets[r] != ignore_index;
+  c = block_reduce(c, SumOp{}, s_sum);
+  if (threadIdx.x == 0) *d_count = c;
+}
+
+__global__ void cross_entropy_kernel(double* d_row_loss, float* d_grad, const float* d_logits,
+                                     const int32_t* d_targets, const int64_t* d_kept,
+                                     int64_t classes, bool mean, float e, int32_t ignore_index,
+                                     unsigned* d_error_flags) {
+  __shared__ double s_sum[32];
+  const int64_t r = blockIdx.x;
+  const float* x = d_logits + r * classes;
+  float* g = d_grad ? d_grad + r * classes : nullptr;
+  const int32_t y = d_targets[r];
+  if (y == ignore_index) {
+    if (g)
+      for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) g[c] = 0.0f;
+    if (threadIdx.x == 0) d_row_loss[r] = 0.0;
+    return;
+  }
+  if (y < 0 || y >= classes) {  // only the device sees the targets: flag it, poison the row
+    if (g)
+      for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) g[c] = NAN;
+    if (threadIdx.x == 0) {
+      d_row_loss[r] = NAN;
+      atomicOr(d_error_flags, kTargetOutOfRange);
+    }
+    return;
+  }
+  const float scale = mean ? static_cast<float>(1.0 / static_cast<double>(*d_kept)) : 1.0f;
+  float mx, log_sum;
+  block_row_logsumexp(x, classes, 1.0f, mx, log_sum);
+  double row = (1.0 - e) * (static_cast<double>(log_sum) - (x[y] - mx));
+  if (e != 0.0f) {
+    double shifted = 0.0;
+    for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) shifted += x[c] - mx;
+    shifted = block_reduce(shifted, SumOp{}, s_sum);
+    row += e * (static_cast<double>(log_sum) - shifted / static_cast<double>(classes));
+  }
+  if (g) {
+    const float smooth = e / static_cast<float>(classes);
+    const float inv_sum = expf(-log_sum);
+    for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) {
+      const float target_prob = (c == y ? 1.0f - e : 0.0f) + smooth;
+      g[c] = scale * (expf(x[c] - mx) * inv_sum - target_prob);
+    }
+  }
+  if (threadIdx.x == 0) d_row_loss[r] = row;
+}
+
+__global__ void kd_kernel(double* d_row_loss, float* d_grad, const float* d_student,
+                          const float* d_teacher, int64_t classes, float inv_t, float grad_scale) {
+  __shared__ double s_sum[32];
+  const int64_t r = blockIdx.x;
+  const float* s = d_student + r * classes;
+  const float* t = d_teacher + r * classes;
+  float mx_s, log_sum_s, mx_t, log_sum_t;
+  block_row_logsumexp(s, classes, inv_t, mx_s, log_sum_s);
+  block_row_logsumexp(t, classes, inv_t, mx_t, log_sum_t);
+  double row = 0.0;
+  for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) {
+    const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
+    const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
+    const float pt = expf(log_pt);
+    // F.kl_div's xlogy(pt, pt) - pt * log_ps (see cpu/loss.cpp).
+    const double xlogy = pt == 0.0f ? 0.0 : static_cast<double>(pt) * log_pt;
+    row += xlogy - static_cast<double>(pt) * log_ps;
+    if (d_grad) d_grad[r * classes + c] = grad_scale * (expf(log_ps) - pt);
+  }
+  row = block_reduce(row, SumOp{}, s_sum);
+  if (threadIdx.x == 0) d_row_loss[r] = row;
+}
+
+constexpr unsigned kMaxRowsPerLaunch = 2147483647u;
+
+void check_rows(int64_t rows, const char* op) {
+  if (rows > kMaxRowsPerLaunch) {
+    throw Error(std::string("nnops::") + op + ": " + std::to_string(rows) +
+                " rows exceed one CUDA launch (2^31 - 1)");
+  }
+}
+
+}  // namespace
+
+void CudaBackend::mse_loss(float* loss, float* grad, const float* pred, const float* target,
+                           int64_t n, Reduction reduction) {
+  const double denom = reduction == Reduction::Mean ? static_cast<double>(n) : 1.0;
+  const unsigned blocks = grid_for(n, 256, 1024);
+  DeviceScratch partial(blocks * sizeof(double));
+  mse_kernel<<<blocks, 256, 0, t_stream>>>(partial.as<double>(), grad, pred, target, n,
+                                           static_cast<float>(2.0 / denom));
+  check_launch("mse_kernel");
+  finish_sum_kernel<<<1, 256, 0, t_stream>>>(loss, partial.as<double>(), blocks, 1.0 / denom,
+                                             nullptr, false);
+  check_launch("finish_sum_kernel");
+}
+
+void CudaBackend::cross_entropy_loss(float* loss, float* grad, const float* logits,
+                                     const int32_t* targets, int64_t rows, int64_t classes,
+                                     Reduction reduction, float label_smoothing,
+                                     int32_t ignore_index) {
+  check_rows(rows, "cross_entropy_loss");
+  DeviceScratch kept(sizeof(int64_t)), row_loss(static_cast<size_t>(rows) * sizeof(double));
+  const bool mean = reduction == Reduction::Mean;
+  count_kept_kernel<<<1, 256, 0, t_stream>>>(kept.as<int64_t>(), targets, rows, ignore_index);
+  check_launch("count_kept_kernel");
+  if (rows > 0) {
+    cross_entropy_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, t_stream>>>(
+        row_loss.as<double>(), grad, logits, targets, kept.as<int64_t>(), classes, mean,
+        label_smoothing, ignore_index, error_flags());
+    check_launch("cross_entropy_kernel");
+  }
+  finish_sum_kernel<<<1, 256, 0, t_stream>>>(loss, row_loss.as<double>(), rows, 1.0,
+                                             kept.as<int64_t>(), mean);
+  check_launch("finish_sum_kernel");
+}
+
+void CudaBackend::kd_loss(float* loss, float* grad, const float* student, const float* teacher,
+                          int64_t rows, int64_t classes, float temperature) {
+  check_rows(rows, "kd_loss");
+  DeviceScratch row_loss(static_cast<size_t>(rows) * sizeof(double));
+  if (rows > 0) {
+    kd_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, t_stream>>>(
+        row_loss.as<double>(), grad, student, teacher, classes, 1.0f / temperature,
+        temperature / static_cast<float>(rows));
+    check_launch("kd_kernel");
+  }
+  const double t2 = static_cast<double>(temperature) * temperature;
+  finish_sum_kernel<<<1, 256, 0, t_stream>>>(loss, row_loss.as<double>(), rows,
+                                             t2 / static_cast<double>(rows), nullptr, false);
+  check_launch("finish_sum_kernel");
+}
+
+}  // namespace nnops::detail

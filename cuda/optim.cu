@@ -1,0 +1,117 @@
+// CUDA optimizer steps with the shared per-element updates of include/nnops/detail/optim_math.hpp.
+// The multi-tensor Adam passes up to kTensorsPerLaunch tensors by value in the kernel parameters
+// (as a multi-tensor apply does), one launch for all of them; the grid's y index picks the tensor.
+#include <vector>
+
+#include "cuda_backend.hpp"
+#include "nnops/detail/optim_math.hpp"
+#include "row_reduce.cuh"
+
+namespace nnops::detail {
+
+namespace {
+
+constexpr int kTensorsPerLaunch = 24;  // 24 AdamTensors (~104 bytes each) fit 4 KiB of parameters
+
+struct AdamBatch {
+  AdamTensor t[kTensorsPerLaunch];
+};
+static_assert(sizeof(AdamBatch) <= 4096, "kernel parameters are limited to 4 KiB");
+
+__global__ void adam_kernel(const AdamBatch batch) {
+  const AdamTensor& a = batch.t[blockIdx.y];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float m0 = a.exp_avg[i], v0 = a.exp_avg_sq[i];
+    const float vmax0 = a.max_exp_avg_sq ? a.max_exp_avg_sq[i] : 0.0f;
+    float p = a.param[i], m = m0, v = v0, vmax = vmax0;
+    adam_update(p, a.grad[i], m, v, vmax, a.scalars);
+    // Pruned entries: the weight stays exactly 0 and the moments keep their old values.
+    const bool keep = a.mask == nullptr || a.mask[i] != 0;
+    a.param[i] = keep ? p : 0.0f;
+    a.exp_avg[i] = keep ? m : m0;
+    a.exp_avg_sq[i] = keep ? v : v0;
+    if (a.max_exp_avg_sq) a.max_exp_avg_sq[i] = keep ? vmax : vmax0;
+  }
+}
+
+__global__ void sgd_kernel(float* d_param, const float* d_grad, float* d_buf,
+                           const uint8_t* d_mask, int64_t n, const SgdScalars s) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if (d_mask && d_mask[i] == 0) {
+      d_param[i] = 0.0f;
+      continue;
+    }
+    sgd_update(d_param[i], d_grad[i], d_buf ? d_buf + i : nullptr, s);
+  }
+}
+
+__global__ void sum_squares_kernel(double* d_partial, const float* d_x, int64_t n) {
+  __shared__ double s_sum[32];
+  double s = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    s += static_cast<double>(d_x[i]) * d_x[i];
+  s = block_reduce(s, SumOp{}, s_sum);
+  if (threadIdx.x == 0) d_partial[blockIdx.x] = s;
+}
+
+__global__ void sum_partials_kernel(double* d_out, const double* d_partial, int n) {
+  __shared__ double s_sum[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += d_partial[i];
+  s = block_reduce(s, SumOp{}, s_sum);
+  if (threadIdx.x == 0) *d_out = s;
+}
+
+__global__ void scale_kernel(float* d_x, int64_t n, float factor) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    d_x[i] *= factor;
+}
+
+}  // namespace
+
+void CudaBackend::adam_step(const AdamTensor* tensors, int64_t count) {
+  for (int64_t first = 0; first < count; first += kTensorsPerLaunch) {
+    AdamBatch batch{};
+    const int64_t in_batch = std::min<int64_t>(kTensorsPerLaunch, count - first);
+    int64_t largest = 0;
+    for (int64_t i = 0; i < in_batch; ++i) {
+      batch.t[i] = tensors[first + i];
+      largest = std::max(largest, batch.t[i].n);
+    }
+    if (largest == 0) continue;
+    const dim3 grid(grid_for(largest, 256, 4096), static_cast<unsigned>(in_batch));
+    adam_kernel<<<grid, 256, 0, t_stream>>>(batch);
+    check_launch("adam_kernel");
+  }
+}
+
+void CudaBackend::sgd_step(float* param, const float* grad, float* momentum_buffer,
+                           const uint8_t* mask, int64_t n, const SgdScalars& scalars) {
+  sgd_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(param, grad, momentum_buffer, mask, n,
+                                                     scalars);
+  check_launch("sgd_kernel");
+}
+
+double CudaBackend::sum_squares(const float* x, int64_t n) {
+  const unsigned blocks = grid_for(n, 256, 1024);  // depends on n only: deterministic
+  DeviceScratch partial(blocks * sizeof(double)), total(sizeof(double));
+  sum_squares_kernel<<<blocks, 256, 0, t_stream>>>(partial.as<double>(), x, n);
+  check_launch("sum_squares_kernel");
+  sum_partials_kernel<<<1, 256, 0, t_stream>>>(total.as<double>(), partial.as<double>(),
+                                               static_cast<int>(blocks));
+  check_launch("sum_partials_kernel");
+  double host = 0.0;
+  copy_to_host(&host, total.as<void>(), sizeof host);
+  return host;
+}
+
+void CudaBackend::scale(float* x, int64_t n, float factor) {
+  scale_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(x, n, factor);
+  check_launch("scale_kernel");
+}
+
+}  // namespace nnops::detail

@@ -1,0 +1,219 @@
+// CUDA pruning masks with the CPU's ranking rule, (|w| bits, flat index): the k-th smallest
+// magnitude among the kept entries is found by a radix select (four 8-bit histogram passes over
+// the float bits, never a full sort); entries below it are pruned, and among entries equal to it
+// the lowest flat indices, found by a scan. Structured masks rank per-slice norms as the CPU does.
+#include <cub/device/device_scan.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cuda_backend.hpp"
+
+namespace nnops::detail {
+
+namespace {
+
+// NaN made canonical sits above +inf: never pruned before a number (as cpu/prune.cpp).
+__device__ __forceinline__ uint32_t magnitude_bits(float w) {
+  const float mag = fabsf(w);
+  return mag != mag ? 0x7fc00000u : __float_as_uint(mag);
+}
+
+// Histogram of the digit at `shift` among kept entries whose higher bits equal `prefix`.
+__global__ void radix_histogram_kernel(unsigned long long* d_hist, const float* d_w,
+                                       const uint8_t* d_mask, int64_t n, uint32_t prefix,
+                                       uint32_t prefix_mask, int shift) {
+  __shared__ unsigned int local[256];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) local[i] = 0;
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if (d_mask[i] == 0) continue;
+    const uint32_t bits = magnitude_bits(d_w[i]);
+    if ((bits & prefix_mask) == prefix) atomicAdd(&local[(bits >> shift) & 0xFFu], 1u);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 256; i += blockDim.x)
+    if (local[i]) atomicAdd(&d_hist[i], static_cast<unsigned long long>(local[i]));
+}
+
+// Prunes kept entries below the threshold and flags those equal to it (for the tie scan).
+__global__ void prune_below_kernel(uint8_t* d_mask, int64_t* d_tie, const float* d_w, int64_t n,
+                                   uint32_t threshold) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const bool kept = d_mask[i] != 0;
+    const uint32_t bits = magnitude_bits(d_w[i]);
+    d_tie[i] = kept && bits == threshold;
+    if (kept && bits < threshold) d_mask[i] = 0;
+  }
+}
+
+// d_rank is the exclusive scan of the tie flags: prune the first `ties_left` ties.
+__global__ void prune_ties_kernel(uint8_t* d_mask, const int64_t* d_tie, const int64_t* d_rank,
+                                  int64_t n, int64_t ties_left) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    if (d_tie[i] && d_rank[i] < ties_left) d_mask[i] = 0;
+}
+
+// One block per slice of w viewed as [outer, slices, inner]: its L-p norm (double) and whether
+// its mask keeps any entry.
+__global__ void slice_norms_kernel(double* d_norm, int* d_kept, const float* d_w,
+                                   const uint8_t* d_mask, int64_t outer, int64_t slices,
+                                   int64_t inner, int p) {
+  __shared__ double s_sum[32];
+  __shared__ int s_any;
+  const int64_t s = blockIdx.x;
+  if (threadIdx.x == 0) s_any = 0;
+  __syncthreads();
+  double acc = 0.0;
+  int any = 0;
+  for (int64_t j = threadIdx.x; j < outer * inner; j += blockDim.x) {
+    const int64_t o = j / inner, i = j % inner;
+    const int64_t idx = (o * slices + s) * inner + i;
+    const double v = fabs(static_cast<double>(d_w[idx]));
+    acc += p == 1 ? v : v * v;
+    any |= d_mask[idx] != 0;
+  }
+  if (any) atomicOr(&s_any, 1);
+  for (int offset = 16; offset > 0; offset /= 2) acc += __shfl_down_sync(0xffffffffu, acc, offset);
+  if ((threadIdx.x & 31) == 0) s_sum[threadIdx.x / 32] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += s_sum[w];
+    if (d_norm) d_norm[s] = total;
+    d_kept[s] = s_any;
+  }
+}
+
+__global__ void zero_slices_kernel(uint8_t* d_mask, const int64_t* d_slices, int64_t count,
+                                   int64_t outer, int64_t slices, int64_t inner) {
+  const int64_t total = count * outer * inner;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
+       j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = j / (outer * inner), rest = j % (outer * inner);
+    const int64_t o = rest / inner, i = rest % inner;
+    d_mask[(o * slices + d_slices[c]) * inner + i] = 0;
+  }
+}
+
+// One thread per group of m: prune the m - n lowest in (|w| bits, index) order.
+__global__ void nm_kernel(uint8_t* d_mask, const float* d_w, int64_t groups, int n, int m) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
+    const float* wg = d_w + g * m;
+    uint8_t* mg = d_mask + g * m;
+    for (int j = 0; j < m; ++j) {
+      const uint32_t bj = magnitude_bits(wg[j]);
+      int below = 0;
+      for (int i = 0; i < m; ++i) {
+        const uint32_t bi = magnitude_bits(wg[i]);
+        below += bi < bj || (bi == bj && i < j);
+      }
+      if (below < m - n) mg[j] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void CudaBackend::prune_unstructured(uint8_t* const* masks, const float* const* ws,
+                                     const int64_t* sizes, int64_t tensor_count, int64_t k) {
+  // Radix select of the k-th smallest key bits, most significant digit first.
+  DeviceScratch hist(256 * sizeof(unsigned long long));
+  uint32_t prefix = 0, prefix_mask = 0;
+  int64_t rank = k;  // 1-based rank of the threshold among the entries matching the prefix
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    NNOPS_CUDA_CHECK(cudaMemsetAsync(hist.as<void>(), 0, 256 * sizeof(unsigned long long), t_stream));
+    for (int64_t t = 0; t < tensor_count; ++t) {
+      if (sizes[t] == 0) continue;
+      radix_histogram_kernel<<<grid_for(sizes[t], 256, 1024), 256, 0, t_stream>>>(
+          hist.as<unsigned long long>(), ws[t], masks[t], sizes[t], prefix, prefix_mask, shift);
+      check_launch("radix_histogram_kernel");
+    }
+    unsigned long long host[256];
+    copy_to_host(host, hist.as<void>(), sizeof host);
+    int digit = 0;
+    for (; digit < 255 && rank > static_cast<int64_t>(host[digit]); ++digit)
+      rank -= static_cast<int64_t>(host[digit]);
+    prefix |= static_cast<uint32_t>(digit) << shift;
+    prefix_mask |= 0xFFu << shift;
+  }
+  // Everything below `prefix` goes; of the entries equal to it, the first `rank` in flat order.
+  int64_t ties_left = rank;
+  for (int64_t t = 0; t < tensor_count; ++t) {
+    const int64_t n = sizes[t];
+    if (n == 0) continue;
+    DeviceScratch tie(n * sizeof(int64_t)), tie_rank(n * sizeof(int64_t));
+    prune_below_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(masks[t], tie.as<int64_t>(), ws[t],
+                                                               n, prefix);
+    check_launch("prune_below_kernel");
+    if (ties_left == 0) continue;
+    size_t temp_bytes = 0;
+    NNOPS_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, tie.as<int64_t>(),
+                                                   tie_rank.as<int64_t>(), n, t_stream));
+    DeviceScratch temp(temp_bytes);
+    NNOPS_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(temp.as<void>(), temp_bytes, tie.as<int64_t>(),
+                                                   tie_rank.as<int64_t>(), n, t_stream));
+    prune_ties_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(masks[t], tie.as<int64_t>(),
+                                                              tie_rank.as<int64_t>(), n, ties_left);
+    check_launch("prune_ties_kernel");
+    int64_t last[2];
+    copy_to_host(&last[0], tie_rank.as<int64_t>() + n - 1, sizeof(int64_t));
+    copy_to_host(&last[1], tie.as<int64_t>() + n - 1, sizeof(int64_t));
+    ties_left -= last[0] + last[1];  // the ties this tensor held
+  }
+}
+
+int64_t CudaBackend::count_kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
+                                       int64_t inner) {
+  DeviceScratch kept(slices * sizeof(int));
+  slice_norms_kernel<<<static_cast<unsigned>(slices), 256, 0, t_stream>>>(
+      nullptr, kept.as<int>(), nullptr, mask, outer, slices, inner, 1);
+  check_launch("slice_norms_kernel");
+  std::vector<int> host(static_cast<size_t>(slices));
+  copy_to_host(host.data(), kept.as<void>(), host.size() * sizeof(int));
+  int64_t count = 0;
+  for (int k : host) count += k;
+  return count;
+}
+
+void CudaBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
+                                      int64_t inner, int p, int64_t k) {
+  DeviceScratch norms(slices * sizeof(double)), kept(slices * sizeof(int));
+  slice_norms_kernel<<<static_cast<unsigned>(slices), 256, 0, t_stream>>>(
+      norms.as<double>(), kept.as<int>(), w, mask, outer, slices, inner, p);
+  check_launch("slice_norms_kernel");
+  std::vector<double> host_norms(static_cast<size_t>(slices));
+  std::vector<int> host_kept(static_cast<size_t>(slices));
+  copy_to_host(host_norms.data(), norms.as<void>(), host_norms.size() * sizeof(double));
+  copy_to_host(host_kept.data(), kept.as<void>(), host_kept.size() * sizeof(int));
+  // The CPU's order: norms, NaN last, then the slice index; only kept slices compete.
+  std::vector<int64_t> order;
+  for (int64_t s = 0; s < slices; ++s)
+    if (host_kept[s]) order.push_back(s);
+  auto lower = [&](int64_t a, int64_t b) {
+    const double na = host_norms[a], nb = host_norms[b];
+    if (std::isnan(na) != std::isnan(nb)) return std::isnan(nb);
+    if (!std::isnan(na) && na != nb) return na < nb;
+    return a < b;
+  };
+  if (k < static_cast<int64_t>(order.size()))
+    std::nth_element(order.begin(), order.begin() + k, order.end(), lower);
+  order.resize(static_cast<size_t>(k));
+  DeviceScratch chosen(k * sizeof(int64_t));
+  copy_from_host(chosen.as<void>(), order.data(), order.size() * sizeof(int64_t));
+  zero_slices_kernel<<<grid_for(k * outer * inner, 256), 256, 0, t_stream>>>(
+      mask, chosen.as<int64_t>(), k, outer, slices, inner);
+  check_launch("zero_slices_kernel");
+}
+
+void CudaBackend::prune_nm(uint8_t* mask, const float* w, int64_t groups, int n, int m) {
+  nm_kernel<<<grid_for(groups, 256), 256, 0, t_stream>>>(mask, w, groups, n, m);
+  check_launch("nm_kernel");
+}
+
+}  // namespace nnops::detail
