@@ -56,7 +56,8 @@ __global__ void softmax_backward_kernel(float* d_dx, const float* d_y, const flo
 template <class Launch>
 void for_row_slices(int64_t rows, Launch launch) {
   constexpr int64_t kMaxGrid = 2147483647;
-  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGrid) launch(r0, std::min<int64_t>(kMaxGrid, rows - r0));
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGrid)
+    launch(r0, std::min<int64_t>(kMaxGrid, rows - r0));
 }
 
 }  // namespace

@@ -58,6 +58,8 @@ class CudaBackend final : public Backend {
                 int64_t n, const SgdScalars& scalars) override;
   double sum_squares(const float* x, int64_t n) override;
   void scale(float* x, int64_t n, float factor) override;
+  void clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes, int64_t count,
+                      double max_norm) override;
 
   void prune_unstructured(uint8_t* const* masks, const float* const* ws, const int64_t* sizes,
                           int64_t tensor_count, int64_t k) override;

@@ -29,7 +29,8 @@ __global__ void count_nonzero_kernel(unsigned long long* __restrict__ d_count,
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     local += d_mask[i] != 0;
-  for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffffu, local, offset);
+  for (int offset = 16; offset > 0; offset /= 2)
+    local += __shfl_down_sync(0xffffffffu, local, offset);
   if ((threadIdx.x & 31) == 0 && local != 0) atomicAdd(d_count, local);
 }
 
@@ -89,8 +90,8 @@ void CudaBackend::apply_mask(float* w, const uint8_t* mask, int64_t n) {
 int64_t CudaBackend::count_nonzero(const uint8_t* mask, int64_t n) {
   DeviceScratch count(sizeof(unsigned long long));
   NNOPS_CUDA_CHECK(cudaMemsetAsync(count.as<void>(), 0, sizeof(unsigned long long), t_stream));
-  count_nonzero_kernel<<<grid_for(n, 256, 4096), 256, 0, t_stream>>>(
-      count.as<unsigned long long>(), mask, n);
+  count_nonzero_kernel<<<grid_for(n, 256, 4096), 256, 0, t_stream>>>(count.as<unsigned long long>(),
+                                                                     mask, n);
   check_launch("count_nonzero_kernel");
   unsigned long long host = 0;
   copy_to_host(&host, count.as<void>(), sizeof host);
@@ -100,7 +101,7 @@ int64_t CudaBackend::count_nonzero(const uint8_t* mask, int64_t n) {
 void CudaBackend::argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) {
   constexpr int kThreads = 256;  // 8 rows per block
   argmax_kernel<<<grid_for(rows, kThreads / 32, 1u << 30), kThreads, 0, t_stream>>>(out, x, rows,
-                                                                                   cols);
+                                                                                    cols);
   check_launch("argmax_kernel");
 }
 

@@ -2,8 +2,11 @@
 // tiles per block of 256 threads, 8-deep slices of op(a) and op(b) staged in shared memory, and
 // an 8 x 8 register block of accumulators per thread (the classic SIMT SGEMM of CUTLASS and
 // siboehm's SGEMM_CUDA). Every transpose case is a template instance; loads are bounds-checked,
-// so any m, n, k works. Each element sums over k in order: the same bits on every run.
+// so any m, n, k works. Each element sums over k in order: the same bits on every run. With
+// GemmOptions::allow_tf32 a WMMA tensor-core kernel (TF32 inputs, FP32 sums) runs instead.
 // linear_forward fuses the bias into the epilogue; db is a column sum in row order.
+#include <mma.h>
+
 #include "cuda_backend.hpp"
 
 namespace nnops::detail {
@@ -20,47 +23,78 @@ __global__ void __launch_bounds__(kThreads)
     sgemm_kernel(float* __restrict__ d_c, const float* __restrict__ d_a,
                  const float* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
                  int64_t n, int64_t k, float alpha, float beta) {
-  __shared__ float as[kBK][kBM];  // op(a) slice, k-major: a thread reads 8 rows as a column
-  __shared__ float bs[kBK][kBN];
+  // Two shared buffers: while the block multiplies one k-slice, the next slice's values are
+  // already in flight from global memory into registers (one barrier per slice).
+  __shared__ __align__(16) float as[2][kBK][kBM];  // op(a) slice, k-major: rows read as float4s
+  __shared__ __align__(16) float bs[2][kBK][kBN];
   const int tid = threadIdx.x;
   const int64_t row0 = int64_t(blockIdx.y) * kBM, col0 = int64_t(blockIdx.x) * kBN;
   const int ty = tid / (kBN / kTN), tx = tid % (kBN / kTN);
   float acc[kTM][kTN] = {};
 
-  for (int64_t k0 = 0; k0 < k; k0 += kBK) {
+  // This thread's 4 + 4 elements of a slice; consecutive threads walk the contiguous dimension
+  // of each matrix, so the global loads coalesce.
+  // (Indices are recomputed from tid rather than kept: registers are the scarce resource.)
+  auto a_row = [&](int l) {
+    const int idx = tid + l * kThreads;
+    return kTransA ? idx % kBM : idx / kBK;
+  };
+  auto a_dep = [&](int l) {
+    const int idx = tid + l * kThreads;
+    return kTransA ? idx / kBM : idx % kBK;
+  };
+  auto b_col = [&](int l) {
+    const int idx = tid + l * kThreads;
+    return kTransB ? idx / kBK : idx % kBN;
+  };
+  auto b_dep = [&](int l) {
+    const int idx = tid + l * kThreads;
+    return kTransB ? idx % kBK : idx / kBN;
+  };
+  float a_next[4], b_next[4];
+  auto fetch = [&](int64_t k0) {
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
-      const int idx = tid + l * kThreads;
-      // Consecutive threads walk the contiguous dimension of each matrix (coalesced).
-      int r, p;
-      if (kTransA) r = idx % kBM, p = idx / kBM;
-      else r = idx / kBK, p = idx % kBK;
-      const int64_t gi = row0 + r, gp = k0 + p;
-      float v = 0.0f;
-      if (gi < m && gp < k) v = kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp];
-      as[p][r] = v;
-      int c, q;
-      if (kTransB) c = idx / kBK, q = idx % kBK;
-      else c = idx % kBN, q = idx / kBN;
-      const int64_t gj = col0 + c, gq = k0 + q;
-      float w = 0.0f;
-      if (gj < n && gq < k) w = kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj];
-      bs[q][c] = w;
+      const int64_t gi = row0 + a_row(l), gp = k0 + a_dep(l);
+      a_next[l] = (gi < m && gp < k) ? (kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp]) : 0.0f;
+      const int64_t gj = col0 + b_col(l), gq = k0 + b_dep(l);
+      b_next[l] = (gj < n && gq < k) ? (kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj]) : 0.0f;
     }
-    __syncthreads();
+  };
+  auto stage = [&](int buf) {
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      as[buf][a_dep(l)][a_row(l)] = a_next[l];
+      bs[buf][b_dep(l)][b_col(l)] = b_next[l];
+    }
+  };
+
+  fetch(0);
+  stage(0);
+  __syncthreads();
+  int buf = 0;
+  for (int64_t k0 = 0; k0 < k; k0 += kBK) {
+    const bool more = k0 + kBK < k;
+    if (more) fetch(k0 + kBK);
 #pragma unroll
     for (int p = 0; p < kBK; ++p) {
+      // 16-byte shared loads: half the instructions, and no two threads of a quarter-warp in
+      // the same banks.
       float ar[kTM], br[kTN];
-#pragma unroll
-      for (int i = 0; i < kTM; ++i) ar[i] = as[p][ty * kTM + i];
-#pragma unroll
-      for (int j = 0; j < kTN; ++j) br[j] = bs[p][tx * kTN + j];
+      *reinterpret_cast<float4*>(ar) = *reinterpret_cast<const float4*>(&as[buf][p][ty * kTM]);
+      *reinterpret_cast<float4*>(ar + 4) =
+          *reinterpret_cast<const float4*>(&as[buf][p][ty * kTM + 4]);
+      *reinterpret_cast<float4*>(br) = *reinterpret_cast<const float4*>(&bs[buf][p][tx * kTN]);
+      *reinterpret_cast<float4*>(br + 4) =
+          *reinterpret_cast<const float4*>(&bs[buf][p][tx * kTN + 4]);
 #pragma unroll
       for (int i = 0; i < kTM; ++i)
 #pragma unroll
         for (int j = 0; j < kTN; ++j) acc[i][j] = fmaf(ar[i], br[j], acc[i][j]);
     }
+    if (more) stage(buf ^ 1);  // the other buffer was last read before the previous barrier
     __syncthreads();
+    buf ^= 1;
   }
 #pragma unroll
   for (int i = 0; i < kTM; ++i) {
@@ -78,6 +112,99 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Opt-in TF32 tensor-core GEMM (WMMA m16n16k8, compiled to mma.sync on sm_80+): 128 x 128 tiles,
+// 8 warps of 32 x 64 outputs (2 x 4 fragments), 16-deep slices in shared memory. Inputs are
+// rounded to TF32 in the fragments; accumulation is FP32.
+constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 16, kTcPadA = kTcBK + 4, kTcPadB = kTcBN + 4;
+constexpr int kTcWarps = 8, kTcThreads = kTcWarps * 32;
+
+template <bool kTransA, bool kTransB>
+__global__ void __launch_bounds__(kTcThreads)
+    tf32_gemm_kernel(float* __restrict__ d_c, const float* __restrict__ d_a,
+                     const float* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
+                     int64_t n, int64_t k, float alpha, float beta) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  // WMMA pointers must be 32-byte aligned; the padded strides keep every fragment start so.
+  __shared__ __align__(128) float as[kTcBM][kTcPadA];
+  __shared__ __align__(128) float bs[kTcBK][kTcPadB];
+  __shared__ __align__(128) float staging[kTcWarps][16 * 16];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
+  const int warp_m = warp / 2, warp_n = warp % 2;  // 4 x 2 warps of 32 x 64
+  const int64_t row0 = int64_t(blockIdx.y) * kTcBM, col0 = int64_t(blockIdx.x) * kTcBN;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  for (int64_t k0 = 0; k0 < k; k0 += kTcBK) {
+#pragma unroll
+    for (int l = 0; l < (kTcBM * kTcBK) / kTcThreads; ++l) {
+      const int idx = tid + l * kTcThreads;
+      int r, p;
+      if (kTransA)
+        r = idx % kTcBM, p = idx / kTcBM;
+      else
+        r = idx / kTcBK, p = idx % kTcBK;
+      const int64_t gi = row0 + r, gp = k0 + p;
+      as[r][p] = (gi < m && gp < k) ? (kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp]) : 0.0f;
+      int c, q;
+      if (kTransB)
+        c = idx / kTcBK, q = idx % kTcBK;
+      else
+        c = idx % kTcBN, q = idx / kTcBN;
+      const int64_t gj = col0 + c, gq = k0 + q;
+      bs[q][c] = (gj < n && gq < k) ? (kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTcBK; kk += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        wmma::load_matrix_sync(fa[i], &as[warp_m * 32 + i * 16][kk], kTcPadA);
+#pragma unroll
+        for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        wmma::load_matrix_sync(fb[j], &bs[kk][warp_n * 64 + j * 16], kTcPadB);
+#pragma unroll
+        for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  // Epilogue through a per-warp 16 x 16 staging tile, so edges and alpha/beta/bias are exact.
+  float* st = staging[warp];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      wmma::store_matrix_sync(st, acc[i][j], 16, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int64_t gi = row0 + warp_m * 32 + i * 16 + e / 16;
+        const int64_t gj = col0 + warp_n * 64 + j * 16 + e % 16;
+        if (gi < m && gj < n) {
+          float v = alpha * st[e];
+          if (beta != 0.0f) v = fmaf(beta, d_c[gi * n + gj], v);
+          if (d_bias) v += d_bias[gj];
+          d_c[gi * n + gj] = v;
+        }
+      }
+      __syncwarp();
+    }
+  }
+#endif
+}
+
 // db[j] = sum over rows of dy[r, j], in row order (one thread per column, coalesced rows).
 __global__ void column_sum_kernel(float* d_db, const float* d_dy, int64_t rows, int64_t cols) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < cols;
@@ -88,16 +215,49 @@ __global__ void column_sum_kernel(float* d_db, const float* d_dy, int64_t rows, 
   }
 }
 
+template <bool kTransA, bool kTransB>
+void launch_tf32(const dim3& grid, float* c, const float* a, const float* b, const float* bias,
+                 int64_t m, int64_t n, int64_t k, float alpha, float beta) {
+  tf32_gemm_kernel<kTransA, kTransB>
+      <<<grid, kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
+}
+
+bool device_has_tf32() {
+  static const bool has = [] {
+    int device = 0, major = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    return major >= 8;
+  }();
+  return has;
+}
+
 void launch_sgemm(bool trans_a, bool trans_b, float* c, const float* a, const float* b,
-                  const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
+                  const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta,
+                  bool allow_tf32 = false) {
+  if (alpha == 0.0f) k = 0;  // BLAS: with alpha == 0, a and b are not read (no NaN from them)
+  static_assert(kTcBM == kBM && kTcBN == kBN, "both kernels tile the output alike");
   const int64_t grid_x = (n + kBN - 1) / kBN, grid_y = (m + kBM - 1) / kBM;
   if (grid_y > 65535 || grid_x > 2147483647) {
     throw Error("nnops::matmul: [" + std::to_string(m) + ", " + std::to_string(n) +
                 "] output exceeds one CUDA launch");
   }
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
+  if (allow_tf32 && device_has_tf32() && k > 0) {
+    if (!trans_a && !trans_b)
+      launch_tf32<false, false>(grid, c, a, b, bias, m, n, k, alpha, beta);
+    else if (!trans_a && trans_b)
+      launch_tf32<false, true>(grid, c, a, b, bias, m, n, k, alpha, beta);
+    else if (trans_a && !trans_b)
+      launch_tf32<true, false>(grid, c, a, b, bias, m, n, k, alpha, beta);
+    else
+      launch_tf32<true, true>(grid, c, a, b, bias, m, n, k, alpha, beta);
+    check_launch("tf32_gemm_kernel");
+    return;
+  }
   if (!trans_a && !trans_b)
-    sgemm_kernel<false, false><<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
+    sgemm_kernel<false, false>
+        <<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
   else if (!trans_a && trans_b)
     sgemm_kernel<false, true><<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
   else if (trans_a && !trans_b)
@@ -112,7 +272,7 @@ void launch_sgemm(bool trans_a, bool trans_b, float* c, const float* a, const fl
 void CudaBackend::gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
                        const GemmOptions& options) {
   launch_sgemm(options.trans_a, options.trans_b, c, a, b, nullptr, m, n, k, options.alpha,
-               options.beta);
+               options.beta, options.allow_tf32);
 }
 
 void CudaBackend::linear_forward(float* y, const float* x, const float* w, const float* bias,
@@ -122,7 +282,8 @@ void CudaBackend::linear_forward(float* y, const float* x, const float* w, const
 
 void CudaBackend::linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                                   const float* dy, int64_t rows, int64_t in, int64_t out) {
-  if (dx && rows > 0 && in > 0) launch_sgemm(false, false, dx, dy, w, nullptr, rows, in, out, 1.0f, 0.0f);
+  if (dx && rows > 0 && in > 0)
+    launch_sgemm(false, false, dx, dy, w, nullptr, rows, in, out, 1.0f, 0.0f);
   if (out > 0 && in > 0) launch_sgemm(true, false, dw, dy, x, nullptr, out, in, rows, 1.0f, 0.0f);
   if (db && out > 0) {
     column_sum_kernel<<<grid_for(out, 256), 256, 0, t_stream>>>(db, dy, rows, out);

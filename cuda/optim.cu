@@ -35,8 +35,8 @@ __global__ void adam_kernel(const AdamBatch batch) {
   }
 }
 
-__global__ void sgd_kernel(float* d_param, const float* d_grad, float* d_buf,
-                           const uint8_t* d_mask, int64_t n, const SgdScalars s) {
+__global__ void sgd_kernel(float* d_param, const float* d_grad, float* d_buf, const uint8_t* d_mask,
+                           int64_t n, const SgdScalars s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     if (d_mask && d_mask[i] == 0) {
@@ -63,6 +63,31 @@ __global__ void sum_partials_kernel(double* d_out, const double* d_partial, int 
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += d_partial[i];
   s = block_reduce(s, SumOp{}, s_sum);
   if (threadIdx.x == 0) *d_out = s;
+}
+
+// One block: the total of every tensor's partial sums in a fixed order, the norm and the
+// clipping coefficient, kept on the device.
+__global__ void clip_coefficient_kernel(float* d_norm_out, double* d_coef, const double* d_partial,
+                                        int n, double max_norm) {
+  __shared__ double s_sum[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += d_partial[i];
+  s = block_reduce(s, SumOp{}, s_sum);
+  if (threadIdx.x == 0) {
+    const double total = sqrt(s);
+    *d_norm_out = static_cast<float>(total);
+    *d_coef = max_norm / (total + 1e-6);
+  }
+}
+
+// Scales by the device-side coefficient when it is below 1, or NaN (PyTorch's clamp keeps NaN).
+__global__ void clip_scale_kernel(float* d_x, int64_t n, const double* d_coef) {
+  const double coef = *d_coef;
+  if (coef >= 1.0) return;
+  const float factor = static_cast<float>(coef);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    d_x[i] *= factor;
 }
 
 __global__ void scale_kernel(float* d_x, int64_t n, float factor) {
@@ -107,6 +132,32 @@ double CudaBackend::sum_squares(const float* x, int64_t n) {
   double host = 0.0;
   copy_to_host(&host, total.as<void>(), sizeof host);
   return host;
+}
+
+void CudaBackend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
+                                 int64_t count, double max_norm) {
+  // Each tensor's partial sums land in its own segment; the grid per tensor depends on its size
+  // only, so the order of every addition is fixed.
+  std::vector<unsigned> blocks(static_cast<size_t>(count));
+  int64_t total_blocks = 0;
+  for (int64_t i = 0; i < count; ++i) total_blocks += blocks[i] = grid_for(sizes[i], 256, 1024);
+  DeviceScratch partial(total_blocks * sizeof(double)), coef(sizeof(double));
+  int64_t offset = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    sum_squares_kernel<<<blocks[i], 256, 0, t_stream>>>(partial.as<double>() + offset, grads[i],
+                                                        sizes[i]);
+    check_launch("sum_squares_kernel");
+    offset += blocks[i];
+  }
+  clip_coefficient_kernel<<<1, 256, 0, t_stream>>>(
+      norm_out, coef.as<double>(), partial.as<double>(), static_cast<int>(total_blocks), max_norm);
+  check_launch("clip_coefficient_kernel");
+  for (int64_t i = 0; i < count; ++i) {
+    if (sizes[i] == 0) continue;
+    clip_scale_kernel<<<grid_for(sizes[i], 256), 256, 0, t_stream>>>(grads[i], sizes[i],
+                                                                     coef.as<double>());
+    check_launch("clip_scale_kernel");
+  }
 }
 
 void CudaBackend::scale(float* x, int64_t n, float factor) {

@@ -2,10 +2,9 @@
 // magnitude among the kept entries is found by a radix select (four 8-bit histogram passes over
 // the float bits, never a full sort); entries below it are pruned, and among entries equal to it
 // the lowest flat indices, found by a scan. Structured masks rank per-slice norms as the CPU does.
-#include <cub/device/device_scan.cuh>
-
 #include <algorithm>
 #include <cmath>
+#include <cub/device/device_scan.cuh>
 #include <vector>
 
 #include "cuda_backend.hpp"
@@ -127,7 +126,8 @@ void CudaBackend::prune_unstructured(uint8_t* const* masks, const float* const* 
   uint32_t prefix = 0, prefix_mask = 0;
   int64_t rank = k;  // 1-based rank of the threshold among the entries matching the prefix
   for (int shift = 24; shift >= 0; shift -= 8) {
-    NNOPS_CUDA_CHECK(cudaMemsetAsync(hist.as<void>(), 0, 256 * sizeof(unsigned long long), t_stream));
+    NNOPS_CUDA_CHECK(
+        cudaMemsetAsync(hist.as<void>(), 0, 256 * sizeof(unsigned long long), t_stream));
     for (int64_t t = 0; t < tensor_count; ++t) {
       if (sizes[t] == 0) continue;
       radix_histogram_kernel<<<grid_for(sizes[t], 256, 1024), 256, 0, t_stream>>>(

@@ -26,7 +26,8 @@ __global__ void normal_kernel(float* d_t, int64_t n, float mean, float std, uint
     float z[4];
     box_muller(bits_to_unit(bits.v[0]), bits_to_unit(bits.v[1]), z[0], z[1]);
     box_muller(bits_to_unit(bits.v[2]), bits_to_unit(bits.v[3]), z[2], z[3]);
-    for (int lane = 0; lane < 4 && b * 4 + lane < n; ++lane) d_t[b * 4 + lane] = mean + std * z[lane];
+    for (int lane = 0; lane < 4 && b * 4 + lane < n; ++lane)
+      d_t[b * 4 + lane] = mean + std * z[lane];
   }
 }
 

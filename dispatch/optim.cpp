@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "backend.hpp"
 #include "check.hpp"
@@ -204,9 +205,10 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
   });
 }
 
-double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
-  detail::ArgCheck check("nnops::clip_grad_norm");
-  // +inf is allowed, as in PyTorch: the norm is returned and nothing is scaled.
+namespace {
+
+void check_clip(detail::ArgCheck& check, const std::vector<Tensor*>& grads, float max_norm) {
+  // +inf is allowed, as in PyTorch: the norm is measured and nothing is scaled.
   if (!(max_norm >= 0.0f)) check.fail_with("max_norm is ", max_norm, " but must be >= 0");
   for (size_t i = 0; i < grads.size(); ++i) {
     check.output("grad", grads[i], DType::F32);
@@ -215,6 +217,13 @@ double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
         check.fail_with("grads[", j, "] and grads[", i, "] are the same tensor or overlap");
     }
   }
+}
+
+}  // namespace
+
+double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
+  detail::ArgCheck check("nnops::clip_grad_norm");
+  check_clip(check, grads, max_norm);
   if (grads.empty()) return 0.0;
   double total = 0.0;
   check.run([&](detail::Backend& backend) {
@@ -230,6 +239,27 @@ double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
     }
   });
   return total;
+}
+
+void clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm, Tensor& total_norm) {
+  detail::ArgCheck check("nnops::clip_grad_norm");
+  check_clip(check, grads, max_norm);
+  check.output("total_norm", total_norm, DType::F32);
+  if (total_norm.numel() != 1) {
+    check.fail_with("total_norm is ", shape_to_string(total_norm.shape()),
+                    " but must hold exactly 1 element");
+  }
+  for (Tensor* g : grads) check.no_alias("total_norm", &total_norm, "a grad", *g);
+  std::vector<float*> ptrs;
+  std::vector<int64_t> sizes;
+  for (Tensor* g : grads) {
+    ptrs.push_back(g->data<float>());
+    sizes.push_back(g->numel());
+  }
+  check.run([&](detail::Backend& backend) {
+    backend.clip_grad_norm(total_norm.data<float>(), ptrs.data(), sizes.data(),
+                           static_cast<int64_t>(ptrs.size()), decimal_double(max_norm));
+  });
 }
 
 }  // namespace nnops

@@ -1,5 +1,6 @@
 // Backend selection and device queries. The CPU backend always exists; the CUDA backend is
 // present when the library is built with CUDA and the first probe finds a usable GPU.
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -160,6 +161,19 @@ double Backend::sum_squares(const float*, int64_t) {
 }
 void Backend::scale(float*, int64_t, float) {
   not_implemented("clip_grad_norm");
+}
+void Backend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
+                             int64_t count, double max_norm) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < count; ++i) sum += sum_squares(grads[i], sizes[i]);
+  const double total = std::sqrt(sum);
+  const double coef = max_norm / (total + 1e-6);
+  if (!(coef >= 1.0)) {  // also a NaN coefficient, as PyTorch's clamp
+    for (int64_t i = 0; i < count; ++i)
+      if (sizes[i] > 0) scale(grads[i], sizes[i], static_cast<float>(coef));
+  }
+  const float norm = static_cast<float>(total);
+  copy_from_host(norm_out, &norm, sizeof norm);
 }
 void Backend::prune_unstructured(uint8_t* const*, const float* const*, const int64_t*, int64_t,
                                  int64_t) {

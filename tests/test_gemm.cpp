@@ -93,6 +93,73 @@ TEST_P(GemmPathTest, OddSizesAgainstDoubleReference) {
   for (auto [m, n, k] : sizes) check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
 }
 
+// Sizes on both sides of the tile edges of every kernel (CPU 6 x 16 and 96/256/2048 blocks,
+// CUDA 128 x 128 x 8 and 16).
+TEST_P(GemmPathTest, TileEdgeSizes) {
+  const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
+      {31, 33, 127},   {127, 129, 31}, {129, 127, 1000}, {1000, 33, 129},
+      {33, 1023, 129}, {2048, 7, 33},  {31, 2048, 129},  {1, 1023, 2048}};
+  uint32_t seed = 40;
+  for (auto [m, n, k] : sizes) check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
+}
+
+TEST_P(GemmPathTest, AlphaZeroReadsNeitherInput) {
+  // BLAS: with alpha == 0, a and b are not referenced, so their NaNs do not reach c.
+  Tensor a = poisoned({5, 5}, device()), b = poisoned({5, 5}, device());
+  Tensor c = on(device(), random_floats(25, 3), {5, 5});
+  const auto c0 = c.to_vector<float>();
+  matmul(a, b, c, GemmOptions{ta(), tb(), 0.0f, 2.0f});
+  std::vector<double> expected(c0.begin(), c0.end());
+  for (auto& v : expected) v *= 2.0;
+  EXPECT_TRUE(all_close(c, expected, 0, 0));
+}
+
+TEST_P(GemmPathTest, Tf32IsWithinItsDocumentedBound) {
+  // GemmOptions::allow_tf32: |err| <= (2^-10 + k u) * sum |a||b| (inputs rounded to 10 bits
+  // each, so a product errs by up to 2 * 2^-11 relative; FP32 sums). The CPU stays exact, which
+  // the bound also admits.
+  for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 1, 1}, {33, 129, 65}, {128, 128, 16}, {257, 31, 1000}}) {
+    SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+    const auto a = random_floats(m * k, 70), b = random_floats(k * n, 71);
+    Tensor c = poisoned({m, n}, device());
+    GemmOptions o{ta(), tb()};
+    o.allow_tf32 = true;
+    matmul(on(device(), a, ta() ? Shape{k, m} : Shape{m, k}),
+           on(device(), b, tb() ? Shape{n, k} : Shape{k, n}), c, o);
+    const Reference r = reference_gemm(a, b, m, n, k, ta(), tb());
+    std::vector<double> bound(r.magnitude.size());
+    for (size_t i = 0; i < bound.size(); ++i)
+      bound[i] = (std::ldexp(1.0, -10) + (k + 2) * kEps32) * r.magnitude[i] + 1e-30;
+    EXPECT_TRUE(all_within(c, r.value, bound));
+  }
+}
+
+TEST_P(GemmPathTest, Cuda4096CubedAgainstVectorProbe) {
+  if (path() != Path::Cuda) GTEST_SKIP() << "GPU-sized; the CPU paths are probed at 1023^3";
+  const int64_t m = 4096, n = 4096, k = 4096;
+  Tensor a = Tensor::empty(ta() ? Shape{k, m} : Shape{m, k}, DType::F32, device());
+  Tensor b = Tensor::empty(tb() ? Shape{n, k} : Shape{k, n}, DType::F32, device());
+  fill_uniform(a, -1.0f, 1.0f, 81);
+  fill_uniform(b, -1.0f, 1.0f, 82);
+  Tensor c = poisoned({m, n}, device());
+  matmul(a, b, c, GemmOptions{ta(), tb()});
+  const auto av = a.to_vector<float>(), bv = b.to_vector<float>(), out = c.to_vector<float>();
+  const auto t = random_floats(n, 83);
+  std::vector<double> bt(k, 0.0);
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb() ? bv[j * k + p] : bv[p * n + j]) * t[j];
+  double err2 = 0, ref2 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    double abt = 0, ct = 0;
+    for (int64_t p = 0; p < k; ++p) abt += double(ta() ? av[p * m + i] : av[i * k + p]) * bt[p];
+    for (int64_t j = 0; j < n; ++j) ct += double(out[i * n + j]) * t[j];
+    err2 += (ct - abt) * (ct - abt);
+    ref2 += abt * abt;
+  }
+  EXPECT_LE(std::sqrt(err2 / ref2), 10 * std::sqrt(double(k)) * kEps32);
+}
+
 TEST_P(GemmPathTest, AlphaAndBeta) {
   check_gemm(device(), 33, 17, 65, ta(), tb(), 0.5f, 0.0f, 100);
   check_gemm(device(), 33, 17, 65, ta(), tb(), -2.0f, 1.0f, 101);

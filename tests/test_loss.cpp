@@ -1,5 +1,7 @@
 // Losses against double-precision references; gradients against the analytic double gradient
 // and against central finite differences of the double loss.
+#include <cstring>
+
 #include "test_util.hpp"
 
 namespace nnops::test {
@@ -215,6 +217,61 @@ TEST_P(LossTest, ZeroClassesAreValid) {
   cross_entropy_loss(Tensor::empty({0, 0}, DType::F32, device()),
                      Tensor::empty({0}, DType::I32, device()), loss, &grad0, Reduction::Sum);
   EXPECT_EQ(loss.item(), 0.0f);
+}
+
+TEST_P(LossTest, ReductionsGiveTheSameBitsOnEveryRun) {
+  // No floating-point atomics anywhere: two runs on the same inputs agree bit for bit.
+  const int64_t N = 333, C = 1031;
+  Tensor x = on(device(), random_floats(N * C, 91, -5, 5), {N, C});
+  Tensor t = on(device(), random_floats(N * C, 92, -5, 5), {N, C});
+  std::vector<int32_t> y(N);
+  for (int64_t i = 0; i < N; ++i) y[i] = static_cast<int32_t>((i * 31) % C);
+  Tensor labels = Tensor::from_vector(y, {N}, device());
+  auto run = [&] {
+    std::vector<float> out;
+    Tensor loss = poisoned({1}, device()), grad = poisoned({N, C}, device());
+    mse_loss(x, t, loss, &grad);
+    out.push_back(loss.item());
+    cross_entropy_loss(x, labels, loss, &grad, Reduction::Mean, 0.1f);
+    out.push_back(loss.item());
+    kd_loss(x, t, 2.0f, loss, &grad);
+    out.push_back(loss.item());
+    Tensor w = on(device(), random_floats(C * 17, 93), {17, C}), dw = poisoned({17, C}, device());
+    Tensor db = poisoned({17}, device()), dy = on(device(), random_floats(N * 17, 94), {N, 17});
+    linear_backward(x, w, dy, nullptr, dw, &db);
+    for (float v : db.to_vector<float>()) out.push_back(v);
+    Tensor g = on(device(), random_floats(N * C, 95), {N, C}), norm = poisoned({1}, device());
+    clip_grad_norm({&g}, 1.0f, norm);
+    out.push_back(norm.item());
+    return out;
+  };
+  const auto first = run(), second = run();
+  ASSERT_EQ(first.size(), second.size());
+  EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0);
+}
+
+TEST_P(LossTest, TargetOutOfRangeIsAnError) {
+  Tensor x = on(device(), random_floats(12, 96), {3, 4});
+  Tensor bad = Tensor::from_vector(std::vector<int32_t>{0, 4, 1}, {3}, device());
+  Tensor loss = poisoned({1}, device()), grad = poisoned({3, 4}, device());
+  if (device() == Device::CPU) {
+    // The CPU checks the targets before it writes anything.
+    EXPECT_TRUE(throws_error([&] { cross_entropy_loss(x, bad, loss, &grad); },
+                             "nnops::cross_entropy_loss", "targets[1] is 4"));
+    return;
+  }
+  // On CUDA the kernel finds it without a round trip: the call returns, its loss is NaN, and the
+  // next synchronising call throws naming the op; after that the library is usable again.
+  cross_entropy_loss(x, bad, loss, &grad);
+  EXPECT_TRUE(throws_error([&] { synchronize(Device::CUDA); }, "nnops::cross_entropy_loss",
+                           "outside [0, classes)"));
+  EXPECT_TRUE(std::isnan(loss.item()));
+  const auto g = grad.to_vector<float>();
+  EXPECT_TRUE(std::isnan(g[4]) && std::isnan(g[7])) << "the bad row's gradient is NaN";
+  EXPECT_FALSE(std::isnan(g[0])) << "the other rows are computed";
+  Tensor good = Tensor::from_vector(std::vector<int32_t>{0, 3, 1}, {3}, device());
+  cross_entropy_loss(x, good, loss, &grad);
+  EXPECT_FALSE(std::isnan(loss.item()));
 }
 
 TEST_P(LossTest, GradientIsOptional) {

@@ -261,6 +261,30 @@ TEST_P(OptimTest, ClipGradNorm) {
   }
 }
 
+TEST_P(OptimTest, ClipGradNormOnTheDeviceMatchesTheHostVersion) {
+  for (float max_norm : {0.5f, 1e6f, INFINITY}) {
+    const auto g1 = random_floats(1023, 31), g2 = random_floats(7, 32), g3 = random_floats(1, 33);
+    Tensor a = on(device(), g1, {1023}), b = on(device(), g2, {7}), c = on(device(), g3, {1});
+    Tensor a2 = on(device(), g1, {1023}), b2 = on(device(), g2, {7}), c2 = on(device(), g3, {1});
+    Tensor norm = poisoned({1}, device());
+    clip_grad_norm({&a, &b, &c}, max_norm, norm);
+    const double host = clip_grad_norm({&a2, &b2, &c2}, max_norm);
+    // Both sum the squares in double; only the order of the partial sums may differ.
+    EXPECT_NEAR(norm.item(), host, 2 * kEps32 * host) << max_norm;
+    for (auto [x, y] : {std::pair<Tensor*, Tensor*>{&a, &a2}, {&b, &b2}, {&c, &c2}}) {
+      const auto yv = y->to_vector<float>();
+      EXPECT_TRUE(all_close(*x, std::vector<double>(yv.begin(), yv.end()), 0, 2 * kEps32));
+    }
+  }
+  Tensor norm = poisoned({1}, device());
+  clip_grad_norm({}, 1.0f, norm);
+  EXPECT_EQ(norm.item(), 0.0f) << "no gradients: norm 0";
+  Tensor nan_grad = on(device(), {NAN, 1.0f}, {2});
+  clip_grad_norm({&nan_grad}, 1.0f, norm);
+  EXPECT_TRUE(std::isnan(norm.item()));
+  EXPECT_TRUE(std::isnan(nan_grad.to_vector<float>()[1])) << "scaled by the NaN coefficient";
+}
+
 NNOPS_INSTANTIATE_DEVICES(OptimTest);
 
 }  // namespace

@@ -2,6 +2,11 @@
 #include <algorithm>
 #include <cstdlib>
 
+#ifdef NNOPS_TEST_CUDA_RUNTIME
+#include <cuda_runtime.h>
+#endif
+
+#include "nnops/cuda.hpp"
 #include "test_util.hpp"
 
 namespace nnops::test {
@@ -253,6 +258,48 @@ TEST_P(TensorOpsTest, CountNonzero) {
 }
 
 NNOPS_INSTANTIATE_DEVICES(TensorOpsTest);
+
+TEST(CudaStream, GuardRestoresTheDefaultStream) {
+  EXPECT_EQ(cuda::current_stream(), nullptr) << "the per-thread default stream";
+  {
+    cuda::StreamGuard guard(nullptr);
+    EXPECT_EQ(cuda::current_stream(), nullptr);
+  }
+  EXPECT_EQ(cuda::current_stream(), nullptr);
+  if (!cuda_available()) {
+    EXPECT_EQ(cuda::device_count(), 0);
+    EXPECT_TRUE(throws_error([] { cuda::set_device(0); }, "nnops::cuda::set_device"));
+  }
+}
+
+#ifdef NNOPS_TEST_CUDA_RUNTIME
+TEST(CudaStream, OpsRunOnTheGuardedStream) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  {
+    cuda::StreamGuard guard(stream);
+    EXPECT_EQ(cuda::current_stream(), static_cast<cuda::Stream>(stream));
+    // Allocation, fill, product and read-back all ordered on `stream`.
+    Tensor a = Tensor::empty({257, 129}, DType::F32, Device::CUDA);
+    fill_uniform(a, -1.0f, 1.0f, 5);
+    Tensor c = Tensor::empty({257, 257}, DType::F32, Device::CUDA);
+    matmul(a, a, c, GemmOptions{false, true});
+    Tensor a_cpu = Tensor::empty({257, 129});
+    fill_uniform(a_cpu, -1.0f, 1.0f, 5);
+    EXPECT_EQ(a.to_vector<float>(), a_cpu.to_vector<float>());
+    Tensor c_cpu = Tensor::empty({257, 257});
+    matmul(a_cpu, a_cpu, c_cpu, GemmOptions{false, true});
+    const auto cv = c_cpu.to_vector<float>();
+    // 129-term dot products of |x| <= 1: both within gamma_129 * 129 of the exact value.
+    EXPECT_TRUE(all_close(c, std::vector<double>(cv.begin(), cv.end()), 2 * 129 * 129 * kEps32, 0));
+  }
+  EXPECT_EQ(cuda::current_stream(), nullptr);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+  EXPECT_GE(cuda::device_count(), 1);
+  cuda::set_device(0);
+}
+#endif
 
 TEST(Device, CudaTensorsWithoutAGpuAreErrors) {
   if (cuda_available()) GTEST_SKIP() << "a GPU is usable here; this checks the no-GPU path";

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -30,7 +31,10 @@ std::string test_name() {
 
 TrainerRun run_trainer(const std::string& args) {
   const std::string log = ::testing::TempDir() + "nnops_train_" + test_name() + "_output.txt";
-  const std::string cmd = std::string(NNOPS_TRAIN_PATH) + " " + args + " > " + log + " 2>&1";
+  // NNOPS_TRAIN overrides the built path (the GPU pack runs these tests from another folder).
+  const char* env = std::getenv("NNOPS_TRAIN");
+  const std::string cmd =
+      std::string(env ? env : NNOPS_TRAIN_PATH) + " " + args + " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   std::ifstream f(log);
   std::stringstream ss;
@@ -188,18 +192,23 @@ TEST(Train, EveryActivationRuns) {
 
 TEST(Train, CpuAndCudaAgreeOverTheFirstSteps) {
   if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
-  const std::string a = scratch("cpu.csv"), b = scratch("cuda.csv");
-  const std::string flags = "--quick --epochs 1 --finetune-epochs 0 --distill-epochs 0 --metrics ";
-  ASSERT_EQ(run_trainer(flags + a + " --device cpu").exit_code, 0);
-  const TrainerRun r = run_trainer(flags + b + " --device cuda");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto ca = rows_of(read_csv(a), "epoch", "teacher"),
-             cb = rows_of(read_csv(b), "epoch", "teacher");
-  ASSERT_EQ(ca.size(), cb.size());
-  for (size_t i = 0; i < ca.size(); ++i) {
-    // One epoch of float training: the losses agree to a relative 1e-4.
-    EXPECT_NEAR(num(ca[i], "heldout_loss"), num(cb[i], "heldout_loss"),
-                1e-4 * num(ca[i], "heldout_loss"));
+  // The quick run in both tasks, and one epoch of the default (reference) size.
+  for (const std::string run : {"--quick --task regress", "--quick --task classify", ""}) {
+    SCOPED_TRACE(run);
+    const std::string a = scratch("cpu.csv"), b = scratch("cuda.csv");
+    const std::string flags = run + " --epochs 1 --finetune-epochs 0 --distill-epochs 0 --metrics ";
+    ASSERT_EQ(run_trainer(flags + a + " --device cpu").exit_code, 0);
+    const TrainerRun r = run_trainer(flags + b + " --device cuda");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("device: CUDA"), std::string::npos) << r.output;
+    const auto ca = rows_of(read_csv(a), "epoch", "teacher"),
+               cb = rows_of(read_csv(b), "epoch", "teacher");
+    ASSERT_EQ(ca.size(), cb.size());
+    for (size_t i = 0; i < ca.size(); ++i) {
+      // One epoch of float training: the losses agree to a relative 1e-4.
+      EXPECT_NEAR(num(ca[i], "heldout_loss"), num(cb[i], "heldout_loss"),
+                  1e-4 * num(ca[i], "heldout_loss"));
+    }
   }
 }
 

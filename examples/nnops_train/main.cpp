@@ -81,13 +81,11 @@ class Trainer {
  public:
   Trainer(const Options& o, nnops::Device device, Log& log) : o_(o), device_(device), log_(log) {}
 
+  // Losses and predictions stay on the device until the split is done: one wait per evaluation.
   Evaluation evaluate(const Mlp& m, Workspace& ws, const Split& s) const {
-    double total = 0.0;
-    int64_t correct = 0;
     Tensor loss = Tensor::empty({1}, DType::F32, device_);
-    Tensor predictions = Tensor::empty({o_.batch}, DType::I32, device_);
-    const std::vector<int32_t> labels =
-        o_.task == Task::Classify ? s.y.to_vector<int32_t>() : std::vector<int32_t>();
+    Tensor total = Tensor::zeros({1}, DType::F32, device_);
+    Tensor predictions = Tensor::empty({s.rows()}, DType::I32, device_);
     for (int64_t start = 0; start < s.rows(); start += o_.batch) {
       const int64_t count = std::min(o_.batch, s.rows() - start);
       const Tensor x = s.x.narrow(start, count);
@@ -97,21 +95,28 @@ class Trainer {
       } else {
         nnops::cross_entropy_loss(y, s.y.narrow(start, count), loss, nullptr,
                                   nnops::Reduction::Sum);
-        Tensor predicted = predictions.narrow(0, count);
+        Tensor predicted = predictions.narrow(start, count);
         nnops::argmax(y, predicted);
-        const auto classes = predicted.to_vector<int32_t>();
-        for (int64_t r = 0; r < count; ++r) correct += classes[r] == labels[start + r];
       }
-      total += loss.item();
+      nnops::add_scaled(total, loss, 1.0f);
     }
     Evaluation e;
-    e.loss = total / static_cast<double>(o_.task == Task::Regress ? s.rows() * m.out : s.rows());
-    if (o_.task == Task::Classify) e.accuracy = static_cast<double>(correct) / s.rows();
+    e.loss =
+        total.item() / static_cast<double>(o_.task == Task::Regress ? s.rows() * m.out : s.rows());
+    if (o_.task == Task::Classify) {
+      const auto classes = predictions.to_vector<int32_t>();
+      const auto labels = s.y.to_vector<int32_t>();
+      int64_t correct = 0;
+      for (size_t r = 0; r < classes.size(); ++r) correct += classes[r] == labels[r];
+      e.accuracy = static_cast<double>(correct) / s.rows();
+    }
     return e;
   }
 
-  // Writes the loss gradient for rows [start, start+count) into grad; returns the batch loss.
-  using LossFn = std::function<float(const Tensor& y, int64_t start, int64_t count, Tensor& grad)>;
+  // Writes the loss gradient for rows [start, start+count) into grad and adds the batch loss to
+  // the epoch's sum on the device (read once per epoch: no wait per step).
+  using LossFn = std::function<void(const Tensor& y, int64_t start, int64_t count, Tensor& grad,
+                                    Tensor& epoch_sum)>;
 
   // Trains for `epochs` epochs (mini-batches in a seeded random order); logs each epoch and
   // returns the seconds spent.
@@ -131,17 +136,17 @@ class Trainer {
       for (int64_t b = 0; b < batches; ++b) order[b] = b;
       std::shuffle(order.begin(), order.end(), rng);
       const auto e0 = Clock::now();
-      double sum = 0.0;
+      Tensor epoch_sum = Tensor::zeros({1}, DType::F32, device_);
       for (int64_t b : order) {
         const int64_t start = b * o_.batch;
         const Tensor x = train.x.narrow(start, o_.batch);
         const Tensor y = ws.forward(m, x);
         Tensor grad = ws.output_grad();
-        sum += loss_fn(y, start, o_.batch, grad);
+        loss_fn(y, start, o_.batch, grad, epoch_sum);
         ws.backward(m, x);
         ws.adam_step(m, adam);
       }
-      nnops::synchronize(device_);
+      const double sum = epoch_sum.item();  // waits for the epoch's work
       const double dt = seconds_since(e0);
       train_seconds += dt;
       const double samples = static_cast<double>(batches * o_.batch);
@@ -152,13 +157,14 @@ class Trainer {
   }
 
   LossFn supervised_loss(const Split& train) {
-    return [this, &train](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
+    return [this, &train](const Tensor& y, int64_t start, int64_t count, Tensor& grad,
+                          Tensor& epoch_sum) {
       if (o_.task == Task::Regress) {
         nnops::mse_loss(y, train.y.narrow(start, count), loss_, &grad);
       } else {
         nnops::cross_entropy_loss(y, train.y.narrow(start, count), loss_, &grad);
       }
-      return loss_.item();
+      nnops::add_scaled(epoch_sum, loss_, 1.0f);
     };
   }
 
@@ -167,18 +173,20 @@ class Trainer {
   LossFn distill_loss(const Split& train, const Tensor& teacher_out) {
     kd_grad_ = Tensor::empty({o_.batch, o_.out}, DType::F32, device_);
     kd_value_ = Tensor::empty({1}, DType::F32, device_);
-    return
-        [this, &train, &teacher_out](const Tensor& y, int64_t start, int64_t count, Tensor& grad) {
-          const Tensor t = teacher_out.narrow(start, count);
-          if (o_.task == Task::Regress) {
-            nnops::mse_loss(y, t, loss_, &grad);
-            return loss_.item();
-          }
-          nnops::cross_entropy_loss(y, train.y.narrow(start, count), loss_, &grad);
-          nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
-          nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
-          return o_.alpha * kd_value_.item() + (1.0f - o_.alpha) * loss_.item();
-        };
+    return [this, &train, &teacher_out](const Tensor& y, int64_t start, int64_t count, Tensor& grad,
+                                        Tensor& epoch_sum) {
+      const Tensor t = teacher_out.narrow(start, count);
+      if (o_.task == Task::Regress) {
+        nnops::mse_loss(y, t, loss_, &grad);
+        nnops::add_scaled(epoch_sum, loss_, 1.0f);
+        return;
+      }
+      nnops::cross_entropy_loss(y, train.y.narrow(start, count), loss_, &grad);
+      nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
+      nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
+      nnops::add_scaled(epoch_sum, kd_value_, o_.alpha);
+      nnops::add_scaled(epoch_sum, loss_, 1.0f - o_.alpha);
+    };
   }
 
   // The model's outputs on a whole split (teacher targets for distillation).

@@ -14,8 +14,12 @@ const char* to_string(Device device);
 const char* to_string(DType dtype);
 std::size_t dtype_size(DType dtype);
 
-inline std::ostream& operator<<(std::ostream& os, Device device) { return os << to_string(device); }
-inline std::ostream& operator<<(std::ostream& os, DType dtype) { return os << to_string(dtype); }
+inline std::ostream& operator<<(std::ostream& os, Device device) {
+  return os << to_string(device);
+}
+inline std::ostream& operator<<(std::ostream& os, DType dtype) {
+  return os << to_string(dtype);
+}
 
 // True when the library was built with CUDA and a usable GPU answered the first probe.
 bool cuda_available();

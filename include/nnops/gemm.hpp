@@ -9,6 +9,10 @@ namespace nnops {
 struct GemmOptions {
   bool trans_a = false, trans_b = false;
   float alpha = 1.0f, beta = 0.0f;
+  // Opt-in TF32 tensor cores on CUDA (sm_80+): inputs rounded to 10 mantissa bits, products
+  // summed in FP32, so |error| <= (2^-10 + k * 2^-24) * sum_p |a_ip b_pj| (about 1e-3 relative,
+  // like torch.backends.cuda.matmul.allow_tf32). The CPU computes exact FP32 either way.
+  bool allow_tf32 = false;
 };
 
 // c = alpha * op(a) * op(b) + beta * c for 2-D F32 tensors; op(a) is [M, K], op(b) is [K, N],

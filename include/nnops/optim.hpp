@@ -67,4 +67,8 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
 // +inf (nothing is scaled).
 double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm);
 
+// The same, without waiting for the device: the total norm is written to total_norm (an F32
+// tensor of one element on the gradients' device) and the scaling is decided on the device.
+void clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm, Tensor& total_norm);
+
 }  // namespace nnops

@@ -1,0 +1,263 @@
+// CUDA benchmarks of nnops beside what a user would pick instead, in one run: GEMM against
+// cuBLAS (FP32 and TF32), streaming ops against a device-to-device copy of the same bytes (the
+// bandwidth ceiling), cross-entropy against the bytes it must move, and pruning's radix select
+// against one CUB radix sort of the same magnitudes. Timed with CUDA events on the per-thread
+// default stream, where nnops enqueues its work; the ratio table closes the output.
+#include <benchmark/benchmark.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cub/device/device_radix_sort.cuh>
+#include <nnops/nnops.hpp>
+#include <vector>
+
+#include "ratio_reporter.hpp"
+
+namespace {
+
+using namespace nnops;
+
+#define BENCH_CUDA_CHECK(expr)                                              \
+  do {                                                                      \
+    const cudaError_t status_ = (expr);                                     \
+    if (status_ != cudaSuccess) {                                           \
+      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(status_)); \
+      std::exit(1);                                                         \
+    }                                                                       \
+  } while (0)
+
+// RAII event pair: times the work enqueued on the per-thread default stream between start()
+// and stop().
+class EventTimer {
+ public:
+  EventTimer() {
+    BENCH_CUDA_CHECK(cudaEventCreate(&start_));
+    BENCH_CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  ~EventTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  void start() { BENCH_CUDA_CHECK(cudaEventRecord(start_, cudaStreamPerThread)); }
+  double stop_seconds() {
+    BENCH_CUDA_CHECK(cudaEventRecord(stop_, cudaStreamPerThread));
+    BENCH_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0.0f;
+    BENCH_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms * 1e-3;
+  }
+
+ private:
+  cudaEvent_t start_, stop_;
+};
+
+template <class Body>
+void time_on_device(benchmark::State& state, Body body) {
+  body();  // warm-up: module load, pool growth
+  synchronize(Device::CUDA);
+  EventTimer timer;
+  for (auto _ : state) {
+    timer.start();
+    body();
+    state.SetIterationTime(timer.stop_seconds());
+  }
+}
+
+Tensor device_random(const Shape& shape, uint64_t seed) {
+  Tensor t = Tensor::empty(shape, DType::F32, Device::CUDA);
+  fill_uniform(t, -1.0f, 1.0f, seed);
+  return t;
+}
+
+cublasHandle_t cublas(bool tf32) {
+  static cublasHandle_t handle = [] {
+    cublasHandle_t h;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) std::exit(1);
+    cublasSetStream(h, cudaStreamPerThread);
+    return h;
+  }();
+  cublasSetMathMode(handle, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+  return handle;
+}
+
+// Row-major c[m, n] = op(a) op(b) as cuBLAS's column-major c^T = op(b)^T op(a)^T.
+void cublas_product(const Tensor& a, const Tensor& b, Tensor& c, int64_t m, int64_t n, int64_t k,
+                    bool ta, bool tb, bool tf32) {
+  const float one = 1.0f, zero = 0.0f;
+  cublasSgemm(cublas(tf32), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+              static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &one, b.data<float>(),
+              tb ? static_cast<int>(k) : static_cast<int>(n), a.data<float>(),
+              ta ? static_cast<int>(m) : static_cast<int>(k), &zero, c.data<float>(),
+              static_cast<int>(n));
+}
+
+void time_gemm(benchmark::State& state, bool ta, bool tb, bool tf32, bool use_cublas) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = device_random(ta ? Shape{k, m} : Shape{m, k}, 1);
+  Tensor b = device_random(tb ? Shape{n, k} : Shape{k, n}, 2);
+  Tensor c = Tensor::empty({m, n}, DType::F32, Device::CUDA);
+  GemmOptions o{ta, tb};
+  o.allow_tf32 = tf32;
+  time_on_device(state, [&] {
+    if (use_cublas)
+      cublas_product(a, b, c, m, n, k, ta, tb, tf32);
+    else
+      matmul(a, b, c, o);
+  });
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+#define SQUARES                  \
+  Args({1024, 1024, 1024})       \
+      ->Args({2048, 2048, 2048}) \
+      ->Args({4096, 4096, 4096}) \
+      ->Args({8192, 8192, 8192})
+#define GEMM_PAIR(name, ta, tb, tf32, ARGS)                                      \
+  void name##_nnops(benchmark::State& s) {                                       \
+    time_gemm(s, ta, tb, tf32, false);                                           \
+  }                                                                              \
+  void name##_cublas(benchmark::State& s) {                                      \
+    time_gemm(s, ta, tb, tf32, true);                                            \
+  }                                                                              \
+  BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond); \
+  BENCHMARK(name##_cublas)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
+
+GEMM_PAIR(gemm, false, false, false, SQUARES);
+GEMM_PAIR(gemm_tf32, false, false, true, SQUARES);
+// The reference MLP's products at batch 64: forward x w^T (NT), dx = dy w (NN), dw = dy^T x (TN).
+GEMM_PAIR(linear_fwd, false, true, false, Args({64, 2000, 1000})->Args({64, 1000, 2000}));
+GEMM_PAIR(linear_dx, false, false, false, Args({64, 1000, 2000})->Args({64, 2000, 1000}));
+GEMM_PAIR(linear_dw, true, false, false, Args({2000, 1000, 64})->Args({1000, 2000, 64}));
+
+// The ceiling: a device-to-device copy moving `bytes` read plus `bytes` written.
+void copy_ceiling(benchmark::State& state, size_t bytes) {
+  void *src, *dst;
+  BENCH_CUDA_CHECK(cudaMalloc(&src, bytes));
+  BENCH_CUDA_CHECK(cudaMalloc(&dst, bytes));
+  BENCH_CUDA_CHECK(cudaMemset(src, 1, bytes));
+  time_on_device(state, [&] {
+    BENCH_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
+  });
+  state.counters["bytes/s"] =
+      benchmark::Counter(2.0 * bytes * state.iterations(), benchmark::Counter::kIsRate);
+  cudaFree(src);
+  cudaFree(dst);
+}
+
+// 2^26 floats = 256 MiB per tensor, far past the 50 MiB L2.
+#define STREAM_SIZES Arg(1 << 26)
+
+// Adam reads p, g, m, v and writes p, m, v: 28 bytes per element, a copy of 14.
+void adam_nnops(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor p = device_random({n}, 1), g = device_random({n}, 2);
+  AdamState st;
+  time_on_device(state, [&] { adam_step(AdamOptions{}, p, g, st); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(28.0 * n * state.iterations(), benchmark::Counter::kIsRate);
+}
+void adam_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 14 * state.range(0));
+}
+BENCHMARK(adam_nnops)->STREAM_SIZES->UseManualTime();
+BENCHMARK(adam_ceiling)->STREAM_SIZES->UseManualTime();
+
+void gelu_nnops(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor x = device_random({n}, 1), y = Tensor::empty({n}, DType::F32, Device::CUDA);
+  time_on_device(state, [&] { activation_forward(Activation::GELU, x, y); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * n * state.iterations(), benchmark::Counter::kIsRate);
+}
+void gelu_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 4 * state.range(0));
+}
+BENCHMARK(gelu_nnops)->STREAM_SIZES->UseManualTime();
+BENCHMARK(gelu_ceiling)->STREAM_SIZES->UseManualTime();
+
+// apply_mask reads w (4) and the mask (1) and writes w (4): 9 bytes per element.
+void mask_nnops(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor w = device_random({n}, 1);
+  Tensor mask = Tensor::zeros({n}, DType::U8, Device::CUDA);
+  time_on_device(state, [&] { apply_mask(w, mask); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(9.0 * n * state.iterations(), benchmark::Counter::kIsRate);
+}
+void mask_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 9 * state.range(0) / 2);
+}
+BENCHMARK(mask_nnops)->STREAM_SIZES->UseManualTime();
+BENCHMARK(mask_ceiling)->STREAM_SIZES->UseManualTime();
+
+// Cross-entropy over [rows, classes] reads the logits and writes the gradient: 8 bytes per
+// element at the least (LLM-sized rows of 50257 classes).
+void cross_entropy_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), classes = state.range(1);
+  Tensor x = device_random({rows, classes}, 1);
+  std::vector<int32_t> y(rows);
+  for (int64_t i = 0; i < rows; ++i) y[i] = static_cast<int32_t>((i * 7919) % classes);
+  Tensor labels = Tensor::from_vector(y, {rows}, Device::CUDA);
+  Tensor loss = Tensor::empty({1}, DType::F32, Device::CUDA);
+  Tensor grad = Tensor::empty({rows, classes}, DType::F32, Device::CUDA);
+  time_on_device(state, [&] { cross_entropy_loss(x, labels, loss, &grad); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * rows * classes * state.iterations(), benchmark::Counter::kIsRate);
+}
+void cross_entropy_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 4 * state.range(0) * state.range(1));
+}
+BENCHMARK(cross_entropy_nnops)->Args({1024, 50257})->Args({65536, 1000})->UseManualTime();
+BENCHMARK(cross_entropy_ceiling)->Args({1024, 50257})->Args({65536, 1000})->UseManualTime();
+
+// Pruning half of n weights (radix select, then the mask) against one CUB radix sort of the
+// n magnitude bit patterns.
+void prune_nnops(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor w = device_random({n}, 1);
+  Tensor mask = Tensor::empty({n}, DType::U8, Device::CUDA);
+  EventTimer timer;
+  for (auto _ : state) {
+    BENCH_CUDA_CHECK(cudaMemsetAsync(mask.raw_data(), 1, n, cudaStreamPerThread));
+    timer.start();
+    l1_unstructured(w, PruneAmount::fraction(0.5), mask);
+    state.SetIterationTime(timer.stop_seconds());
+  }
+}
+void prune_cub_sort(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor w = device_random({n}, 1);
+  Tensor sorted = Tensor::empty({n}, DType::F32, Device::CUDA);
+  const auto* keys = reinterpret_cast<const uint32_t*>(w.data<float>());
+  auto* out = reinterpret_cast<uint32_t*>(sorted.data<float>());
+  size_t temp_bytes = 0;
+  cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys, out, n, 0, 31, cudaStreamPerThread);
+  void* temp;
+  BENCH_CUDA_CHECK(cudaMalloc(&temp, temp_bytes));
+  time_on_device(state, [&] {
+    cub::DeviceRadixSort::SortKeys(temp, temp_bytes, keys, out, n, 0, 31, cudaStreamPerThread);
+  });
+  cudaFree(temp);
+}
+BENCHMARK(prune_nnops)->Arg(100000000)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(prune_cub_sort)->Arg(100000000)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!nnops::cuda_available()) {
+    std::printf("bench_cuda: no usable CUDA device; nothing to measure\n");
+    return 77;  // CTest reports this as skipped (SKIP_RETURN_CODE)
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  nnops::bench::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.print_ratios();
+  benchmark::Shutdown();
+  return 0;
+}
