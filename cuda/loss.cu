@@ -1,5 +1,5 @@
-// CUDA losses: one block per row writes the gradient row and the row's loss (in double) to a
-// scratch array; one block then adds the rows in a fixed order. No floating-point atomics, so
+// CUDA losses: one warp (short rows) or one block (long rows) per row writes the gradient row and
+// the row's loss (in double) to a scratch array; one block then adds the rows in a fixed order. No floating-point atomics, so
 // every run gives the same bits. Formulas as cpu/loss.cpp.
 #include <cmath>
 
@@ -48,25 +48,28 @@ __global__ void count_kept_kernel(int64_t* d_count, const int32_t* d_targets, in
   if (threadIdx.x == 0) *d_count = c;
 }
 
+template <int kT>
 __global__ void cross_entropy_kernel(double* d_row_loss, float* d_grad, const float* d_logits,
-                                     const int32_t* d_targets, const int64_t* d_kept,
+                                     const int32_t* d_targets, const int64_t* d_kept, int64_t rows,
                                      int64_t classes, bool mean, float e, int32_t ignore_index,
                                      unsigned* d_error_flags) {
   __shared__ double s_sum[32];
-  const int64_t r = blockIdx.x;
+  const auto team = RowTeam<kT>::here();
+  if (team.row >= rows) return;
+  const int64_t r = team.row;
   const float* x = d_logits + r * classes;
   float* g = d_grad ? d_grad + r * classes : nullptr;
   const int32_t y = d_targets[r];
   if (y == ignore_index) {
     if (g)
-      for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) g[c] = 0.0f;
-    if (threadIdx.x == 0) d_row_loss[r] = 0.0;
+      for (int64_t c = team.lane; c < classes; c += kT) g[c] = 0.0f;
+    if (team.lane == 0) d_row_loss[r] = 0.0;
     return;
   }
   if (y < 0 || y >= classes) {  // only the device sees the targets: flag it, poison the row
     if (g)
-      for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) g[c] = NAN;
-    if (threadIdx.x == 0) {
+      for (int64_t c = team.lane; c < classes; c += kT) g[c] = NAN;
+    if (team.lane == 0) {
       d_row_loss[r] = NAN;
       atomicOr(d_error_flags, kTargetOutOfRange);
     }
@@ -74,36 +77,40 @@ __global__ void cross_entropy_kernel(double* d_row_loss, float* d_grad, const fl
   }
   const float scale = mean ? static_cast<float>(1.0 / static_cast<double>(*d_kept)) : 1.0f;
   float mx, log_sum;
-  block_row_logsumexp(x, classes, 1.0f, mx, log_sum);
+  team.logsumexp(x, classes, 1.0f, mx, log_sum);
   double row = (1.0 - e) * (static_cast<double>(log_sum) - (x[y] - mx));
   if (e != 0.0f) {
     double shifted = 0.0;
-    for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) shifted += x[c] - mx;
-    shifted = block_reduce(shifted, SumOp{}, s_sum);
+    for (int64_t c = team.lane; c < classes; c += kT) shifted += x[c] - mx;
+    shifted = team.reduce(shifted, SumOp{}, s_sum);
     row += e * (static_cast<double>(log_sum) - shifted / static_cast<double>(classes));
   }
   if (g) {
     const float smooth = e / static_cast<float>(classes);
     const float inv_sum = expf(-log_sum);
-    for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) {
+    for (int64_t c = team.lane; c < classes; c += kT) {
       const float target_prob = (c == y ? 1.0f - e : 0.0f) + smooth;
       g[c] = scale * (expf(x[c] - mx) * inv_sum - target_prob);
     }
   }
-  if (threadIdx.x == 0) d_row_loss[r] = row;
+  if (team.lane == 0) d_row_loss[r] = row;
 }
 
+template <int kT>
 __global__ void kd_kernel(double* d_row_loss, float* d_grad, const float* d_student,
-                          const float* d_teacher, int64_t classes, float inv_t, float grad_scale) {
+                          const float* d_teacher, int64_t rows, int64_t classes, float inv_t,
+                          float grad_scale) {
   __shared__ double s_sum[32];
-  const int64_t r = blockIdx.x;
+  const auto team = RowTeam<kT>::here();
+  if (team.row >= rows) return;
+  const int64_t r = team.row;
   const float* s = d_student + r * classes;
   const float* t = d_teacher + r * classes;
   float mx_s, log_sum_s, mx_t, log_sum_t;
-  block_row_logsumexp(s, classes, inv_t, mx_s, log_sum_s);
-  block_row_logsumexp(t, classes, inv_t, mx_t, log_sum_t);
+  team.logsumexp(s, classes, inv_t, mx_s, log_sum_s);
+  team.logsumexp(t, classes, inv_t, mx_t, log_sum_t);
   double row = 0.0;
-  for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) {
+  for (int64_t c = team.lane; c < classes; c += kT) {
     const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
     const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
     const float pt = expf(log_pt);
@@ -112,17 +119,8 @@ __global__ void kd_kernel(double* d_row_loss, float* d_grad, const float* d_stud
     row += xlogy - static_cast<double>(pt) * log_ps;
     if (d_grad) d_grad[r * classes + c] = grad_scale * (expf(log_ps) - pt);
   }
-  row = block_reduce(row, SumOp{}, s_sum);
-  if (threadIdx.x == 0) d_row_loss[r] = row;
-}
-
-constexpr unsigned kMaxRowsPerLaunch = 2147483647u;
-
-void check_rows(int64_t rows, const char* op) {
-  if (rows > kMaxRowsPerLaunch) {
-    throw Error(std::string("nnops::") + op + ": " + std::to_string(rows) +
-                " rows exceed one CUDA launch (2^31 - 1)");
-  }
+  row = team.reduce(row, SumOp{}, s_sum);
+  if (team.lane == 0) d_row_loss[r] = row;
 }
 
 }  // namespace
@@ -144,16 +142,17 @@ void CudaBackend::cross_entropy_loss(float* loss, float* grad, const float* logi
                                      const int32_t* targets, int64_t rows, int64_t classes,
                                      Reduction reduction, float label_smoothing,
                                      int32_t ignore_index) {
-  check_rows(rows, "cross_entropy_loss");
   DeviceScratch kept(sizeof(int64_t)), row_loss(static_cast<size_t>(rows) * sizeof(double));
   const bool mean = reduction == Reduction::Mean;
   count_kept_kernel<<<1, 256, 0, t_stream>>>(kept.as<int64_t>(), targets, rows, ignore_index);
   check_launch("count_kept_kernel");
   if (rows > 0) {
-    cross_entropy_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, t_stream>>>(
-        row_loss.as<double>(), grad, logits, targets, kept.as<int64_t>(), classes, mean,
-        label_smoothing, ignore_index, error_flags());
-    check_launch("cross_entropy_kernel");
+    launch_rows(rows, classes, "cross_entropy_loss", [&](auto t, unsigned blocks) {
+      cross_entropy_kernel<decltype(t)::value><<<blocks, kBlockThreads, 0, t_stream>>>(
+          row_loss.as<double>(), grad, logits, targets, kept.as<int64_t>(), rows, classes, mean,
+          label_smoothing, ignore_index, error_flags());
+      check_launch("cross_entropy_kernel");
+    });
   }
   finish_sum_kernel<<<1, 256, 0, t_stream>>>(loss, row_loss.as<double>(), rows, 1.0,
                                              kept.as<int64_t>(), mean);
@@ -162,13 +161,14 @@ void CudaBackend::cross_entropy_loss(float* loss, float* grad, const float* logi
 
 void CudaBackend::kd_loss(float* loss, float* grad, const float* student, const float* teacher,
                           int64_t rows, int64_t classes, float temperature) {
-  check_rows(rows, "kd_loss");
   DeviceScratch row_loss(static_cast<size_t>(rows) * sizeof(double));
   if (rows > 0) {
-    kd_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, t_stream>>>(
-        row_loss.as<double>(), grad, student, teacher, classes, 1.0f / temperature,
-        temperature / static_cast<float>(rows));
-    check_launch("kd_kernel");
+    launch_rows(rows, classes, "kd_loss", [&](auto t, unsigned blocks) {
+      kd_kernel<decltype(t)::value><<<blocks, kBlockThreads, 0, t_stream>>>(
+          row_loss.as<double>(), grad, student, teacher, rows, classes, 1.0f / temperature,
+          temperature / static_cast<float>(rows));
+      check_launch("kd_kernel");
+    });
   }
   const double t2 = static_cast<double>(temperature) * temperature;
   finish_sum_kernel<<<1, 256, 0, t_stream>>>(loss, row_loss.as<double>(), rows,
