@@ -1,7 +1,9 @@
 // CPU activations and softmax / log_softmax: the per-element formulas come from
-// include/nnops/detail/activation_math.hpp, shared with the CUDA backend.
+// include/nnops/detail/activation_math.hpp, shared with the CUDA backend (the portable path);
+// with AVX2 the transcendental ones run through cpu/activation_avx2.cpp's polynomials.
 #include <cmath>
 
+#include "activation_fast.hpp"
 #include "cpu_backend.hpp"
 #include "nnops/detail/activation_math.hpp"
 
@@ -22,10 +24,50 @@ void map_binary(float* out, const float* x, const float* dy, int64_t n, F f) {
   for (int64_t i = 0; i < n; ++i) out[i] = f(x[i], dy[i]);
 }
 
+// The activations whose libm calls keep the portable loop scalar, as the AVX2 file names them.
+bool transcendental(Activation a) {
+  return a != Activation::ReLU && a != Activation::LeakyReLU;
+}
+FastActivation fast(Activation a) {
+  switch (a) {
+    case Activation::GELU:
+      return FastActivation::GELU;
+    case Activation::GELUTanh:
+      return FastActivation::GELUTanh;
+    case Activation::SiLU:
+      return FastActivation::SiLU;
+    case Activation::Sigmoid:
+      return FastActivation::Sigmoid;
+    default:
+      return FastActivation::Tanh;
+  }
+}
+
+bool avx2_active() {
+  return active_cpu_isa() == CpuIsa::AVX2;
+}
+
+// Splits [0, n) into fixed chunks across threads (one thread below the threshold).
+template <class Range>
+void for_chunks(int64_t n, Range range) {
+  constexpr int64_t kChunk = 16384;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunk, end = begin + kChunk < n ? begin + kChunk : n;
+    range(begin, end);
+  }
+}
+
 }  // namespace
 
 void CpuBackend::activation_forward(float* y, const float* x, int64_t n, Activation activation,
                                     float s) {
+  if (transcendental(activation) && avx2_active()) {
+    return for_chunks(n, [&](int64_t b, int64_t e) {
+      activation_forward_avx2(y + b, x + b, e - b, fast(activation));
+    });
+  }
   switch (activation) {
     case Activation::ReLU:
       return map_unary(y, x, n, [](float v) { return relu(v); });
@@ -46,6 +88,11 @@ void CpuBackend::activation_forward(float* y, const float* x, int64_t n, Activat
 
 void CpuBackend::activation_backward(float* dx, const float* x, const float* dy, int64_t n,
                                      Activation activation, float s) {
+  if (transcendental(activation) && avx2_active()) {
+    return for_chunks(n, [&](int64_t b, int64_t e) {
+      activation_backward_avx2(dx + b, x + b, dy + b, e - b, fast(activation));
+    });
+  }
   switch (activation) {
     case Activation::ReLU:
       return map_binary(dx, x, dy, n, [](float v, float g) { return relu_grad(v, g); });
@@ -68,9 +115,21 @@ void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, fl
   float mx = -INFINITY;
   for (int64_t c = 0; c < cols; ++c) mx = std::fmax(mx, x[c] * scale);
   double sum = 0.0;
-  for (int64_t c = 0; c < cols; ++c) sum += std::exp(static_cast<double>(x[c] * scale - mx));
+  if (avx2_active()) {
+    row_exp_sum_avx2(x, cols, scale, mx, sum);  // float exp (<= 2 ulp), double sums
+  } else {
+    for (int64_t c = 0; c < cols; ++c) sum += std::exp(static_cast<double>(x[c] * scale - mx));
+  }
   max_out = mx;
   log_sum_out = static_cast<float>(std::log(sum));
+}
+
+void row_softmax(float* y, const float* x, int64_t cols, float mx, float inv_sum) {
+  if (avx2_active()) {
+    softmax_row_avx2(y, x, cols, mx, inv_sum);
+    return;
+  }
+  for (int64_t c = 0; c < cols; ++c) y[c] = std::exp(x[c] - mx) * inv_sum;
 }
 
 void CpuBackend::softmax_forward(float* y, const float* x, int64_t rows, int64_t cols, bool log) {
@@ -85,7 +144,7 @@ void CpuBackend::softmax_forward(float* y, const float* x, int64_t rows, int64_t
       for (int64_t c = 0; c < cols; ++c) yr[c] = (xr[c] - mx) - log_sum;
     } else {
       const float inv_sum = std::exp(-log_sum);
-      for (int64_t c = 0; c < cols; ++c) yr[c] = std::exp(xr[c] - mx) * inv_sum;
+      row_softmax(yr, xr, cols, mx, inv_sum);
     }
   }
 }

@@ -75,6 +75,8 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
 // taken in double. log p[c] = (scale*x[c] - max) - log_sum stays accurate for logits of any
 // magnitude. Shared by softmax and the losses.
 void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, float& log_sum_out);
+// y[c] = exp(x[c] - mx) * inv_sum: a softmax row once its max and sum are known.
+void row_softmax(float* y, const float* x, int64_t cols, float mx, float inv_sum);
 
 // Which GEMM micro-kernel runs. Auto picks AVX2+FMA when the CPU supports it; tests force each
 // path the machine supports. NNOPS_CPU_ISA=generic|avx2 sets the initial choice.

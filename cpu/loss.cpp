@@ -49,11 +49,11 @@ void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logit
       row += e * (static_cast<double>(log_sum) - sum_shifted / static_cast<double>(classes));
     }
     if (g) {
-      const float inv_sum = std::exp(-log_sum);
-      for (int64_t c = 0; c < classes; ++c) {
-        const float target_prob = (c == y ? 1.0f - e : 0.0f) + smooth;
-        g[c] = scale * (std::exp(x[c] - mx) * inv_sum - target_prob);
-      }
+      // g = scale * (softmax - target distribution); softmax first, in place.
+      row_softmax(g, x, classes, mx, std::exp(-log_sum));
+      const float p_y = g[y];
+      for (int64_t c = 0; c < classes; ++c) g[c] = scale * (g[c] - smooth);
+      g[y] = scale * (p_y - ((1.0f - e) + smooth));
     }
     return row;
   });

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../cpu/cpu_backend.hpp"
 #include "nnops/nnops.hpp"
 
 namespace nnops::test {
@@ -140,6 +141,20 @@ class DeviceTest : public ::testing::TestWithParam<Device> {
 
 inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
   return info.param == Device::CPU ? "CPU" : "CUDA";
+}
+
+// Runs `body` once per CPU code path this machine has (the portable one and AVX2), or once on
+// CUDA, so every fast path meets the same checks.
+template <class Body>
+void for_each_cpu_isa(Device device, Body body) {
+  if (device != Device::CPU) return body();
+  for (detail::CpuIsa isa : {detail::CpuIsa::Generic, detail::CpuIsa::AVX2}) {
+    if (isa == detail::CpuIsa::AVX2 && !detail::cpu_supports_avx2()) continue;
+    detail::set_cpu_isa(isa);
+    SCOPED_TRACE(isa == detail::CpuIsa::AVX2 ? "cpu isa avx2" : "cpu isa generic");
+    body();
+  }
+  detail::set_cpu_isa(detail::CpuIsa::Auto);
 }
 
 #define NNOPS_INSTANTIATE_DEVICES(Suite)                                                   \
