@@ -146,6 +146,43 @@ void gelu_ceiling(benchmark::State& state) {
 }
 BENCHMARK(gelu_ceiling)->SIZES->UseRealTime();
 
+// Softmax and cross-entropy over [4096, 1000] rows (the reference model's output layer at a
+// large batch): read x, write y or the gradient, 8 bytes per element at the least.
+void softmax_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  Tensor x = random_tensor({rows, cols}, 1), y = Tensor::empty({rows, cols});
+  for (auto _ : state) {
+    softmax_forward(x, y);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * rows * cols, benchmark::Counter::kIsIterationInvariantRate);
+}
+void softmax_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0) * state.range(1));
+}
+BENCHMARK(softmax_nnops)->Args({4096, 1000})->UseRealTime();
+BENCHMARK(softmax_ceiling)->Args({4096, 1000})->UseRealTime();
+
+void cross_entropy_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  Tensor x = random_tensor({rows, cols}, 1), grad = Tensor::empty({rows, cols});
+  std::vector<int32_t> y(rows);
+  for (int64_t i = 0; i < rows; ++i) y[i] = static_cast<int32_t>((i * 7919) % cols);
+  Tensor labels = Tensor::from_vector(y, {rows}), loss = Tensor::empty({1});
+  for (auto _ : state) {
+    cross_entropy_loss(x, labels, loss, &grad);
+    benchmark::DoNotOptimize(grad.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * rows * cols, benchmark::Counter::kIsIterationInvariantRate);
+}
+void cross_entropy_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0) * state.range(1));
+}
+BENCHMARK(cross_entropy_nnops)->Args({4096, 1000})->UseRealTime();
+BENCHMARK(cross_entropy_ceiling)->Args({4096, 1000})->UseRealTime();
+
 // L1 pruning of 50% against selecting the median magnitude with std::nth_element.
 void prune_nnops(benchmark::State& state) {
   const int64_t n = state.range(0);

@@ -113,11 +113,12 @@ void CpuBackend::activation_backward(float* dx, const float* x, const float* dy,
 
 void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, float& log_sum_out) {
   float mx = -INFINITY;
-  for (int64_t c = 0; c < cols; ++c) mx = std::fmax(mx, x[c] * scale);
   double sum = 0.0;
   if (avx2_active()) {
-    row_exp_sum_avx2(x, cols, scale, mx, sum);  // float exp (<= 2 ulp), double sums
+    mx = row_max_avx2(x, cols, scale);
+    row_exp_sum_avx2(x, cols, scale, mx, sum);  // float exp (<= 1.5 ulp), double sums
   } else {
+    for (int64_t c = 0; c < cols; ++c) mx = std::fmax(mx, x[c] * scale);
     for (int64_t c = 0; c < cols; ++c) sum += std::exp(static_cast<double>(x[c] * scale - mx));
   }
   max_out = mx;

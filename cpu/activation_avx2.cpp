@@ -154,6 +154,21 @@ void softmax_row_avx2(float* y, const float* x, int64_t cols, float mx, float in
   }
 }
 
+float row_max_avx2(const float* x, int64_t cols, float scale) {
+  F8 m = splat(-__builtin_inff());
+  for (int64_t c = 0; c < cols; c += 8) {
+    const int64_t k = cols - c < 8 ? cols - c : 8;
+    F8 v = load(x + c, k) * splat(scale);
+    if (k < 8) {
+      for (int64_t j = k; j < 8; ++j) v[j] = -__builtin_inff();  // padding never wins
+    }
+    m = (v != v || v > m) ? v : m;  // a NaN is kept, as the scalar path's exp(NaN) would be
+  }
+  float r = m[0];
+  for (int j = 1; j < 8; ++j) r = (m[j] != m[j] || m[j] > r) ? m[j] : r;
+  return r;
+}
+
 // Row softmax pieces: the max and sum(exp(scale * x - max)) with per-lane double sums.
 void row_exp_sum_avx2(const float* x, int64_t cols, float scale, float mx, double& sum) {
   typedef double D4 __attribute__((vector_size(32)));

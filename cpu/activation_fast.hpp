@@ -18,6 +18,9 @@ void activation_backward_avx2(float* dx, const float* x, const float* dy, int64_
 enum class VecFunction { Exp, Erf, Tanh };
 void vec_math_avx2(VecFunction f, float* y, const float* x, int64_t n);
 
+// max over c of scale * x[c] (NaN if any is NaN).
+float row_max_avx2(const float* x, int64_t cols, float scale);
+
 // y[c] = exp(x[c] - mx) * inv_sum over a row.
 void softmax_row_avx2(float* y, const float* x, int64_t cols, float mx, float inv_sum);
 

@@ -1,5 +1,6 @@
 // CPU pruning masks. Candidates are ordered by (|w|, index) so ties prune the lower index first
 // and every device agrees; NaN magnitudes rank above everything (never pruned before numbers).
+// Unstructured selection is a radix select over the magnitude bits, as on the GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -25,44 +26,77 @@ uint32_t magnitude_bits(float w) {
 
 }  // namespace
 
-void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* ws,
-                                    const int64_t* sizes, int64_t tensor_count, int64_t k) {
-  std::vector<int64_t> offsets(static_cast<size_t>(tensor_count) + 1, 0);
-  for (int64_t t = 0; t < tensor_count; ++t) offsets[t + 1] = offsets[t] + sizes[t];
-  auto prune_flat = [&](int64_t flat) {
-    const int64_t t = std::upper_bound(offsets.begin(), offsets.end(), flat) - offsets.begin() - 1;
-    masks[t][flat - offsets[t]] = 0;
-  };
-  if (offsets.back() <= (int64_t(1) << 32)) {
-    // Magnitude bits and index packed into one 64-bit key: selecting on these took half the time
-    // of (magnitude, index) pairs (16M weights).
-    std::vector<uint64_t> keys;
-    reserve_scratch(keys, static_cast<size_t>(offsets.back()));
+namespace {
+
+// Counts, per value of the digit (bits >> shift) & (bins - 1), the kept entries whose bits above
+// the digit equal `prefix`. Threads fill their own histograms over fixed chunks; integer sums
+// make the result independent of the thread count.
+void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks,
+                         const float* const* ws, const int64_t* sizes, int64_t tensor_count,
+                         uint32_t prefix, uint32_t prefix_mask, int shift) {
+  const int bins = static_cast<int>(hist.size());
+  const uint32_t digit_mask = static_cast<uint32_t>(bins - 1);
+  std::fill(hist.begin(), hist.end(), 0);
+  int64_t total = 0;
+  for (int64_t t = 0; t < tensor_count; ++t) total += sizes[t];
+#pragma omp parallel if (total >= kParallelThreshold)
+  {
+    std::vector<int64_t> local(static_cast<size_t>(bins), 0);
     for (int64_t t = 0; t < tensor_count; ++t) {
+      const float* w = ws[t];
+      const uint8_t* m = masks[t];
+#pragma omp for schedule(static) nowait
       for (int64_t i = 0; i < sizes[t]; ++i) {
-        if (masks[t][i] == 0) continue;
-        keys.push_back((static_cast<uint64_t>(magnitude_bits(ws[t][i])) << 32) |
-                       static_cast<uint64_t>(offsets[t] + i));
+        const uint32_t bits = magnitude_bits(w[i]);
+        if (m[i] != 0 && (bits & prefix_mask) == prefix) ++local[(bits >> shift) & digit_mask];
       }
     }
-    if (k < static_cast<int64_t>(keys.size())) {
-      std::nth_element(keys.begin(), keys.begin() + k, keys.end());
-    }
-    for (int64_t j = 0; j < k; ++j) prune_flat(static_cast<int64_t>(keys[j] & 0xFFFFFFFFu));
-    return;
+#pragma omp critical
+    for (int b = 0; b < bins; ++b) hist[b] += local[b];
   }
-  // Beyond 2^32 entries the index no longer fits beside the magnitude: the same order as pairs.
-  std::vector<std::pair<uint32_t, int64_t>> keys;
-  reserve_scratch(keys, static_cast<size_t>(offsets.back()));
+}
+
+}  // namespace
+
+// The k smallest kept entries in (|w| bits, flat index) order, found without sorting: a radix
+// select over the 32 magnitude bits in three histogram passes (11, 11 and 10 bits) gives the
+// k-th smallest bits T; entries below T are pruned, and of the entries equal to T the first
+// ones in flat order (3.4x std::nth_element at 16M weights; see bench/bench_ops.cpp).
+void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* ws,
+                                    const int64_t* sizes, int64_t tensor_count, int64_t k) {
+  static constexpr int kShifts[] = {21, 10, 0};
+  static constexpr int kBits[] = {11, 11, 10};
+  uint32_t prefix = 0, prefix_mask = 0;
+  int64_t rank = k;  // 1-based rank of T among the kept entries that match the prefix
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<int64_t> hist = scratch_vector<int64_t>(size_t(1) << kBits[pass], 0);
+    magnitude_histogram(hist, masks, ws, sizes, tensor_count, prefix, prefix_mask,
+                        kShifts[pass]);
+    uint32_t digit = 0;
+    while (digit + 1 < hist.size() && rank > hist[digit]) rank -= hist[digit++];
+    prefix |= digit << kShifts[pass];
+    prefix_mask |= ((1u << kBits[pass]) - 1u) << kShifts[pass];
+  }
+  const uint32_t threshold = prefix;
   for (int64_t t = 0; t < tensor_count; ++t) {
+    const float* w = ws[t];
+    uint8_t* m = masks[t];
+#pragma omp parallel for schedule(static) if (sizes[t] >= kParallelThreshold)
     for (int64_t i = 0; i < sizes[t]; ++i) {
-      if (masks[t][i] != 0) keys.emplace_back(magnitude_bits(ws[t][i]), offsets[t] + i);
+      if (magnitude_bits(w[i]) < threshold) m[i] = 0;
     }
   }
-  if (k < static_cast<int64_t>(keys.size())) {
-    std::nth_element(keys.begin(), keys.begin() + k, keys.end());
+  // Ties with T: the lowest flat indices first, `rank` of them.
+  for (int64_t t = 0; t < tensor_count && rank > 0; ++t) {
+    const float* w = ws[t];
+    uint8_t* m = masks[t];
+    for (int64_t i = 0; i < sizes[t] && rank > 0; ++i) {
+      if (m[i] != 0 && magnitude_bits(w[i]) == threshold) {
+        m[i] = 0;
+        --rank;
+      }
+    }
   }
-  for (int64_t j = 0; j < k; ++j) prune_flat(keys[j].second);
 }
 
 // Whether slice s of a mask viewed as [outer, slices, inner] still keeps any entry.
