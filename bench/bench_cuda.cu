@@ -253,11 +253,5 @@ int main(int argc, char** argv) {
     std::printf("bench_cuda: no usable CUDA device; nothing to measure\n");
     return 77;  // CTest reports this as skipped (SKIP_RETURN_CODE)
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  nnops::bench::RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.print_ratios();
-  benchmark::Shutdown();
-  return 0;
+  return nnops::bench::run_with_ratio_table(argc, argv);
 }

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "../dispatch/slice_order.hpp"
 #include "cpu_backend.hpp"
 
 namespace nnops::detail {
@@ -31,9 +32,9 @@ namespace {
 // Counts, per value of the digit (bits >> shift) & (bins - 1), the kept entries whose bits above
 // the digit equal `prefix`. Threads fill their own histograms over fixed chunks; integer sums
 // make the result independent of the thread count.
-void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks,
-                         const float* const* ws, const int64_t* sizes, int64_t tensor_count,
-                         uint32_t prefix, uint32_t prefix_mask, int shift) {
+void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks, const float* const* ws,
+                         const int64_t* sizes, int64_t tensor_count, uint32_t prefix,
+                         uint32_t prefix_mask, int shift) {
   const int bins = static_cast<int>(hist.size());
   const uint32_t digit_mask = static_cast<uint32_t>(bins - 1);
   std::fill(hist.begin(), hist.end(), 0);
@@ -70,8 +71,7 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
   int64_t rank = k;  // 1-based rank of T among the kept entries that match the prefix
   for (int pass = 0; pass < 3; ++pass) {
     std::vector<int64_t> hist = scratch_vector<int64_t>(size_t(1) << kBits[pass], 0);
-    magnitude_histogram(hist, masks, ws, sizes, tensor_count, prefix, prefix_mask,
-                        kShifts[pass]);
+    magnitude_histogram(hist, masks, ws, sizes, tensor_count, prefix, prefix_mask, kShifts[pass]);
     uint32_t digit = 0;
     while (digit + 1 < hist.size() && rank > hist[digit]) rank -= hist[digit++];
     prefix |= digit << kShifts[pass];
@@ -135,21 +135,8 @@ void CpuBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t oute
     }
   }
   // Rank by the double norms (slices whose norms differ below float resolution still order by
-  // norm), NaN last, then by slice index.
-  // Only slices still kept compete (PyTorch's iterative pruning).
-  std::vector<int64_t> order;
-  reserve_scratch(order, static_cast<size_t>(slices));
-  for (int64_t s = 0; s < slices; ++s) {
-    if (kept[s]) order.push_back(s);
-  }
-  auto lower = [&](int64_t a, int64_t b) {
-    const double na = norms[a], nb = norms[b];
-    if (std::isnan(na) != std::isnan(nb)) return std::isnan(nb);
-    if (!std::isnan(na) && na != nb) return na < nb;
-    return a < b;
-  };
-  if (k < static_cast<int64_t>(order.size()))
-    std::nth_element(order.begin(), order.begin() + k, order.end(), lower);
+  // norm); only slices still kept compete (PyTorch's iterative pruning).
+  const std::vector<int64_t> order = weakest_slices(norms, kept, k);
   for (int64_t j = 0; j < k; ++j) {
     const int64_t s = order[j];
     for (int64_t o = 0; o < outer; ++o) {

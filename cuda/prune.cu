@@ -7,6 +7,7 @@
 #include <cub/device/device_scan.cuh>
 #include <vector>
 
+#include "../dispatch/slice_order.hpp"
 #include "cuda_backend.hpp"
 
 namespace nnops::detail {
@@ -191,19 +192,7 @@ void CudaBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t out
   std::vector<int> host_kept(static_cast<size_t>(slices));
   copy_to_host(host_norms.data(), norms.as<void>(), host_norms.size() * sizeof(double));
   copy_to_host(host_kept.data(), kept.as<void>(), host_kept.size() * sizeof(int));
-  // The CPU's order: norms, NaN last, then the slice index; only kept slices compete.
-  std::vector<int64_t> order;
-  for (int64_t s = 0; s < slices; ++s)
-    if (host_kept[s]) order.push_back(s);
-  auto lower = [&](int64_t a, int64_t b) {
-    const double na = host_norms[a], nb = host_norms[b];
-    if (std::isnan(na) != std::isnan(nb)) return std::isnan(nb);
-    if (!std::isnan(na) && na != nb) return na < nb;
-    return a < b;
-  };
-  if (k < static_cast<int64_t>(order.size()))
-    std::nth_element(order.begin(), order.begin() + k, order.end(), lower);
-  order.resize(static_cast<size_t>(k));
+  const std::vector<int64_t> order = weakest_slices(host_norms, host_kept, k);  // as the CPU
   DeviceScratch chosen(k * sizeof(int64_t));
   copy_from_host(chosen.as<void>(), order.data(), order.size() * sizeof(int64_t));
   zero_slices_kernel<<<grid_for(k * outer * inner, 256), 256, 0, t_stream>>>(

@@ -85,6 +85,26 @@ void check_gemm(Device device, int64_t m, int64_t n, int64_t k, bool ta, bool tb
   }
 }
 
+// BLIS's cheap check for large sizes: ||c t - a (b t)|| / ||a (b t)|| for a random vector t,
+// with a, b, c as laid out for op(a) = a or a^T, op(b) = b or b^T.
+double vector_probe_error(const std::vector<float>& a, const std::vector<float>& b,
+                          const std::vector<float>& c, int64_t m, int64_t n, int64_t k, bool ta,
+                          bool tb, uint32_t seed) {
+  const auto t = random_floats(n, seed);
+  std::vector<double> bt(k, 0.0);
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb ? b[j * k + p] : b[p * n + j]) * t[j];
+  double err2 = 0, ref2 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    double abt = 0, ct = 0;
+    for (int64_t p = 0; p < k; ++p) abt += double(ta ? a[p * m + i] : a[i * k + p]) * bt[p];
+    for (int64_t j = 0; j < n; ++j) ct += double(c[i * n + j]) * t[j];
+    err2 += (ct - abt) * (ct - abt);
+    ref2 += abt * abt;
+  }
+  return std::sqrt(err2 / ref2);
+}
+
 TEST_P(GemmPathTest, OddSizesAgainstDoubleReference) {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
       {1, 1, 1},    {1, 7, 1},     {7, 1, 33},   {7, 33, 7},    {33, 7, 257},
@@ -144,20 +164,9 @@ TEST_P(GemmPathTest, Cuda4096CubedAgainstVectorProbe) {
   fill_uniform(b, -1.0f, 1.0f, 82);
   Tensor c = poisoned({m, n}, device());
   matmul(a, b, c, GemmOptions{ta(), tb()});
-  const auto av = a.to_vector<float>(), bv = b.to_vector<float>(), out = c.to_vector<float>();
-  const auto t = random_floats(n, 83);
-  std::vector<double> bt(k, 0.0);
-  for (int64_t p = 0; p < k; ++p)
-    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb() ? bv[j * k + p] : bv[p * n + j]) * t[j];
-  double err2 = 0, ref2 = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    double abt = 0, ct = 0;
-    for (int64_t p = 0; p < k; ++p) abt += double(ta() ? av[p * m + i] : av[i * k + p]) * bt[p];
-    for (int64_t j = 0; j < n; ++j) ct += double(out[i * n + j]) * t[j];
-    err2 += (ct - abt) * (ct - abt);
-    ref2 += abt * abt;
-  }
-  EXPECT_LE(std::sqrt(err2 / ref2), 10 * std::sqrt(double(k)) * kEps32);
+  const double err = vector_probe_error(a.to_vector<float>(), b.to_vector<float>(),
+                                        c.to_vector<float>(), m, n, k, ta(), tb(), 83);
+  EXPECT_LE(err, 10 * std::sqrt(double(k)) * kEps32);
 }
 
 TEST_P(GemmPathTest, AlphaAndBeta) {
@@ -168,28 +177,16 @@ TEST_P(GemmPathTest, AlphaAndBeta) {
   check_gemm(device(), 9, 9, 0, ta(), tb(), 1.0f, 0.0f, 104);  // k = 0, beta = 0: c = 0
 }
 
-// BLIS's cheap check for large sizes: c*t must equal a*(b*t) for a random vector t.
 TEST_P(GemmPathTest, LargeProductAgainstVectorProbe) {
   const int64_t m = 1023, n = 1023, k = 1023;
-  const auto a = random_floats(m * k, 7), b = random_floats(k * n, 8), t = random_floats(n, 9);
+  const auto a = random_floats(m * k, 7), b = random_floats(k * n, 8);
   Tensor c = poisoned({m, n}, device());
   matmul(on(device(), a, {m, k}), on(device(), b, {k, n}), c, GemmOptions{ta(), tb()});
-  const auto out = c.to_vector<float>();
-  std::vector<double> bt(k, 0.0);
-  for (int64_t p = 0; p < k; ++p)
-    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb() ? b[j * k + p] : b[p * n + j]) * t[j];
-  double err2 = 0, ref2 = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    double abt = 0, ct = 0;
-    for (int64_t p = 0; p < k; ++p) abt += double(ta() ? a[p * m + i] : a[i * k + p]) * bt[p];
-    for (int64_t j = 0; j < n; ++j) ct += double(out[i * n + j]) * t[j];
-    err2 += (ct - abt) * (ct - abt);
-    ref2 += abt * abt;
-  }
   // Each c element carries a random-walk error ~ sqrt(k)*u*|c|; summing n of them against t
   // keeps that relative size. 10x sqrt(k)*u leaves room without hiding a wrong element
   // (one wrong element out of a million moves the ratio by ~1e-3).
-  EXPECT_LE(std::sqrt(err2 / ref2), 10 * std::sqrt(double(k)) * kEps32);
+  EXPECT_LE(vector_probe_error(a, b, c.to_vector<float>(), m, n, k, ta(), tb(), 9),
+            10 * std::sqrt(double(k)) * kEps32);
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, GemmPathTest,
