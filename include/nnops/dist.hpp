@@ -1,0 +1,85 @@
+// Data-parallel training across processes: nnops::dist wraps MPI for CPU tensors and NCCL for
+// CUDA tensors (built when CMake finds them; see NNOPS_MPI). Collectives take lists of tensors,
+// which must be the same shapes, dtypes and order on every rank: a small metadata reduction runs
+// first, so a mismatch is an nnops::Error on every rank instead of a hang. MPI and NCCL errors
+// are nnops::Error naming the call and the rank. Requires linking nnops::dist.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "nnops/tensor.hpp"
+
+namespace nnops::dist {
+
+enum class Op { Sum, Mean };
+
+// Initialises MPI (with thread support for one calling thread) unless the caller already did,
+// and finalises it on destruction only if it initialised it.
+class Environment {
+ public:
+  Environment(int* argc, char*** argv);
+  ~Environment();
+  Environment(const Environment&) = delete;
+  Environment& operator=(const Environment&) = delete;
+
+ private:
+  bool owns_ = false;
+};
+
+// A pending non-blocking collective; wait() completes it (and unpacks its buckets). Destroying
+// an unfinished request waits for it.
+class Request {
+ public:
+  Request();
+  Request(Request&&) noexcept;
+  Request& operator=(Request&&) noexcept;
+  ~Request();
+  void wait();
+  bool pending() const;
+
+  struct State;
+  explicit Request(std::unique_ptr<State> state);
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+class Communicator {
+ public:
+  // MPI_COMM_WORLD. MPI must be initialised (Environment).
+  static Communicator world();
+  // A communicator of the caller's: `mpi_comm` points to an MPI_Comm that outlives this object.
+  static Communicator from_mpi(const void* mpi_comm);
+
+  int rank() const;
+  int size() const;
+  // The rank among the processes on this host (for choosing a GPU: local_rank % device_count).
+  int local_rank() const;
+
+  // Reduces every tensor across ranks in place. Tensors are packed into buckets of at most
+  // bucket_bytes() (one reduction per bucket, not one per small tensor); a tensor larger than a
+  // bucket is reduced in place on its own. CPU tensors go through MPI, CUDA tensors through NCCL.
+  void allreduce(const std::vector<Tensor*>& tensors, Op op = Op::Sum);
+  // The same without waiting: the tensors must not be touched until the request is waited on.
+  Request allreduce_async(const std::vector<Tensor*>& tensors, Op op = Op::Sum);
+  // Every rank's tensors become root's.
+  void broadcast(const std::vector<Tensor*>& tensors, int root);
+  // in holds size() equal chunks; out (one chunk) receives the reduction of chunk rank().
+  void reduce_scatter(const Tensor& in, Tensor& out, Op op = Op::Sum);
+  // out holds size() chunks of in's size: chunk r is rank r's in.
+  void allgather(const Tensor& in, Tensor& out);
+  void barrier();
+
+  size_t bucket_bytes() const;
+  void set_bucket_bytes(size_t bytes);  // default 25 MiB, as PyTorch's DDP
+
+  struct Impl;
+
+ private:
+  explicit Communicator(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace nnops::dist

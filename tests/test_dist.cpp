@@ -1,0 +1,156 @@
+// nnops::dist over MPI, run by CTest under mpiexec with two ranks (and alone): collectives against
+// sums computed locally from every rank's (seeded) data, buckets, the non-blocking form,
+// mismatched tensor lists, and a rank that dies.
+#include <cstdlib>
+
+#include "nnops/dist.hpp"
+#include "test_util.hpp"
+
+namespace nnops::test {
+namespace {
+
+dist::Communicator& comm() {
+  static dist::Communicator c = dist::Communicator::world();
+  return c;
+}
+
+// Rank r's data for tensor t: reproducible on every rank.
+std::vector<float> data_of(int r, int t, int64_t n) {
+  return random_floats(static_cast<size_t>(n), 1000u * static_cast<uint32_t>(r) + t);
+}
+
+// Sum over ranks in rank order, in double (MPI's order may differ: tolerance N u).
+std::vector<double> expected_sum(int t, int64_t n, double scale = 1.0) {
+  std::vector<double> s(static_cast<size_t>(n), 0.0);
+  for (int r = 0; r < comm().size(); ++r) {
+    const auto v = data_of(r, t, n);
+    for (int64_t i = 0; i < n; ++i) s[i] += v[i];
+  }
+  for (double& x : s) x *= scale;
+  return s;
+}
+
+double tol() {
+  return comm().size() * kEps32;
+}
+
+TEST(Dist, AllreduceOfOddSizes) {
+  const std::vector<int64_t> sizes = {0, 1, 7, 1000003};
+  std::vector<Tensor> ts;
+  for (size_t t = 0; t < sizes.size(); ++t)
+    ts.push_back(Tensor::from_vector(data_of(comm().rank(), int(t), sizes[t]), {sizes[t]}));
+  std::vector<Tensor*> ptrs;
+  for (auto& t : ts) ptrs.push_back(&t);
+  comm().allreduce(ptrs);
+  for (size_t t = 0; t < sizes.size(); ++t)
+    EXPECT_TRUE(all_close(ts[t], expected_sum(int(t), sizes[t]), 0, tol())) << sizes[t];
+}
+
+TEST(Dist, SmallTensorsShareABucketAndALargeOneGoesAlone) {
+  comm().set_bucket_bytes(4096);  // 1024 floats
+  std::vector<Tensor> ts;
+  for (int t = 0; t < 50; ++t) ts.push_back(Tensor::from_vector(data_of(comm().rank(), t, 7), {7}));
+  ts.push_back(Tensor::from_vector(data_of(comm().rank(), 50, 10000), {100, 100}));
+  std::vector<Tensor*> ptrs;
+  for (auto& t : ts) ptrs.push_back(&t);
+  comm().allreduce(ptrs, dist::Op::Mean);
+  for (int t = 0; t < 50; ++t)
+    EXPECT_TRUE(all_close(ts[t], expected_sum(t, 7, 1.0 / comm().size()), 0, 2 * tol()));
+  EXPECT_TRUE(all_close(ts[50], expected_sum(50, 10000, 1.0 / comm().size()), 0, 2 * tol()));
+  comm().set_bucket_bytes(size_t(25) << 20);
+}
+
+TEST(Dist, NonBlockingAllreduce) {
+  Tensor a = Tensor::from_vector(data_of(comm().rank(), 1, 333), {333});
+  Tensor b = Tensor::from_vector(data_of(comm().rank(), 2, 5), {5});
+  dist::Request req = comm().allreduce_async({&a, &b});
+  EXPECT_TRUE(req.pending());
+  req.wait();
+  EXPECT_FALSE(req.pending());
+  EXPECT_TRUE(all_close(a, expected_sum(1, 333), 0, tol()));
+  EXPECT_TRUE(all_close(b, expected_sum(2, 5), 0, tol()));
+}
+
+TEST(Dist, BroadcastEveryDType) {
+  const int root = comm().size() - 1;
+  Tensor f = Tensor::from_vector(data_of(comm().rank(), 3, 77), {7, 11});
+  Tensor i = Tensor::from_vector(std::vector<int32_t>(5, comm().rank() * 10 + 1), {5});
+  Tensor u = Tensor::from_vector(std::vector<uint8_t>(3, uint8_t(comm().rank() + 2)), {3});
+  comm().broadcast({&f, &i, &u}, root);
+  EXPECT_EQ(f.to_vector<float>(), data_of(root, 3, 77));
+  EXPECT_EQ(i.to_vector<int32_t>(), std::vector<int32_t>(5, root * 10 + 1));
+  EXPECT_EQ(u.to_vector<uint8_t>(), std::vector<uint8_t>(3, uint8_t(root + 2)));
+}
+
+TEST(Dist, ReduceScatterAndAllgather) {
+  const int n = comm().size();
+  const int64_t chunk = 1001;
+  Tensor in = Tensor::from_vector(data_of(comm().rank(), 4, chunk * n), {chunk * n});
+  Tensor out = poisoned({chunk}, Device::CPU);
+  comm().reduce_scatter(in, out);
+  const auto full = expected_sum(4, chunk * n);
+  const std::vector<double> mine(full.begin() + comm().rank() * chunk,
+                                 full.begin() + (comm().rank() + 1) * chunk);
+  EXPECT_TRUE(all_close(out, mine, 0, tol()));
+  Tensor gathered = poisoned({chunk * n}, Device::CPU);
+  comm().allgather(out, gathered);
+  EXPECT_TRUE(all_close(gathered, full, 0, tol()));
+  Tensor wrong = Tensor::zeros({chunk + 1});
+  EXPECT_TRUE(throws_error([&] { comm().reduce_scatter(in, wrong); }, "nnops::dist::reduce_scatter",
+                           "rank " + std::to_string(comm().rank())));
+}
+
+TEST(Dist, MismatchedTensorListsAreAnErrorOnEveryRank) {
+  if (comm().size() < 2) GTEST_SKIP() << "needs two ranks to disagree";
+  Tensor a = Tensor::zeros({4}), b = Tensor::zeros({comm().rank() == 0 ? 5 : 6});
+  EXPECT_TRUE(throws_error(
+      [&] {
+        comm().allreduce({&a, &b});
+      },
+      "nnops::dist::allreduce", "different tensor lists"));
+  std::vector<Tensor*> some = {&a};
+  if (comm().rank() == 1) some.push_back(&b);
+  EXPECT_TRUE(throws_error([&] { comm().allreduce(some); }, "nnops::dist::allreduce",
+                           "different tensor lists"));
+  // Nothing is left half-done: the communicator still works.
+  Tensor c = Tensor::from_vector(data_of(comm().rank(), 5, 3), {3});
+  comm().allreduce({&c});
+  EXPECT_TRUE(all_close(c, expected_sum(5, 3), 0, tol()));
+}
+
+TEST(Dist, BadArgumentsNameTheCallAndTheRank) {
+  Tensor a = Tensor::zeros({4}), i = Tensor::zeros({4}, DType::I32);
+  const std::string rank = "rank " + std::to_string(comm().rank());
+  EXPECT_TRUE(
+      throws_error([&] { comm().broadcast({&a}, comm().size()); }, "nnops::dist::broadcast", rank));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        comm().allreduce({&a, nullptr});
+      },
+      "nnops::dist::allreduce", rank));
+  EXPECT_TRUE(throws_error([&] { comm().allreduce({&i}); }, "nnops::dist::allreduce", "F32"));
+  comm().barrier();
+}
+
+// Run only by the rank-death check (tests/CMakeLists.txt): rank 1 dies before a collective; the
+// launcher must end the job, so rank 0 does not wait forever.
+TEST(DistDeath, ARankThatDiesEndsTheJob) {
+  if (std::getenv("NNOPS_DIST_DIE") == nullptr) GTEST_SKIP() << "run by dist.rank_death only";
+  if (comm().rank() == 1) std::_Exit(3);
+  Tensor a = Tensor::zeros({4});
+  comm().allreduce({&a});
+}
+
+}  // namespace
+}  // namespace nnops::test
+
+int main(int argc, char** argv) {
+  nnops::dist::Environment mpi(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  // Only rank 0 prints its results; every rank's failures still fail its exit code.
+  if (nnops::test::comm().rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  return RUN_ALL_TESTS();
+}
