@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -18,6 +19,11 @@
 #include "checkpoint.hpp"
 #include "data.hpp"
 #include "model.hpp"
+#include "parallel.hpp"
+
+#ifdef NNOPS_TRAIN_WITH_MPI
+#include <nnops/dist.hpp>
+#endif
 #include "options.hpp"
 
 namespace train {
@@ -79,7 +85,8 @@ class Log {
 
 class Trainer {
  public:
-  Trainer(const Options& o, nnops::Device device, Log& log) : o_(o), device_(device), log_(log) {}
+  Trainer(const Options& o, nnops::Device device, Log& log, Parallel& parallel)
+      : o_(o), device_(device), log_(log), par_(parallel) {}
 
   // Losses and predictions stay on the device until the split is done: one wait per evaluation.
   Evaluation evaluate(const Mlp& m, Workspace& ws, const Split& s) const {
@@ -127,6 +134,10 @@ class Trainer {
                0, 0);
     const int64_t batches = train.rows() / o_.batch;  // the last partial batch is dropped
     if (batches == 0) throw std::runtime_error("--batch is larger than --train-samples");
+    // Data parallel: this rank's rows of every batch (the same batches in the same order on
+    // every rank, from the same seed).
+    const int64_t shard = o_.batch / par_.size(), offset = par_.rank() * shard;
+    std::shared_ptr<Parallel::ShardState> shard_state;
     std::vector<int64_t> order(batches);
     std::mt19937_64 rng(order_seed);
     nnops::AdamOptions adam;
@@ -138,15 +149,24 @@ class Trainer {
       const auto e0 = Clock::now();
       Tensor epoch_sum = Tensor::zeros({1}, DType::F32, device_);
       for (int64_t b : order) {
-        const int64_t start = b * o_.batch;
-        const Tensor x = train.x.narrow(start, o_.batch);
+        const int64_t start = b * o_.batch + offset;
+        const Tensor x = train.x.narrow(start, shard);
         const Tensor y = ws.forward(m, x);
         Tensor grad = ws.output_grad();
-        loss_fn(y, start, o_.batch, grad, epoch_sum);
-        ws.backward(m, x);
-        ws.adam_step(m, adam);
+        loss_fn(y, start, shard, grad, epoch_sum);
+        if (par_.size() == 1) {
+          ws.backward(m, x);
+        } else {
+          ws.backward(m, x, [this](const std::vector<Tensor*>& g) { par_.gradients_ready(g); });
+          par_.finish_gradients();
+        }
+        if (par_.sharded_optimizer()) {
+          par_.sharded_adam_step(m, ws, adam, shard_state);
+        } else {
+          ws.adam_step(m, adam);
+        }
       }
-      const double sum = epoch_sum.item();  // waits for the epoch's work
+      const double sum = par_.average(epoch_sum.item());  // waits for the epoch's work
       const double dt = seconds_since(e0);
       train_seconds += dt;
       const double samples = static_cast<double>(batches * o_.batch);
@@ -182,8 +202,9 @@ class Trainer {
         return;
       }
       nnops::cross_entropy_loss(y, train.y.narrow(start, count), loss_, &grad);
-      nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad_);
-      nnops::add_scaled(grad, kd_grad_, o_.alpha, 1.0f - o_.alpha);
+      Tensor kd_grad = kd_grad_.narrow(0, count);  // a data-parallel shard may be smaller
+      nnops::kd_loss(y, t, o_.temperature, kd_value_, &kd_grad);
+      nnops::add_scaled(grad, kd_grad, o_.alpha, 1.0f - o_.alpha);
       nnops::add_scaled(epoch_sum, kd_value_, o_.alpha);
       nnops::add_scaled(epoch_sum, loss_, 1.0f - o_.alpha);
     };
@@ -206,6 +227,7 @@ class Trainer {
   const Options& o_;
   nnops::Device device_;
   Log& log_;
+  Parallel& par_;
   Tensor loss_ = Tensor::empty({1}, DType::F32, device_);
   Tensor kd_grad_, kd_value_;
 };
@@ -307,10 +329,26 @@ void print_summary(const std::vector<SummaryRow>& rows, const Options& o, nnops:
   std::printf("device: %s\n", nnops::to_string(device));
 }
 
-int run(const Options& o) {
-  const nnops::Device device = o.device ? *o.device : nnops::default_device();
+int run(const Options& options) {
+  const nnops::Device device = options.device ? *options.device : nnops::default_device();
   if (device == nnops::Device::CUDA && !nnops::cuda_available()) {
     throw std::runtime_error("--device cuda but no usable CUDA device");
+  }
+  const std::unique_ptr<Parallel> parallel =
+      make_parallel(options.data_parallel, options.zero, device);
+  Parallel& par = *parallel;
+  Options o = options;
+  if (par.size() > 1) {
+    if (o.batch % par.size() != 0) {
+      throw std::invalid_argument("--batch " + std::to_string(o.batch) +
+                                  " is not a multiple of the " + std::to_string(par.size()) +
+                                  " ranks");
+    }
+    if (par.rank() != 0) {  // rank 0 logs and saves; the others only compute
+      o.metrics_path.clear();
+      o.save_dir.clear();
+      if (!std::freopen("/dev/null", "w", stdout)) throw std::runtime_error("cannot mute rank");
+    }
   }
   Log log(o.metrics_path, Clock::now());
 
@@ -340,7 +378,7 @@ int run(const Options& o) {
           make_dataset({data_opts.task, m.in, m.out, data_opts.train_samples,
                         data_opts.heldout_samples, data_opts.noise, data_opts.seed},
                        device);
-      Trainer trainer(data_opts, device, log);
+      Trainer trainer(data_opts, device, log, par);
       Workspace ws(m, data_opts.batch);
       const auto t0 = Clock::now();
       const Evaluation e = trainer.evaluate(m, ws, data.heldout);
@@ -359,11 +397,17 @@ int run(const Options& o) {
       (long long)o.batch, nnops::to_string(device));
   const Dataset data = make_dataset(
       {o.task, o.in, o.out, o.train_samples, o.heldout_samples, o.noise, o.seed}, device);
-  Trainer trainer(o, device, log);
+  Trainer trainer(o, device, log, par);
   std::vector<SummaryRow> rows;
+  if (par.size() > 1) {
+    std::printf("data parallel: %d ranks, %lld rows of each batch per rank%s\n", par.size(),
+                (long long)(o.batch / par.size()),
+                par.sharded_optimizer() ? ", Adam state sharded (--zero 1)" : "");
+  }
 
-  // 1. Teacher.
+  // 1. Teacher (rank 0's initial weights on every rank).
   Mlp teacher = Mlp::create(o.in, o.hidden, o.out, o.activation, device, o.seed * 10 + 1);
+  par.broadcast({&teacher.w1, &teacher.b1, &teacher.w2, &teacher.b2});
   double t = trainer.run_phase("teacher", teacher, data.train, data.heldout, o.epochs,
                                trainer.supervised_loss(data.train), o.seed * 10 + 2);
   Workspace ws(teacher, o.batch);
@@ -373,6 +417,12 @@ int run(const Options& o) {
   // 2. Prune.
   auto t0 = Clock::now();
   prune(teacher, o);
+  if (par.size() > 1) {
+    // Every rank pruned its own, identical weights: the masks must agree bit for bit.
+    const bool same = par.identical_on_all_ranks({&teacher.m1, &teacher.m2});
+    std::printf("masks identical on all %d ranks: %s\n", par.size(), same ? "yes" : "NO");
+    if (!same) throw std::runtime_error("the ranks' pruning masks differ");
+  }
   const Evaluation pruned_eval = trainer.evaluate(teacher, ws, data.heldout);
   log.epoch("prune", 0, 0, std::numeric_limits<double>::quiet_NaN(), pruned_eval, 0, 0);
   rows.push_back({"pruned", teacher.parameter_count(), teacher.nonzero_weights(), pruned_eval,
@@ -389,6 +439,7 @@ int run(const Options& o) {
   const Tensor teacher_out = trainer.outputs(teacher, data.train);
   const double teacher_out_seconds = seconds_since(t0);
   Mlp student = Mlp::create(o.in, o.student_hidden, o.out, o.activation, device, o.seed * 10 + 4);
+  par.broadcast({&student.w1, &student.b1, &student.w2, &student.b2});
   t = trainer.run_phase("distill", student, data.train, data.heldout, o.distill_epochs,
                         trainer.distill_loss(data.train, teacher_out), o.seed * 10 + 5);
   Workspace ws_student(student, o.batch);
@@ -397,6 +448,7 @@ int run(const Options& o) {
   if (o.task == Task::Classify) {
     // The same student trained from the same initialisation on the labels alone.
     Mlp scratch = Mlp::create(o.in, o.student_hidden, o.out, o.activation, device, o.seed * 10 + 4);
+    par.broadcast({&scratch.w1, &scratch.b1, &scratch.w2, &scratch.b2});
     t = trainer.run_phase("scratch", scratch, data.train, data.heldout, o.distill_epochs,
                           trainer.supervised_loss(data.train), o.seed * 10 + 5);
     rows.push_back({"scratch", scratch.parameter_count(), scratch.nonzero_weights(),
@@ -418,6 +470,16 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
+#ifdef NNOPS_TRAIN_WITH_MPI
+    // MPI starts before anything else when asked for (it may adjust argv).
+    std::unique_ptr<nnops::dist::Environment> mpi;
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--data-parallel") == 0) {
+        mpi = std::make_unique<nnops::dist::Environment>(&argc, &argv);
+        break;
+      }
+    }
+#endif
     const auto options = train::parse_options(argc, argv);
     if (!options) return 0;
     return train::run(*options);

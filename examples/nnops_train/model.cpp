@@ -71,16 +71,18 @@ Tensor Workspace::output_grad() {
   return rows(dy_);
 }
 
-void Workspace::backward(const Mlp& m, const Tensor& x) {
+void Workspace::backward(const Mlp& m, const Tensor& x, const LayerDone& layer_done) {
   Tensor h = rows(h_), a = rows(a_), dy = rows(dy_);
   Tensor da = rows(da_), dh = rows(dh_);
   nnops::linear_backward(m.activation ? a : h, m.w2, dy, &da, dw2_, &db2_);
+  if (layer_done) layer_done({&dw2_, &db2_});
   if (m.activation) {
     nnops::activation_backward(*m.activation, h, da, dh);
     nnops::linear_backward(x, m.w1, dh, nullptr, dw1_, &db1_);
   } else {
     nnops::linear_backward(x, m.w1, da, nullptr, dw1_, &db1_);
   }
+  if (layer_done) layer_done({&dw1_, &db1_});
 }
 
 void Workspace::adam_step(Mlp& m, const nnops::AdamOptions& options) {

@@ -2,6 +2,7 @@
 // with optional pruning masks on both weights, written only against nnops' public API.
 #pragma once
 
+#include <functional>
 #include <nnops/nnops.hpp>
 #include <optional>
 #include <string>
@@ -33,8 +34,13 @@ class Workspace {
   nnops::Tensor forward(const Mlp& model, const nnops::Tensor& x);
   // The gradient buffer for the output of the last forward ([rows, out]).
   nnops::Tensor output_grad();
-  // Back-propagates output_grad() through the last forward; fills the weight gradients.
-  void backward(const Mlp& model, const nnops::Tensor& x);
+  // Back-propagates output_grad() through the last forward; fills the weight gradients. When
+  // given, layer_done is called with each layer's gradients as soon as they are complete (the
+  // second layer's first), so data-parallel training can start averaging them.
+  using LayerDone = std::function<void(const std::vector<nnops::Tensor*>&)>;
+  void backward(const Mlp& model, const nnops::Tensor& x, const LayerDone& layer_done = {});
+  // dw1, db1, dw2, db2 of the last backward.
+  std::vector<nnops::Tensor*> gradients() { return {&dw1_, &db1_, &dw2_, &db2_}; }
   // One masked Adam step on all four parameters.
   void adam_step(Mlp& model, const nnops::AdamOptions& options);
   void reset_optimizer() { states_ = std::vector<nnops::AdamState>(4); }

@@ -48,6 +48,10 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
   --save DIR                 write the fine-tuned teacher and the student to DIR
   --load DIR                 evaluate models saved by --save instead of training
   --quick                    tiny sizes that finish in seconds (tests use it)
+  --data-parallel            data-parallel training over MPI, launched as
+                             mpirun -np N nnops-train --data-parallel ...; every rank takes
+                             batch / N rows of each batch (needs nnops built with MPI)
+  --zero 0|1                 with --data-parallel, 1 shards Adam's state across the ranks
   --help                     this text
 )";
 
@@ -126,6 +130,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
       return std::nullopt;
     }
     if (flag == "--quick") continue;
+    if (flag == "--data-parallel") {
+      o.data_parallel = true;
+      continue;
+    }
     if (i + 1 >= argc) bad(flag + " needs a value (see --help)");
     const char* v = argv[++i];
     const std::string value = v;
@@ -194,6 +202,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       o.alpha = static_cast<float>(parse_real(flag, v, 0.0, 1.0, false));
     } else if (flag == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(flag, v, 0, INT64_MAX));
+    } else if (flag == "--zero") {
+      o.zero = static_cast<int>(parse_int(flag, v, 0, 1));
     } else if (flag == "--metrics") {
       o.metrics_path = value;
     } else if (flag == "--save") {
@@ -209,6 +219,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
     bad("--prune-pattern 2:4 needs --in and --hidden to be multiples of 4");
   }
   if (!o.save_dir.empty() && !o.load_dir.empty()) bad("--save and --load exclude each other");
+  if (o.zero != 0 && !o.data_parallel) bad("--zero needs --data-parallel");
   return o;
 }
 

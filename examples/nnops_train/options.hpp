@@ -27,6 +27,8 @@ struct Options {
   uint64_t seed = 1;
   std::string metrics_path, save_dir, load_dir;
   bool quick = false;
+  bool data_parallel = false;  // under mpirun: each rank trains on its shard of every batch
+  int zero = 0;                // 1: Adam's state sharded across the ranks
 };
 
 // Parses argv; throws std::invalid_argument with a one-line message on a bad flag or value.

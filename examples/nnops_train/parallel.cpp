@@ -1,0 +1,149 @@
+// Data-parallel training over nnops::dist (see parallel.hpp).
+#include "parallel.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#ifdef NNOPS_TRAIN_WITH_MPI
+#include <nnops/dist.hpp>
+#endif
+
+namespace train {
+
+#ifdef NNOPS_TRAIN_WITH_MPI
+
+// Adam over this rank's slice of each parameter: padded flat copies of parameter and gradient,
+// the slice's moments, and the slice of the mask (padding is masked out).
+struct Parallel::ShardState {
+  struct Param {
+    int64_t n = 0, chunk = 0;
+    nnops::Tensor padded_grad, grad_slice, padded_param, param_slice, mask_slice;
+    nnops::AdamState adam;
+  };
+  std::vector<Param> params;
+};
+
+namespace {
+
+using nnops::Tensor;
+
+// A flat, writable view of a whole tensor (same memory).
+Tensor flat(Tensor& t) {
+  switch (t.dtype()) {
+    case nnops::DType::U8:
+      return Tensor::wrap(t.data<uint8_t>(), {t.numel()}, t.device());
+    default:
+      return Tensor::wrap(t.data<float>(), {t.numel()}, t.device());
+  }
+}
+
+class MpiParallel final : public Parallel {
+ public:
+  MpiParallel(int zero_stage, nnops::Device device)
+      : comm_(nnops::dist::Communicator::world()), zero_(zero_stage), device_(device) {}
+  int rank() const override { return comm_.rank(); }
+  int size() const override { return comm_.size(); }
+  bool sharded_optimizer() const override { return zero_ == 1; }
+
+  void broadcast(const std::vector<Tensor*>& tensors) override { comm_.broadcast(tensors, 0); }
+
+  void gradients_ready(const std::vector<Tensor*>& grads) override {
+    if (zero_ == 1) return;  // the sharded step reduce-scatters instead
+    pending_.push_back(comm_.allreduce_async(grads, nnops::dist::Op::Mean));
+  }
+  void finish_gradients() override {
+    for (auto& r : pending_) r.wait();
+    pending_.clear();
+  }
+
+  double average(double value) override {
+    Tensor t = Tensor::from_vector(std::vector<float>{static_cast<float>(value)}, {1});
+    comm_.allreduce({&t}, nnops::dist::Op::Mean);
+    return t.item();
+  }
+
+  bool identical_on_all_ranks(const std::vector<const Tensor*>& tensors) override {
+    float differs = 0.0f;
+    for (const Tensor* t : tensors) {
+      Tensor mine = t->to(nnops::Device::CPU), root = mine.clone();
+      comm_.broadcast({&root}, 0);
+      if (std::memcmp(mine.raw_data(), root.raw_data(), mine.nbytes()) != 0) differs = 1.0f;
+    }
+    Tensor flag = Tensor::from_vector(std::vector<float>{differs}, {1});
+    comm_.allreduce({&flag});
+    return flag.item() == 0.0f;
+  }
+
+  void sharded_adam_step(Mlp& m, Workspace& ws, const nnops::AdamOptions& options,
+                         std::shared_ptr<ShardState>& state) override {
+    Tensor* params[] = {&m.w1, &m.b1, &m.w2, &m.b2};
+    const std::vector<Tensor*> grads = ws.gradients();
+    Tensor* masks[] = {&m.m1, nullptr, &m.m2, nullptr};
+    const int n_ranks = size(), r = rank();
+    if (!state) {
+      state = std::make_shared<ShardState>();
+      for (int i = 0; i < 4; ++i) {
+        ShardState::Param p;
+        p.n = params[i]->numel();
+        p.chunk = (p.n + n_ranks - 1) / n_ranks;
+        p.padded_grad = Tensor::zeros({p.chunk * n_ranks}, nnops::DType::F32, device_);
+        p.grad_slice = Tensor::empty({p.chunk}, nnops::DType::F32, device_);
+        p.padded_param = Tensor::zeros({p.chunk * n_ranks}, nnops::DType::F32, device_);
+        p.param_slice = Tensor::empty({p.chunk}, nnops::DType::F32, device_);
+        state->params.push_back(std::move(p));
+      }
+    }
+    for (int i = 0; i < 4; ++i) {
+      ShardState::Param& p = state->params[i];
+      // Masks change when the model is pruned: take this rank's slice each step (cheap).
+      if (masks[i]) {
+        Tensor padded = Tensor::zeros({p.chunk * n_ranks}, nnops::DType::U8, device_);
+        Tensor head = padded.narrow(0, p.n), src = flat(*masks[i]);
+        nnops::copy(head, src);
+        p.mask_slice = padded.narrow(r * p.chunk, p.chunk).clone();
+      }
+      Tensor grad_head = p.padded_grad.narrow(0, p.n), grad_flat = flat(*grads[i]);
+      nnops::copy(grad_head, grad_flat);
+      comm_.reduce_scatter(p.padded_grad, p.grad_slice, nnops::dist::Op::Mean);
+      Tensor param_head = p.padded_param.narrow(0, p.n), param_flat = flat(*params[i]);
+      nnops::copy(param_head, param_flat);
+      Tensor mine = p.padded_param.narrow(r * p.chunk, p.chunk);
+      nnops::copy(p.param_slice, mine);
+      nnops::adam_step(options, p.param_slice, p.grad_slice, p.adam,
+                       masks[i] ? &p.mask_slice : nullptr);
+      comm_.allgather(p.param_slice, p.padded_param);
+      nnops::copy(param_flat, param_head);
+    }
+  }
+
+ private:
+  nnops::dist::Communicator comm_;
+  int zero_;
+  nnops::Device device_;
+  std::vector<nnops::dist::Request> pending_;
+};
+
+}  // namespace
+
+std::unique_ptr<Parallel> make_parallel(bool data_parallel, int zero_stage, nnops::Device device) {
+  if (!data_parallel) {
+    if (zero_stage != 0) throw std::invalid_argument("--zero needs --data-parallel");
+    return std::make_unique<Parallel>();
+  }
+  return std::make_unique<MpiParallel>(zero_stage, device);
+}
+
+#else
+
+struct Parallel::ShardState {};
+
+std::unique_ptr<Parallel> make_parallel(bool data_parallel, int zero_stage, nnops::Device) {
+  if (data_parallel || zero_stage != 0) {
+    throw std::invalid_argument("--data-parallel needs nnops built with MPI (NNOPS_MPI)");
+  }
+  return std::make_unique<Parallel>();
+}
+
+#endif
+
+}  // namespace train

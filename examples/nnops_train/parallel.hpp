@@ -1,0 +1,44 @@
+// Data-parallel training for nnops-train (--data-parallel, under mpirun): every rank runs the
+// same model on its shard of each batch; gradients are averaged layer by layer as the backward
+// pass produces them (so communication overlaps the rest of the backward), and the optimizer
+// steps identically everywhere. --zero 1 shards Adam's state: gradients are reduce-scattered,
+// each rank updates its slice of every parameter, and the slices are all-gathered.
+// Without --data-parallel (or without MPI in the build) a single-rank stand-in does nothing.
+#pragma once
+
+#include <memory>
+#include <nnops/nnops.hpp>
+#include <vector>
+
+#include "model.hpp"
+
+namespace train {
+
+class Parallel {
+ public:
+  virtual ~Parallel() = default;
+  virtual int rank() const { return 0; }
+  virtual int size() const { return 1; }
+  virtual bool sharded_optimizer() const { return false; }
+  // Every rank's tensors become rank 0's.
+  virtual void broadcast(const std::vector<nnops::Tensor*>&) {}
+  // One layer's gradients are complete: start averaging them across ranks.
+  virtual void gradients_ready(const std::vector<nnops::Tensor*>&) {}
+  // Waits for every averaging started since the last call.
+  virtual void finish_gradients() {}
+  // The mean of a host value over the ranks.
+  virtual double average(double value) { return value; }
+  // Whether every rank holds the same bytes in these tensors.
+  virtual bool identical_on_all_ranks(const std::vector<const nnops::Tensor*>&) { return true; }
+  // A masked Adam step of the four parameters with the state sharded across ranks (--zero 1);
+  // `state` persists between steps of one phase (a new phase starts from a fresh one).
+  struct ShardState;
+  virtual void sharded_adam_step(Mlp&, Workspace&, const nnops::AdamOptions&,
+                                 std::shared_ptr<ShardState>&) {}
+};
+
+// The MPI implementation when `data_parallel` (MPI must be initialised), else the stand-in.
+// Throws std::invalid_argument when data parallelism was asked of a build without MPI.
+std::unique_ptr<Parallel> make_parallel(bool data_parallel, int zero_stage, nnops::Device device);
+
+}  // namespace train
