@@ -132,6 +132,25 @@ TEST(Dist, BadArgumentsNameTheCallAndTheRank) {
   comm().barrier();
 }
 
+TEST(Dist, NcclCollectivesOnCudaTensors) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device (the NCCL path needs one)";
+  const int n = comm().size(), r = comm().rank();
+  Tensor a = on(Device::CUDA, data_of(r, 6, 1000003), {1000003});
+  Tensor b = on(Device::CUDA, data_of(r, 7, 7), {7});
+  comm().allreduce({&a, &b}, dist::Op::Mean);
+  EXPECT_TRUE(all_close(a, expected_sum(6, 1000003, 1.0 / n), 0, 2 * tol()));
+  EXPECT_TRUE(all_close(b, expected_sum(7, 7, 1.0 / n), 0, 2 * tol()));
+  Tensor c = on(Device::CUDA, data_of(r, 8, 5), {5});
+  comm().broadcast({&c}, 0);
+  EXPECT_EQ(c.to_vector<float>(), data_of(0, 8, 5));
+  const int64_t chunk = 333;
+  Tensor in = on(Device::CUDA, data_of(r, 9, chunk * n), {chunk * n});
+  Tensor out = poisoned({chunk}, Device::CUDA), all = poisoned({chunk * n}, Device::CUDA);
+  comm().reduce_scatter(in, out);
+  comm().allgather(out, all);
+  EXPECT_TRUE(all_close(all, expected_sum(9, chunk * n), 0, tol()));
+}
+
 // Run only by the rank-death check (tests/CMakeLists.txt): rank 1 dies before a collective; the
 // launcher must end the job, so rank 0 does not wait forever.
 TEST(DistDeath, ARankThatDiesEndsTheJob) {

@@ -455,6 +455,12 @@ int run(const Options& options) {
                     trainer.evaluate(scratch, ws_student, data.heldout), t});
   }
   print_summary(rows, o, device, log, &teacher);
+  if (par.size() > 1) {
+    double train_seconds = 0.0;
+    for (const SummaryRow& r : rows) train_seconds += r.seconds;
+    std::printf("data parallel: %d ranks; waiting on gradient communication %.2f s of %.2f s\n",
+                par.size(), par.communication_seconds(), train_seconds);
+  }
 
   if (!o.save_dir.empty()) {
     std::filesystem::create_directories(o.save_dir);

@@ -1,6 +1,7 @@
 // Data-parallel training over nnops::dist (see parallel.hpp).
 #include "parallel.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -52,9 +53,12 @@ class MpiParallel final : public Parallel {
     pending_.push_back(comm_.allreduce_async(grads, nnops::dist::Op::Mean));
   }
   void finish_gradients() override {
+    const auto t0 = std::chrono::steady_clock::now();
     for (auto& r : pending_) r.wait();
     pending_.clear();
+    waited_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
+  double communication_seconds() const override { return waited_; }
 
   double average(double value) override {
     Tensor t = Tensor::from_vector(std::vector<float>{static_cast<float>(value)}, {1});
@@ -76,6 +80,14 @@ class MpiParallel final : public Parallel {
 
   void sharded_adam_step(Mlp& m, Workspace& ws, const nnops::AdamOptions& options,
                          std::shared_ptr<ShardState>& state) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    struct AddTime {  // the whole sharded step counts: its collectives are not overlapped
+      const std::chrono::steady_clock::time_point& start;
+      double& total;
+      ~AddTime() {
+        total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+    } add_time{t0, waited_};
     Tensor* params[] = {&m.w1, &m.b1, &m.w2, &m.b2};
     const std::vector<Tensor*> grads = ws.gradients();
     Tensor* masks[] = {&m.m1, nullptr, &m.m2, nullptr};
@@ -121,6 +133,7 @@ class MpiParallel final : public Parallel {
   int zero_;
   nnops::Device device_;
   std::vector<nnops::dist::Request> pending_;
+  double waited_ = 0.0;
 };
 
 }  // namespace

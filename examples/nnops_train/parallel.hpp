@@ -26,6 +26,8 @@ class Parallel {
   virtual void gradients_ready(const std::vector<nnops::Tensor*>&) {}
   // Waits for every averaging started since the last call.
   virtual void finish_gradients() {}
+  // Seconds spent waiting for gradient communication that the backward did not hide.
+  virtual double communication_seconds() const { return 0.0; }
   // The mean of a host value over the ranks.
   virtual double average(double value) { return value; }
   // Whether every rank holds the same bytes in these tensors.
