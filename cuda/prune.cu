@@ -58,8 +58,8 @@ __global__ void prune_ties_kernel(uint8_t* d_mask, const int64_t* d_tie, const i
     if (d_tie[i] && d_rank[i] < ties_left) d_mask[i] = 0;
 }
 
-// One block per slice of w viewed as [outer, slices, inner]: its L-p norm (double) and whether
-// its mask keeps any entry.
+// One block per slice of w viewed as [outer, slices, inner]: its L-p norm (double; skipped when
+// d_w is null) and whether its mask keeps any entry.
 __global__ void slice_norms_kernel(double* d_norm, int* d_kept, const float* d_w,
                                    const uint8_t* d_mask, int64_t outer, int64_t slices,
                                    int64_t inner, int p) {
@@ -73,8 +73,10 @@ __global__ void slice_norms_kernel(double* d_norm, int* d_kept, const float* d_w
   for (int64_t j = threadIdx.x; j < outer * inner; j += blockDim.x) {
     const int64_t o = j / inner, i = j % inner;
     const int64_t idx = (o * slices + s) * inner + i;
-    const double v = fabs(static_cast<double>(d_w[idx]));
-    acc += p == 1 ? v : v * v;
+    if (d_w) {  // null: only the kept flags are wanted (count_kept_slices)
+      const double v = fabs(static_cast<double>(d_w[idx]));
+      acc += p == 1 ? v : v * v;
+    }
     any |= d_mask[idx] != 0;
   }
   if (any) atomicOr(&s_any, 1);
