@@ -48,8 +48,9 @@ void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks, cons
       const uint8_t* m = masks[t];
 #pragma omp for schedule(static) nowait
       for (int64_t i = 0; i < sizes[t]; ++i) {
+        // Branch-free (adding 0 or 1): whether an entry matches the prefix is unpredictable.
         const uint32_t bits = magnitude_bits(w[i]);
-        if (m[i] != 0 && (bits & prefix_mask) == prefix) ++local[(bits >> shift) & digit_mask];
+        local[(bits >> shift) & digit_mask] += (m[i] != 0) & ((bits & prefix_mask) == prefix);
       }
     }
 #pragma omp critical
@@ -60,40 +61,62 @@ void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks, cons
 }  // namespace
 
 // The k smallest kept entries in (|w| bits, flat index) order, found without sorting: a radix
-// select over the 32 magnitude bits in three histogram passes (11, 11 and 10 bits) gives the
-// k-th smallest bits T; entries below T are pruned, and of the entries equal to T the first
-// ones in flat order (3.4x std::nth_element at 16M weights; see bench/bench_ops.cpp).
+// select over the 32 magnitude bits in histogram passes gives the k-th smallest bits T; entries
+// below T are pruned, and of the entries equal to T the first ones in flat order (3.1x
+// std::nth_element at 16M weights, 1.6x at 65536; bench/bench_ops.cpp, two threads).
 void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* ws,
                                     const int64_t* sizes, int64_t tensor_count, int64_t k) {
-  static constexpr int kShifts[] = {21, 10, 0};
-  static constexpr int kBits[] = {11, 11, 10};
+  // Two 16-bit passes over large inputs (one full read fewer); three passes of 11, 11 and 10
+  // bits below a million entries, where clearing and merging 65536-bin histograms would cost
+  // more than the pass saves.
+  int64_t total = 0;
+  for (int64_t t = 0; t < tensor_count; ++t) total += sizes[t];
+  static constexpr int kWide[][2] = {{16, 16}, {0, 16}};  // {shift, bits} per pass
+  static constexpr int kNarrow[][2] = {{21, 11}, {10, 11}, {0, 10}};
+  const bool wide = total >= (int64_t(1) << 20);
+  const int passes = wide ? 2 : 3;
   uint32_t prefix = 0, prefix_mask = 0;
   int64_t rank = k;  // 1-based rank of T among the kept entries that match the prefix
-  for (int pass = 0; pass < 3; ++pass) {
-    std::vector<int64_t> hist = scratch_vector<int64_t>(size_t(1) << kBits[pass], 0);
-    magnitude_histogram(hist, masks, ws, sizes, tensor_count, prefix, prefix_mask, kShifts[pass]);
+  for (int pass = 0; pass < passes; ++pass) {
+    const int shift = wide ? kWide[pass][0] : kNarrow[pass][0];
+    const int bits = wide ? kWide[pass][1] : kNarrow[pass][1];
+    std::vector<int64_t> hist = scratch_vector<int64_t>(size_t(1) << bits, 0);
+    magnitude_histogram(hist, masks, ws, sizes, tensor_count, prefix, prefix_mask, shift);
     uint32_t digit = 0;
     while (digit + 1 < hist.size() && rank > hist[digit]) rank -= hist[digit++];
-    prefix |= digit << kShifts[pass];
-    prefix_mask |= ((1u << kBits[pass]) - 1u) << kShifts[pass];
+    prefix |= digit << shift;
+    prefix_mask |= ((1u << bits) - 1u) << shift;
   }
   const uint32_t threshold = prefix;
+  // One parallel pass prunes everything below T and counts each fixed chunk's ties with T; then
+  // the first `rank` ties in flat order go, visiting only the chunks that hold them.
+  constexpr int64_t kChunk = 65536;
   for (int64_t t = 0; t < tensor_count; ++t) {
     const float* w = ws[t];
     uint8_t* m = masks[t];
+    const int64_t chunks = (sizes[t] + kChunk - 1) / kChunk;
+    std::vector<int64_t> ties = scratch_vector<int64_t>(static_cast<size_t>(chunks), 0);
 #pragma omp parallel for schedule(static) if (sizes[t] >= kParallelThreshold)
-    for (int64_t i = 0; i < sizes[t]; ++i) {
-      if (magnitude_bits(w[i]) < threshold) m[i] = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t end = std::min(sizes[t], (c + 1) * kChunk);
+      int64_t count = 0;
+      // Branch-free: half the entries fall below T in no predictable order.
+      for (int64_t i = c * kChunk; i < end; ++i) {
+        const uint32_t bits = magnitude_bits(w[i]);
+        const uint8_t keep = m[i];
+        count += (keep != 0) & (bits == threshold);
+        m[i] = bits < threshold ? uint8_t{0} : keep;
+      }
+      ties[c] = count;
     }
-  }
-  // Ties with T: the lowest flat indices first, `rank` of them.
-  for (int64_t t = 0; t < tensor_count && rank > 0; ++t) {
-    const float* w = ws[t];
-    uint8_t* m = masks[t];
-    for (int64_t i = 0; i < sizes[t] && rank > 0; ++i) {
-      if (m[i] != 0 && magnitude_bits(w[i]) == threshold) {
-        m[i] = 0;
-        --rank;
+    for (int64_t c = 0; c < chunks && rank > 0; ++c) {
+      if (ties[c] == 0) continue;
+      const int64_t end = std::min(sizes[t], (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < end && rank > 0; ++i) {
+        if (m[i] != 0 && magnitude_bits(w[i]) == threshold) {
+          m[i] = 0;
+          --rank;
+        }
       }
     }
   }
