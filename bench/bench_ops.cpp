@@ -66,8 +66,12 @@ void onednn_product(Tensor& a, Tensor& b, Tensor& c, int64_t m, int64_t n, int64
 #endif
 
 // Plain products: the reference MLP's layers at batch 64 and squares.
-#define GEMM_ARGS \
-  Args({64, 2000, 1000})->Args({64, 1000, 2000})->Args({512, 512, 512})->Args({1024, 1024, 1024})
+#define GEMM_ARGS                \
+  Args({64, 2000, 1000})         \
+      ->Args({64, 1000, 2000})   \
+      ->Args({512, 512, 512})    \
+      ->Args({1024, 1024, 1024}) \
+      ->Args({2048, 2048, 2048})
 // The linear layer's forward product x[m, k] * w[n, k]^T (nn.Linear's layout).
 #define NT_ARGS Args({64, 2000, 1000})->Args({64, 1000, 2000})
 // The linear layer's weight gradient dy[k, m]^T * x[k, n], depth k = the batch.
@@ -87,6 +91,10 @@ GEMM_BENCH(gemm_nt_nnops, false, true, nnops_product, NT_ARGS);
 GEMM_BENCH(gemm_nt_openblas, false, true, openblas_product, NT_ARGS);
 GEMM_BENCH(gemm_tn_nnops, true, false, nnops_product, TN_ARGS);
 GEMM_BENCH(gemm_tn_openblas, true, false, openblas_product, TN_ARGS);
+#ifdef NNOPS_BENCH_ONEDNN
+GEMM_BENCH(gemm_nt_onednn, false, true, onednn_product, NT_ARGS);
+GEMM_BENCH(gemm_tn_onednn, true, false, onednn_product, TN_ARGS);
+#endif
 
 // A copy of `bytes` bytes moves 2*bytes through memory (read + write): the bandwidth ceiling
 // for an op that moves the same traffic. It runs on as many threads as nnops' ops (OpenMP,
@@ -109,7 +117,7 @@ void copy_bytes(benchmark::State& state, int64_t bytes) {
 }
 
 // One size that lives in cache and one far beyond the 32 MiB L3, where DRAM bandwidth rules.
-#define SIZES Arg(65536)->Arg(1 << 24)
+#define SIZES Arg(65536)->Arg(1 << 20)->Arg(1 << 24)
 
 // Adam reads p, g, m, v and writes p, m, v: 28 bytes per element.
 void adam_nnops(benchmark::State& state) {
