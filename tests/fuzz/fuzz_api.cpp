@@ -4,6 +4,7 @@
 // nnops::Error with its outputs untouched. Crashes, sanitizer reports and hangs fail.
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -107,7 +108,7 @@ bool run(std::vector<Tensor*> outputs, Op op) {
 void fuzz_one(FuzzedDataProvider& p) {
   Gen g{p};
   const int64_t m = g.dim(), n = g.dim(), k = g.dim();
-  switch (p.ConsumeIntegralInRange(0, 9)) {
+  switch (p.ConsumeIntegralInRange(0, 11)) {
     case 0: {  // matmul against a double reference
       GemmOptions o{p.ConsumeBool(), p.ConsumeBool(), p.ConsumeBool() ? 1.0f : g.value(),
                     p.ConsumeBool() ? 0.0f : g.value()};
@@ -135,7 +136,9 @@ void fuzz_one(FuzzedDataProvider& p) {
           const double ref = o.alpha * s + c_in;
           const double tol = 1e-5 * (std::fabs(o.alpha) * mag + std::fabs(c_in)) + 1e-30;
           if (std::fabs(out.data<float>()[i * n + j] - ref) > tol) {
-            std::fprintf(stderr, "c[%lld, %lld] = %.9g, reference %.9g, tolerance %.3g (m=%lld n=%lld k=%lld alpha=%g beta=%g)\n",
+            std::fprintf(stderr,
+                         "c[%lld, %lld] = %.9g, reference %.9g, tolerance %.3g (m=%lld n=%lld "
+                         "k=%lld alpha=%g beta=%g)\n",
                          (long long)i, (long long)j, out.data<float>()[i * n + j], ref, tol,
                          (long long)m, (long long)n, (long long)k, o.alpha, o.beta);
             fail("matmul differs from the double reference");
@@ -241,6 +244,44 @@ void fuzz_one(FuzzedDataProvider& p) {
         ln_structured(w, PruneAmount::fraction(p.ConsumeFloatingPointInRange<double>(-0.2, 1.2)),
                       pnorm, dim, mask);
       });
+      return;
+    }
+    case 10: {  // copy between two row views of one buffer: exact in place, disjoint, or refused
+      Tensor buf = g.tensor({m + n + 1}, DType::F32);
+      if (!buf.defined() || buf.dtype() != DType::F32) {
+        run({&buf}, [&] { copy(buf, buf); });
+        return;
+      }
+      const int64_t len = std::min<int64_t>(k, buf.numel());
+      const int64_t sa = p.ConsumeIntegralInRange<int64_t>(0, buf.numel() - len);
+      const int64_t sb = p.ConsumeIntegralInRange<int64_t>(0, buf.numel() - len);
+      Tensor a = buf.narrow(sa, len), b = buf.narrow(sb, len);
+      const std::vector<float> b_before = b.to_vector<float>();
+      const bool partial = len > 0 && sa != sb && sa < sb + len && sb < sa + len;
+      if (!run({&buf}, [&] { copy(a, b); })) {
+        if (!partial) fail("copy refused views that do not partly overlap");
+        return;
+      }
+      if (partial) fail("copy accepted a partial overlap");
+      const std::vector<float> a_after = a.to_vector<float>();
+      if (!a_after.empty() &&
+          std::memcmp(a_after.data(), b_before.data(), a_after.size() * sizeof(float)) != 0)
+        fail("copy did not copy");
+      return;
+    }
+    case 11: {  // argmax against a host scan (NaN first, then the first of the largest)
+      Tensor x = g.tensor({m, n + 1}, DType::F32), out = g.tensor({m}, DType::I32);
+      if (!run({&out}, [&] { argmax(x, out); })) return;
+      const int64_t cols = x.dim(1);
+      for (int64_t r = 0; r < x.dim(0); ++r) {
+        const float* row = x.data<float>() + r * cols;
+        int64_t best = 0;
+        for (int64_t c = 1; c < cols; ++c) {
+          if (std::isnan(row[best])) break;
+          if (std::isnan(row[c]) || row[c] > row[best]) best = c;
+        }
+        if (out.data<int32_t>()[r] != best) fail("argmax differs from the host scan");
+      }
       return;
     }
     default: {
