@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "cpu_backend.hpp"
+#include "nnops/detail/bf16_math.hpp"
 
 namespace nnops::detail {
 
@@ -25,6 +26,22 @@ void CpuBackend::argmax(int32_t* out, const float* x, int64_t rows, int64_t cols
       if (xr[c] > xr[best] || std::isnan(xr[c])) best = c;
     }
     out[r] = static_cast<int32_t>(best);
+  }
+}
+
+void CpuBackend::cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) {
+  if (dst_dtype == src_dtype) {
+    copy_within(dst, src, static_cast<size_t>(n) * dtype_size(dst_dtype));
+  } else if (dst_dtype == DType::BF16) {
+    auto* d = static_cast<uint16_t*>(dst);
+    const auto* s = static_cast<const float*>(src);
+#pragma omp parallel for simd if (n >= kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16_bits(s[i]);
+  } else {
+    auto* d = static_cast<float*>(dst);
+    const auto* s = static_cast<const uint16_t*>(src);
+#pragma omp parallel for simd if (n >= kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) d[i] = bf16_bits_to_float(s[i]);
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include "cuda_backend.hpp"
 #include "elementwise.cuh"
+#include "nnops/detail/bf16_math.hpp"
 
 namespace nnops::detail {
 
@@ -64,6 +65,20 @@ __global__ void argmax_kernel(int32_t* __restrict__ d_out, const float* __restri
   if (lane == 0) d_out[row] = static_cast<int32_t>(best_i);
 }
 
+__global__ void to_bf16_kernel(uint16_t* __restrict__ d_dst, const float* __restrict__ d_src,
+                               int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    d_dst[i] = float_to_bf16_bits(d_src[i]);
+}
+
+__global__ void from_bf16_kernel(float* __restrict__ d_dst, const uint16_t* __restrict__ d_src,
+                                 int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    d_dst[i] = bf16_bits_to_float(d_src[i]);
+}
+
 struct AddScaled {
   float alpha, beta;
   __device__ float operator()(float y, float x) const {
@@ -76,6 +91,20 @@ struct AddScaled {
 void CudaBackend::fill(float* t, int64_t n, float value) {
   fill_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(t, n, value);
   check_launch("fill_kernel");
+}
+
+void CudaBackend::cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) {
+  if (dst_dtype == src_dtype) {
+    copy_within(dst, src, static_cast<size_t>(n) * dtype_size(dst_dtype));
+  } else if (dst_dtype == DType::BF16) {
+    to_bf16_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(static_cast<uint16_t*>(dst),
+                                                           static_cast<const float*>(src), n);
+    check_launch("to_bf16_kernel");
+  } else {
+    from_bf16_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(static_cast<float*>(dst),
+                                                             static_cast<const uint16_t*>(src), n);
+    check_launch("from_bf16_kernel");
+  }
 }
 
 void CudaBackend::add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) {

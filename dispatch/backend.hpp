@@ -135,6 +135,8 @@ class Backend {
   // out[r] = the first index of the largest x[r, :] (NaN counts as largest, like PyTorch).
   virtual void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols);
   virtual void fill(float* t, int64_t n, float value);
+  // dst = src converted, element by element, between F32 and BF16 (either way or the same).
+  virtual void cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
 
   virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);
   virtual void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed);

@@ -23,6 +23,8 @@ const char* to_string(DType dtype) {
       return "I32";
     case DType::U8:
       return "U8";
+    case DType::BF16:
+      return "BF16";
   }
   return "?";
 }
@@ -35,6 +37,8 @@ std::size_t dtype_size(DType dtype) {
       return 4;
     case DType::U8:
       return 1;
+    case DType::BF16:
+      return 2;
   }
   return 0;
 }
@@ -199,6 +203,9 @@ void Backend::add_scaled(float*, const float*, int64_t, float, float) {
 }
 void Backend::argmax(int32_t*, const float*, int64_t, int64_t) {
   not_implemented("argmax");
+}
+void Backend::cast(void*, DType, const void*, DType, int64_t) {
+  not_implemented("cast");
 }
 void Backend::fill(float*, int64_t, float) {
   not_implemented("fill");

@@ -1,6 +1,7 @@
 // Validation and dispatch for copy and argmax.
 #include "nnops/tensor_ops.hpp"
 
+#include <initializer_list>
 #include <limits>
 
 #include "backend.hpp"
@@ -31,6 +32,39 @@ void copy(Tensor& dst, const Tensor& src) {
     } else {
       detail::backend_for(src.device(), check.fn()).copy_to_host(to, from, bytes);
     }
+  });
+}
+
+void cast(Tensor& dst, const Tensor& src) {
+  detail::ArgCheck check("nnops::cast");
+  if (!dst.defined()) check.fail("dst is an undefined tensor");
+  if (!src.defined()) check.fail("src is an undefined tensor");
+  if (dst.is_read_only())
+    check.fail_with("dst (", dst.describe(), ") is read-only (wrapped from const memory)");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&dst, &src}) {
+    if (t->dtype() != DType::F32 && t->dtype() != DType::BF16) {
+      check.fail_with(t == &dst ? "dst" : "src", " is ", to_string(t->dtype()),
+                      " but cast converts between F32 and BF16");
+    }
+  }
+  check.same_shape("dst", dst, "src", src);
+  if (dst.dtype() == src.dtype()) {
+    copy(dst, src);
+    return;
+  }
+  check.no_alias("dst", &dst, "src", src);
+  if (dst.numel() == 0) return;
+  detail::guarded(check.fn(), [&] {
+    if (dst.device() == src.device()) {
+      detail::backend_for(dst.device(), check.fn())
+          .cast(dst.raw_data(), dst.dtype(), src.raw_data(), src.dtype(), dst.numel());
+      return;
+    }
+    // Across devices: convert where the data is, then move the converted bytes.
+    Tensor converted = Tensor::empty(src.shape(), dst.dtype(), src.device());
+    detail::backend_for(src.device(), check.fn())
+        .cast(converted.raw_data(), dst.dtype(), src.raw_data(), src.dtype(), src.numel());
+    copy(dst, converted);
   });
 }
 

@@ -114,7 +114,7 @@ TensorMap parse_checkpoint(const std::string& path, const std::vector<unsigned c
     const auto* name_bytes = r.bytes(name_len, "name");
     const std::string name(reinterpret_cast<const char*>(name_bytes), name_len);
     const auto dtype_code = r.get<uint32_t>("dtype");
-    if (dtype_code > 2)
+    if (dtype_code > static_cast<uint32_t>(nnops::DType::BF16))
       r.fail("entry '" + name + "' has unknown dtype " + std::to_string(dtype_code));
     const auto dtype = static_cast<nnops::DType>(dtype_code);
     const auto ndim = r.get<uint32_t>("ndim");

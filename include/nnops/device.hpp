@@ -8,7 +8,7 @@
 namespace nnops {
 
 enum class Device { CPU, CUDA };
-enum class DType { F32, I32, U8 };
+enum class DType { F32, I32, U8, BF16 };
 
 const char* to_string(Device device);
 const char* to_string(DType dtype);

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "nnops/bf16.hpp"
 #include "nnops/device.hpp"
 #include "nnops/error.hpp"
 
@@ -30,6 +31,10 @@ struct dtype_of<int32_t> {
 template <>
 struct dtype_of<uint8_t> {
   static constexpr DType value = DType::U8;
+};
+template <>
+struct dtype_of<bf16> {
+  static constexpr DType value = DType::BF16;
 };
 
 std::string shape_to_string(const Shape& shape);
