@@ -9,12 +9,22 @@
 
 namespace nnops {
 
-void copy(Tensor& dst, const Tensor& src) {
-  detail::ArgCheck check("nnops::copy");
+namespace {
+
+// Both defined, and dst writable. Devices and dtypes may differ (copy and cast move between
+// devices), so ArgCheck::tensor's one-device rule does not apply.
+void check_dst_and_src(const detail::ArgCheck& check, const Tensor& dst, const Tensor& src) {
   if (!dst.defined()) check.fail("dst is an undefined tensor");
   if (!src.defined()) check.fail("src is an undefined tensor");
   if (dst.is_read_only())
     check.fail_with("dst (", dst.describe(), ") is read-only (wrapped from const memory)");
+}
+
+}  // namespace
+
+void copy(Tensor& dst, const Tensor& src) {
+  detail::ArgCheck check("nnops::copy");
+  check_dst_and_src(check, dst, src);
   if (dst.dtype() != src.dtype()) {
     check.fail_with("dst is ", to_string(dst.dtype()), " but src is ", to_string(src.dtype()),
                     " (dtypes must match)");
@@ -37,10 +47,7 @@ void copy(Tensor& dst, const Tensor& src) {
 
 void cast(Tensor& dst, const Tensor& src) {
   detail::ArgCheck check("nnops::cast");
-  if (!dst.defined()) check.fail("dst is an undefined tensor");
-  if (!src.defined()) check.fail("src is an undefined tensor");
-  if (dst.is_read_only())
-    check.fail_with("dst (", dst.describe(), ") is read-only (wrapped from const memory)");
+  check_dst_and_src(check, dst, src);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&dst, &src}) {
     if (t->dtype() != DType::F32 && t->dtype() != DType::BF16) {
       check.fail_with(t == &dst ? "dst" : "src", " is ", to_string(t->dtype()),
