@@ -41,7 +41,7 @@ void check_mpi(int status, const char* fn, int rank) {
 }
 
 Device Communicator::Impl::validate(const char* fn, const std::vector<Tensor*>& tensors,
-                                    bool float_only, int64_t extra) const {
+                                    bool float_only, int64_t extra, size_t first_written) const {
   std::vector<int64_t> words = {static_cast<int64_t>(tensors.size()), extra};
   Device device = Device::CPU;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -54,7 +54,7 @@ Device Communicator::Impl::validate(const char* fn, const std::vector<Tensor*>& 
       throw Error(std::string(fn) + ": rank " + std::to_string(rank) + ": tensors[" +
                   std::to_string(i) + "] is " + dtype_name(t->dtype()) + " but must be F32");
     }
-    if (t->is_read_only()) {
+    if (i >= first_written && t->is_read_only()) {
       throw Error(std::string(fn) + ": rank " + std::to_string(rank) + ": tensors[" +
                   std::to_string(i) + "] is read-only");
     }
@@ -289,7 +289,8 @@ void Communicator::broadcast(const std::vector<Tensor*>& tensors, int root) {
 void Communicator::reduce_scatter(const Tensor& in, Tensor& out, Op op) {
   const char* fn = "nnops::dist::reduce_scatter";
   Tensor& in_mut = const_cast<Tensor&>(in);  // validated as read; never written
-  const Device device = impl_->validate(fn, {&in_mut, &out}, true, static_cast<int64_t>(op));
+  const Device device =
+      impl_->validate(fn, {&in_mut, &out}, true, static_cast<int64_t>(op), /*first_written=*/1);
   if (in.numel() != out.numel() * impl_->size) {
     throw Error(std::string(fn) + ": rank " + std::to_string(impl_->rank) + ": in has " +
                 std::to_string(in.numel()) + " elements but must hold size() = " +
@@ -308,7 +309,7 @@ void Communicator::reduce_scatter(const Tensor& in, Tensor& out, Op op) {
 void Communicator::allgather(const Tensor& in, Tensor& out) {
   const char* fn = "nnops::dist::allgather";
   Tensor& in_mut = const_cast<Tensor&>(in);
-  const Device device = impl_->validate(fn, {&in_mut, &out}, true, 0);
+  const Device device = impl_->validate(fn, {&in_mut, &out}, true, 0, /*first_written=*/1);
   if (out.numel() != in.numel() * impl_->size) {
     throw Error(std::string(fn) + ": rank " + std::to_string(impl_->rank) + ": out has " +
                 std::to_string(out.numel()) + " elements but must hold size() = " +

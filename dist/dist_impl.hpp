@@ -23,9 +23,10 @@ struct Communicator::Impl {
   size_t bucket_bytes = size_t(25) << 20;
   std::shared_ptr<NcclState> nccl;  // created on the first collective over CUDA tensors
 
-  // Checks the tensors here, then that every rank passed the same list; returns their device.
+  // Checks the tensors here (those from first_written on must be writable), then that every
+  // rank passed the same list; returns their device.
   Device validate(const char* fn, const std::vector<Tensor*>& tensors, bool float_only,
-                  int64_t extra) const;
+                  int64_t extra, size_t first_written = 0) const;
   void agree(const char* fn, uint64_t fingerprint) const;
 
   Request allreduce_cpu(const char* fn, const std::vector<Tensor*>& tensors, Op op) const;

@@ -95,6 +95,14 @@ TEST(Dist, ReduceScatterAndAllgather) {
   Tensor gathered = poisoned({chunk * n}, Device::CPU);
   comm().allgather(out, gathered);
   EXPECT_TRUE(all_close(gathered, full, 0, tol()));
+  // A read-only input is fine; a read-only output is not.
+  const std::vector<float> in_values = in.to_vector<float>();
+  Tensor in_const = Tensor::wrap(static_cast<const float*>(in_values.data()), {chunk * n});
+  Tensor out2 = poisoned({chunk}, Device::CPU);
+  comm().reduce_scatter(in_const, out2);
+  EXPECT_TRUE(all_close(out2, mine, 0, tol()));
+  EXPECT_TRUE(throws_error([&] { comm().allgather(out2, in_const); }, "nnops::dist::allgather",
+                           "read-only"));
   Tensor wrong = Tensor::zeros({chunk + 1});
   EXPECT_TRUE(throws_error([&] { comm().reduce_scatter(in, wrong); }, "nnops::dist::reduce_scatter",
                            "rank " + std::to_string(comm().rank())));
