@@ -6,6 +6,7 @@
 #include "activation_fast.hpp"
 #include "cpu_backend.hpp"
 #include "nnops/detail/activation_math.hpp"
+#include "widen.hpp"
 
 namespace nnops::detail {
 
@@ -61,8 +62,9 @@ void for_chunks(int64_t n, Range range) {
 
 }  // namespace
 
-void CpuBackend::activation_forward(float* y, const float* x, int64_t n, Activation activation,
-                                    float s) {
+namespace {
+
+void forward_f32(float* y, const float* x, int64_t n, Activation activation, float s) {
   if (transcendental(activation) && avx2_active()) {
     return for_chunks(n, [&](int64_t b, int64_t e) {
       activation_forward_avx2(y + b, x + b, e - b, fast(activation));
@@ -86,8 +88,8 @@ void CpuBackend::activation_forward(float* y, const float* x, int64_t n, Activat
   }
 }
 
-void CpuBackend::activation_backward(float* dx, const float* x, const float* dy, int64_t n,
-                                     Activation activation, float s) {
+void backward_f32(float* dx, const float* x, const float* dy, int64_t n, Activation activation,
+                  float s) {
   if (transcendental(activation) && avx2_active()) {
     return for_chunks(n, [&](int64_t b, int64_t e) {
       activation_backward_avx2(dx + b, x + b, dy + b, e - b, fast(activation));
@@ -109,6 +111,31 @@ void CpuBackend::activation_backward(float* dx, const float* x, const float* dy,
     case Activation::Tanh:
       return map_binary(dx, x, dy, n, [](float v, float g) { return tanh_grad(v, g); });
   }
+}
+
+}  // namespace
+
+void CpuBackend::activation_forward(View y, ConstView x, int64_t n, Activation activation,
+                                    float s) {
+  if (y.dtype == DType::F32 && x.dtype == DType::F32) {
+    return forward_f32(static_cast<float*>(y.data), static_cast<const float*>(x.data), n,
+                       activation, s);
+  }
+  over_f32_chunks(y, x, ConstView{nullptr, DType::F32}, n,
+                  [&](float* out, const float* a, const float*, int64_t count) {
+                    forward_f32(out, a, count, activation, s);
+                  });
+}
+
+void CpuBackend::activation_backward(View dx, ConstView x, ConstView dy, int64_t n,
+                                     Activation activation, float s) {
+  if (dx.dtype == DType::F32 && x.dtype == DType::F32 && dy.dtype == DType::F32) {
+    return backward_f32(static_cast<float*>(dx.data), static_cast<const float*>(x.data),
+                        static_cast<const float*>(dy.data), n, activation, s);
+  }
+  over_f32_chunks(dx, x, dy, n, [&](float* out, const float* a, const float* b, int64_t count) {
+    backward_f32(out, a, b, count, activation, s);
+  });
 }
 
 void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, float& log_sum_out) {

@@ -3,10 +3,13 @@
 
 #include "cpu_backend.hpp"
 #include "nnops/detail/bf16_math.hpp"
+#include "widen.hpp"
 
 namespace nnops::detail {
 
-void CpuBackend::add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) {
+namespace {
+
+void add_scaled_f32(float* y, const float* x, int64_t n, float alpha, float beta) {
   if (beta == 0.0f) {
 #pragma omp parallel for simd if (n >= kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i];
@@ -14,6 +17,21 @@ void CpuBackend::add_scaled(float* y, const float* x, int64_t n, float alpha, fl
 #pragma omp parallel for simd if (n >= kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) y[i] = beta * y[i] + alpha * x[i];
   }
+}
+
+}  // namespace
+
+void CpuBackend::add_scaled(View y, ConstView x, int64_t n, float alpha, float beta) {
+  if (y.dtype == DType::F32 && x.dtype == DType::F32) {
+    return add_scaled_f32(static_cast<float*>(y.data), static_cast<const float*>(x.data), n, alpha,
+                          beta);
+  }
+  // y is read only when beta != 0 (then widened as the first input).
+  const ConstView y_in{beta == 0.0f ? nullptr : y.data, y.dtype};
+  over_f32_chunks(y, y_in, x, n, [&](float* out, const float* old_y, const float* xs, int64_t c) {
+    for (int64_t i = 0; i < c; ++i)
+      out[i] = old_y ? beta * old_y[i] + alpha * xs[i] : alpha * xs[i];
+  });
 }
 
 void CpuBackend::argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) {

@@ -60,31 +60,33 @@ __global__ void softmax_backward_kernel(float* d_dx, const float* d_y, const flo
 
 }  // namespace
 
-void CudaBackend::activation_forward(float* y, const float* x, int64_t n, Activation activation,
+void CudaBackend::activation_forward(View y, ConstView x, int64_t n, Activation activation,
                                      float negative_slope) {
-  launch_unary_map(y, x, n, Forward{activation, negative_slope}, "activation_forward");
+  launch_typed_unary(y, x, n, Forward{activation, negative_slope}, "activation_forward");
 }
 
-void CudaBackend::activation_backward(float* dx, const float* x, const float* dy, int64_t n,
+void CudaBackend::activation_backward(View dx, ConstView x, ConstView dy, int64_t n,
                                       Activation activation, float negative_slope) {
-  launch_binary_map(dx, x, dy, n, Backward{activation, negative_slope}, "activation_backward");
+  launch_typed_binary(dx, x, dy, n, Backward{activation, negative_slope}, "activation_backward");
 }
 
 void CudaBackend::softmax_forward(float* y, const float* x, int64_t rows, int64_t cols, bool log) {
-  launch_rows(rows, cols, log ? "log_softmax_forward" : "softmax_forward", [&](auto t, unsigned blocks) {
-    softmax_forward_kernel<decltype(t)::value>
-        <<<blocks, kBlockThreads, 0, t_stream>>>(y, x, rows, cols, log);
-    check_launch("softmax_forward_kernel");
-  });
+  launch_rows(rows, cols, log ? "log_softmax_forward" : "softmax_forward",
+              [&](auto t, unsigned blocks) {
+                softmax_forward_kernel<decltype(t)::value>
+                    <<<blocks, kBlockThreads, 0, t_stream>>>(y, x, rows, cols, log);
+                check_launch("softmax_forward_kernel");
+              });
 }
 
 void CudaBackend::softmax_backward(float* dx, const float* y, const float* dy, int64_t rows,
                                    int64_t cols, bool log) {
-  launch_rows(rows, cols, log ? "log_softmax_backward" : "softmax_backward", [&](auto t, unsigned blocks) {
-    softmax_backward_kernel<decltype(t)::value>
-        <<<blocks, kBlockThreads, 0, t_stream>>>(dx, y, dy, rows, cols, log);
-    check_launch("softmax_backward_kernel");
-  });
+  launch_rows(rows, cols, log ? "log_softmax_backward" : "softmax_backward",
+              [&](auto t, unsigned blocks) {
+                softmax_backward_kernel<decltype(t)::value>
+                    <<<blocks, kBlockThreads, 0, t_stream>>>(dx, y, dy, rows, cols, log);
+                check_launch("softmax_backward_kernel");
+              });
 }
 
 }  // namespace nnops::detail

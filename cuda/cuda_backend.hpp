@@ -37,10 +37,10 @@ class CudaBackend final : public Backend {
   void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                        const float* dy, int64_t rows, int64_t in, int64_t out) override;
 
-  void activation_forward(float* y, const float* x, int64_t n, Activation activation,
+  void activation_forward(View y, ConstView x, int64_t n, Activation activation,
                           float negative_slope) override;
-  void activation_backward(float* dx, const float* x, const float* dy, int64_t n,
-                           Activation activation, float negative_slope) override;
+  void activation_backward(View dx, ConstView x, ConstView dy, int64_t n, Activation activation,
+                           float negative_slope) override;
   void softmax_forward(float* y, const float* x, int64_t rows, int64_t cols, bool log) override;
   void softmax_backward(float* dx, const float* y, const float* dy, int64_t rows, int64_t cols,
                         bool log) override;
@@ -71,7 +71,7 @@ class CudaBackend final : public Backend {
   void apply_mask(float* w, const uint8_t* mask, int64_t n) override;
   int64_t count_nonzero(const uint8_t* mask, int64_t n) override;
 
-  void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) override;
+  void add_scaled(View y, ConstView x, int64_t n, float alpha, float beta) override;
   void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) override;
   void fill(float* t, int64_t n, float value) override;
   void cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) override;

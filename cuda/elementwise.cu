@@ -107,8 +107,8 @@ void CudaBackend::cast(void* dst, DType dst_dtype, const void* src, DType src_dt
   }
 }
 
-void CudaBackend::add_scaled(float* y, const float* x, int64_t n, float alpha, float beta) {
-  launch_binary_map(y, y, x, n, AddScaled{alpha, beta}, "add_scaled");
+void CudaBackend::add_scaled(View y, ConstView x, int64_t n, float alpha, float beta) {
+  launch_typed_binary(y, ConstView{y.data, y.dtype}, x, n, AddScaled{alpha, beta}, "add_scaled");
 }
 
 void CudaBackend::apply_mask(float* w, const uint8_t* mask, int64_t n) {

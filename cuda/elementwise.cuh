@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda_backend.hpp"
+#include "nnops/detail/bf16_math.hpp"
 
 namespace nnops::detail {
 
@@ -57,6 +58,81 @@ template <class F>
 void launch_binary_map(float* out, const float* a, const float* b, int64_t n, F f,
                        const char* what) {
   binary_map_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, t_stream>>>(out, a, b, n, f);
+  check_launch(what);
+}
+
+// F32 or BF16 elements (BF16 as its bits), computed in FP32: the scalar grid-stride path.
+__device__ inline float load_elem(const float* p, int64_t i) {
+  return p[i];
+}
+__device__ inline float load_elem(const uint16_t* p, int64_t i) {
+  return bf16_bits_to_float(p[i]);
+}
+__device__ inline void store_elem(float* p, int64_t i, float v) {
+  p[i] = v;
+}
+__device__ inline void store_elem(uint16_t* p, int64_t i, float v) {
+  p[i] = float_to_bf16_bits(v);
+}
+
+template <class TO, class TA, class F>
+__global__ void typed_unary_kernel(TO* out, const TA* a, int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store_elem(out, i, f(load_elem(a, i)));
+}
+
+template <class TO, class TA, class TB, class F>
+__global__ void typed_binary_kernel(TO* out, const TA* a, const TB* b, int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store_elem(out, i, f(load_elem(a, i), load_elem(b, i)));
+}
+
+// Calls body(typed pointer) with the view's pointer as float* or (BF16) uint16_t*.
+template <class Body>
+void with_type(View v, Body body) {
+  if (v.dtype == DType::BF16)
+    body(static_cast<uint16_t*>(v.data));
+  else
+    body(static_cast<float*>(v.data));
+}
+template <class Body>
+void with_type(ConstView v, Body body) {
+  if (v.dtype == DType::BF16)
+    body(static_cast<const uint16_t*>(v.data));
+  else
+    body(static_cast<const float*>(v.data));
+}
+
+// out = f(a) over F32 or BF16 views; all-F32 takes the 16-byte path.
+template <class F>
+void launch_typed_unary(View out, ConstView a, int64_t n, F f, const char* what) {
+  if (out.dtype == DType::F32 && a.dtype == DType::F32) {
+    return launch_unary_map(static_cast<float*>(out.data), static_cast<const float*>(a.data), n, f,
+                            what);
+  }
+  with_type(out, [&](auto* o) {
+    with_type(a, [&](const auto* x) {
+      typed_unary_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(o, x, n, f);
+    });
+  });
+  check_launch(what);
+}
+
+template <class F>
+void launch_typed_binary(View out, ConstView a, ConstView b, int64_t n, F f, const char* what) {
+  if (out.dtype == DType::F32 && a.dtype == DType::F32 && b.dtype == DType::F32) {
+    return launch_binary_map(static_cast<float*>(out.data), static_cast<const float*>(a.data),
+                             static_cast<const float*>(b.data), n, f, what);
+  }
+  with_type(out, [&](auto* o) {
+    with_type(a, [&](const auto* x) {
+      with_type(b, [&](const auto* y) {
+        typed_binary_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(o, x, y, n, f);
+      });
+    });
+  });
   check_launch(what);
 }
 

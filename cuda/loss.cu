@@ -1,6 +1,6 @@
 // CUDA losses: one warp (short rows) or one block (long rows) per row writes the gradient row and
-// the row's loss (in double) to a scratch array; one block then adds the rows in a fixed order. No floating-point atomics, so
-// every run gives the same bits. Formulas as cpu/loss.cpp.
+// the row's loss (in double) to a scratch array; one block then adds the rows in a fixed order. No
+// floating-point atomics, so every run gives the same bits. Formulas as cpu/loss.cpp.
 #include <cmath>
 
 #include "cuda_backend.hpp"

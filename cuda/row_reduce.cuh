@@ -13,7 +13,7 @@
 
 namespace nnops::detail {
 
-constexpr int kBlockThreads = 256;  // threads per block for every row kernel
+constexpr int kBlockThreads = 256;         // threads per block for every row kernel
 constexpr int64_t kWarpRowMaxCols = 1024;  // rows up to this long go one per warp
 
 // Max that propagates NaN, as the CPU's row max does (fmax would drop it).
@@ -102,14 +102,16 @@ inline bool row_grid(int64_t rows, unsigned& blocks) {
 template <class Launch>
 void launch_rows(int64_t rows, int64_t cols, const char* op, Launch launch) {
   unsigned blocks = 0;
-  const bool fits = cols <= kWarpRowMaxCols ? row_grid<32>(rows, blocks)
-                                            : row_grid<kBlockThreads>(rows, blocks);
+  const bool fits =
+      cols <= kWarpRowMaxCols ? row_grid<32>(rows, blocks) : row_grid<kBlockThreads>(rows, blocks);
   if (!fits) {
     throw Error(std::string("nnops::") + op + ": " + std::to_string(rows) +
                 " rows exceed one CUDA launch");
   }
-  if (cols <= kWarpRowMaxCols) launch(std::integral_constant<int, 32>{}, blocks);
-  else launch(std::integral_constant<int, kBlockThreads>{}, blocks);
+  if (cols <= kWarpRowMaxCols)
+    launch(std::integral_constant<int, 32>{}, blocks);
+  else
+    launch(std::integral_constant<int, kBlockThreads>{}, blocks);
 }
 
 }  // namespace nnops::detail

@@ -40,25 +40,26 @@ void check_activation(detail::ArgCheck& check, Activation activation, float nega
 
 void activation_forward(Activation activation, const Tensor& x, Tensor& y, float negative_slope) {
   detail::ArgCheck check("nnops::activation_forward");
-  check.tensor("x", x, DType::F32).output("y", y, DType::F32).same_shape("x", x, "y", y);
+  check.floating("x", x).floating_output("y", y).same_shape("x", x, "y", y);
   check.in_place_or_disjoint("y", y, "x", x);
   check_activation(check, activation, negative_slope);
   if (x.numel() == 0) return;
   check.run([&](detail::Backend& be) {
-    be.activation_forward(y.data<float>(), x.data<float>(), x.numel(), activation, negative_slope);
+    be.activation_forward(detail::view_of(y), detail::view_of(x), x.numel(), activation,
+                          negative_slope);
   });
 }
 
 void activation_backward(Activation activation, const Tensor& x, const Tensor& dy, Tensor& dx,
                          float negative_slope) {
   detail::ArgCheck check("nnops::activation_backward");
-  check.tensor("x", x, DType::F32).tensor("dy", dy, DType::F32).output("dx", dx, DType::F32);
+  check.floating("x", x).floating("dy", dy).floating_output("dx", dx);
   check.same_shape("x", x, "dy", dy).same_shape("x", x, "dx", dx);
   check.in_place_or_disjoint("dx", dx, "dy", dy).in_place_or_disjoint("dx", dx, "x", x);
   check_activation(check, activation, negative_slope);
   if (x.numel() == 0) return;
   check.run([&](detail::Backend& be) {
-    be.activation_backward(dx.data<float>(), x.data<float>(), dy.data<float>(), x.numel(),
+    be.activation_backward(detail::view_of(dx), detail::view_of(x), detail::view_of(dy), x.numel(),
                            activation, negative_slope);
   });
 }

@@ -63,6 +63,23 @@ struct AdamTensor {
   AdamScalars scalars;  // per tensor: each parameter has its own step count
 };
 
+// One tensor's elements as a backend entry sees them, for the entries that take F32 or BF16
+// (computing in FP32 inside): the dtype travels with the pointer instead of one entry per dtype.
+struct View {
+  void* data;
+  DType dtype;
+};
+struct ConstView {
+  const void* data;
+  DType dtype;
+};
+inline View view_of(Tensor& t) {
+  return View{t.raw_data(), t.dtype()};
+}
+inline ConstView view_of(const Tensor& t) {
+  return ConstView{t.raw_data(), t.dtype()};
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -87,9 +104,10 @@ class Backend {
   virtual void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                                const float* dy, int64_t rows, int64_t in, int64_t out);
 
-  virtual void activation_forward(float* y, const float* x, int64_t n, Activation activation,
+  // Element-wise over n elements; each tensor F32 or BF16, computed in FP32.
+  virtual void activation_forward(View y, ConstView x, int64_t n, Activation activation,
                                   float negative_slope);
-  virtual void activation_backward(float* dx, const float* x, const float* dy, int64_t n,
+  virtual void activation_backward(View dx, ConstView x, ConstView dy, int64_t n,
                                    Activation activation, float negative_slope);
 
   // Row-wise over [rows, cols].
@@ -131,7 +149,7 @@ class Backend {
   virtual void apply_mask(float* w, const uint8_t* mask, int64_t n);
   virtual int64_t count_nonzero(const uint8_t* mask, int64_t n);
 
-  virtual void add_scaled(float* y, const float* x, int64_t n, float alpha, float beta);
+  virtual void add_scaled(View y, ConstView x, int64_t n, float alpha, float beta);
   // out[r] = the first index of the largest x[r, :] (NaN counts as largest, like PyTorch).
   virtual void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols);
   virtual void fill(float* t, int64_t n, float value);

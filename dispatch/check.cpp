@@ -71,6 +71,20 @@ ArgCheck& ArgCheck::option_finite(const char* name, double value) {
   return *this;
 }
 
+ArgCheck& ArgCheck::floating(const char* name, const Tensor* t) {
+  if (t != nullptr && t->defined() && t->dtype() == DType::BF16)
+    return tensor(name, t, DType::BF16);
+  return tensor(name, t, DType::F32);
+}
+
+ArgCheck& ArgCheck::floating_output(const char* name, Tensor& t) {
+  floating(name, t);
+  if (t.is_read_only()) {
+    fail_with(name, " (", t.describe(), ") is read-only (wrapped from const memory)");
+  }
+  return *this;
+}
+
 ArgCheck& ArgCheck::output(const char* name, Tensor* t, DType dtype) {
   tensor(name, t, dtype);
   if (t->is_read_only()) {

@@ -45,6 +45,10 @@ class ArgCheck {
   ArgCheck& option_in(const char* name, double value, double lo, double hi, bool lo_open = false,
                       bool hi_open = false);
   ArgCheck& option_finite(const char* name, double value);
+  // A tensor of floating elements, F32 or BF16 (for the ops that compute in FP32 inside).
+  ArgCheck& floating(const char* name, const Tensor* t);
+  ArgCheck& floating(const char* name, const Tensor& t) { return floating(name, &t); }
+  ArgCheck& floating_output(const char* name, Tensor& t);
   // An output: like tensor(), and it must be writable (not wrapped from const memory).
   ArgCheck& output(const char* name, Tensor* t, DType dtype);
   ArgCheck& output(const char* name, Tensor& t, DType dtype) { return output(name, &t, dtype); }

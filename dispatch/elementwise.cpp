@@ -8,12 +8,12 @@ namespace nnops {
 
 void add_scaled(Tensor& y, const Tensor& x, float alpha, float beta) {
   detail::ArgCheck check("nnops::add_scaled");
-  check.output("y", y, DType::F32).tensor("x", x, DType::F32).same_shape("y", y, "x", x);
+  check.floating_output("y", y).floating("x", x).same_shape("y", y, "x", x);
   check.in_place_or_disjoint("y", y, "x", x);
   check.option_finite("alpha", alpha).option_finite("beta", beta);
   if (y.numel() == 0) return;
   check.run([&](detail::Backend& be) {
-    be.add_scaled(y.data<float>(), x.data<float>(), y.numel(), alpha, beta);
+    be.add_scaled(detail::view_of(y), detail::view_of(x), y.numel(), alpha, beta);
   });
 }
 

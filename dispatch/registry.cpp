@@ -132,10 +132,10 @@ void Backend::linear_backward(float*, float*, float*, const float*, const float*
                               int64_t, int64_t, int64_t) {
   not_implemented("linear_backward");
 }
-void Backend::activation_forward(float*, const float*, int64_t, Activation, float) {
+void Backend::activation_forward(View, ConstView, int64_t, Activation, float) {
   not_implemented("activation_forward");
 }
-void Backend::activation_backward(float*, const float*, const float*, int64_t, Activation, float) {
+void Backend::activation_backward(View, ConstView, ConstView, int64_t, Activation, float) {
   not_implemented("activation_backward");
 }
 void Backend::softmax_forward(float*, const float*, int64_t, int64_t, bool log) {
@@ -198,7 +198,7 @@ void Backend::apply_mask(float*, const uint8_t*, int64_t) {
 int64_t Backend::count_nonzero(const uint8_t*, int64_t) {
   not_implemented("sparsity");
 }
-void Backend::add_scaled(float*, const float*, int64_t, float, float) {
+void Backend::add_scaled(View, ConstView, int64_t, float, float) {
   not_implemented("add_scaled");
 }
 void Backend::argmax(int32_t*, const float*, int64_t, int64_t) {

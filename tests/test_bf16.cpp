@@ -101,6 +101,93 @@ TEST_P(Bf16Test, CastBothWaysOnEveryDevice) {
   }
 }
 
+// Tensors of the given dtype holding the bf16 rounding of v (so every dtype holds equal values).
+Tensor holding(const std::vector<float>& v, DType dtype, Device device) {
+  std::vector<bf16> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = bf16(v[i]);
+  if (dtype == DType::BF16) return Tensor::from_vector(h, {int64_t(v.size())}, device);
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) f[i] = h[i].to_float();
+  return Tensor::from_vector(f, {int64_t(v.size())}, device);
+}
+
+// The values of an F32 or BF16 tensor as floats (exact either way).
+std::vector<float> as_floats(const Tensor& t) {
+  std::vector<float> out;
+  if (t.dtype() == DType::BF16) {
+    for (bf16 v : t.to_vector<bf16>()) out.push_back(v.to_float());
+  } else {
+    for (float v : t.to_vector<float>()) out.push_back(v);
+  }
+  return out;
+}
+
+// A BF16 output is the FP32 result rounded to nearest even: 8 significant bits, so a relative
+// error up to 2^-8 (half an ulp) on top of the FP32 path's few ulps.
+double rtol_for(DType out) {
+  return out == DType::BF16 ? std::ldexp(1.0, -8) + 1e-6 : 1e-6;
+}
+
+TEST_P(Bf16Test, ActivationsTakeAndGiveBf16) {
+  for_each_cpu_isa(device(), [&] {
+    const int64_t n = 1023;
+    const auto xs = random_floats(n, 81, -6.0f, 6.0f), gs = random_floats(n, 82);
+    for (Activation a : {Activation::ReLU, Activation::GELU, Activation::SiLU, Activation::Tanh}) {
+      for (DType din : {DType::F32, DType::BF16}) {
+        for (DType dout : {DType::F32, DType::BF16}) {
+          SCOPED_TRACE(std::string(to_string(a)) + " in " + to_string(din) + " out " +
+                       to_string(dout));
+          Tensor x = holding(xs, din, device()), dy = holding(gs, DType::BF16, device());
+          Tensor y = Tensor::empty({n}, dout, device()), dx = Tensor::empty({n}, dout, device());
+          activation_forward(a, x, y);
+          activation_backward(a, x, dy, dx);
+          const auto xv = as_floats(x), gv = as_floats(dy);
+          Tensor xf = Tensor::from_vector(std::vector<float>(xv.begin(), xv.end()), {n}, device());
+          Tensor yf = Tensor::empty({n}, DType::F32, device());
+          Tensor gf = Tensor::from_vector(std::vector<float>(gv.begin(), gv.end()), {n}, device());
+          Tensor dxf = Tensor::empty({n}, DType::F32, device());
+          activation_forward(a, xf, yf);  // the F32 path on the same values
+          activation_backward(a, xf, gf, dxf);
+          const auto yv = yf.to_vector<float>(), dv = dxf.to_vector<float>();
+          std::vector<double> want_y(yv.begin(), yv.end()), want_dx(dv.begin(), dv.end());
+          EXPECT_TRUE(all_close(as_floats(y), want_y, 1e-30, rtol_for(dout)));
+          EXPECT_TRUE(all_close(as_floats(dx), want_dx, 1e-30, rtol_for(dout)));
+        }
+      }
+    }
+    // In place on a BF16 tensor.
+    Tensor t = holding(xs, DType::BF16, device());
+    const auto before = as_floats(t);
+    activation_forward(Activation::ReLU, t, t);
+    const auto after = as_floats(t);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(after[i], before[i] > 0 ? before[i] : 0.0) << i;
+  });
+}
+
+TEST_P(Bf16Test, AddScaledMixesDtypes) {
+  const int64_t n = 4099;
+  const auto ys = random_floats(n, 83), xs = random_floats(n, 84);
+  for (DType dy : {DType::F32, DType::BF16}) {
+    for (DType dx : {DType::F32, DType::BF16}) {
+      for (float beta : {0.0f, 0.5f}) {
+        SCOPED_TRACE(std::string("y ") + to_string(dy) + " x " + to_string(dx) + " beta " +
+                     std::to_string(beta));
+        Tensor y = holding(ys, dy, device()), x = holding(xs, dx, device());
+        const auto y0 = as_floats(y), x0 = as_floats(x);
+        if (beta == 0.0f) cast(y, poisoned({n}, device()));  // beta = 0 never reads y (NaN)
+        add_scaled(y, x, 2.0f, beta);
+        std::vector<double> ref(n);
+        for (int64_t i = 0; i < n; ++i) ref[i] = beta * y0[i] + 2.0 * x0[i];
+        if (dy == DType::F32) {
+          EXPECT_TRUE(all_close(as_floats(y), ref, 1e-6, 4 * kEps32));
+        } else {
+          EXPECT_TRUE(all_close(as_floats(y), ref, 1e-6, rtol_for(DType::BF16)));
+        }
+      }
+    }
+  }
+}
+
 TEST_P(Bf16Test, BadCastsAreErrors) {
   Tensor f = Tensor::zeros({4}, DType::F32, device()),
          h = Tensor::zeros({4}, DType::BF16, device());

@@ -10,7 +10,8 @@ enum class Activation { ReLU, LeakyReLU, GELU, GELUTanh, SiLU, Sigmoid, Tanh };
 
 const char* to_string(Activation activation);
 
-// y = f(x); y may alias x. negative_slope is used by LeakyReLU only.
+// y = f(x); y may alias x. negative_slope is used by LeakyReLU only. x, y (and dy, dx below)
+// are each F32 or BF16; the formula runs in FP32 and a BF16 output is rounded to nearest even.
 void activation_forward(Activation activation, const Tensor& x, Tensor& y,
                         float negative_slope = 0.01f);
 // dx = f'(x) * dy; dx may alias dy.
