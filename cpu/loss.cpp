@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "cpu_backend.hpp"
+#include "nnops/detail/loss_math.hpp"
 #include "reduce.hpp"
 
 namespace nnops::detail {
@@ -76,10 +77,7 @@ void CpuBackend::kd_loss(float* loss, float* grad, const float* student, const f
       const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
       const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
       const float pt = std::exp(log_pt);
-      // F.kl_div's pointwise term xlogy(pt, pt) - pt * log_ps: xlogy is 0 where pt is 0, but
-      // 0 * log_ps is NaN when log_ps is infinite, and NaN anywhere in a row spreads.
-      const double xlogy = pt == 0.0f ? 0.0 : static_cast<double>(pt) * log_pt;
-      row += xlogy - static_cast<double>(pt) * log_ps;
+      row += kd_pointwise(pt, log_pt, log_ps);
       if (grad) grad[r * classes + c] = grad_scale * (std::exp(log_ps) - pt);
     }
     return row;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cuda_backend.hpp"
+#include "nnops/detail/loss_math.hpp"
 #include "row_reduce.cuh"
 
 namespace nnops::detail {
@@ -114,9 +115,7 @@ __global__ void kd_kernel(double* d_row_loss, float* d_grad, const float* d_stud
     const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
     const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
     const float pt = expf(log_pt);
-    // F.kl_div's xlogy(pt, pt) - pt * log_ps (see cpu/loss.cpp).
-    const double xlogy = pt == 0.0f ? 0.0 : static_cast<double>(pt) * log_pt;
-    row += xlogy - static_cast<double>(pt) * log_ps;
+    row += kd_pointwise(pt, log_pt, log_ps);
     if (d_grad) d_grad[r * classes + c] = grad_scale * (expf(log_ps) - pt);
   }
   row = team.reduce(row, SumOp{}, s_sum);
