@@ -25,11 +25,6 @@ struct Lanes;
 template <>
 struct Lanes<float> {
   using I = int32_t;
-  static I bits(float x) {
-    I i;
-    std::memcpy(&i, &x, 4);
-    return i;
-  }
   static float from_bits(I i) {
     float x;
     std::memcpy(&x, &i, 4);
@@ -48,8 +43,7 @@ typedef int32_t I8 __attribute__((vector_size(32)));
 template <>
 struct Lanes<F8> {
   using I = I8;
-  static I bits(F8 x) { return (I8)x; }  // a vector cast reinterprets the bits
-  static F8 from_bits(I i) { return (F8)i; }
+  static F8 from_bits(I i) { return (F8)i; }  // a vector cast reinterprets the bits
   static I to_int(F8 x) { return __builtin_convertvector(x, I8); }
   static F8 splat(float x) { return F8{} + x; }
   static F8 select(I8 m, F8 a, F8 b) { return m ? a : b; }

@@ -29,10 +29,6 @@ inline void narrow_into(View v, int64_t offset, const float* src, int64_t count)
   for (int64_t i = 0; i < count; ++i) dst[i] = float_to_bf16_bits(src[i]);
 }
 
-inline bool is_f32(ConstView v) {
-  return v.data == nullptr || v.dtype == DType::F32;
-}
-
 // kernel(float* out, const float* a, const float* b, int64_t count) over chunks; b (and a) may
 // be absent (data null): the kernel then gets null for it.
 template <class Kernel>

@@ -64,10 +64,6 @@ Backend* probe() {
 
 }  // namespace
 
-cudaStream_t current_cuda_stream() {
-  return t_stream;
-}
-
 void* CudaBackend::allocate(size_t bytes) {
   void* ptr = nullptr;
   const cudaError_t status = cudaMallocAsync(&ptr, bytes, t_stream);

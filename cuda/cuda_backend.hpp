@@ -13,7 +13,6 @@ namespace nnops::detail {
 // Bits of the device error flag.
 enum DeviceError : unsigned { kTargetOutOfRange = 1u };
 
-cudaStream_t current_cuda_stream();
 extern thread_local cudaStream_t t_stream;  // the calling thread's stream
 void keep_pool_memory(int device);
 

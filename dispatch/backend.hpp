@@ -131,9 +131,12 @@ class Backend {
   virtual void scale(float* x, int64_t n, float factor);
   // clip_grad_norm without a host round trip: writes the total norm to *norm_out (device
   // memory) and scales every gradient by max_norm / (norm + 1e-6) when that is below 1 or NaN.
-  // The default computes on the host through sum_squares and scale.
+  // The default computes on the host through clip_grad_norm_on_host.
   virtual void clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
                               int64_t count, double max_norm);
+  // The same through sum_squares and scale, returning the norm to the host (waits).
+  double clip_grad_norm_on_host(float* const* grads, const int64_t* sizes, int64_t count,
+                                double max_norm);
 
   // Pruning. Each returns the mask updated in place; `k` entries among those kept are pruned.
   // Unstructured, possibly over several tensors ranked together (global pruning).

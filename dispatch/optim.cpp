@@ -219,24 +219,28 @@ void check_clip(detail::ArgCheck& check, const std::vector<Tensor*>& grads, floa
   }
 }
 
+// Data pointers and sizes of the gradients, for the backend entries.
+void flatten_grads(const std::vector<Tensor*>& grads, std::vector<float*>& ptrs,
+                   std::vector<int64_t>& sizes) {
+  for (Tensor* g : grads) {
+    ptrs.push_back(g->data<float>());
+    sizes.push_back(g->numel());
+  }
+}
+
 }  // namespace
 
 double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
   detail::ArgCheck check("nnops::clip_grad_norm");
   check_clip(check, grads, max_norm);
   if (grads.empty()) return 0.0;
+  std::vector<float*> ptrs;
+  std::vector<int64_t> sizes;
+  flatten_grads(grads, ptrs, sizes);
   double total = 0.0;
   check.run([&](detail::Backend& backend) {
-    double sum = 0.0;
-    for (Tensor* g : grads) sum += backend.sum_squares(g->data<float>(), g->numel());
-    total = std::sqrt(sum);
-    const double coef = decimal_double(max_norm) / (total + 1e-6);
-    // `!(coef >= 1)` also scales by a NaN coefficient, as PyTorch's clamp does.
-    if (!(coef >= 1.0)) {
-      for (Tensor* g : grads) {
-        if (g->numel() > 0) backend.scale(g->data<float>(), g->numel(), static_cast<float>(coef));
-      }
-    }
+    total = backend.clip_grad_norm_on_host(
+        ptrs.data(), sizes.data(), static_cast<int64_t>(ptrs.size()), decimal_double(max_norm));
   });
   return total;
 }
@@ -252,10 +256,7 @@ void clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm, Tensor& t
   for (Tensor* g : grads) check.no_alias("total_norm", &total_norm, "a grad", *g);
   std::vector<float*> ptrs;
   std::vector<int64_t> sizes;
-  for (Tensor* g : grads) {
-    ptrs.push_back(g->data<float>());
-    sizes.push_back(g->numel());
-  }
+  flatten_grads(grads, ptrs, sizes);
   check.run([&](detail::Backend& backend) {
     backend.clip_grad_norm(total_norm.data<float>(), ptrs.data(), sizes.data(),
                            static_cast<int64_t>(ptrs.size()), decimal_double(max_norm));

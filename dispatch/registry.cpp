@@ -166,8 +166,8 @@ double Backend::sum_squares(const float*, int64_t) {
 void Backend::scale(float*, int64_t, float) {
   not_implemented("clip_grad_norm");
 }
-void Backend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
-                             int64_t count, double max_norm) {
+double Backend::clip_grad_norm_on_host(float* const* grads, const int64_t* sizes, int64_t count,
+                                       double max_norm) {
   double sum = 0.0;
   for (int64_t i = 0; i < count; ++i) sum += sum_squares(grads[i], sizes[i]);
   const double total = std::sqrt(sum);
@@ -176,7 +176,11 @@ void Backend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t
     for (int64_t i = 0; i < count; ++i)
       if (sizes[i] > 0) scale(grads[i], sizes[i], static_cast<float>(coef));
   }
-  const float norm = static_cast<float>(total);
+  return total;
+}
+void Backend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
+                             int64_t count, double max_norm) {
+  const float norm = static_cast<float>(clip_grad_norm_on_host(grads, sizes, count, max_norm));
   copy_from_host(norm_out, &norm, sizeof norm);
 }
 void Backend::prune_unstructured(uint8_t* const*, const float* const*, const int64_t*, int64_t,

@@ -118,7 +118,8 @@ std::vector<Unit> plan_buckets(const std::vector<Tensor*>& tensors, size_t bucke
 }  // namespace
 
 struct Request::State {
-  const Communicator::Impl* impl = nullptr;
+  // Keeps the communicator (and its spare buffers) alive until the request is done.
+  std::shared_ptr<const Communicator::Impl> impl;
   std::vector<MPI_Request> requests;
   std::vector<std::vector<float>> buffers;  // one per packed unit
   std::vector<Unit> units;
@@ -138,7 +139,7 @@ void Request::State::finish() {
       if (scale != 1.0f) add_scaled(*u.tensors[0], *u.tensors[0], scale, 0.0f);
       continue;
     }
-    const float* src = buffers[b++].data();
+    const float* src = buffers[b++].data();  // unpacked below; returned to the spares after
     for (Tensor* t : u.tensors) {
       float* dst = t->data<float>();
       const int64_t n = t->numel();
@@ -150,6 +151,8 @@ void Request::State::finish() {
       src += n;
     }
   }
+  for (auto& buf : buffers) impl->spare_buffers.push_back(std::move(buf));
+  buffers.clear();
 }
 
 Request::Request() = default;
@@ -185,7 +188,7 @@ bool Request::pending() const {
 Request Communicator::Impl::allreduce_cpu(const char* fn, const std::vector<Tensor*>& tensors,
                                           Op op) const {
   auto state = std::make_unique<Request::State>();
-  state->impl = this;
+  state->impl = shared_from_this();
   state->units = plan_buckets(tensors, bucket_bytes);
   state->scale = op == Op::Mean ? 1.0f / static_cast<float>(size) : 1.0f;
   for (Unit& u : state->units) {
@@ -193,7 +196,13 @@ Request Communicator::Impl::allreduce_cpu(const char* fn, const std::vector<Tens
     if (u.in_place) {
       data = u.tensors[0]->data<float>();
     } else {
-      state->buffers.emplace_back(static_cast<size_t>(u.elements));
+      std::vector<float> buf;
+      if (!spare_buffers.empty()) {
+        buf = std::move(spare_buffers.back());
+        spare_buffers.pop_back();
+      }
+      buf.resize(static_cast<size_t>(u.elements));  // keeps its capacity across steps
+      state->buffers.push_back(std::move(buf));
       data = state->buffers.back().data();
       for (Tensor* t : u.tensors) {
         std::memcpy(data, t->data<float>(), t->nbytes());

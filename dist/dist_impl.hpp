@@ -17,11 +17,14 @@ void check_mpi(int status, const char* fn, int rank);
 
 struct NcclState;  // defined in nccl.cpp when NCCL is built in
 
-struct Communicator::Impl {
+struct Communicator::Impl : std::enable_shared_from_this<Communicator::Impl> {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, size = 1, local_rank = 0;
   size_t bucket_bytes = size_t(25) << 20;
   std::shared_ptr<NcclState> nccl;  // created on the first collective over CUDA tensors
+  // Bucket buffers of finished requests, reused so that a training step's allreduces do not
+  // allocate (and page-fault) megabytes each time.
+  mutable std::vector<std::vector<float>> spare_buffers;
 
   // Checks the tensors here (those from first_written on must be writable), then that every
   // rank passed the same list; returns their device.

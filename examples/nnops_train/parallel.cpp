@@ -18,7 +18,7 @@ namespace train {
 struct Parallel::ShardState {
   struct Param {
     int64_t n = 0, chunk = 0;
-    nnops::Tensor padded_grad, grad_slice, padded_param, param_slice, mask_slice;
+    nnops::Tensor padded_grad, grad_slice, padded_param, param_slice, padded_mask, mask_slice;
     nnops::AdamState adam;
   };
   std::vector<Param> params;
@@ -102,17 +102,19 @@ class MpiParallel final : public Parallel {
         p.grad_slice = Tensor::empty({p.chunk}, nnops::DType::F32, device_);
         p.padded_param = Tensor::zeros({p.chunk * n_ranks}, nnops::DType::F32, device_);
         p.param_slice = Tensor::empty({p.chunk}, nnops::DType::F32, device_);
+        if (masks[i]) {  // the padding is masked out (zeros), the rest refreshed every step
+          p.padded_mask = Tensor::zeros({p.chunk * n_ranks}, nnops::DType::U8, device_);
+          p.mask_slice = p.padded_mask.narrow(r * p.chunk, p.chunk);
+        }
         state->params.push_back(std::move(p));
       }
     }
     for (int i = 0; i < 4; ++i) {
       ShardState::Param& p = state->params[i];
-      // Masks change when the model is pruned: take this rank's slice each step (cheap).
+      // Masks change when the model is pruned: copy them in each step (n bytes, no allocation).
       if (masks[i]) {
-        Tensor padded = Tensor::zeros({p.chunk * n_ranks}, nnops::DType::U8, device_);
-        Tensor head = padded.narrow(0, p.n), src = flat(*masks[i]);
+        Tensor head = p.padded_mask.narrow(0, p.n), src = flat(*masks[i]);
         nnops::copy(head, src);
-        p.mask_slice = padded.narrow(r * p.chunk, p.chunk).clone();
       }
       Tensor grad_head = p.padded_grad.narrow(0, p.n), grad_flat = flat(*grads[i]);
       nnops::copy(grad_head, grad_flat);
