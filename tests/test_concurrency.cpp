@@ -67,7 +67,7 @@ TEST(Concurrency, DeviceQueriesFromManyThreads) {
   for (int a : available) EXPECT_EQ(a, available[0]);
 }
 
-// Bitwise results for any OpenMP thread count (GEMM splits output columns only; reductions
+// Bitwise results for any OpenMP thread count (GEMM threads own blocks of c; reductions
 // add fixed chunks in a fixed order). Sizes cross the parallel thresholds.
 TEST(Determinism, ResultsDoNotDependOnThreadCount) {
   auto run = [] {
@@ -79,6 +79,22 @@ TEST(Determinism, ResultsDoNotDependOnThreadCount) {
     Tensor t = Tensor::empty({n, m}), loss = Tensor::empty({1}), grad = Tensor::empty({n, m});
     fill_normal(t, 0, 1, 3);
     std::vector<float> out = c.to_vector<float>();
+    // The other ways GEMM splits its work: a narrow c split by rows, and a short a (a batch)
+    // against a transposed b, whose panels are packed one group at a time.
+    Tensor tall = Tensor::empty({1000, 257}), narrow = Tensor::empty({257, 9});
+    Tensor tall_out = Tensor::empty({1000, 9});
+    fill_normal(tall, 0, 1, 5);
+    fill_normal(narrow, 0, 1, 6);
+    matmul(tall, narrow, tall_out);
+    Tensor batch = Tensor::empty({64, 300}), w = Tensor::empty({999, 300});
+    Tensor batch_out = Tensor::empty({64, 999});
+    fill_normal(batch, 0, 1, 7);
+    fill_normal(w, 0, 1, 8);
+    matmul(batch, w, batch_out, GemmOptions{false, true});
+    for (const Tensor* extra : {&tall_out, &batch_out}) {
+      const auto v = extra->to_vector<float>();
+      out.insert(out.end(), v.begin(), v.end());
+    }
     mse_loss(c, t, loss, &grad);
     out.push_back(loss.item());
     std::vector<int32_t> y(n);
