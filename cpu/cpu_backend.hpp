@@ -20,12 +20,12 @@ class CpuBackend final : public Backend {
   void copy_within(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
 
-  void gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+  void gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
             const GemmOptions& options) override;
-  void linear_forward(float* y, const float* x, const float* w, const float* bias, int64_t rows,
-                      int64_t in, int64_t out) override;
-  void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
-                       const float* dy, int64_t rows, int64_t in, int64_t out) override;
+  void linear_forward(View y, ConstView x, ConstView w, ConstView bias, int64_t rows, int64_t in,
+                      int64_t out) override;
+  void linear_backward(View dx, View dw, View db, ConstView x, ConstView w, ConstView dy,
+                       int64_t rows, int64_t in, int64_t out) override;
 
   void activation_forward(View y, ConstView x, int64_t n, Activation activation,
                           float negative_slope) override;

@@ -16,10 +16,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "nnops/detail/bf16_math.hpp"
 
 namespace nnops::detail {
 
@@ -140,8 +142,12 @@ std::atomic<CpuIsa>& requested_isa() {
   return isa;
 }
 
-using PackTransposed = void (*)(float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+using PackA = void (*)(float*, const void*, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t);
+using PackTransposed = void (*)(float*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                 int64_t);
+using PackRow = void (*)(float*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int64_t);
 
 MicroKernel select_micro_kernel() {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -150,16 +156,27 @@ MicroKernel select_micro_kernel() {
   return micro_kernel_generic;
 }
 
+// Inputs are F32 (float) or BF16 (its bits, uint16_t); packing widens BF16 to float, so one
+// F32 micro-kernel serves both and the products of BF16 values are exact in FP32.
+inline float to_f32(float v) {
+  return v;
+}
+inline float to_f32(uint16_t v) {
+  return bf16_bits_to_float(v);
+}
+
 // op(a)[i, p] for rows [i0, i0+mc) and depth [p0, p0+kc) into MR-tall panels, zero-padded.
-void pack_a(float* dst, const float* a, bool trans, int64_t m, int64_t k, int64_t i0, int64_t mc,
-            int64_t p0, int64_t kc, int64_t panel) {
+template <class T>
+void pack_a(float* dst, const void* a_data, bool trans, int64_t m, int64_t k, int64_t i0,
+            int64_t mc, int64_t p0, int64_t kc, int64_t panel) {
+  const T* a = static_cast<const T*>(a_data);
   float* out = dst + panel * kMR * kc;
   const int64_t row0 = i0 + panel * kMR;
   const int64_t rows = std::min<int64_t>(kMR, i0 + mc - row0);
   for (int64_t p = 0; p < kc; ++p) {
     for (int64_t i = 0; i < kMR; ++i) {
       float v = 0.0f;
-      if (i < rows) v = trans ? a[(p0 + p) * m + row0 + i] : a[(row0 + i) * k + p0 + p];
+      if (i < rows) v = to_f32(trans ? a[(p0 + p) * m + row0 + i] : a[(row0 + i) * k + p0 + p]);
       out[p * kMR + i] = v;
     }
   }
@@ -167,16 +184,18 @@ void pack_a(float* dst, const float* a, bool trans, int64_t m, int64_t k, int64_
 
 // Panel `panel` of a transposed b block (op(b)[p, j] = b[j, p]): each of its 16 columns is a
 // contiguous run of one row of b. Zero-padded past column nc.
-void pack_b_transposed(float* dst, const float* b, int64_t k, int64_t p0, int64_t kc, int64_t j0,
-                       int64_t nc, int64_t panel) {
+template <class T>
+void pack_b_transposed(float* dst, const void* b_data, int64_t k, int64_t p0, int64_t kc,
+                       int64_t j0, int64_t nc, int64_t panel) {
+  const T* b = static_cast<const T*>(b_data);
   float* out = dst + panel * kNR * kc;
   const int64_t col0 = j0 + panel * kNR;
   const int64_t cols = std::min<int64_t>(kNR, j0 + nc - col0);
   // Column by column: each is one contiguous run of a row of b (one stream for the prefetcher).
   for (int64_t j = 0; j < kNR; ++j) {
-    const float* src = b + (col0 + j) * k + p0;
+    const T* src = b + (col0 + j) * k + p0;
     if (j < cols) {
-      for (int64_t p = 0; p < kc; ++p) out[p * kNR + j] = src[p];
+      for (int64_t p = 0; p < kc; ++p) out[p * kNR + j] = to_f32(src[p]);
     } else {
       for (int64_t p = 0; p < kc; ++p) out[p * kNR + j] = 0.0f;
     }
@@ -187,13 +206,14 @@ void pack_b_transposed(float* dst, const float* b, int64_t k, int64_t p0, int64_
 // The same panel through 8 x 8 register transposes: eight rows of b are read 8 floats at a
 // time and written as eight 8-float pieces of packed rows. Scalar stores of the loop above
 // took a third of a batch-64 x * w^T product.
-__attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, const float* b,
+__attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, const void* b_data,
                                                                int64_t k, int64_t p0, int64_t kc,
                                                                int64_t j0, int64_t nc,
                                                                int64_t panel) {
+  const float* b = static_cast<const float*>(b_data);
   const int64_t col0 = j0 + panel * kNR;
   if (j0 + nc - col0 < kNR) {  // an edge panel: the plain loop zero-pads it
-    pack_b_transposed(dst, b, k, p0, kc, j0, nc, panel);
+    pack_b_transposed<float>(dst, b, k, p0, kc, j0, nc, panel);
     return;
   }
   float* out = dst + panel * kNR * kc;
@@ -242,24 +262,31 @@ __attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, cons
 // Row p of a non-transposed b block into every panel: the row is read once, contiguously,
 // and scattered in 16-float pieces. Packing panel by panel instead reads 64 bytes from each of
 // kc rows per panel, and took ~40% of a batch-64 GEMM.
-void pack_b_row(float* dst, const float* b, int64_t n, int64_t p0, int64_t kc, int64_t j0,
+template <class T>
+void pack_b_row(float* dst, const void* b_data, int64_t n, int64_t p0, int64_t kc, int64_t j0,
                 int64_t nc, int64_t p) {
-  const float* src = b + (p0 + p) * n + j0;
-  // Rows of b lie n floats apart; the hardware prefetcher follows them poorly, so fetch ahead.
+  const T* src = static_cast<const T*>(b_data) + (p0 + p) * n + j0;
+  // Rows of b lie n elements apart; the hardware prefetcher follows them poorly: fetch ahead.
   if (p + kPrefetchRows < kc) {
-    const float* ahead = src + kPrefetchRows * n;
-    for (int64_t j = 0; j < std::min<int64_t>(nc, kPanelsAtOnce * kNR); j += 16) {
+    const T* ahead = src + kPrefetchRows * n;
+    const int64_t line = 64 / sizeof(T);
+    for (int64_t j = 0; j < std::min<int64_t>(nc, kPanelsAtOnce * kNR); j += line) {
       __builtin_prefetch(ahead + j);
     }
   }
   const int64_t full = nc / kNR;
   for (int64_t jp = 0; jp < full; ++jp) {
-    std::memcpy(dst + jp * kNR * kc + p * kNR, src + jp * kNR, sizeof(float) * kNR);
+    float* o = dst + jp * kNR * kc + p * kNR;
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(o, src + jp * kNR, sizeof(float) * kNR);
+    } else {
+      for (int64_t j = 0; j < kNR; ++j) o[j] = to_f32(src[jp * kNR + j]);
+    }
   }
   const int64_t rest = nc - full * kNR;
   if (rest > 0) {
     float* o = dst + full * kNR * kc + p * kNR;
-    for (int64_t j = 0; j < kNR; ++j) o[j] = j < rest ? src[full * kNR + j] : 0.0f;
+    for (int64_t j = 0; j < kNR; ++j) o[j] = j < rest ? to_f32(src[full * kNR + j]) : 0.0f;
   }
 }
 
@@ -309,12 +336,14 @@ struct SgemmProblem {
   bool trans_a, trans_b;
   int64_t m, n, k;
   float alpha;
-  const float* a;
-  const float* b;
+  const void* a;  // F32 or BF16, as the packers below read it
+  const void* b;
   float beta;
   float* c;
   MicroKernel kernel;
+  PackA pack_a;
   PackTransposed pack_transposed;
+  PackRow pack_row;
 };
 
 // The packed panels of op(b) for columns [j0, j0 + nc) and depth [pc, pc + kc).
@@ -325,7 +354,7 @@ void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int
       g.pack_transposed(dst, g.b, g.k, pc, kc, j0, nc, jp);
     }
   } else {
-    for (int64_t p = 0; p < kc; ++p) pack_b_row(dst, g.b, g.n, pc, kc, j0, nc, p);
+    for (int64_t p = 0; p < kc; ++p) g.pack_row(dst, g.b, g.n, pc, kc, j0, nc, p);
   }
 }
 
@@ -337,8 +366,8 @@ void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int6
   const int64_t kc_max = std::min(kKC, g.k);
   float* const a_pack = a_buffer.get(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * kc_max);
   // A short block of rows (the batch of a training step) is packed once per depth block and
-  // each B panel is packed just before its use, into a buffer that stays in L1: the packed B
-  // never travels to L3 and back. Taller blocks pack a whole B block for reuse across them.
+  // B is packed a few panels at a time just before their use, into a buffer that stays in L2:
+  // the packed B never travels to L3 and back. Taller blocks pack a whole B block for reuse.
   const bool b_per_panel = rows <= kMC;
   const int64_t nc_cap = b_per_panel ? kPanelsAtOnce * kNR : kNC;
   float* const b_pack =
@@ -354,7 +383,7 @@ void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int6
         const int64_t mc = std::min(kMC, i1 - ic);
         const int64_t a_panels = (mc + kMR - 1) / kMR;
         for (int64_t ip = 0; ip < a_panels; ++ip) {
-          pack_a(a_pack, g.a, g.trans_a, g.m, g.k, ic, mc, pc, kc, ip);
+          g.pack_a(a_pack, g.a, g.trans_a, g.m, g.k, ic, mc, pc, kc, ip);
         }
         for (int64_t jp = 0; jp < b_panels; ++jp) {
           const int64_t col = jc + jp * kNR;
@@ -386,24 +415,34 @@ std::pair<int64_t, int64_t> share(int64_t units, int64_t unit, int64_t limit, in
   return {std::min(limit, lo * unit), std::min(limit, hi * unit)};
 }
 
-}  // namespace
-
-void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-               const float* a, const float* b, float beta, float* c) {
+// c (F32) = alpha * op(a) * op(b) + beta * c, with a and b both F32 or both BF16.
+void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const void* a, const void* b, DType in_dtype, float beta, float* c) {
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     // Nothing to multiply: c = beta * c, and beta == 0 must not read c.
     for (int64_t i = 0; i < m * n; ++i) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
     return;
   }
-  const bool avx2 = active_cpu_isa() == CpuIsa::AVX2;
+  const bool bf16 = in_dtype == DType::BF16;
+  PackTransposed pack_transposed = bf16 ? pack_b_transposed<uint16_t> : pack_b_transposed<float>;
 #if defined(__x86_64__) && defined(__GNUC__)
-  const PackTransposed pack_transposed = avx2 ? pack_b_transposed_avx2 : pack_b_transposed;
-#else
-  const PackTransposed pack_transposed = pack_b_transposed;
+  if (!bf16 && active_cpu_isa() == CpuIsa::AVX2) pack_transposed = pack_b_transposed_avx2;
 #endif
-  const SgemmProblem g{trans_a, trans_b, m,    n, k, alpha, a, b, beta, c, select_micro_kernel(),
-                       pack_transposed};
+  const SgemmProblem g{trans_a,
+                       trans_b,
+                       m,
+                       n,
+                       k,
+                       alpha,
+                       a,
+                       b,
+                       beta,
+                       c,
+                       select_micro_kernel(),
+                       bf16 ? pack_a<uint16_t> : pack_a<float>,
+                       pack_transposed,
+                       bf16 ? pack_b_row<uint16_t> : pack_b_row<float>};
   const int threads = m * n * k >= kParallelThreshold ? omp_get_max_threads() : 1;
   if (threads <= 1) {
     sgemm_block(g, 0, m, 0, n);
@@ -426,33 +465,102 @@ void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
   }
 }
 
-void CpuBackend::gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
-                      const GemmOptions& options) {
-  cpu_sgemm(options.trans_a, options.trans_b, m, n, k, options.alpha, a, b, options.beta, c);
-}
-
-void CpuBackend::linear_forward(float* y, const float* x, const float* w, const float* bias,
-                                int64_t rows, int64_t in, int64_t out) {
-  // Broadcast the bias into y, then accumulate x * w^T on top of it (beta = 1).
-  if (bias) {
-#pragma omp parallel for if (rows * out >= kParallelThreshold)
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, sizeof(float) * out);
+// An F32 scratch matrix for a BF16 output: the product is summed into it in FP32 and rounded
+// once at the end, like every other op that writes BF16.
+class F32Staging {
+ public:
+  F32Staging(View out, int64_t count, bool read_old) : out_(out), count_(count) {
+    if (out.dtype == DType::F32) {
+      data_ = static_cast<float*>(out.data);
+      return;
+    }
+    owned_.reset(new (std::nothrow) float[static_cast<size_t>(count)]);
+    if (!owned_) throw OutOfMemory("host", static_cast<size_t>(count) * sizeof(float));
+    data_ = owned_.get();
+    if (read_old) cast_f32(data_, ConstView{out.data, out.dtype}, count);
   }
-  cpu_sgemm(false, true, rows, out, in, 1.0f, x, w, bias ? 1.0f : 0.0f, y);
+  float* data() const { return data_; }
+  // Writes the staged values to the output (rounding to BF16 where it is BF16).
+  void finish() const {
+    if (owned_) cast_to(out_, data_, count_);
+  }
+
+  static void cast_f32(float* dst, ConstView src, int64_t count) {
+    cpu_backend().cast(dst, DType::F32, src.data, src.dtype, count);
+  }
+  static void cast_to(View dst, const float* src, int64_t count) {
+    cpu_backend().cast(dst.data, dst.dtype, src, DType::F32, count);
+  }
+
+ private:
+  View out_;
+  int64_t count_;
+  std::unique_ptr<float[]> owned_;
+  float* data_ = nullptr;
+};
+
+}  // namespace
+
+void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, const float* b, float beta, float* c) {
+  gemm_f32_out(trans_a, trans_b, m, n, k, alpha, a, b, DType::F32, beta, c);
 }
 
-void CpuBackend::linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
-                                 const float* dy, int64_t rows, int64_t in, int64_t out) {
-  if (dx) cpu_sgemm(false, false, rows, in, out, 1.0f, dy, w, 0.0f, dx);  // [rows,out]*[out,in]
-  cpu_sgemm(true, false, out, in, rows, 1.0f, dy, x, 0.0f, dw);           // [out,rows]*[rows,in]
-  if (db) {
+void CpuBackend::gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
+                      const GemmOptions& options) {
+  const F32Staging out(c, m * n, options.beta != 0.0f);
+  gemm_f32_out(options.trans_a, options.trans_b, m, n, k, options.alpha, a.data, b.data, a.dtype,
+               options.beta, out.data());
+  out.finish();
+}
+
+void CpuBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bias, int64_t rows,
+                                int64_t in, int64_t out) {
+  const F32Staging staged(y, rows * out, false);
+  float* const y32 = staged.data();
+  // Broadcast the bias into y, then accumulate x * w^T on top of it (beta = 1).
+  if (bias.data) {
+    std::vector<float> bias32(static_cast<size_t>(out));
+    F32Staging::cast_f32(bias32.data(), bias, out);
+#pragma omp parallel for if (rows * out >= kParallelThreshold)
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(y32 + r * out, bias32.data(), sizeof(float) * out);
+    }
+  }
+  gemm_f32_out(false, true, rows, out, in, 1.0f, x.data, w.data, x.dtype, bias.data ? 1.0f : 0.0f,
+               y32);
+  staged.finish();
+}
+
+void CpuBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w,
+                                 ConstView dy, int64_t rows, int64_t in, int64_t out) {
+  if (dx.data) {  // dx[rows, in] = dy[rows, out] * w[out, in]
+    const F32Staging staged(dx, rows * in, false);
+    gemm_f32_out(false, false, rows, in, out, 1.0f, dy.data, w.data, dy.dtype, 0.0f,
+                 staged.data());
+    staged.finish();
+  }
+  {  // dw[out, in] = dy^T[out, rows] * x[rows, in]
+    const F32Staging staged(dw, out * in, false);
+    gemm_f32_out(true, false, out, in, rows, 1.0f, dy.data, x.data, dy.dtype, 0.0f,
+                 staged.data());
+    staged.finish();
+  }
+  if (db.data) {
     // Column sums of dy, accumulated in double so long batches lose nothing.
+    std::vector<float> sums(static_cast<size_t>(out));
+    const bool bf16 = dy.dtype == DType::BF16;
+    const float* dy32 = static_cast<const float*>(dy.data);
+    const uint16_t* dy16 = static_cast<const uint16_t*>(dy.data);
 #pragma omp parallel for if (rows * out >= kParallelThreshold)
     for (int64_t o = 0; o < out; ++o) {
       double sum = 0.0;
-      for (int64_t r = 0; r < rows; ++r) sum += dy[r * out + o];
-      db[o] = static_cast<float>(sum);
+      for (int64_t r = 0; r < rows; ++r) {
+        sum += bf16 ? bf16_bits_to_float(dy16[r * out + o]) : dy32[r * out + o];
+      }
+      sums[o] = static_cast<float>(sum);
     }
+    F32Staging::cast_to(db, sums.data(), out);
   }
 }
 

@@ -4,10 +4,16 @@
 // siboehm's SGEMM_CUDA). Every transpose case is a template instance; loads are bounds-checked,
 // so any m, n, k works. Each element sums over k in order: the same bits on every run. With
 // GemmOptions::allow_tf32 a WMMA tensor-core kernel (TF32 inputs, FP32 sums) runs instead.
+// BF16 operands always take tensor cores (WMMA m16n16k16, compiled to mma.sync m16n8k16 on
+// sm_80+), with FP32 sums. Outputs are F32 or BF16 (rounded once, in the epilogue).
 // linear_forward fuses the bias into the epilogue; db is a column sum in row order.
+#include <cuda_bf16.h>
 #include <mma.h>
 
+#include <type_traits>
+
 #include "cuda_backend.hpp"
+#include "elementwise.cuh"
 
 namespace nnops::detail {
 
@@ -18,9 +24,9 @@ static_assert((kBM / kTM) * (kBN / kTN) == kThreads, "one thread per 8 x 8 regis
 static_assert(kBM * kBK == 4 * kThreads && kBN * kBK == 4 * kThreads, "4 loads per thread");
 
 // op(a) is [m, k]: a is [m, k] row-major, or [k, m] when trans_a.
-template <bool kTransA, bool kTransB>
+template <bool kTransA, bool kTransB, class TOut>
 __global__ void __launch_bounds__(kThreads)
-    sgemm_kernel(float* __restrict__ d_c, const float* __restrict__ d_a,
+    sgemm_kernel(TOut* __restrict__ d_c, const float* __restrict__ d_a,
                  const float* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
                  int64_t n, int64_t k, float alpha, float beta) {
   // Two shared buffers: while the block multiplies one k-slice, the next slice's values are
@@ -105,9 +111,37 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t gj = col0 + tx * kTN + j;
       if (gj >= n) continue;
       float v = alpha * acc[i][j];
-      if (beta != 0.0f) v = fmaf(beta, d_c[gi * n + gj], v);  // beta == 0 never reads c
+      if (beta != 0.0f) v = fmaf(beta, load_elem(d_c, gi * n + gj), v);  // beta == 0: not read
       if (d_bias) v += d_bias[gj];
-      d_c[gi * n + gj] = v;
+      store_elem(d_c, gi * n + gj, v);
+    }
+  }
+}
+
+// The tensor-core epilogue: a warp's 2 x 4 accumulator fragments (32 x 64 outputs from
+// (r0, c0)) through a 16 x 16 staging tile, so edges, alpha, beta, bias and the output dtype
+// are handled element by element.
+template <class Acc, class TOut>
+__device__ void store_tiles(Acc (&acc)[2][4], float* st, int lane, TOut* __restrict__ d_c,
+                            const float* __restrict__ d_bias, int64_t r0, int64_t c0, int64_t m,
+                            int64_t n, float alpha, float beta) {
+  using namespace nvcuda;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      wmma::store_matrix_sync(st, acc[i][j], 16, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int64_t gi = r0 + i * 16 + e / 16, gj = c0 + j * 16 + e % 16;
+        if (gi < m && gj < n) {
+          float v = alpha * st[e];
+          if (beta != 0.0f) v = fmaf(beta, load_elem(d_c, gi * n + gj), v);
+          if (d_bias) v += d_bias[gj];
+          store_elem(d_c, gi * n + gj, v);
+        }
+      }
+      __syncwarp();
     }
   }
 }
@@ -118,9 +152,9 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 16, kTcPadA = kTcBK + 4, kTcPadB = kTcBN + 4;
 constexpr int kTcWarps = 8, kTcThreads = kTcWarps * 32;
 
-template <bool kTransA, bool kTransB>
+template <bool kTransA, bool kTransB, class TOut>
 __global__ void __launch_bounds__(kTcThreads)
-    tf32_gemm_kernel(float* __restrict__ d_c, const float* __restrict__ d_a,
+    tf32_gemm_kernel(TOut* __restrict__ d_c, const float* __restrict__ d_a,
                      const float* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
                      int64_t n, int64_t k, float alpha, float beta) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -181,48 +215,96 @@ __global__ void __launch_bounds__(kTcThreads)
     }
     __syncthreads();
   }
-  // Epilogue through a per-warp 16 x 16 staging tile, so edges and alpha/beta/bias are exact.
-  float* st = staging[warp];
+  store_tiles(acc, staging[warp], lane, d_c, d_bias, row0 + warp_m * 32, col0 + warp_n * 64, m, n,
+              alpha, beta);
+#endif
+}
+
+// BF16 tensor-core GEMM (WMMA m16n16k16 on BF16 fragments, FP32 accumulators): the tiling of
+// the TF32 kernel, with 32-deep slices of BF16 (their bits) in shared memory. The strides are
+// multiples of 8 elements and every fragment starts on a 32-byte boundary, as WMMA requires.
+constexpr int kBfBK = 32, kBfPadA = kBfBK + 8, kBfPadB = kTcBN + 8;
+
+template <bool kTransA, bool kTransB, class TOut>
+__global__ void __launch_bounds__(kTcThreads)
+    bf16_gemm_kernel(TOut* __restrict__ d_c, const uint16_t* __restrict__ d_a,
+                     const uint16_t* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
+                     int64_t n, int64_t k, float alpha, float beta) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  __shared__ __align__(128) uint16_t as[kTcBM][kBfPadA];
+  __shared__ __align__(128) uint16_t bs[kBfBK][kBfPadB];
+  __shared__ __align__(128) float staging[kTcWarps][16 * 16];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
+  const int warp_m = warp / 2, warp_n = warp % 2;  // 4 x 2 warps of 32 x 64
+  const int64_t row0 = int64_t(blockIdx.y) * kTcBM, col0 = int64_t(blockIdx.x) * kTcBN;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      wmma::store_matrix_sync(st, acc[i][j], 16, wmma::mem_row_major);
-      __syncwarp();
-      for (int e = lane; e < 256; e += 32) {
-        const int64_t gi = row0 + warp_m * 32 + i * 16 + e / 16;
-        const int64_t gj = col0 + warp_n * 64 + j * 16 + e % 16;
-        if (gi < m && gj < n) {
-          float v = alpha * st[e];
-          if (beta != 0.0f) v = fmaf(beta, d_c[gi * n + gj], v);
-          if (d_bias) v += d_bias[gj];
-          d_c[gi * n + gj] = v;
-        }
-      }
-      __syncwarp();
+    for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  for (int64_t k0 = 0; k0 < k; k0 += kBfBK) {
+    // Consecutive threads walk each matrix's contiguous dimension; out-of-range reads give 0.
+#pragma unroll
+    for (int l = 0; l < (kTcBM * kBfBK) / kTcThreads; ++l) {
+      const int idx = tid + l * kTcThreads;
+      int r, p;
+      if (kTransA)
+        r = idx % kTcBM, p = idx / kTcBM;
+      else
+        r = idx / kBfBK, p = idx % kBfBK;
+      const int64_t gi = row0 + r, gp = k0 + p;
+      as[r][p] = (gi < m && gp < k) ? (kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp]) : 0;
+      int c, q;
+      if (kTransB)
+        c = idx / kBfBK, q = idx % kBfBK;
+      else
+        c = idx % kTcBN, q = idx / kTcBN;
+      const int64_t gj = col0 + c, gq = k0 + q;
+      bs[q][c] = (gj < n && gq < k) ? (kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj]) : 0;
     }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBfBK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb[4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        wmma::load_matrix_sync(
+            fa[i], reinterpret_cast<const __nv_bfloat16*>(&as[warp_m * 32 + i * 16][kk]),
+            kBfPadA);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        wmma::load_matrix_sync(
+            fb[j], reinterpret_cast<const __nv_bfloat16*>(&bs[kk][warp_n * 64 + j * 16]),
+            kBfPadB);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
   }
+  store_tiles(acc, staging[warp], lane, d_c, d_bias, row0 + warp_m * 32, col0 + warp_n * 64, m, n,
+              alpha, beta);
 #endif
 }
 
 // db[j] = sum over rows of dy[r, j], in row order (one thread per column, coalesced rows).
-__global__ void column_sum_kernel(float* d_db, const float* d_dy, int64_t rows, int64_t cols) {
+template <class TDb, class TDy>
+__global__ void column_sum_kernel(TDb* d_db, const TDy* d_dy, int64_t rows, int64_t cols) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < cols;
        j += int64_t(gridDim.x) * blockDim.x) {
     double s = 0.0;
-    for (int64_t r = 0; r < rows; ++r) s += d_dy[r * cols + j];
-    d_db[j] = static_cast<float>(s);
+    for (int64_t r = 0; r < rows; ++r) s += load_elem(d_dy, r * cols + j);
+    store_elem(d_db, j, static_cast<float>(s));
   }
 }
 
-template <bool kTransA, bool kTransB>
-void launch_tf32(const dim3& grid, float* c, const float* a, const float* b, const float* bias,
-                 int64_t m, int64_t n, int64_t k, float alpha, float beta) {
-  tf32_gemm_kernel<kTransA, kTransB>
-      <<<grid, kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
-}
-
-bool device_has_tf32() {
+bool device_is_sm80_or_newer() {
   static const bool has = [] {
     int device = 0, major = 0;
     cudaGetDevice(&device);
@@ -232,61 +314,103 @@ bool device_has_tf32() {
   return has;
 }
 
-void launch_sgemm(bool trans_a, bool trans_b, float* c, const float* a, const float* b,
-                  const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta,
-                  bool allow_tf32 = false) {
+// Calls launch(integral_constant trans_a, integral_constant trans_b) for the runtime pair.
+template <class Launch>
+void by_transpose(bool trans_a, bool trans_b, Launch launch) {
+  using F = std::false_type;
+  using T = std::true_type;
+  if (!trans_a && !trans_b)
+    launch(F{}, F{});
+  else if (!trans_a && trans_b)
+    launch(F{}, T{});
+  else if (trans_a && !trans_b)
+    launch(T{}, F{});
+  else
+    launch(T{}, T{});
+}
+
+// c = alpha * op(a) * op(b) + beta * c (+ bias per column) for F32 or BF16 operands (a and b
+// alike) into an F32 or BF16 c.
+template <class TOut>
+void launch_gemm(bool trans_a, bool trans_b, TOut* c, ConstView a, ConstView b, const float* bias,
+                 int64_t m, int64_t n, int64_t k, float alpha, float beta, bool allow_tf32) {
   if (alpha == 0.0f) k = 0;  // BLAS: with alpha == 0, a and b are not read (no NaN from them)
-  static_assert(kTcBM == kBM && kTcBN == kBN, "both kernels tile the output alike");
+  static_assert(kTcBM == kBM && kTcBN == kBN, "every kernel tiles the output alike");
   const int64_t grid_x = (n + kBN - 1) / kBN, grid_y = (m + kBM - 1) / kBM;
   if (grid_y > 65535 || grid_x > 2147483647) {
     throw Error("nnops::matmul: [" + std::to_string(m) + ", " + std::to_string(n) +
                 "] output exceeds one CUDA launch");
   }
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
-  if (allow_tf32 && device_has_tf32() && k > 0) {
-    if (!trans_a && !trans_b)
-      launch_tf32<false, false>(grid, c, a, b, bias, m, n, k, alpha, beta);
-    else if (!trans_a && trans_b)
-      launch_tf32<false, true>(grid, c, a, b, bias, m, n, k, alpha, beta);
-    else if (trans_a && !trans_b)
-      launch_tf32<true, false>(grid, c, a, b, bias, m, n, k, alpha, beta);
-    else
-      launch_tf32<true, true>(grid, c, a, b, bias, m, n, k, alpha, beta);
+  if (a.dtype == DType::BF16) {
+    if (!device_is_sm80_or_newer()) {
+      throw Error("nnops::matmul: BF16 products need a GPU of compute capability 8.0 or newer");
+    }
+    const auto* a16 = static_cast<const uint16_t*>(a.data);
+    const auto* b16 = static_cast<const uint16_t*>(b.data);
+    by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
+      bf16_gemm_kernel<decltype(ta)::value, decltype(tb)::value, TOut>
+          <<<grid, kTcThreads, 0, t_stream>>>(c, a16, b16, bias, m, n, k, alpha, beta);
+    });
+    check_launch("bf16_gemm_kernel");
+    return;
+  }
+  const auto* a32 = static_cast<const float*>(a.data);
+  const auto* b32 = static_cast<const float*>(b.data);
+  if (allow_tf32 && device_is_sm80_or_newer() && k > 0) {
+    by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
+      tf32_gemm_kernel<decltype(ta)::value, decltype(tb)::value, TOut>
+          <<<grid, kTcThreads, 0, t_stream>>>(c, a32, b32, bias, m, n, k, alpha, beta);
+    });
     check_launch("tf32_gemm_kernel");
     return;
   }
-  if (!trans_a && !trans_b)
-    sgemm_kernel<false, false>
-        <<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
-  else if (!trans_a && trans_b)
-    sgemm_kernel<false, true><<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
-  else if (trans_a && !trans_b)
-    sgemm_kernel<true, false><<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
-  else
-    sgemm_kernel<true, true><<<grid, kThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
+  by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
+    sgemm_kernel<decltype(ta)::value, decltype(tb)::value, TOut>
+        <<<grid, kThreads, 0, t_stream>>>(c, a32, b32, bias, m, n, k, alpha, beta);
+  });
   check_launch("sgemm_kernel");
+}
+
+void launch_gemm(bool trans_a, bool trans_b, View c, ConstView a, ConstView b, const float* bias,
+                 int64_t m, int64_t n, int64_t k, float alpha, float beta,
+                 bool allow_tf32 = false) {
+  with_type(c, [&](auto* typed_c) {
+    launch_gemm(trans_a, trans_b, typed_c, a, b, bias, m, n, k, alpha, beta, allow_tf32);
+  });
 }
 
 }  // namespace
 
-void CudaBackend::gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+void CudaBackend::gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
                        const GemmOptions& options) {
-  launch_sgemm(options.trans_a, options.trans_b, c, a, b, nullptr, m, n, k, options.alpha,
-               options.beta, options.allow_tf32);
+  launch_gemm(options.trans_a, options.trans_b, c, a, b, nullptr, m, n, k, options.alpha,
+              options.beta, options.allow_tf32);
 }
 
-void CudaBackend::linear_forward(float* y, const float* x, const float* w, const float* bias,
-                                 int64_t rows, int64_t in, int64_t out) {
-  launch_sgemm(false, true, y, x, w, bias, rows, out, in, 1.0f, 0.0f);
+void CudaBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bias, int64_t rows,
+                                 int64_t in, int64_t out) {
+  // The epilogue adds an F32 bias; a BF16 one is widened first (out elements).
+  const float* bias32 = static_cast<const float*>(bias.data);
+  DeviceScratch widened(bias.data && bias.dtype == DType::BF16 ? sizeof(float) * out : 0);
+  if (bias.data && bias.dtype == DType::BF16) {
+    cast(widened.as<float>(), DType::F32, bias.data, DType::BF16, out);
+    bias32 = widened.as<float>();
+  }
+  launch_gemm(false, true, y, x, w, bias32, rows, out, in, 1.0f, 0.0f);
 }
 
-void CudaBackend::linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
-                                  const float* dy, int64_t rows, int64_t in, int64_t out) {
-  if (dx && rows > 0 && in > 0)
-    launch_sgemm(false, false, dx, dy, w, nullptr, rows, in, out, 1.0f, 0.0f);
-  if (out > 0 && in > 0) launch_sgemm(true, false, dw, dy, x, nullptr, out, in, rows, 1.0f, 0.0f);
-  if (db && out > 0) {
-    column_sum_kernel<<<grid_for(out, 256), 256, 0, t_stream>>>(db, dy, rows, out);
+void CudaBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w,
+                                  ConstView dy, int64_t rows, int64_t in, int64_t out) {
+  if (dx.data && rows > 0 && in > 0)
+    launch_gemm(false, false, dx, dy, w, nullptr, rows, in, out, 1.0f, 0.0f);
+  if (out > 0 && in > 0) launch_gemm(true, false, dw, dy, x, nullptr, out, in, rows, 1.0f, 0.0f);
+  if (db.data && out > 0) {
+    with_type(db, [&](auto* typed_db) {
+      with_type(dy, [&](auto* typed_dy) {
+        column_sum_kernel<<<grid_for(out, 256), 256, 0, t_stream>>>(typed_db, typed_dy, rows, out);
+      });
+    });
     check_launch("column_sum_kernel");
   }
 }

@@ -79,6 +79,13 @@ inline View view_of(Tensor& t) {
 inline ConstView view_of(const Tensor& t) {
   return ConstView{t.raw_data(), t.dtype()};
 }
+// An optional tensor's view: data null when absent.
+inline View view_of(Tensor* t) {
+  return t ? view_of(*t) : View{nullptr, DType::F32};
+}
+inline ConstView view_of(const Tensor* t) {
+  return t ? view_of(*t) : ConstView{nullptr, DType::F32};
+}
 
 class Backend {
  public:
@@ -95,14 +102,17 @@ class Backend {
   virtual void synchronize() {}
 
   // GEMM on contiguous row-major matrices: c[m, n] = alpha * op(a)[m, k] * op(b)[k, n] + beta * c.
-  // With beta == 0, c is not read.
-  virtual void gemm(float* c, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+  // With beta == 0, c is not read. a and b are both F32 or both BF16; the sums are FP32 and c
+  // (F32 or BF16) is rounded once.
+  virtual void gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
                     const GemmOptions& options);
-  // y[rows, out] = x[rows, in] * w[out, in]^T + bias
-  virtual void linear_forward(float* y, const float* x, const float* w, const float* bias,
-                              int64_t rows, int64_t in, int64_t out);
-  virtual void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
-                               const float* dy, int64_t rows, int64_t in, int64_t out);
+  // y[rows, out] = x[rows, in] * w[out, in]^T + bias (bias.data null: none). x and w share a
+  // dtype; bias and y are F32 or BF16 each.
+  virtual void linear_forward(View y, ConstView x, ConstView w, ConstView bias, int64_t rows,
+                              int64_t in, int64_t out);
+  // x, w and dy share a dtype; dx (optional), dw and db (optional) are F32 or BF16 each.
+  virtual void linear_backward(View dx, View dw, View db, ConstView x, ConstView w, ConstView dy,
+                               int64_t rows, int64_t in, int64_t out);
 
   // Element-wise over n elements; each tensor F32 or BF16, computed in FP32.
   virtual void activation_forward(View y, ConstView x, int64_t n, Activation activation,

@@ -77,6 +77,15 @@ ArgCheck& ArgCheck::floating(const char* name, const Tensor* t) {
   return tensor(name, t, DType::F32);
 }
 
+ArgCheck& ArgCheck::same_dtype(const char* name_a, const Tensor& a, const char* name_b,
+                               const Tensor& b) {
+  if (a.dtype() != b.dtype()) {
+    fail_with(name_a, " is ", to_string(a.dtype()), " but ", name_b, " is ", to_string(b.dtype()),
+              " (the operands of a product share a dtype)");
+  }
+  return *this;
+}
+
 ArgCheck& ArgCheck::floating_output(const char* name, Tensor& t) {
   floating(name, t);
   if (t.is_read_only()) {

@@ -49,6 +49,11 @@ class ArgCheck {
   ArgCheck& floating(const char* name, const Tensor* t);
   ArgCheck& floating(const char* name, const Tensor& t) { return floating(name, &t); }
   ArgCheck& floating_output(const char* name, Tensor& t);
+  ArgCheck& optional_floating_output(const char* name, Tensor* t) {
+    return t ? floating_output(name, *t) : *this;
+  }
+  // Two tensors of one dtype (the operands of a product).
+  ArgCheck& same_dtype(const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
   // An output: like tensor(), and it must be writable (not wrapped from const memory).
   ArgCheck& output(const char* name, Tensor* t, DType dtype);
   ArgCheck& output(const char* name, Tensor& t, DType dtype) { return output(name, &t, dtype); }

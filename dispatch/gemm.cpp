@@ -10,7 +10,7 @@ namespace nnops {
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, GemmOptions options) {
   detail::ArgCheck check("nnops::matmul");
-  check.tensor("a", a, DType::F32).tensor("b", b, DType::F32).output("c", c, DType::F32);
+  check.floating("a", a).floating("b", b).same_dtype("a", a, "b", b).floating_output("c", c);
   check.ndim("a", a, 2).ndim("b", b, 2).ndim("c", c, 2);
   check.option_finite("alpha", options.alpha).option_finite("beta", options.beta);
   const int64_t m = options.trans_a ? a.dim(1) : a.dim(0);
@@ -26,14 +26,15 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, GemmOptions options) {
   check.no_alias("c", &c, "a", a).no_alias("c", &c, "b", b);
   if (m == 0 || n == 0) return;
   check.run([&](detail::Backend& be) {
-    be.gemm(c.data<float>(), a.data<float>(), b.data<float>(), m, n, k, options);
+    be.gemm(detail::view_of(c), detail::view_of(a), detail::view_of(b), m, n, k, options);
   });
 }
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   detail::ArgCheck check("nnops::linear_forward");
-  check.tensor("x", x, DType::F32).tensor("w", w, DType::F32).optional("bias", bias, DType::F32);
-  check.output("y", y, DType::F32);
+  check.floating("x", x).floating("w", w).same_dtype("x", x, "w", w);
+  if (bias) check.floating("bias", *bias);
+  check.floating_output("y", y);
   check.ndim("x", x, 2).ndim("w", w, 2);
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
   if (w.dim(1) != in) {
@@ -45,17 +46,18 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor
   check.no_alias("y", &y, "x", x).no_alias("y", &y, "w", w).no_alias("y", &y, "bias", bias);
   if (rows == 0 || out == 0) return;
   check.run([&](detail::Backend& be) {
-    be.linear_forward(y.data<float>(), x.data<float>(), w.data<float>(),
-                      bias ? bias->data<float>() : nullptr, rows, in, out);
+    be.linear_forward(detail::view_of(y), detail::view_of(x), detail::view_of(w),
+                      detail::view_of(bias), rows, in, out);
   });
 }
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
                      Tensor* db) {
   detail::ArgCheck check("nnops::linear_backward");
-  check.tensor("x", x, DType::F32).tensor("w", w, DType::F32).tensor("dy", dy, DType::F32);
-  check.optional_output("dx", dx, DType::F32).output("dw", dw, DType::F32);
-  check.optional_output("db", db, DType::F32);
+  check.floating("x", x).floating("w", w).floating("dy", dy);
+  check.same_dtype("x", x, "w", w).same_dtype("x", x, "dy", dy);
+  check.optional_floating_output("dx", dx).floating_output("dw", dw);
+  check.optional_floating_output("db", db);
   check.ndim("x", x, 2).ndim("w", w, 2).ndim("dy", dy, 2);
   const int64_t rows = x.dim(0), in = x.dim(1), out = w.dim(0);
   if (w.dim(1) != in) {
@@ -73,9 +75,8 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
   }
   check.no_alias("dw", &dw, "dx", dx).no_alias("db", db, "dx", dx).no_alias("db", db, "dw", dw);
   check.run([&](detail::Backend& be) {
-    be.linear_backward(dx ? dx->data<float>() : nullptr, dw.data<float>(),
-                       db ? db->data<float>() : nullptr, x.data<float>(), w.data<float>(),
-                       dy.data<float>(), rows, in, out);
+    be.linear_backward(detail::view_of(dx), detail::view_of(dw), detail::view_of(db),
+                       detail::view_of(x), detail::view_of(w), detail::view_of(dy), rows, in, out);
   });
 }
 

@@ -120,16 +120,14 @@ void Backend::not_implemented(const char* op) const {
 }
 
 // Defaults for backends that lack an op (the CPU backend overrides all of them).
-void Backend::gemm(float*, const float*, const float*, int64_t, int64_t, int64_t,
-                   const GemmOptions&) {
+void Backend::gemm(View, ConstView, ConstView, int64_t, int64_t, int64_t, const GemmOptions&) {
   not_implemented("matmul");
 }
-void Backend::linear_forward(float*, const float*, const float*, const float*, int64_t, int64_t,
-                             int64_t) {
+void Backend::linear_forward(View, ConstView, ConstView, ConstView, int64_t, int64_t, int64_t) {
   not_implemented("linear_forward");
 }
-void Backend::linear_backward(float*, float*, float*, const float*, const float*, const float*,
-                              int64_t, int64_t, int64_t) {
+void Backend::linear_backward(View, View, View, ConstView, ConstView, ConstView, int64_t, int64_t,
+                              int64_t) {
   not_implemented("linear_backward");
 }
 void Backend::activation_forward(View, ConstView, int64_t, Activation, float) {
