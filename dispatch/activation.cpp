@@ -3,6 +3,7 @@
 
 #include "backend.hpp"
 #include "check.hpp"
+#include "widen.hpp"
 
 namespace nnops {
 
@@ -68,26 +69,35 @@ namespace {
 
 void softmax_forward_impl(const char* fn, const Tensor& x, Tensor& y, bool log) {
   detail::ArgCheck check(fn);
-  check.tensor("x", x, DType::F32).output("y", y, DType::F32).min_ndim("x", x, 1);
+  check.floating("x", x).floating_output("y", y).min_ndim("x", x, 1);
   check.same_shape("x", x, "y", y).in_place_or_disjoint("y", y, "x", x);
   const int64_t cols = x.dim(-1);
   if (x.numel() == 0) return;
   check.run([&](detail::Backend& be) {
-    be.softmax_forward(y.data<float>(), x.data<float>(), x.numel() / cols, cols, log);
+    detail::F32Stand f32;
+    const Tensor& x32 = f32.in(x);
+    Tensor& y32 = f32.out(y);
+    be.softmax_forward(y32.data<float>(), x32.data<float>(), x.numel() / cols, cols, log);
+    f32.finish();
   });
 }
 
 void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Tensor& dx,
                            bool log) {
   detail::ArgCheck check(fn);
-  check.tensor("y", y, DType::F32).tensor("dy", dy, DType::F32).output("dx", dx, DType::F32);
+  check.floating("y", y).floating("dy", dy).floating_output("dx", dx);
   check.min_ndim("y", y, 1).same_shape("y", y, "dy", dy).same_shape("y", y, "dx", dx);
   check.no_alias("dx", &dx, "y", y).in_place_or_disjoint("dx", dx, "dy", dy);
   const int64_t cols = y.dim(-1);
   if (y.numel() == 0) return;
   check.run([&](detail::Backend& be) {
-    be.softmax_backward(dx.data<float>(), y.data<float>(), dy.data<float>(), y.numel() / cols, cols,
-                        log);
+    detail::F32Stand f32;
+    const Tensor& y32 = f32.in(y);
+    const Tensor& dy32 = f32.in(dy);
+    Tensor& dx32 = f32.out(dx);
+    be.softmax_backward(dx32.data<float>(), y32.data<float>(), dy32.data<float>(),
+                        y.numel() / cols, cols, log);
+    f32.finish();
   });
 }
 

@@ -6,6 +6,7 @@
 
 #include "backend.hpp"
 #include "check.hpp"
+#include "widen.hpp"
 
 namespace nnops {
 
@@ -14,7 +15,7 @@ namespace {
 // The loss and the gradient are written while both inputs are read: no overlap anywhere.
 void check_loss_outputs(detail::ArgCheck& check, const Tensor& pred, const Tensor& other,
                         Tensor& loss, Tensor* grad, const char* pred_name, const char* other_name) {
-  check.output("loss", loss, DType::F32).optional_output("grad", grad, DType::F32);
+  check.output("loss", loss, DType::F32).optional_floating_output("grad", grad);
   if (loss.numel() != 1) {
     check.fail_with("loss is ", shape_to_string(loss.shape()), " but must hold exactly 1 element");
   }
@@ -35,20 +36,25 @@ void check_reduction(detail::ArgCheck& check, Reduction reduction) {
 void mse_loss(const Tensor& pred, const Tensor& target, Tensor& loss, Tensor* grad,
               Reduction reduction) {
   detail::ArgCheck check("nnops::mse_loss");
-  check.tensor("pred", pred, DType::F32).tensor("target", target, DType::F32);
+  check.floating("pred", pred).floating("target", target);
   check.same_shape("pred", pred, "target", target);
   check_loss_outputs(check, pred, target, loss, grad, "pred", "target");
   check_reduction(check, reduction);
   check.run([&](detail::Backend& be) {
-    be.mse_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr, pred.data<float>(),
-                target.data<float>(), pred.numel(), reduction);
+    detail::F32Stand f32;
+    const Tensor& pred32 = f32.in(pred);
+    const Tensor& target32 = f32.in(target);
+    Tensor* grad32 = f32.out(grad);
+    be.mse_loss(loss.data<float>(), grad32 ? grad32->data<float>() : nullptr,
+                pred32.data<float>(), target32.data<float>(), pred.numel(), reduction);
+    f32.finish();
   });
 }
 
 void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& loss, Tensor* grad,
                         Reduction reduction, float label_smoothing, int32_t ignore_index) {
   detail::ArgCheck check("nnops::cross_entropy_loss");
-  check.tensor("logits", logits, DType::F32).tensor("targets", targets, DType::I32);
+  check.floating("logits", logits).tensor("targets", targets, DType::I32);
   check.ndim("logits", logits, 2).ndim("targets", targets, 1);
   const int64_t rows = logits.dim(0), classes = logits.dim(1);
   if (targets.dim(0) != rows) {
@@ -71,17 +77,20 @@ void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& los
     }
   }
   check.run([&](detail::Backend& be) {
-    be.cross_entropy_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
-                          logits.data<float>(), targets.data<int32_t>(), rows, classes, reduction,
-                          label_smoothing, ignore_index);
+    detail::F32Stand f32;
+    const Tensor& logits32 = f32.in(logits);
+    Tensor* grad32 = f32.out(grad);
+    be.cross_entropy_loss(loss.data<float>(), grad32 ? grad32->data<float>() : nullptr,
+                          logits32.data<float>(), targets.data<int32_t>(), rows, classes,
+                          reduction, label_smoothing, ignore_index);
+    f32.finish();
   });
 }
 
 void kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, float temperature,
              Tensor& loss, Tensor* grad) {
   detail::ArgCheck check("nnops::kd_loss");
-  check.tensor("student_logits", student_logits, DType::F32);
-  check.tensor("teacher_logits", teacher_logits, DType::F32);
+  check.floating("student_logits", student_logits).floating("teacher_logits", teacher_logits);
   check.ndim("student_logits", student_logits, 2);
   check.same_shape("student_logits", student_logits, "teacher_logits", teacher_logits);
   check_loss_outputs(check, student_logits, teacher_logits, loss, grad, "student_logits",
@@ -90,9 +99,14 @@ void kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, float t
     check.fail_with("temperature is ", temperature, " but must be a finite number > 0");
   }
   check.run([&](detail::Backend& be) {
-    be.kd_loss(loss.data<float>(), grad ? grad->data<float>() : nullptr,
-               student_logits.data<float>(), teacher_logits.data<float>(), student_logits.dim(0),
+    detail::F32Stand f32;
+    const Tensor& student32 = f32.in(student_logits);
+    const Tensor& teacher32 = f32.in(teacher_logits);
+    Tensor* grad32 = f32.out(grad);
+    be.kd_loss(loss.data<float>(), grad32 ? grad32->data<float>() : nullptr,
+               student32.data<float>(), teacher32.data<float>(), student_logits.dim(0),
                student_logits.dim(1), temperature);
+    f32.finish();
   });
 }
 

@@ -102,13 +102,14 @@ TEST_P(Bf16Test, CastBothWaysOnEveryDevice) {
 }
 
 // Tensors of the given dtype holding the bf16 rounding of v (so every dtype holds equal values).
-Tensor holding(const std::vector<float>& v, DType dtype, Device device) {
+Tensor holding(const std::vector<float>& v, DType dtype, Device device, Shape shape = {}) {
+  if (shape.empty()) shape = {int64_t(v.size())};
   std::vector<bf16> h(v.size());
   for (size_t i = 0; i < v.size(); ++i) h[i] = bf16(v[i]);
-  if (dtype == DType::BF16) return Tensor::from_vector(h, {int64_t(v.size())}, device);
+  if (dtype == DType::BF16) return Tensor::from_vector(h, shape, device);
   std::vector<float> f(v.size());
   for (size_t i = 0; i < v.size(); ++i) f[i] = h[i].to_float();
-  return Tensor::from_vector(f, {int64_t(v.size())}, device);
+  return Tensor::from_vector(f, shape, device);
 }
 
 // The values of an F32 or BF16 tensor as floats (exact either way).
@@ -188,6 +189,121 @@ TEST_P(Bf16Test, AddScaledMixesDtypes) {
   }
 }
 
+// Row-wise ops and losses compute on the widened values: with BF16 inputs they give exactly
+// what the F32 path gives on the same (BF16-representable) values, and a BF16 output is that
+// F32 result rounded once.
+class RowOpCase {
+ public:
+  RowOpCase(Device device, int64_t rows, int64_t cols, uint32_t seed) : device_(device) {
+    shape_ = {rows, cols};
+    for (int i = 0; i < 3; ++i) inputs_.push_back(random_floats(rows * cols, seed + i, -8, 8));
+  }
+  // Input i as a tensor of this dtype, holding BF16-representable values either way.
+  Tensor input(int i, DType dtype) const {
+    return holding(inputs_[i], dtype, device_, shape_);
+  }
+  Tensor output(DType dtype) const {
+    return Tensor::zeros(shape_, dtype, device_);
+  }
+  const Shape& shape() const { return shape_; }
+
+ private:
+  Device device_;
+  Shape shape_;
+  std::vector<std::vector<float>> inputs_;
+};
+
+// The BF16 rounding of each value, as the bits PyTorch would store.
+std::vector<uint16_t> rounded_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out;
+  for (float x : v) out.push_back(reference_bits(x));
+  return out;
+}
+
+std::vector<uint16_t> bits_of(const Tensor& t) {
+  std::vector<uint16_t> out;
+  for (bf16 v : t.to_vector<bf16>()) out.push_back(v.bits);
+  return out;
+}
+
+// Runs op(inputs of dtype `in`, outputs of dtype `out`) and compares with the all-F32 run.
+template <class Op>
+void expect_like_f32(const RowOpCase& c, int outputs, Op op) {
+  std::vector<Tensor> ref_out;
+  for (int o = 0; o < outputs; ++o) ref_out.push_back(c.output(DType::F32));
+  op(DType::F32, ref_out);
+  for (DType in : {DType::F32, DType::BF16}) {
+    for (DType out : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(std::string("inputs ") + to_string(in) + ", outputs " + to_string(out));
+      std::vector<Tensor> got;
+      for (int o = 0; o < outputs; ++o) got.push_back(c.output(out));
+      op(in, got);
+      for (int o = 0; o < outputs; ++o) {
+        const auto want = ref_out[o].to_vector<float>();
+        if (out == DType::F32) {
+          EXPECT_EQ(got[o].to_vector<float>(), want) << "output " << o;
+        } else {
+          EXPECT_EQ(bits_of(got[o]), rounded_bits(want)) << "output " << o;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(Bf16Test, SoftmaxTakesAndGivesBf16) {
+  for (int64_t cols : {1, 7, 1000, 1025}) {
+    const RowOpCase c(device(), 5, cols, 700 + cols);
+    for (bool log : {false, true}) {
+      SCOPED_TRACE(log ? "log_softmax" : "softmax");
+      expect_like_f32(c, 1, [&](DType in, std::vector<Tensor>& out) {
+        log ? log_softmax_forward(c.input(0, in), out[0]) : softmax_forward(c.input(0, in), out[0]);
+      });
+      expect_like_f32(c, 1, [&](DType in, std::vector<Tensor>& out) {
+        const Tensor y = c.input(0, in), dy = c.input(1, in);
+        log ? log_softmax_backward(y, dy, out[0]) : softmax_backward(y, dy, out[0]);
+      });
+    }
+  }
+}
+
+TEST_P(Bf16Test, LossesTakeBf16AndGiveF32LossesWithGradientsOfEitherDtype) {
+  for (int64_t cols : {1, 33, 1000}) {
+    const RowOpCase c(device(), 7, cols, 800 + cols);
+    std::vector<int32_t> targets(7);
+    for (int i = 0; i < 7; ++i) targets[i] = static_cast<int32_t>((i * 5) % cols);
+    const Tensor t = Tensor::from_vector(targets, {7}, device());
+    // The loss is an extra F32 output beside the gradient; compare it as F32 bits too.
+    auto run = [&](auto loss_fn) {
+      Tensor ref_loss = Tensor::zeros({1}, DType::F32, device());
+      Tensor ref_grad = c.output(DType::F32);
+      loss_fn(DType::F32, ref_loss, ref_grad);
+      for (DType in : {DType::F32, DType::BF16}) {
+        for (DType g : {DType::F32, DType::BF16}) {
+          SCOPED_TRACE(std::string("inputs ") + to_string(in) + ", grad " + to_string(g));
+          Tensor loss = Tensor::zeros({1}, DType::F32, device()), grad = c.output(g);
+          loss_fn(in, loss, grad);
+          EXPECT_EQ(loss.to_vector<float>(), ref_loss.to_vector<float>());
+          if (g == DType::F32) {
+            EXPECT_EQ(grad.to_vector<float>(), ref_grad.to_vector<float>());
+          } else {
+            EXPECT_EQ(bits_of(grad), rounded_bits(ref_grad.to_vector<float>()));
+          }
+        }
+      }
+    };
+    SCOPED_TRACE("cols " + std::to_string(cols));
+    run([&](DType in, Tensor& loss, Tensor& grad) {
+      mse_loss(c.input(0, in), c.input(1, in), loss, &grad);
+    });
+    run([&](DType in, Tensor& loss, Tensor& grad) {
+      cross_entropy_loss(c.input(0, in), t, loss, &grad, Reduction::Mean, 0.1f);
+    });
+    run([&](DType in, Tensor& loss, Tensor& grad) {
+      kd_loss(c.input(0, in), c.input(1, in), 2.0f, loss, &grad);
+    });
+  }
+}
+
 TEST_P(Bf16Test, BadCastsAreErrors) {
   Tensor f = Tensor::zeros({4}, DType::F32, device()),
          h = Tensor::zeros({4}, DType::BF16, device());
@@ -195,6 +311,11 @@ TEST_P(Bf16Test, BadCastsAreErrors) {
          h5 = Tensor::zeros({5}, DType::BF16, device());
   EXPECT_TRUE(throws_error([&] { cast(i, f); }, "nnops::cast", "dst is I32"));
   EXPECT_TRUE(throws_error([&] { cast(h5, f); }, "nnops::cast", "shapes must match"));
+  Tensor loss_h = Tensor::zeros({1}, DType::BF16, device());
+  EXPECT_TRUE(throws_error([&] { mse_loss(h, h, loss_h, nullptr); }, "nnops::mse_loss",
+                           "loss has dtype BF16 but F32 is required"));
+  EXPECT_TRUE(throws_error([&] { softmax_forward(i, h); }, "nnops::softmax_forward",
+                           "x has dtype I32"));
   EXPECT_EQ(h.nbytes(), 8u);
   EXPECT_STREQ(to_string(DType::BF16), "BF16");
 }
