@@ -44,10 +44,10 @@ class CpuBackend final : public Backend {
                int64_t classes, float temperature) override;
 
   void adam_step(const AdamTensor* tensors, int64_t count) override;
-  void sgd_step(float* param, const float* grad, float* momentum_buffer, const uint8_t* mask,
-                int64_t n, const SgdScalars& scalars) override;
-  double sum_squares(const float* x, int64_t n) override;
-  void scale(float* x, int64_t n, float factor) override;
+  void sgd_step(float* param, ConstView grad, float* momentum_buffer, const uint8_t* mask,
+                uint16_t* working, int64_t n, const SgdScalars& scalars) override;
+  double sum_squares(ConstView x, int64_t n) override;
+  void scale(View x, int64_t n, float factor) override;
 
   void prune_unstructured(uint8_t* const* masks, const float* const* ws, const int64_t* sizes,
                           int64_t tensor_count, int64_t k) override;

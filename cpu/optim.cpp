@@ -1,5 +1,11 @@
 // CPU optimizer steps; the per-element updates come from include/nnops/detail/optim_math.hpp.
+// Mixed precision works chunk by chunk: a BF16 gradient chunk is widened into a thread's buffer,
+// the FP32 update runs, and the updated chunk is rounded into the BF16 working copy while it is
+// still in cache (one pass over memory).
+#include <algorithm>
+
 #include "cpu_backend.hpp"
+#include "nnops/detail/bf16_math.hpp"
 #include "reduce.hpp"
 
 namespace nnops::detail {
@@ -55,19 +61,38 @@ __attribute__((target("avx2,fma"))) void adam_range_avx2(float* param, const flo
 }
 #endif
 
+constexpr int64_t kOptimChunk = 16384;
+
+// The chunk [begin, begin + count) of a gradient as floats: the F32 data itself, or the BF16
+// values widened into `buffer` (kOptimChunk floats).
+const float* grad_chunk(const void* grad, DType dtype, int64_t begin, int64_t count,
+                        float* buffer) {
+  if (dtype == DType::F32) return static_cast<const float*>(grad) + begin;
+  const uint16_t* g = static_cast<const uint16_t*>(grad) + begin;
+  for (int64_t i = 0; i < count; ++i) buffer[i] = bf16_bits_to_float(g[i]);
+  return buffer;
+}
+
+void round_into(uint16_t* working, const float* param, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) working[i] = float_to_bf16_bits(param[i]);
+}
+
 template <bool kMasked, bool kAmsgrad>
 void adam_loop(const AdamTensor& a) {
-  constexpr int64_t kChunk = 16384;
-  const int64_t chunks = (a.n + kChunk - 1) / kChunk;
+  const int64_t chunks = (a.n + kOptimChunk - 1) / kOptimChunk;
   auto range = adam_range<kMasked, kAmsgrad>;
 #if defined(__x86_64__) && defined(__GNUC__)
   if (active_cpu_isa() == CpuIsa::AVX2) range = adam_range_avx2<kMasked, kAmsgrad>;
 #endif
 #pragma omp parallel for schedule(static) if (a.n >= kParallelThreshold)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t end = (c + 1) * kChunk < a.n ? (c + 1) * kChunk : a.n;
-    range(a.param, a.grad, a.exp_avg, a.exp_avg_sq, a.max_exp_avg_sq, a.mask, c * kChunk, end,
-          a.scalars);
+    const int64_t b = c * kOptimChunk, count = std::min(kOptimChunk, a.n - b);
+    thread_local float widened[kOptimChunk];
+    const float* g = grad_chunk(a.grad, a.grad_dtype, b, count, widened);
+    range(a.param + b, g, a.exp_avg + b, a.exp_avg_sq + b,
+          a.max_exp_avg_sq ? a.max_exp_avg_sq + b : nullptr, a.mask ? a.mask + b : nullptr, 0,
+          count, a.scalars);
+    if (a.working) round_into(a.working + b, a.param + b, count);
   }
 }
 
@@ -84,25 +109,47 @@ void CpuBackend::adam_step(const AdamTensor* tensors, int64_t count) {
   }
 }
 
-void CpuBackend::sgd_step(float* param, const float* grad, float* buf, const uint8_t* mask,
-                          int64_t n, const SgdScalars& s) {
-#pragma omp parallel for if (n >= kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
-    if (mask && mask[i] == 0) {
-      param[i] = 0.0f;
-      continue;
+void CpuBackend::sgd_step(float* param, ConstView grad, float* buf, const uint8_t* mask,
+                          uint16_t* working, int64_t n, const SgdScalars& s) {
+  const int64_t chunks = (n + kOptimChunk - 1) / kOptimChunk;
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t b = c * kOptimChunk, count = std::min(kOptimChunk, n - b);
+    thread_local float widened[kOptimChunk];
+    const float* g = grad_chunk(grad.data, grad.dtype, b, count, widened);
+    for (int64_t i = 0; i < count; ++i) {
+      if (mask && mask[b + i] == 0) {
+        param[b + i] = 0.0f;
+        continue;
+      }
+      sgd_update(param[b + i], g[i], buf ? buf + b + i : nullptr, s);
     }
-    sgd_update(param[i], grad[i], buf ? buf + i : nullptr, s);
+    if (working) round_into(working + b, param + b, count);
   }
 }
 
-double CpuBackend::sum_squares(const float* x, int64_t n) {
-  return deterministic_sum(n, 1, [x](int64_t i) { return static_cast<double>(x[i]) * x[i]; });
+double CpuBackend::sum_squares(ConstView x, int64_t n) {
+  if (x.dtype == DType::BF16) {
+    const uint16_t* h = static_cast<const uint16_t*>(x.data);
+    return deterministic_sum(n, 1, [h](int64_t i) {
+      const double v = bf16_bits_to_float(h[i]);
+      return v * v;
+    });
+  }
+  const float* f = static_cast<const float*>(x.data);
+  return deterministic_sum(n, 1, [f](int64_t i) { return static_cast<double>(f[i]) * f[i]; });
 }
 
-void CpuBackend::scale(float* x, int64_t n, float factor) {
+void CpuBackend::scale(View x, int64_t n, float factor) {
+  if (x.dtype == DType::BF16) {
+    uint16_t* h = static_cast<uint16_t*>(x.data);
 #pragma omp parallel for simd if (n >= kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+    for (int64_t i = 0; i < n; ++i) h[i] = float_to_bf16_bits(bf16_bits_to_float(h[i]) * factor);
+    return;
+  }
+  float* f = static_cast<float*>(x.data);
+#pragma omp parallel for simd if (n >= kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) f[i] *= factor;
 }
 
 }  // namespace nnops::detail

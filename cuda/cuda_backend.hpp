@@ -53,11 +53,11 @@ class CudaBackend final : public Backend {
                int64_t classes, float temperature) override;
 
   void adam_step(const AdamTensor* tensors, int64_t count) override;
-  void sgd_step(float* param, const float* grad, float* momentum_buffer, const uint8_t* mask,
-                int64_t n, const SgdScalars& scalars) override;
-  double sum_squares(const float* x, int64_t n) override;
-  void scale(float* x, int64_t n, float factor) override;
-  void clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes, int64_t count,
+  void sgd_step(float* param, ConstView grad, float* momentum_buffer, const uint8_t* mask,
+                uint16_t* working, int64_t n, const SgdScalars& scalars) override;
+  double sum_squares(ConstView x, int64_t n) override;
+  void scale(View x, int64_t n, float factor) override;
+  void clip_grad_norm(float* norm_out, const View* grads, const int64_t* sizes, int64_t count,
                       double max_norm) override;
 
   void prune_unstructured(uint8_t* const* masks, const float* const* ws, const int64_t* sizes,

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cuda_backend.hpp"
+#include "elementwise.cuh"
 #include "nnops/detail/optim_math.hpp"
 #include "row_reduce.cuh"
 
@@ -11,7 +12,13 @@ namespace nnops::detail {
 
 namespace {
 
-constexpr int kTensorsPerLaunch = 24;  // 24 AdamTensors (~104 bytes each) fit 4 KiB of parameters
+constexpr int kTensorsPerLaunch = 24;  // 24 AdamTensors (~120 bytes each) fit 4 KiB of parameters
+
+// Element i of an F32 or BF16 gradient (the dtype is the same for a whole tensor: no divergence).
+__device__ inline float grad_at(const void* grad, DType dtype, int64_t i) {
+  return dtype == DType::BF16 ? load_elem(static_cast<const uint16_t*>(grad), i)
+                              : load_elem(static_cast<const float*>(grad), i);
+}
 
 struct AdamBatch {
   AdamTensor t[kTensorsPerLaunch];
@@ -25,34 +32,40 @@ __global__ void adam_kernel(const AdamBatch batch) {
     const float m0 = a.exp_avg[i], v0 = a.exp_avg_sq[i];
     const float vmax0 = a.max_exp_avg_sq ? a.max_exp_avg_sq[i] : 0.0f;
     float p = a.param[i], m = m0, v = v0, vmax = vmax0;
-    adam_update(p, a.grad[i], m, v, vmax, a.scalars);
+    adam_update(p, grad_at(a.grad, a.grad_dtype, i), m, v, vmax, a.scalars);
     // Pruned entries: the weight stays exactly 0 and the moments keep their old values.
     const bool keep = a.mask == nullptr || a.mask[i] != 0;
     a.param[i] = keep ? p : 0.0f;
+    if (a.working) store_elem(a.working, i, keep ? p : 0.0f);
     a.exp_avg[i] = keep ? m : m0;
     a.exp_avg_sq[i] = keep ? v : v0;
     if (a.max_exp_avg_sq) a.max_exp_avg_sq[i] = keep ? vmax : vmax0;
   }
 }
 
-__global__ void sgd_kernel(float* d_param, const float* d_grad, float* d_buf, const uint8_t* d_mask,
-                           int64_t n, const SgdScalars s) {
+__global__ void sgd_kernel(float* d_param, const void* d_grad, DType grad_dtype, float* d_buf,
+                           const uint8_t* d_mask, uint16_t* d_working, int64_t n,
+                           const SgdScalars s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     if (d_mask && d_mask[i] == 0) {
       d_param[i] = 0.0f;
-      continue;
+    } else {
+      sgd_update(d_param[i], grad_at(d_grad, grad_dtype, i), d_buf ? d_buf + i : nullptr, s);
     }
-    sgd_update(d_param[i], d_grad[i], d_buf ? d_buf + i : nullptr, s);
+    if (d_working) store_elem(d_working, i, d_param[i]);
   }
 }
 
-__global__ void sum_squares_kernel(double* d_partial, const float* d_x, int64_t n) {
+template <class T>
+__global__ void sum_squares_kernel(double* d_partial, const T* d_x, int64_t n) {
   __shared__ double s_sum[32];
   double s = 0.0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    s += static_cast<double>(d_x[i]) * d_x[i];
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const double v = load_elem(d_x, i);
+    s += v * v;
+  }
   s = block_reduce(s, SumOp{}, s_sum);
   if (threadIdx.x == 0) d_partial[blockIdx.x] = s;
 }
@@ -81,19 +94,21 @@ __global__ void clip_coefficient_kernel(float* d_norm_out, double* d_coef, const
 }
 
 // Scales by the device-side coefficient when it is below 1, or NaN (PyTorch's clamp keeps NaN).
-__global__ void clip_scale_kernel(float* d_x, int64_t n, const double* d_coef) {
+template <class T>
+__global__ void clip_scale_kernel(T* d_x, int64_t n, const double* d_coef) {
   const double coef = *d_coef;
   if (coef >= 1.0) return;
   const float factor = static_cast<float>(coef);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    d_x[i] *= factor;
+    store_elem(d_x, i, load_elem(d_x, i) * factor);
 }
 
-__global__ void scale_kernel(float* d_x, int64_t n, float factor) {
+template <class T>
+__global__ void scale_kernel(T* d_x, int64_t n, float factor) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    d_x[i] *= factor;
+    store_elem(d_x, i, load_elem(d_x, i) * factor);
 }
 
 }  // namespace
@@ -114,17 +129,20 @@ void CudaBackend::adam_step(const AdamTensor* tensors, int64_t count) {
   }
 }
 
-void CudaBackend::sgd_step(float* param, const float* grad, float* momentum_buffer,
-                           const uint8_t* mask, int64_t n, const SgdScalars& scalars) {
-  sgd_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(param, grad, momentum_buffer, mask, n,
-                                                     scalars);
+void CudaBackend::sgd_step(float* param, ConstView grad, float* momentum_buffer,
+                           const uint8_t* mask, uint16_t* working, int64_t n,
+                           const SgdScalars& scalars) {
+  sgd_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(param, grad.data, grad.dtype, momentum_buffer,
+                                                     mask, working, n, scalars);
   check_launch("sgd_kernel");
 }
 
-double CudaBackend::sum_squares(const float* x, int64_t n) {
+double CudaBackend::sum_squares(ConstView x, int64_t n) {
   const unsigned blocks = grid_for(n, 256, 1024);  // depends on n only: deterministic
   DeviceScratch partial(blocks * sizeof(double)), total(sizeof(double));
-  sum_squares_kernel<<<blocks, 256, 0, t_stream>>>(partial.as<double>(), x, n);
+  with_type(x, [&](const auto* typed) {
+    sum_squares_kernel<<<blocks, 256, 0, t_stream>>>(partial.as<double>(), typed, n);
+  });
   check_launch("sum_squares_kernel");
   sum_partials_kernel<<<1, 256, 0, t_stream>>>(total.as<double>(), partial.as<double>(),
                                                static_cast<int>(blocks));
@@ -134,7 +152,7 @@ double CudaBackend::sum_squares(const float* x, int64_t n) {
   return host;
 }
 
-void CudaBackend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
+void CudaBackend::clip_grad_norm(float* norm_out, const View* grads, const int64_t* sizes,
                                  int64_t count, double max_norm) {
   // Each tensor's partial sums land in its own segment; the grid per tensor depends on its size
   // only, so the order of every addition is fixed.
@@ -144,8 +162,10 @@ void CudaBackend::clip_grad_norm(float* norm_out, float* const* grads, const int
   DeviceScratch partial(total_blocks * sizeof(double)), coef(sizeof(double));
   int64_t offset = 0;
   for (int64_t i = 0; i < count; ++i) {
-    sum_squares_kernel<<<blocks[i], 256, 0, t_stream>>>(partial.as<double>() + offset, grads[i],
-                                                        sizes[i]);
+    with_type(ConstView{grads[i].data, grads[i].dtype}, [&](const auto* typed) {
+      sum_squares_kernel<<<blocks[i], 256, 0, t_stream>>>(partial.as<double>() + offset, typed,
+                                                          sizes[i]);
+    });
     check_launch("sum_squares_kernel");
     offset += blocks[i];
   }
@@ -154,14 +174,18 @@ void CudaBackend::clip_grad_norm(float* norm_out, float* const* grads, const int
   check_launch("clip_coefficient_kernel");
   for (int64_t i = 0; i < count; ++i) {
     if (sizes[i] == 0) continue;
-    clip_scale_kernel<<<grid_for(sizes[i], 256), 256, 0, t_stream>>>(grads[i], sizes[i],
-                                                                     coef.as<double>());
+    with_type(grads[i], [&](auto* typed) {
+      clip_scale_kernel<<<grid_for(sizes[i], 256), 256, 0, t_stream>>>(typed, sizes[i],
+                                                                       coef.as<double>());
+    });
     check_launch("clip_scale_kernel");
   }
 }
 
-void CudaBackend::scale(float* x, int64_t n, float factor) {
-  scale_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(x, n, factor);
+void CudaBackend::scale(View x, int64_t n, float factor) {
+  with_type(x, [&](auto* typed) {
+    scale_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(typed, n, factor);
+  });
   check_launch("scale_kernel");
 }
 

@@ -53,8 +53,10 @@ decltype(auto) guarded(const char* fn, Body&& body) {
 
 // One parameter tensor of a (multi-tensor) Adam step; pointers live on the backend's device.
 struct AdamTensor {
-  float* param;
-  const float* grad;
+  float* param;  // FP32 (the master copy in mixed precision)
+  const void* grad;
+  DType grad_dtype;   // F32 or BF16
+  uint16_t* working;  // null, or a BF16 copy that receives the updated param rounded
   float* exp_avg;
   float* exp_avg_sq;
   float* max_exp_avg_sq;  // null unless amsgrad
@@ -135,17 +137,19 @@ class Backend {
                        int64_t rows, int64_t classes, float temperature);
 
   virtual void adam_step(const AdamTensor* tensors, int64_t count);
-  virtual void sgd_step(float* param, const float* grad, float* momentum_buffer,
-                        const uint8_t* mask, int64_t n, const SgdScalars& scalars);
-  virtual double sum_squares(const float* x, int64_t n);
-  virtual void scale(float* x, int64_t n, float factor);
+  // grad F32 or BF16; working (null or BF16) receives the updated param rounded.
+  virtual void sgd_step(float* param, ConstView grad, float* momentum_buffer, const uint8_t* mask,
+                        uint16_t* working, int64_t n, const SgdScalars& scalars);
+  // Over F32 or BF16 elements; sums in double, scaling rounds once to the element's dtype.
+  virtual double sum_squares(ConstView x, int64_t n);
+  virtual void scale(View x, int64_t n, float factor);
   // clip_grad_norm without a host round trip: writes the total norm to *norm_out (device
   // memory) and scales every gradient by max_norm / (norm + 1e-6) when that is below 1 or NaN.
   // The default computes on the host through clip_grad_norm_on_host.
-  virtual void clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
+  virtual void clip_grad_norm(float* norm_out, const View* grads, const int64_t* sizes,
                               int64_t count, double max_norm);
   // The same through sum_squares and scale, returning the norm to the host (waits).
-  double clip_grad_norm_on_host(float* const* grads, const int64_t* sizes, int64_t count,
+  double clip_grad_norm_on_host(const View* grads, const int64_t* sizes, int64_t count,
                                 double max_norm);
 
   // Pruning. Each returns the mask updated in place; `k` entries among those kept are pruned.

@@ -61,9 +61,22 @@ detail::AdamScalars adam_scalars(const AdamOptions& o, int64_t step) {
 
 }  // namespace
 
+namespace {
+
+// A BF16 working copy of an FP32 master parameter: written, never read, by the step.
+void check_working(detail::ArgCheck& check, Tensor* working, const Tensor& param,
+                   const Tensor& grad, const Tensor* mask) {
+  if (working == nullptr) return;
+  check.output("working", working, DType::BF16).same_shape("param", param, "working", *working);
+  check.no_alias("working", working, "param", param).no_alias("working", working, "grad", grad);
+  check.no_alias("working", working, "mask", mask);
+}
+
+}  // namespace
+
 void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
                const std::vector<const Tensor*>& grads, const std::vector<AdamState*>& states,
-               const std::vector<const Tensor*>& masks) {
+               const std::vector<const Tensor*>& masks, const std::vector<Tensor*>& working) {
   detail::ArgCheck check("nnops::adam_step");
   check_adam_options(check, options);
   if (grads.size() != params.size() || states.size() != params.size()) {
@@ -74,8 +87,12 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
     check.fail_with(params.size(), " params but ", masks.size(),
                     " masks (none, or one per parameter)");
   }
+  if (!working.empty() && working.size() != params.size()) {
+    check.fail_with(params.size(), " params but ", working.size(),
+                    " working copies (none, or one per parameter)");
+  }
   for (size_t i = 0; i < params.size(); ++i) {
-    check.output("param", params[i], DType::F32).tensor("grad", grads[i], DType::F32);
+    check.output("param", params[i], DType::F32).floating("grad", grads[i]);
     check.same_shape("param", *params[i], "grad", *grads[i]);
     if (states[i] == nullptr) check.fail_with("states[", i, "] is null");
     AdamState& st = *states[i];
@@ -86,9 +103,11 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
     if (st.step < 0) check.fail_with("state.step is ", st.step, " but must be >= 0");
     const Tensor* mask = masks.empty() ? nullptr : masks[i];
     if (mask) check.tensor("mask", mask, DType::U8).same_shape("param", *params[i], "mask", *mask);
+    Tensor* copy = working.empty() ? nullptr : working[i];
+    check_working(check, copy, *params[i], *grads[i], mask);
     // Every tensor the step writes must be disjoint from every other it touches.
     const Tensor* written[] = {params[i], &st.exp_avg, &st.exp_avg_sq,
-                               options.amsgrad ? &st.max_exp_avg_sq : nullptr};
+                               options.amsgrad ? &st.max_exp_avg_sq : nullptr, copy};
     const Tensor* read[] = {grads[i], mask};
     for (const Tensor* w : written) {
       if (w == nullptr || !w->defined()) continue;
@@ -105,6 +124,8 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
       if (detail::overlaps(*params[j], *params[i])) {
         check.fail_with("params[", j, "] and params[", i, "] are the same tensor or overlap");
       }
+      if (!working.empty() && working[i] && working[j] && detail::overlaps(*working[j], *working[i]))
+        check.fail_with("working[", j, "] and working[", i, "] are the same tensor or overlap");
       if (states[j] == states[i])
         check.fail_with("states[", j, "] and states[", i, "] are the same");
     }
@@ -130,9 +151,12 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
       float* v = state_data(st.exp_avg_sq, *params[i]);
       float* vmax = options.amsgrad ? state_data(st.max_exp_avg_sq, *params[i]) : nullptr;
       // PyTorch increments the step before using it.
-      work.push_back(detail::AdamTensor{params[i]->data<float>(), grads[i]->data<float>(), m, v,
-                                        vmax, mask ? mask->data<uint8_t>() : nullptr,
-                                        params[i]->numel(), adam_scalars(options, st.step + 1)});
+      Tensor* copy = working.empty() ? nullptr : working[i];
+      work.push_back(detail::AdamTensor{
+          params[i]->data<float>(), grads[i]->raw_data(), grads[i]->dtype(),
+          copy ? static_cast<uint16_t*>(copy->raw_data()) : nullptr, m, v, vmax,
+          mask ? mask->data<uint8_t>() : nullptr, params[i]->numel(),
+          adam_scalars(options, st.step + 1)});
     }
     backend.adam_step(work.data(), static_cast<int64_t>(work.size()));
     size_t next = 0;
@@ -148,13 +172,14 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
 }
 
 void adam_step(const AdamOptions& options, Tensor& param, const Tensor& grad, AdamState& state,
-               const Tensor* mask) {
+               const Tensor* mask, Tensor* working) {
   adam_step(options, std::vector<Tensor*>{&param}, std::vector<const Tensor*>{&grad},
-            std::vector<AdamState*>{&state}, std::vector<const Tensor*>{mask});
+            std::vector<AdamState*>{&state}, std::vector<const Tensor*>{mask},
+            std::vector<Tensor*>{working});
 }
 
 void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdState& state,
-              const Tensor* mask) {
+              const Tensor* mask, Tensor* working) {
   detail::ArgCheck check("nnops::sgd_step");
   check.option_in("lr", options.lr, 0.0, INFINITY, false, true);
   check.option_in("momentum", options.momentum, 0.0, INFINITY, false, true);
@@ -163,10 +188,11 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
   if (options.nesterov && (options.momentum <= 0.0f || options.dampening != 0.0f)) {
     check.fail("nesterov requires momentum > 0 and dampening == 0");
   }
-  check.output("param", param, DType::F32).tensor("grad", grad, DType::F32);
+  check.output("param", param, DType::F32).floating("grad", grad);
   check.same_shape("param", param, "grad", grad);
   check.optional("mask", mask, DType::U8);
   if (mask) check.same_shape("param", param, "mask", *mask);
+  check_working(check, working, param, grad, mask);
   check_state_tensor(check, "state.momentum_buffer", state.momentum_buffer, param);
   check.no_alias("param", &param, "grad", grad).no_alias("param", &param, "mask", mask);
   if (state.momentum_buffer.defined()) {
@@ -174,6 +200,7 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
     check.no_alias("state.momentum_buffer", &buf, "param", param);
     check.no_alias("state.momentum_buffer", &buf, "grad", grad);
     check.no_alias("state.momentum_buffer", &buf, "mask", mask);
+    check.no_alias("state.momentum_buffer", &buf, "working", working);
   }
 
   detail::SgdScalars s{};
@@ -198,8 +225,10 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
       }
     }
     if (param.numel() > 0) {
-      backend.sgd_step(param.data<float>(), grad.data<float>(), buf,
-                       mask ? mask->data<uint8_t>() : nullptr, param.numel(), s);
+      backend.sgd_step(param.data<float>(), detail::view_of(grad), buf,
+                       mask ? mask->data<uint8_t>() : nullptr,
+                       working ? static_cast<uint16_t*>(working->raw_data()) : nullptr,
+                       param.numel(), s);
     }
     if (fresh.defined()) state.momentum_buffer = std::move(fresh);
   });
@@ -211,7 +240,8 @@ void check_clip(detail::ArgCheck& check, const std::vector<Tensor*>& grads, floa
   // +inf is allowed, as in PyTorch: the norm is measured and nothing is scaled.
   if (!(max_norm >= 0.0f)) check.fail_with("max_norm is ", max_norm, " but must be >= 0");
   for (size_t i = 0; i < grads.size(); ++i) {
-    check.output("grad", grads[i], DType::F32);
+    if (grads[i] == nullptr) check.fail_with("grads[", i, "] is null");
+    check.floating_output("grad", *grads[i]);
     for (size_t j = 0; j < i; ++j) {
       if (detail::overlaps(*grads[j], *grads[i]))
         check.fail_with("grads[", j, "] and grads[", i, "] are the same tensor or overlap");
@@ -220,10 +250,10 @@ void check_clip(detail::ArgCheck& check, const std::vector<Tensor*>& grads, floa
 }
 
 // Data pointers and sizes of the gradients, for the backend entries.
-void flatten_grads(const std::vector<Tensor*>& grads, std::vector<float*>& ptrs,
+void flatten_grads(const std::vector<Tensor*>& grads, std::vector<detail::View>& views,
                    std::vector<int64_t>& sizes) {
   for (Tensor* g : grads) {
-    ptrs.push_back(g->data<float>());
+    views.push_back(detail::view_of(*g));
     sizes.push_back(g->numel());
   }
 }
@@ -234,7 +264,7 @@ double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
   detail::ArgCheck check("nnops::clip_grad_norm");
   check_clip(check, grads, max_norm);
   if (grads.empty()) return 0.0;
-  std::vector<float*> ptrs;
+  std::vector<detail::View> ptrs;
   std::vector<int64_t> sizes;
   flatten_grads(grads, ptrs, sizes);
   double total = 0.0;
@@ -254,7 +284,7 @@ void clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm, Tensor& t
                     " but must hold exactly 1 element");
   }
   for (Tensor* g : grads) check.no_alias("total_norm", &total_norm, "a grad", *g);
-  std::vector<float*> ptrs;
+  std::vector<detail::View> ptrs;
   std::vector<int64_t> sizes;
   flatten_grads(grads, ptrs, sizes);
   check.run([&](detail::Backend& backend) {

@@ -155,19 +155,22 @@ void Backend::kd_loss(float*, float*, const float*, const float*, int64_t, int64
 void Backend::adam_step(const AdamTensor*, int64_t) {
   not_implemented("adam_step");
 }
-void Backend::sgd_step(float*, const float*, float*, const uint8_t*, int64_t, const SgdScalars&) {
+void Backend::sgd_step(float*, ConstView, float*, const uint8_t*, uint16_t*, int64_t,
+                       const SgdScalars&) {
   not_implemented("sgd_step");
 }
-double Backend::sum_squares(const float*, int64_t) {
+double Backend::sum_squares(ConstView, int64_t) {
   not_implemented("clip_grad_norm");
 }
-void Backend::scale(float*, int64_t, float) {
+void Backend::scale(View, int64_t, float) {
   not_implemented("clip_grad_norm");
 }
-double Backend::clip_grad_norm_on_host(float* const* grads, const int64_t* sizes, int64_t count,
+double Backend::clip_grad_norm_on_host(const View* grads, const int64_t* sizes, int64_t count,
                                        double max_norm) {
   double sum = 0.0;
-  for (int64_t i = 0; i < count; ++i) sum += sum_squares(grads[i], sizes[i]);
+  for (int64_t i = 0; i < count; ++i) {
+    sum += sum_squares(ConstView{grads[i].data, grads[i].dtype}, sizes[i]);
+  }
   const double total = std::sqrt(sum);
   const double coef = max_norm / (total + 1e-6);
   if (!(coef >= 1.0)) {  // also a NaN coefficient, as PyTorch's clamp
@@ -176,7 +179,7 @@ double Backend::clip_grad_norm_on_host(float* const* grads, const int64_t* sizes
   }
   return total;
 }
-void Backend::clip_grad_norm(float* norm_out, float* const* grads, const int64_t* sizes,
+void Backend::clip_grad_norm(float* norm_out, const View* grads, const int64_t* sizes,
                              int64_t count, double max_norm) {
   const float norm = static_cast<float>(clip_grad_norm_on_host(grads, sizes, count, max_norm));
   copy_from_host(norm_out, &norm, sizeof norm);

@@ -41,13 +41,19 @@ struct AdamState {
   }
 };
 
+// param and the state are F32; grad is F32 or BF16 (read as FP32). Mixed precision: param is
+// the FP32 master copy and `working` (BF16, param's shape, or null) receives the updated
+// master rounded to nearest even in the same pass, so the working copy always equals
+// bf16(master). Masked entries are 0 in both.
 void adam_step(const AdamOptions& options, Tensor& param, const Tensor& grad, AdamState& state,
-               const Tensor* mask = nullptr);
+               const Tensor* mask = nullptr, Tensor* working = nullptr);
 
-// Steps every parameter in one pass; masks is empty or has one (nullable) entry per parameter.
+// Steps every parameter in one pass; masks and working are empty or have one (nullable) entry
+// per parameter.
 void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
                const std::vector<const Tensor*>& grads, const std::vector<AdamState*>& states,
-               const std::vector<const Tensor*>& masks = {});
+               const std::vector<const Tensor*>& masks = {},
+               const std::vector<Tensor*>& working = {});
 
 struct SgdOptions {
   float lr = 1e-3f, momentum = 0.0f, dampening = 0.0f, weight_decay = 0.0f;
@@ -59,12 +65,15 @@ struct SgdState {
   Tensor momentum_buffer;  // created on the first step with momentum != 0
 };
 
+// The same mixed-precision contract as adam_step: grad F32 or BF16, an optional BF16 working
+// copy written from the FP32 param.
 void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdState& state,
-              const Tensor* mask = nullptr);
+              const Tensor* mask = nullptr, Tensor* working = nullptr);
 
 // Returns the total L2 norm of all gradients and scales them by max_norm / (norm + 1e-6) when
 // that factor is below 1 (or NaN, as PyTorch propagates a non-finite norm). max_norm may be
-// +inf (nothing is scaled).
+// +inf (nothing is scaled). Gradients are F32 or BF16; squares are summed in double, and a
+// scaled BF16 gradient is rounded once.
 double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm);
 
 // The same, without waiting for the device: the total norm is written to total_norm (an F32
