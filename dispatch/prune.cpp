@@ -5,6 +5,7 @@
 
 #include "backend.hpp"
 #include "check.hpp"
+#include "widen.hpp"
 
 namespace nnops {
 
@@ -43,7 +44,7 @@ void global_unstructured_impl(const char* fn, const std::vector<const Tensor*>& 
     check.fail_with(ws.size(), " weights but ", masks.size(), " masks (one mask per weight)");
   }
   for (size_t i = 0; i < ws.size(); ++i) {
-    check.tensor("w", ws[i], DType::F32);
+    check.floating("w", ws[i]);
     check_mask(check, *ws[i], masks[i]);
     for (size_t j = 0; j < i; ++j) {
       if (detail::overlaps(*masks[j], *masks[i]) || detail::overlaps(*masks[j], *ws[i]) ||
@@ -58,6 +59,8 @@ void global_unstructured_impl(const char* fn, const std::vector<const Tensor*>& 
     return;
   }
   check.run([&](detail::Backend& backend) {
+    // BF16 weights rank through exact F32 copies: the same |w| order, the same masks.
+    detail::F32Stand f32;
     int64_t remaining = 0;
     std::vector<uint8_t*> mask_ptrs;
     std::vector<const float*> w_ptrs;
@@ -66,7 +69,7 @@ void global_unstructured_impl(const char* fn, const std::vector<const Tensor*>& 
       const int64_t n = ws[i]->numel();
       if (n > 0) remaining += backend.count_nonzero(masks[i]->data<uint8_t>(), n);
       mask_ptrs.push_back(masks[i]->data<uint8_t>());
-      w_ptrs.push_back(ws[i]->data<float>());
+      w_ptrs.push_back(f32.in(*ws[i]).data<float>());
       sizes.push_back(n);
     }
     const int64_t k = resolve_amount(check, amount, remaining, "kept entries");
@@ -89,7 +92,7 @@ void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amoun
 
 void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& mask) {
   detail::ArgCheck check("nnops::ln_structured");
-  check.tensor("w", w, DType::F32).min_ndim("w", w, 1);
+  check.floating("w", w).min_ndim("w", w, 1);
   check_mask(check, w, &mask);
   if (p != 1 && p != 2) check.fail_with("p is ", p, " but must be 1 or 2");
   const int nd = w.ndim();
@@ -111,13 +114,15 @@ void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& 
     const int64_t kept = backend.count_kept_slices(mask.data<uint8_t>(), outer, slices, inner);
     const int64_t k = resolve_amount(check, amount, kept, "slices still kept");
     if (k == 0) return;
-    backend.prune_ln_structured(mask.data<uint8_t>(), w.data<float>(), outer, slices, inner, p, k);
+    detail::F32Stand f32;
+    backend.prune_ln_structured(mask.data<uint8_t>(), f32.in(w).data<float>(), outer, slices,
+                                inner, p, k);
   });
 }
 
 void nm_structured(const Tensor& w, int n, int m, Tensor& mask) {
   detail::ArgCheck check("nnops::nm_structured");
-  check.tensor("w", w, DType::F32).min_ndim("w", w, 1);
+  check.floating("w", w).min_ndim("w", w, 1);
   check_mask(check, w, &mask);
   if (m < 1) check.fail_with("m is ", m, " but must be >= 1");
   if (n < 0 || n > m) check.fail_with("n is ", n, " but must be in [0, m] with m = ", m);
@@ -127,18 +132,21 @@ void nm_structured(const Tensor& w, int n, int m, Tensor& mask) {
   }
   if (w.numel() == 0 || n == m) return;
   check.run([&](detail::Backend& be) {
-    be.prune_nm(mask.data<uint8_t>(), w.data<float>(), w.numel() / m, n, m);
+    detail::F32Stand f32;
+    be.prune_nm(mask.data<uint8_t>(), f32.in(w).data<float>(), w.numel() / m, n, m);
   });
 }
 
 void apply_mask(Tensor& w, const Tensor& mask) {
   detail::ArgCheck check("nnops::apply_mask");
-  check.output("w", w, DType::F32);
+  check.floating_output("w", w);
   check.tensor("mask", mask, DType::U8).same_shape("w", w, "mask", mask);
   check.no_alias("w", &w, "mask", mask);
   if (w.numel() == 0) return;
   check.run([&](detail::Backend& be) {
-    be.apply_mask(w.data<float>(), mask.data<uint8_t>(), w.numel());
+    detail::F32Stand f32;
+    be.apply_mask(f32.in_out(w).data<float>(), mask.data<uint8_t>(), w.numel());
+    f32.finish();
   });
 }
 

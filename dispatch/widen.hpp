@@ -1,5 +1,5 @@
 // F32 stand-ins for the BF16 tensors of one call, for ops whose backend entries compute on F32
-// arrays (row-wise softmax and the losses): a BF16 input is widened (exactly) into a temporary,
+// arrays (row-wise softmax, the losses, pruning): a BF16 input is widened (exactly) into a temporary,
 // the op runs in FP32, and each BF16 output is rounded once from its F32 result. All-F32 calls
 // pass straight through. Used inside ArgCheck::run, after every check has passed.
 #pragma once
@@ -29,6 +29,12 @@ class F32Stand {
     return &wide;
   }
   Tensor& out(Tensor& t) { return *out(&t); }
+  // An output whose old values the op reads (updated in place).
+  Tensor& in_out(Tensor& t) {
+    Tensor& wide = out(t);
+    if (&wide != &t) cast(wide, t);
+    return wide;
+  }
 
   void finish() {
     for (auto& [narrow, wide] : outputs_) cast(*narrow, *wide);

@@ -1,5 +1,7 @@
 // Mixed precision in the optimizer: BF16 gradients stepping FP32 masters, BF16 working copies
 // written in the same pass, gradient clipping over BF16, and pruning masks from BF16 weights.
+#include <algorithm>
+
 #include "test_util.hpp"
 
 namespace nnops::test {
@@ -125,6 +127,41 @@ TEST_P(MixedPrecisionTest, ClipGradNormOverBf16Gradients) {
       const auto want = f->to_vector<float>();
       for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i].bits, bf16(want[i]).bits) << i;
     }
+  }
+}
+
+// Masks from BF16 weights equal the masks from F32 weights of the same values. BF16 has few
+// distinct magnitudes, so many ties: the (|w|, index) rule decides them alike.
+TEST_P(MixedPrecisionTest, PruningMasksFromBf16WeightsMatchF32) {
+  const int64_t rows = 64, cols = 96, n = rows * cols;
+  const auto w = bf16_exact(n, 40, -0.05f, 0.05f);
+  const Tensor w16 = bf16_tensor(w, {rows, cols}, device()), w32 = on(device(), w, {rows, cols});
+  auto masks = [&](const Tensor& weights) {
+    std::vector<std::vector<uint8_t>> out;
+    Tensor mask = Tensor::from_vector(std::vector<uint8_t>(n, 1), {rows, cols}, device());
+    l1_unstructured(weights, PruneAmount::fraction(0.3), mask);
+    l1_unstructured(weights, PruneAmount::fraction(0.5), mask);  // iterative
+    out.push_back(mask.to_vector<uint8_t>());
+    Tensor rows_mask = Tensor::from_vector(std::vector<uint8_t>(n, 1), {rows, cols}, device());
+    ln_structured(weights, PruneAmount::count(20), 2, 0, rows_mask);
+    out.push_back(rows_mask.to_vector<uint8_t>());
+    Tensor nm = Tensor::from_vector(std::vector<uint8_t>(n, 1), {rows, cols}, device());
+    nm_structured(weights, 2, 4, nm);
+    out.push_back(nm.to_vector<uint8_t>());
+    return out;
+  };
+  const auto from16 = masks(w16), from32 = masks(w32);
+  for (size_t i = 0; i < from32.size(); ++i) EXPECT_EQ(from16[i], from32[i]) << "mask " << i;
+  // round(0.3 * 6144) = 1843, then round(0.5 * 4301) = 2150 (half to even).
+  EXPECT_EQ(std::count(from16[0].begin(), from16[0].end(), 0), 1843 + 2150);
+
+  // apply_mask on a BF16 weight zeroes exactly the pruned entries and keeps the others' bits.
+  Tensor applied = bf16_tensor(w, {rows, cols}, device());
+  const Tensor mask = Tensor::from_vector(from16[0], {rows, cols}, device());
+  apply_mask(applied, mask);
+  const auto after = applied.to_vector<bf16>();
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(after[i].to_float(), from16[0][i] ? w[i] : 0.0f) << i;
   }
 }
 

@@ -1,6 +1,7 @@
 // Pruning masks following torch.nn.utils.prune: U8 masks of the weight's shape (1 keep,
 // 0 pruned), updated in place. Entries already 0 stay 0 and the amount applies to the entries
-// still kept (iterative pruning). Magnitude ties prune the lower flat index first.
+// still kept (iterative pruning). Magnitude ties prune the lower flat index first. Weights are
+// F32 or BF16: a BF16 weight gives the mask of an F32 weight holding the same values.
 #pragma once
 
 #include <cstdint>
