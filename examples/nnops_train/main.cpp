@@ -232,6 +232,13 @@ class Trainer {
   Tensor kd_grad_, kd_value_;
 };
 
+// A fresh model in the run's precision.
+Mlp create_model(const Options& o, int64_t hidden, nnops::Device device, uint64_t seed) {
+  Mlp m = Mlp::create(o.in, hidden, o.out, o.activation, device, seed);
+  if (o.bf16) m.use_bf16();
+  return m;
+}
+
 void prune(Mlp& m, const Options& o) {
   if (o.prune_pattern == PrunePattern::TwoFour) {
     nnops::nm_structured(m.w1, 2, 4, m.m1);
@@ -245,6 +252,7 @@ void prune(Mlp& m, const Options& o) {
   }
   nnops::apply_mask(m.w1, m.m1);
   nnops::apply_mask(m.w2, m.m2);
+  m.sync_working();
 }
 
 TensorMap to_checkpoint(const Mlp& m, const Options& o) {
@@ -326,7 +334,8 @@ void print_summary(const std::vector<SummaryRow>& rows, const Options& o, nnops:
     log.row("sparsity", "fc2", -1, s2, none, 0, 0, pruned->m2.numel(),
             static_cast<int64_t>(std::llround((1 - s2) * pruned->m2.numel())));
   }
-  std::printf("device: %s\n", nnops::to_string(device));
+  std::printf("device: %s, precision: %s\n", nnops::to_string(device),
+              o.bf16 ? "bf16 mixed (FP32 master weights)" : "fp32");
 }
 
 int run(const Options& options) {
@@ -358,6 +367,7 @@ int run(const Options& options) {
       const std::string path = o.load_dir + "/" + name + ".nnops";
       TensorMap t = load_checkpoint(path);
       Mlp m = from_checkpoint(t, path, device);
+      if (o.bf16) m.use_bf16();
       const auto meta = t["meta"].to_vector<int32_t>();
       Options data_opts = o;
       data_opts.task = meta[1] ? Task::Classify : Task::Regress;
@@ -390,11 +400,11 @@ int run(const Options& options) {
 
   std::printf(
       "nnops %s: %s task, teacher %lld -> %lld -> %lld (%s), student hidden %lld, %lld train / "
-      "%lld held-out samples, batch %lld, device %s\n",
+      "%lld held-out samples, batch %lld, device %s, %s\n",
       NNOPS_VERSION_STRING, o.task == Task::Classify ? "classification" : "regression",
       (long long)o.in, (long long)o.hidden, (long long)o.out, activation_name(o.activation),
       (long long)o.student_hidden, (long long)o.train_samples, (long long)o.heldout_samples,
-      (long long)o.batch, nnops::to_string(device));
+      (long long)o.batch, nnops::to_string(device), o.bf16 ? "bf16 mixed precision" : "fp32");
   const Dataset data = make_dataset(
       {o.task, o.in, o.out, o.train_samples, o.heldout_samples, o.noise, o.seed}, device);
   Trainer trainer(o, device, log, par);
@@ -406,7 +416,7 @@ int run(const Options& options) {
   }
 
   // 1. Teacher (rank 0's initial weights on every rank).
-  Mlp teacher = Mlp::create(o.in, o.hidden, o.out, o.activation, device, o.seed * 10 + 1);
+  Mlp teacher = create_model(o, o.hidden, device, o.seed * 10 + 1);
   par.broadcast({&teacher.w1, &teacher.b1, &teacher.w2, &teacher.b2});
   double t = trainer.run_phase("teacher", teacher, data.train, data.heldout, o.epochs,
                                trainer.supervised_loss(data.train), o.seed * 10 + 2);
@@ -438,7 +448,7 @@ int run(const Options& options) {
   t0 = Clock::now();
   const Tensor teacher_out = trainer.outputs(teacher, data.train);
   const double teacher_out_seconds = seconds_since(t0);
-  Mlp student = Mlp::create(o.in, o.student_hidden, o.out, o.activation, device, o.seed * 10 + 4);
+  Mlp student = create_model(o, o.student_hidden, device, o.seed * 10 + 4);
   par.broadcast({&student.w1, &student.b1, &student.w2, &student.b2});
   t = trainer.run_phase("distill", student, data.train, data.heldout, o.distill_epochs,
                         trainer.distill_loss(data.train, teacher_out), o.seed * 10 + 5);
@@ -447,7 +457,7 @@ int run(const Options& options) {
                   trainer.evaluate(student, ws_student, data.heldout), t + teacher_out_seconds});
   if (o.task == Task::Classify) {
     // The same student trained from the same initialisation on the labels alone.
-    Mlp scratch = Mlp::create(o.in, o.student_hidden, o.out, o.activation, device, o.seed * 10 + 4);
+    Mlp scratch = create_model(o, o.student_hidden, device, o.seed * 10 + 4);
     par.broadcast({&scratch.w1, &scratch.b1, &scratch.w2, &scratch.b2});
     t = trainer.run_phase("scratch", scratch, data.train, data.heldout, o.distill_epochs,
                           trainer.supervised_loss(data.train), o.seed * 10 + 5);

@@ -26,6 +26,18 @@ Mlp Mlp::create(int64_t in, int64_t hidden, int64_t out,
   return m;
 }
 
+void Mlp::use_bf16() {
+  w1_work = Tensor::empty(w1.shape(), DType::BF16, device);
+  w2_work = Tensor::empty(w2.shape(), DType::BF16, device);
+  sync_working();
+}
+
+void Mlp::sync_working() {
+  if (!mixed_precision()) return;
+  nnops::cast(w1_work, w1);
+  nnops::cast(w2_work, w2);
+}
+
 int64_t Mlp::parameter_count() const {
   return w1.numel() + b1.numel() + w2.numel() + b2.numel();
 }
@@ -35,17 +47,20 @@ int64_t Mlp::nonzero_weights() const {
 }
 
 Workspace::Workspace(const Mlp& m, int64_t capacity) {
-  auto make = [&](int64_t rows, int64_t cols) {
-    return Tensor::empty({rows, cols}, DType::F32, m.device);
+  const DType inner = m.mixed_precision() ? DType::BF16 : DType::F32;
+  auto make = [&](int64_t rows, int64_t cols, DType dtype) {
+    return Tensor::empty({rows, cols}, dtype, m.device);
   };
-  h_ = make(capacity, m.hidden);
-  a_ = make(capacity, m.hidden);
-  y_ = make(capacity, m.out);
-  dy_ = make(capacity, m.out);
-  da_ = make(capacity, m.hidden);
-  dh_ = make(capacity, m.hidden);
-  dw1_ = make(m.hidden, m.in);
-  dw2_ = make(m.out, m.hidden);
+  if (m.mixed_precision()) x_bf16_ = make(capacity, m.in, DType::BF16);
+  h_ = make(capacity, m.hidden, inner);
+  a_ = make(capacity, m.hidden, inner);
+  y_ = make(capacity, m.out, DType::F32);  // the losses read FP32 outputs
+  dy_ = make(capacity, m.out, inner);
+  da_ = make(capacity, m.hidden, inner);
+  dh_ = make(capacity, m.hidden, inner);
+  // Adam reads BF16 weight gradients directly and steps the FP32 masters.
+  dw1_ = make(m.hidden, m.in, inner);
+  dw2_ = make(m.out, m.hidden, inner);
   db1_ = Tensor::empty({m.hidden}, DType::F32, m.device);
   db2_ = Tensor::empty({m.out}, DType::F32, m.device);
 }
@@ -54,15 +69,24 @@ Tensor Workspace::rows(Tensor& t) const {
   return t.narrow(0, rows_);
 }
 
+Tensor Workspace::input(const Tensor& x) {
+  if (!x_bf16_.defined()) return x.narrow(0, x.dim(0));  // a view of x itself
+  return rows(x_bf16_);
+}
+
 Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
   rows_ = x.dim(0);
   Tensor h = rows(h_), a = rows(a_), y = rows(y_);
-  nnops::linear_forward(x, m.w1, &m.b1, h);
+  Tensor in = input(x);
+  if (m.mixed_precision()) nnops::cast(in, x);
+  const Tensor& w1 = m.mixed_precision() ? m.w1_work : m.w1;
+  const Tensor& w2 = m.mixed_precision() ? m.w2_work : m.w2;
+  nnops::linear_forward(in, w1, &m.b1, h);
   if (m.activation) {
     nnops::activation_forward(*m.activation, h, a);
-    nnops::linear_forward(a, m.w2, &m.b2, y);
+    nnops::linear_forward(a, w2, &m.b2, y);
   } else {
-    nnops::linear_forward(h, m.w2, &m.b2, y);
+    nnops::linear_forward(h, w2, &m.b2, y);
   }
   return y;
 }
@@ -74,21 +98,26 @@ Tensor Workspace::output_grad() {
 void Workspace::backward(const Mlp& m, const Tensor& x, const LayerDone& layer_done) {
   Tensor h = rows(h_), a = rows(a_), dy = rows(dy_);
   Tensor da = rows(da_), dh = rows(dh_);
-  nnops::linear_backward(m.activation ? a : h, m.w2, dy, &da, dw2_, &db2_);
+  const Tensor in = input(x);  // as the last forward left it
+  const Tensor& w1 = m.mixed_precision() ? m.w1_work : m.w1;
+  const Tensor& w2 = m.mixed_precision() ? m.w2_work : m.w2;
+  nnops::linear_backward(m.activation ? a : h, w2, dy, &da, dw2_, &db2_);
   if (layer_done) layer_done({&dw2_, &db2_});
   if (m.activation) {
     nnops::activation_backward(*m.activation, h, da, dh);
-    nnops::linear_backward(x, m.w1, dh, nullptr, dw1_, &db1_);
+    nnops::linear_backward(in, w1, dh, nullptr, dw1_, &db1_);
   } else {
-    nnops::linear_backward(x, m.w1, da, nullptr, dw1_, &db1_);
+    nnops::linear_backward(in, w1, da, nullptr, dw1_, &db1_);
   }
   if (layer_done) layer_done({&dw1_, &db1_});
 }
 
 void Workspace::adam_step(Mlp& m, const nnops::AdamOptions& options) {
+  std::vector<Tensor*> working;
+  if (m.mixed_precision()) working = {&m.w1_work, nullptr, &m.w2_work, nullptr};
   nnops::adam_step(options, {&m.w1, &m.b1, &m.w2, &m.b2}, {&dw1_, &db1_, &dw2_, &db2_},
                    {&states_[0], &states_[1], &states_[2], &states_[3]},
-                   {&m.m1, nullptr, &m.m2, nullptr});
+                   {&m.m1, nullptr, &m.m2, nullptr}, working);
 }
 
 }  // namespace train

@@ -16,17 +16,28 @@ struct Mlp {
   nnops::Device device = nnops::Device::CPU;
   nnops::Tensor w1, b1, w2, b2;  // w1 [hidden, in], w2 [out, hidden] like nn.Linear
   nnops::Tensor m1, m2;          // U8 masks of w1 and w2 (all ones until pruned)
+  // BF16 mixed precision: the products run on these BF16 working copies of w1 and w2, while
+  // w1 and w2 stay the FP32 masters that Adam updates (and that checkpoints and pruning see).
+  // Undefined in FP32 training.
+  nnops::Tensor w1_work, w2_work;
 
   // nn.Linear's default initialisation: weights and biases uniform in +-1/sqrt(fan_in).
   static Mlp create(int64_t in, int64_t hidden, int64_t out,
                     std::optional<nnops::Activation> activation, nnops::Device device,
                     uint64_t seed);
+  bool mixed_precision() const { return w1_work.defined(); }
+  // Switches to BF16 mixed precision (creates the working copies from the masters).
+  void use_bf16();
+  // Rounds the masters into the working copies again (after pruning or loading them).
+  void sync_working();
   int64_t parameter_count() const;
   int64_t nonzero_weights() const;  // kept entries of the masks plus the biases
   double flops_per_sample_train() const { return 6.0 * (in * hidden + hidden * out); }
 };
 
 // Activations and gradients for up to `capacity` rows; views of them serve smaller batches.
+// In mixed precision the activations, their gradients and the weight gradients are BF16;
+// the model output, the biases' gradients and the losses stay FP32.
 class Workspace {
  public:
   Workspace(const Mlp& model, int64_t capacity);
@@ -47,7 +58,10 @@ class Workspace {
 
  private:
   nnops::Tensor rows(nnops::Tensor& t) const;  // the first rows_ rows of a buffer
+  // The layer-1 input of the last forward: x itself, or its BF16 rounding.
+  nnops::Tensor input(const nnops::Tensor& x);
   int64_t rows_ = 0;
+  nnops::Tensor x_bf16_;  // mixed precision only
   nnops::Tensor h_, a_, y_, dy_, da_, dh_;
   nnops::Tensor dw1_, db1_, dw2_, db2_;
   std::vector<nnops::AdamState> states_{4};

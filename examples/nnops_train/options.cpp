@@ -43,6 +43,9 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
                              (keep the 2 largest of every 4; ignores --prune-amount)
   --temperature X            distillation temperature T > 0 (default 4)
   --alpha X                  weight of the KD loss against cross-entropy, in [0, 1] (default 0.9)
+  --precision fp32|bf16      fp32 (default), or BF16 mixed precision: BF16 weights,
+                             activations and gradients in the products, FP32 master weights
+                             in Adam, FP32 losses
   --seed N                   seed of the data and the initialisation (default 1)
   --metrics FILE             write every logged point as CSV (see tools/plot-training)
   --save DIR                 write the fine-tuned teacher and the student to DIR
@@ -202,6 +205,13 @@ std::optional<Options> parse_options(int argc, char** argv) {
       o.alpha = static_cast<float>(parse_real(flag, v, 0.0, 1.0, false));
     } else if (flag == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(flag, v, 0, INT64_MAX));
+    } else if (flag == "--precision") {
+      if (value == "fp32")
+        o.bf16 = false;
+      else if (value == "bf16")
+        o.bf16 = true;
+      else
+        bad("--precision must be fp32 or bf16, got '" + value + "'");
     } else if (flag == "--zero") {
       o.zero = static_cast<int>(parse_int(flag, v, 0, 1));
     } else if (flag == "--metrics") {
@@ -220,6 +230,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
   }
   if (!o.save_dir.empty() && !o.load_dir.empty()) bad("--save and --load exclude each other");
   if (o.zero != 0 && !o.data_parallel) bad("--zero needs --data-parallel");
+  if (o.bf16 && o.data_parallel) {
+    bad("--precision bf16 does not combine with --data-parallel (gradients are averaged in FP32)");
+  }
   return o;
 }
 

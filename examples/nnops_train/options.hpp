@@ -29,6 +29,7 @@ struct Options {
   bool quick = false;
   bool data_parallel = false;  // under mpirun: each rank trains on its shard of every batch
   int zero = 0;                // 1: Adam's state sharded across the ranks
+  bool bf16 = false;           // BF16 mixed precision (FP32 masters)
 };
 
 // Parses argv; throws std::invalid_argument with a one-line message on a bad flag or value.
