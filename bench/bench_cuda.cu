@@ -1,6 +1,6 @@
 // CUDA benchmarks of nnops beside what a user would pick instead, in one run: GEMM against
-// cuBLAS (FP32 and TF32), streaming ops against a device-to-device copy of the same bytes (the
-// bandwidth ceiling), cross-entropy against the bytes it must move, and pruning's radix select
+// cuBLAS (FP32, TF32 and BF16), streaming ops against a device-to-device copy of the same bytes
+// (the bandwidth ceiling), cross-entropy against the bytes it must move, and pruning's radix select
 // against one CUB radix sort of the same magnitudes. Timed with CUDA events on the per-thread
 // default stream, where nnops enqueues its work; the ratio table closes the output.
 #include <benchmark/benchmark.h>
@@ -131,6 +131,46 @@ GEMM_PAIR(gemm_tf32, false, false, true, SQUARES);
 GEMM_PAIR(linear_fwd, false, true, false, Args({64, 2000, 1000})->Args({64, 1000, 2000}));
 GEMM_PAIR(linear_dx, false, false, false, Args({64, 1000, 2000})->Args({64, 2000, 1000}));
 GEMM_PAIR(linear_dw, true, false, false, Args({2000, 1000, 64})->Args({1000, 2000, 64}));
+
+// BF16 operands, FP32 sums, F32 c: nnops' tensor-core kernel beside cuBLAS's BF16 GemmEx
+// (cuBLASLt's kernels underneath).
+Tensor device_random_bf16(const Shape& shape, uint64_t seed) {
+  Tensor narrow = Tensor::empty(shape, DType::BF16, Device::CUDA);
+  cast(narrow, device_random(shape, seed));
+  return narrow;
+}
+
+void time_gemm_bf16(benchmark::State& state, bool ta, bool tb, bool use_cublas) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = device_random_bf16(ta ? Shape{k, m} : Shape{m, k}, 1);
+  Tensor b = device_random_bf16(tb ? Shape{n, k} : Shape{k, n}, 2);
+  Tensor c = Tensor::empty({m, n}, DType::F32, Device::CUDA);
+  const float one = 1.0f, zero = 0.0f;
+  time_on_device(state, [&] {
+    if (use_cublas) {
+      cublasGemmEx(cublas(false), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                   static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &one,
+                   b.raw_data(), CUDA_R_16BF, static_cast<int>(tb ? k : n), a.raw_data(),
+                   CUDA_R_16BF, static_cast<int>(ta ? m : k), &zero, c.data<float>(), CUDA_R_32F,
+                   static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    } else {
+      matmul(a, b, c, GemmOptions{ta, tb});
+    }
+  });
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
+}
+#define BF16_PAIR(name, ta, tb, ARGS)                                            \
+  void name##_nnops(benchmark::State& s) {                                       \
+    time_gemm_bf16(s, ta, tb, false);                                            \
+  }                                                                              \
+  void name##_cublas(benchmark::State& s) {                                      \
+    time_gemm_bf16(s, ta, tb, true);                                             \
+  }                                                                              \
+  BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond); \
+  BENCHMARK(name##_cublas)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
+BF16_PAIR(gemm_bf16, false, false, SQUARES);
+BF16_PAIR(linear_fwd_bf16, false, true, Args({64, 2000, 1000})->Args({64, 1000, 2000}));
 
 // The ceiling: a device-to-device copy moving `bytes` read plus `bytes` written.
 void copy_ceiling(benchmark::State& state, size_t bytes) {

@@ -1,5 +1,6 @@
 // CPU benchmarks of nnops beside the baselines a user would pick instead, in one run:
-// GEMM against OpenBLAS (and oneDNN when found), memory-bound ops against a memcpy that moves
+// GEMM against OpenBLAS (and oneDNN when found), BF16 GEMM against oneDNN's BF16 matmul and
+// nnops' own FP32 (baseline "f32"), memory-bound ops against a memcpy that moves
 // the same bytes (the bandwidth ceiling), pruning against std::nth_element. After the
 // Google Benchmark output a table gives baseline_time / nnops_time for each pair.
 #include <benchmark/benchmark.h>
@@ -94,6 +95,102 @@ GEMM_BENCH(gemm_tn_openblas, true, false, openblas_product, TN_ARGS);
 #ifdef NNOPS_BENCH_ONEDNN
 GEMM_BENCH(gemm_nt_onednn, false, true, onednn_product, NT_ARGS);
 GEMM_BENCH(gemm_tn_onednn, true, false, onednn_product, TN_ARGS);
+#endif
+
+// BF16 products with FP32 sums into an F32 c: nnops BF16 beside nnops FP32 on the same shapes
+// (gemm_bf16_f32: the gain of BF16) and oneDNN's BF16 matmul primitive.
+Tensor random_bf16(const Shape& shape, uint64_t seed) {
+  Tensor wide = random_tensor(shape, seed), narrow = Tensor::empty(shape, DType::BF16);
+  cast(narrow, wide);
+  return narrow;
+}
+
+void gemm_bf16_nnops(benchmark::State& state, bool ta, bool tb) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_bf16(ta ? Shape{k, m} : Shape{m, k}, 1);
+  Tensor b = random_bf16(tb ? Shape{n, k} : Shape{k, n}, 2);
+  Tensor c = Tensor::empty({m, n});
+  for (auto _ : state) {
+    matmul(a, b, c, GemmOptions{ta, tb});
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+#ifdef NNOPS_BENCH_ONEDNN
+// dnnl_matmul on BF16 a and b (strides give the transposes) into F32 c. Skipped where the CPU
+// has no oneDNN BF16 kernel (oneDNN 2.x needs AVX-512).
+void gemm_bf16_onednn(benchmark::State& state, bool ta, bool tb) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Tensor a = random_bf16(ta ? Shape{k, m} : Shape{m, k}, 1);
+  Tensor b = random_bf16(tb ? Shape{n, k} : Shape{k, n}, 2);
+  Tensor c = Tensor::empty({m, n});
+  dnnl_engine_t engine = nullptr;
+  dnnl_stream_t stream = nullptr;
+  dnnl_engine_create(&engine, dnnl_cpu, 0);
+  dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  dnnl_memory_desc_t a_md, b_md, c_md;
+  const dnnl_dims_t a_dims = {m, k}, b_dims = {k, n}, c_dims = {m, n};
+  const dnnl_dims_t a_strides = {ta ? 1 : k, ta ? m : 1}, b_strides = {tb ? 1 : n, tb ? k : 1};
+  const dnnl_dims_t c_strides = {n, 1};
+  dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides);
+  dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_strides);
+  dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides);
+  dnnl_matmul_desc_t desc;
+  dnnl_matmul_desc_init(&desc, &a_md, &b_md, nullptr, &c_md);
+  dnnl_primitive_desc_t pd = nullptr;
+  if (dnnl_primitive_desc_create(&pd, &desc, nullptr, engine, nullptr) != dnnl_success) {
+    state.SkipWithError("oneDNN has no BF16 matmul for this CPU");
+    dnnl_stream_destroy(stream);
+    dnnl_engine_destroy(engine);
+    return;
+  }
+  dnnl_primitive_t matmul_prim = nullptr;
+  dnnl_primitive_create(&matmul_prim, pd);
+  dnnl_memory_t a_mem, b_mem, c_mem;
+  dnnl_memory_create(&a_mem, &a_md, engine, a.raw_data());
+  dnnl_memory_create(&b_mem, &b_md, engine, b.raw_data());
+  dnnl_memory_create(&c_mem, &c_md, engine, c.raw_data());
+  const dnnl_exec_arg_t args[] = {
+      {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
+  for (auto _ : state) {
+    dnnl_primitive_execute(matmul_prim, stream, 3, args);
+    dnnl_stream_wait(stream);
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+  for (dnnl_memory_t mem : {a_mem, b_mem, c_mem}) dnnl_memory_destroy(mem);
+  dnnl_primitive_destroy(matmul_prim);
+  dnnl_primitive_desc_destroy(pd);
+  dnnl_stream_destroy(stream);
+  dnnl_engine_destroy(engine);
+}
+#endif
+
+// The training step's three products at batch 64 (forward NT, dX NN, dW TN) and squares.
+#define BF16_BENCH(name, ta, tb, ARGS, fn)              \
+  void name(benchmark::State& state) {                   \
+    fn(state, ta, tb);                                   \
+  }                                                      \
+  BENCHMARK(name)->ARGS->Unit(benchmark::kMillisecond)->UseRealTime()
+#define BF16_SQUARES Args({1024, 1024, 1024})->Args({2048, 2048, 2048})
+void f32_product(benchmark::State& state, bool ta, bool tb) {
+  time_gemm(state, ta, tb, nnops_product);
+}
+BF16_BENCH(gemm_bf16_nnops, false, false, BF16_SQUARES, gemm_bf16_nnops);
+BF16_BENCH(gemm_bf16_f32, false, false, BF16_SQUARES, f32_product);
+BF16_BENCH(gemm_bf16_nt_nnops, false, true, NT_ARGS, gemm_bf16_nnops);
+BF16_BENCH(gemm_bf16_nt_f32, false, true, NT_ARGS, f32_product);
+BF16_BENCH(gemm_bf16_nn_nnops, false, false, Args({64, 1000, 2000}), gemm_bf16_nnops);
+BF16_BENCH(gemm_bf16_nn_f32, false, false, Args({64, 1000, 2000}), f32_product);
+BF16_BENCH(gemm_bf16_tn_nnops, true, false, TN_ARGS, gemm_bf16_nnops);
+BF16_BENCH(gemm_bf16_tn_f32, true, false, TN_ARGS, f32_product);
+#ifdef NNOPS_BENCH_ONEDNN
+BF16_BENCH(gemm_bf16_onednn, false, false, BF16_SQUARES, gemm_bf16_onednn);
+BF16_BENCH(gemm_bf16_nt_onednn, false, true, NT_ARGS, gemm_bf16_onednn);
+BF16_BENCH(gemm_bf16_nn_onednn, false, false, Args({64, 1000, 2000}), gemm_bf16_onednn);
+BF16_BENCH(gemm_bf16_tn_onednn, true, false, TN_ARGS, gemm_bf16_onednn);
 #endif
 
 // A copy of `bytes` bytes moves 2*bytes through memory (read + write): the bandwidth ceiling
