@@ -35,7 +35,7 @@ constexpr int64_t kNC = 2048;  // B block of 256 x 2048 floats (2 MiB) lives in 
 // For a short A, B panels are packed this many at a time (256 contiguous bytes of each row of
 // a non-transposed b) into a buffer that stays in L2.
 constexpr int64_t kPanelsAtOnce = 4;
-constexpr int64_t kPrefetchRows = 16;
+constexpr int64_t kPrefetchRows = 32;
 
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c; only the valid mr x nr
 // corner is written. beta == 0 writes without reading c. The portable reference kernel.
@@ -267,8 +267,10 @@ void pack_b_row(float* dst, const void* b_data, int64_t n, int64_t p0, int64_t k
                 int64_t nc, int64_t p) {
   const T* src = static_cast<const T*>(b_data) + (p0 + p) * n + j0;
   // Rows of b lie n elements apart; the hardware prefetcher follows them poorly: fetch ahead.
-  if (p + kPrefetchRows < kc) {
-    const T* ahead = src + kPrefetchRows * n;
+  // Narrower elements mean less work per row, so BF16 fetches further ahead.
+  constexpr int64_t ahead_rows = kPrefetchRows * static_cast<int64_t>(4 / sizeof(T));
+  if (p + ahead_rows < kc) {
+    const T* ahead = src + ahead_rows * n;
     const int64_t line = 64 / sizeof(T);
     for (int64_t j = 0; j < std::min<int64_t>(nc, kPanelsAtOnce * kNR); j += line) {
       __builtin_prefetch(ahead + j);
