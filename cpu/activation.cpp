@@ -45,7 +45,7 @@ FastActivation fast(Activation a) {
 }
 
 bool avx2_active() {
-  return active_cpu_isa() == CpuIsa::AVX2;
+  return cpu_isa_has_avx2();
 }
 
 // Splits [0, n) into fixed chunks across threads (one thread below the threshold).

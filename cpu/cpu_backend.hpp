@@ -79,12 +79,17 @@ void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, fl
 // y[c] = exp(x[c] - mx) * inv_sum: a softmax row once its max and sum are known.
 void row_softmax(float* y, const float* x, int64_t cols, float mx, float inv_sum);
 
-// Which GEMM micro-kernel runs. Auto picks AVX2+FMA when the CPU supports it; tests force each
-// path the machine supports. NNOPS_CPU_ISA=generic|avx2 sets the initial choice.
-enum class CpuIsa { Auto, Generic, AVX2 };
+// Which CPU code paths run. Auto picks the best the CPU supports: AVX512 (the AVX-512 GEMM
+// kernel, AVX2 paths elsewhere), else AVX2 (AVX2+FMA), else Generic. AVX2WideTiles is for tests:
+// the AVX-512 kernel's 12 x 32 tiles compiled for AVX2, so machines without AVX-512 check the
+// wide kernel's code and packing. NNOPS_CPU_ISA=generic|avx2|avx512 sets the initial choice (a
+// level the CPU lacks falls back to the best it has).
+enum class CpuIsa { Auto, Generic, AVX2, AVX512, AVX2WideTiles };
 void set_cpu_isa(CpuIsa isa);
-CpuIsa active_cpu_isa();  // Generic or AVX2, after resolving Auto
+CpuIsa active_cpu_isa();  // after resolving Auto against the CPU
 bool cpu_supports_avx2();
+bool cpu_supports_avx512();
+bool cpu_isa_has_avx2();  // the active level runs the AVX2 paths (all but Generic)
 
 // A scratch vector of n elements; running out of memory is an OutOfMemory with the byte count.
 template <class T>

@@ -1,10 +1,13 @@
 // CPU GEMM after BLIS / Goto: op(b) is packed into NR-wide panels and op(a) into MR-tall panels
-// (edges zero-padded), and an MR x NR register-blocked micro-kernel runs over them. Two
-// micro-kernels, picked at run time: a portable loop nest the compiler vectorizes for baseline
-// x86-64, and an AVX2+FMA one in intrinsics whose accumulators stay in registers. Each thread
+// (edges zero-padded), and an MR x NR register-blocked micro-kernel runs over them, with block
+// sizes derived from the cache sizes the OS reports. Micro-kernels, picked at run time: a
+// portable 6 x 16 loop nest the compiler vectorizes for baseline x86-64, an AVX2+FMA 6 x 16 one
+// in intrinsics whose accumulators stay in registers, and an AVX-512 12 x 32 one
+// (cpu/gemm_wide.cpp). Each thread
 // owns a block of c (columns, or rows when c is narrow) and packs what it needs itself, so
 // threads never wait on each other inside a product. With beta == 0, c is never read.
 #include <omp.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -21,21 +24,47 @@
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "gemm_kernels.hpp"
 #include "nnops/detail/bf16_math.hpp"
 
 namespace nnops::detail {
 
 namespace {
 
-constexpr int kMR = 6;  // 6 x 16 accumulators = 12 AVX2 registers
-constexpr int kNR = 16;
-constexpr int64_t kKC = 256;   // a 6 x 256 A panel (6 KiB) and 256 x 16 B panel (16 KiB) fit L1/L2
-constexpr int64_t kMC = 96;    // A block of 96 x 256 floats (96 KiB) stays in L2
-constexpr int64_t kNC = 2048;  // B block of 256 x 2048 floats (2 MiB) lives in L3
+constexpr int kMR = kNarrowMR;  // 6 x 16 accumulators = 12 AVX2 registers
+constexpr int kNR = kNarrowNR;
 // For a short A, B panels are packed this many at a time (256 contiguous bytes of each row of
-// a non-transposed b) into a buffer that stays in L2.
+// a non-transposed b for 16-wide panels) into a buffer that stays in L2.
 constexpr int64_t kPanelsAtOnce = 4;
 constexpr int64_t kPrefetchRows = 32;
+
+// Block sizes from the caches the machine reports (Goto/BLIS): a kc x NR panel of B fills half
+// of L1 (it stays there while the A panels stream past it), an mc x kc block of A a quarter of
+// L2, and a kc x nc block of B a quarter of L3. Defaults where the OS reports nothing. For
+// 6 x 16 tiles on a 32 KiB L1 / 512 KiB L2 / 32 MiB L3 core: kc = 256, mc = 126, nc = 8192.
+struct Blocking {
+  int64_t kc, mc, nc;
+};
+
+int64_t cache_bytes(int name, int64_t fallback) {
+  const long v = sysconf(name);
+  return v > 0 ? v : fallback;
+}
+
+template <int MR, int NR>
+Blocking blocking_for_caches() {
+  static const Blocking b = [] {
+    const int64_t l1 = cache_bytes(_SC_LEVEL1_DCACHE_SIZE, 32 << 10);
+    const int64_t l2 = cache_bytes(_SC_LEVEL2_CACHE_SIZE, 512 << 10);
+    const int64_t l3 = cache_bytes(_SC_LEVEL3_CACHE_SIZE, 8 << 20);
+    Blocking r{};
+    r.kc = std::clamp<int64_t>(l1 / 2 / (NR * 4) / 8 * 8, 64, 1024);
+    r.mc = std::clamp<int64_t>(l2 / 4 / (r.kc * 4) / MR * MR, MR, 64 * MR);
+    r.nc = std::clamp<int64_t>(l3 / 4 / (r.kc * 4) / NR * NR, 16 * NR, 512 * NR);
+    return r;
+  }();
+  return b;
+}
 
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c; only the valid mr x nr
 // corner is written. beta == 0 writes without reading c. The portable reference kernel.
@@ -127,13 +156,11 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const flo
 }
 #endif
 
-using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float,
-                             int, int);
-
 CpuIsa isa_from_env() {
   const char* env = std::getenv("NNOPS_CPU_ISA");
   if (env && std::strcmp(env, "generic") == 0) return CpuIsa::Generic;
   if (env && std::strcmp(env, "avx2") == 0) return CpuIsa::AVX2;
+  if (env && std::strcmp(env, "avx512") == 0) return CpuIsa::AVX512;
   return CpuIsa::Auto;
 }
 
@@ -149,13 +176,6 @@ using PackTransposed = void (*)(float*, const void*, int64_t, int64_t, int64_t, 
 using PackRow = void (*)(float*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t,
                          int64_t);
 
-MicroKernel select_micro_kernel() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (active_cpu_isa() == CpuIsa::AVX2) return micro_kernel_avx2;
-#endif
-  return micro_kernel_generic;
-}
-
 // Inputs are F32 (float) or BF16 (its bits, uint16_t); packing widens BF16 to float, so one
 // F32 micro-kernel serves both and the products of BF16 values are exact in FP32.
 inline float to_f32(float v) {
@@ -166,38 +186,38 @@ inline float to_f32(uint16_t v) {
 }
 
 // op(a)[i, p] for rows [i0, i0+mc) and depth [p0, p0+kc) into MR-tall panels, zero-padded.
-template <class T>
+template <class T, int MR>
 void pack_a(float* dst, const void* a_data, bool trans, int64_t m, int64_t k, int64_t i0,
             int64_t mc, int64_t p0, int64_t kc, int64_t panel) {
   const T* a = static_cast<const T*>(a_data);
-  float* out = dst + panel * kMR * kc;
-  const int64_t row0 = i0 + panel * kMR;
-  const int64_t rows = std::min<int64_t>(kMR, i0 + mc - row0);
+  float* out = dst + panel * MR * kc;
+  const int64_t row0 = i0 + panel * MR;
+  const int64_t rows = std::min<int64_t>(MR, i0 + mc - row0);
   for (int64_t p = 0; p < kc; ++p) {
-    for (int64_t i = 0; i < kMR; ++i) {
+    for (int64_t i = 0; i < MR; ++i) {
       float v = 0.0f;
       if (i < rows) v = to_f32(trans ? a[(p0 + p) * m + row0 + i] : a[(row0 + i) * k + p0 + p]);
-      out[p * kMR + i] = v;
+      out[p * MR + i] = v;
     }
   }
 }
 
 // Panel `panel` of a transposed b block (op(b)[p, j] = b[j, p]): each of its 16 columns is a
 // contiguous run of one row of b. Zero-padded past column nc.
-template <class T>
+template <class T, int NR>
 void pack_b_transposed(float* dst, const void* b_data, int64_t k, int64_t p0, int64_t kc,
                        int64_t j0, int64_t nc, int64_t panel) {
   const T* b = static_cast<const T*>(b_data);
-  float* out = dst + panel * kNR * kc;
-  const int64_t col0 = j0 + panel * kNR;
-  const int64_t cols = std::min<int64_t>(kNR, j0 + nc - col0);
+  float* out = dst + panel * NR * kc;
+  const int64_t col0 = j0 + panel * NR;
+  const int64_t cols = std::min<int64_t>(NR, j0 + nc - col0);
   // Column by column: each is one contiguous run of a row of b (one stream for the prefetcher).
-  for (int64_t j = 0; j < kNR; ++j) {
+  for (int64_t j = 0; j < NR; ++j) {
     const T* src = b + (col0 + j) * k + p0;
     if (j < cols) {
-      for (int64_t p = 0; p < kc; ++p) out[p * kNR + j] = to_f32(src[p]);
+      for (int64_t p = 0; p < kc; ++p) out[p * NR + j] = to_f32(src[p]);
     } else {
-      for (int64_t p = 0; p < kc; ++p) out[p * kNR + j] = 0.0f;
+      for (int64_t p = 0; p < kc; ++p) out[p * NR + j] = 0.0f;
     }
   }
 }
@@ -206,19 +226,22 @@ void pack_b_transposed(float* dst, const void* b_data, int64_t k, int64_t p0, in
 // The same panel through 8 x 8 register transposes: eight rows of b are read 8 floats at a
 // time and written as eight 8-float pieces of packed rows. Scalar stores of the loop above
 // took a third of a batch-64 x * w^T product.
+template <int NR>
 __attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, const void* b_data,
                                                                int64_t k, int64_t p0, int64_t kc,
                                                                int64_t j0, int64_t nc,
                                                                int64_t panel) {
+  static_assert(NR % 8 == 0, "whole groups of 8 columns");
+  constexpr int kNR = NR;  // the loop below is written for any multiple of 8
   const float* b = static_cast<const float*>(b_data);
   const int64_t col0 = j0 + panel * kNR;
   if (j0 + nc - col0 < kNR) {  // an edge panel: the plain loop zero-pads it
-    pack_b_transposed<float>(dst, b, k, p0, kc, j0, nc, panel);
+    pack_b_transposed<float, NR>(dst, b, k, p0, kc, j0, nc, panel);
     return;
   }
   float* out = dst + panel * kNR * kc;
   const int64_t kc8 = kc / 8 * 8;
-  for (int half = 0; half < 2; ++half) {
+  for (int half = 0; half < kNR / 8; ++half) {
     const float* src = b + (col0 + 8 * half) * k + p0;
     for (int64_t p = 0; p < kc8; p += 8) {
       __m256 r0 = _mm256_loadu_ps(src + 0 * k + p), r1 = _mm256_loadu_ps(src + 1 * k + p);
@@ -262,9 +285,10 @@ __attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, cons
 // Row p of a non-transposed b block into every panel: the row is read once, contiguously,
 // and scattered in 16-float pieces. Packing panel by panel instead reads 64 bytes from each of
 // kc rows per panel, and took ~40% of a batch-64 GEMM.
-template <class T>
+template <class T, int NR>
 void pack_b_row(float* dst, const void* b_data, int64_t n, int64_t p0, int64_t kc, int64_t j0,
                 int64_t nc, int64_t p) {
+  constexpr int kNR = NR;
   const T* src = static_cast<const T*>(b_data) + (p0 + p) * n + j0;
   // Rows of b lie n elements apart; the hardware prefetcher follows them poorly: fetch ahead.
   // Narrower elements mean less work per row, so BF16 fetches further ahead.
@@ -326,10 +350,25 @@ void set_cpu_isa(CpuIsa isa) {
   requested_isa().store(isa);
 }
 
+bool cpu_supports_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool supported = __builtin_cpu_supports("avx512f") && cpu_supports_avx2();
+  return supported;
+#else
+  return false;
+#endif
+}
+
 CpuIsa active_cpu_isa() {
   const CpuIsa isa = requested_isa().load();
-  if (isa == CpuIsa::Generic) return CpuIsa::Generic;
-  return cpu_supports_avx2() ? CpuIsa::AVX2 : CpuIsa::Generic;
+  if (isa == CpuIsa::Generic || !cpu_supports_avx2()) return CpuIsa::Generic;
+  if (isa == CpuIsa::AVX2 || isa == CpuIsa::AVX2WideTiles) return isa;
+  // Auto or AVX512: the best level the CPU has.
+  return cpu_supports_avx512() ? CpuIsa::AVX512 : CpuIsa::AVX2;
+}
+
+bool cpu_isa_has_avx2() {
+  return active_cpu_isa() != CpuIsa::Generic;
 }
 
 namespace {
@@ -346,13 +385,15 @@ struct SgemmProblem {
   PackA pack_a;
   PackTransposed pack_transposed;
   PackRow pack_row;
+  Blocking blocking;
 };
 
 // The packed panels of op(b) for columns [j0, j0 + nc) and depth [pc, pc + kc).
+template <int NR>
 void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int64_t j0,
                   int64_t nc) {
   if (g.trans_b) {
-    for (int64_t jp = 0; jp < (nc + kNR - 1) / kNR; ++jp) {
+    for (int64_t jp = 0; jp < (nc + NR - 1) / NR; ++jp) {
       g.pack_transposed(dst, g.b, g.k, pc, kc, j0, nc, jp);
     }
   } else {
@@ -360,47 +401,49 @@ void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int
   }
 }
 
-// One thread's share: c[i0:i1, j0:j1], serially. Every element's sum runs over the same depth
-// blocks in the same order whatever the share, so the bits do not depend on the thread count.
+// One thread's share: c[i0:i1, j0:j1], serially, in MR x NR tiles. Every element's sum runs over
+// the same depth blocks in the same order whatever the share, so the bits do not depend on the
+// thread count.
+template <int MR, int NR>
 void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   thread_local PackingBuffer a_buffer, b_buffer;
+  const Blocking& blk = g.blocking;
   const int64_t rows = i1 - i0;
-  const int64_t kc_max = std::min(kKC, g.k);
-  float* const a_pack = a_buffer.get(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * kc_max);
+  const int64_t kc_max = std::min(blk.kc, g.k);
+  float* const a_pack = a_buffer.get(std::min(blk.mc, (rows + MR - 1) / MR * MR) * kc_max);
   // A short block of rows (the batch of a training step) is packed once per depth block and
   // B is packed a few panels at a time just before their use, into a buffer that stays in L2:
   // the packed B never travels to L3 and back. Taller blocks pack a whole B block for reuse.
-  const bool b_per_panel = rows <= kMC;
-  const int64_t nc_cap = b_per_panel ? kPanelsAtOnce * kNR : kNC;
-  float* const b_pack =
-      b_buffer.get(std::min(nc_cap, (j1 - j0 + kNR - 1) / kNR * kNR) * kc_max);
-  for (int64_t jc = j0; jc < j1; jc += kNC) {
-    const int64_t nc = std::min(kNC, j1 - jc);
-    const int64_t b_panels = (nc + kNR - 1) / kNR;
-    for (int64_t pc = 0; pc < g.k; pc += kKC) {
-      const int64_t kc = std::min(kKC, g.k - pc);
+  const bool b_per_panel = rows <= blk.mc;
+  const int64_t nc_cap = b_per_panel ? kPanelsAtOnce * NR : blk.nc;
+  float* const b_pack = b_buffer.get(std::min(nc_cap, (j1 - j0 + NR - 1) / NR * NR) * kc_max);
+  for (int64_t jc = j0; jc < j1; jc += blk.nc) {
+    const int64_t nc = std::min(blk.nc, j1 - jc);
+    const int64_t b_panels = (nc + NR - 1) / NR;
+    for (int64_t pc = 0; pc < g.k; pc += blk.kc) {
+      const int64_t kc = std::min(blk.kc, g.k - pc);
       const float beta_here = pc == 0 ? g.beta : 1.0f;  // later depth blocks accumulate
-      if (!b_per_panel) pack_b_block(b_pack, g, pc, kc, jc, nc);
-      for (int64_t ic = i0; ic < i1; ic += kMC) {
-        const int64_t mc = std::min(kMC, i1 - ic);
-        const int64_t a_panels = (mc + kMR - 1) / kMR;
+      if (!b_per_panel) pack_b_block<NR>(b_pack, g, pc, kc, jc, nc);
+      for (int64_t ic = i0; ic < i1; ic += blk.mc) {
+        const int64_t mc = std::min(blk.mc, i1 - ic);
+        const int64_t a_panels = (mc + MR - 1) / MR;
         for (int64_t ip = 0; ip < a_panels; ++ip) {
           g.pack_a(a_pack, g.a, g.trans_a, g.m, g.k, ic, mc, pc, kc, ip);
         }
         for (int64_t jp = 0; jp < b_panels; ++jp) {
-          const int64_t col = jc + jp * kNR;
-          const int nr = static_cast<int>(std::min<int64_t>(kNR, jc + nc - col));
-          const float* panel = b_pack + jp * kNR * kc;
+          const int64_t col = jc + jp * NR;
+          const int nr = static_cast<int>(std::min<int64_t>(NR, jc + nc - col));
+          const float* panel = b_pack + jp * NR * kc;
           if (b_per_panel) {
             const int64_t group = jp % kPanelsAtOnce;
             if (group == 0) {
-              pack_b_block(b_pack, g, pc, kc, col, std::min(kPanelsAtOnce * kNR, jc + nc - col));
+              pack_b_block<NR>(b_pack, g, pc, kc, col, std::min(kPanelsAtOnce * NR, jc + nc - col));
             }
-            panel = b_pack + group * kNR * kc;
+            panel = b_pack + group * NR * kc;
           }
           for (int64_t ip = 0; ip < a_panels; ++ip) {
-            const int mr = static_cast<int>(std::min<int64_t>(kMR, mc - ip * kMR));
-            g.kernel(kc, a_pack + ip * kMR * kc, panel, g.c + (ic + ip * kMR) * g.n + col, g.n,
+            const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
+            g.kernel(kc, a_pack + ip * MR * kc, panel, g.c + (ic + ip * MR) * g.n + col, g.n,
                      g.alpha, beta_here, mr, nr);
           }
         }
@@ -417,6 +460,46 @@ std::pair<int64_t, int64_t> share(int64_t units, int64_t unit, int64_t limit, in
   return {std::min(limit, lo * unit), std::min(limit, hi * unit)};
 }
 
+// Runs the product in MR x NR tiles with `kernel`: threads own disjoint blocks of c and never
+// wait for each other. Columns are split while every thread gets a few panels; a narrow c (n of
+// a few panels) is split by rows instead.
+template <int MR, int NR>
+void run_tiles(SgemmProblem g, MicroKernel kernel) {
+  g.kernel = kernel;
+  g.blocking = blocking_for_caches<MR, NR>();
+  const int threads = g.m * g.n * g.k >= kParallelThreshold ? omp_get_max_threads() : 1;
+  if (threads <= 1) {
+    sgemm_block<MR, NR>(g, 0, g.m, 0, g.n);
+    return;
+  }
+  const int64_t col_panels = (g.n + NR - 1) / NR, row_panels = (g.m + MR - 1) / MR;
+  const bool split_rows = col_panels < 4 * threads && row_panels > col_panels;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), parts = omp_get_num_threads();
+    if (split_rows) {
+      const auto [i0, i1] = share(row_panels, MR, g.m, t, parts);
+      if (i0 < i1) sgemm_block<MR, NR>(g, i0, i1, 0, g.n);
+    } else {
+      const auto [j0, j1] = share(col_panels, NR, g.n, t, parts);
+      if (j0 < j1) sgemm_block<MR, NR>(g, 0, g.m, j0, j1);
+    }
+  }
+}
+
+// The packers of one tile shape for F32 or BF16 operands.
+template <int MR, int NR>
+void set_packers(SgemmProblem& g, bool bf16, bool avx2) {
+  g.pack_a = bf16 ? pack_a<uint16_t, MR> : pack_a<float, MR>;
+  g.pack_row = bf16 ? pack_b_row<uint16_t, NR> : pack_b_row<float, NR>;
+  g.pack_transposed = bf16 ? pack_b_transposed<uint16_t, NR> : pack_b_transposed<float, NR>;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!bf16 && avx2) g.pack_transposed = pack_b_transposed_avx2<NR>;
+#else
+  (void)avx2;
+#endif
+}
+
 // c (F32) = alpha * op(a) * op(b) + beta * c, with a and b both F32 or both BF16.
 void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const void* a, const void* b, DType in_dtype, float beta, float* c) {
@@ -427,44 +510,22 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
     return;
   }
   const bool bf16 = in_dtype == DType::BF16;
-  PackTransposed pack_transposed = bf16 ? pack_b_transposed<uint16_t> : pack_b_transposed<float>;
+  SgemmProblem g{trans_a, trans_b, m, n, k, alpha, a, b, beta, c, nullptr, nullptr, nullptr,
+                 nullptr, Blocking{}};
+  const CpuIsa isa = active_cpu_isa();
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (!bf16 && active_cpu_isa() == CpuIsa::AVX2) pack_transposed = pack_b_transposed_avx2;
+  if (isa == CpuIsa::AVX512 || isa == CpuIsa::AVX2WideTiles) {
+    set_packers<kWideMR, kWideNR>(g, bf16, true);
+    return run_tiles<kWideMR, kWideNR>(
+        g, isa == CpuIsa::AVX512 ? micro_kernel_avx512 : micro_kernel_wide_on_avx2);
+  }
+  if (isa == CpuIsa::AVX2) {
+    set_packers<kMR, kNR>(g, bf16, true);
+    return run_tiles<kMR, kNR>(g, micro_kernel_avx2);
+  }
 #endif
-  const SgemmProblem g{trans_a,
-                       trans_b,
-                       m,
-                       n,
-                       k,
-                       alpha,
-                       a,
-                       b,
-                       beta,
-                       c,
-                       select_micro_kernel(),
-                       bf16 ? pack_a<uint16_t> : pack_a<float>,
-                       pack_transposed,
-                       bf16 ? pack_b_row<uint16_t> : pack_b_row<float>};
-  const int threads = m * n * k >= kParallelThreshold ? omp_get_max_threads() : 1;
-  if (threads <= 1) {
-    sgemm_block(g, 0, m, 0, n);
-    return;
-  }
-  // Threads own disjoint blocks of c and never wait for each other. Columns are split while
-  // every thread gets a few panels; a narrow c (n of a few panels) is split by rows instead.
-  const int64_t col_panels = (n + kNR - 1) / kNR, row_panels = (m + kMR - 1) / kMR;
-  const bool split_rows = col_panels < 4 * threads && row_panels > col_panels;
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), parts = omp_get_num_threads();
-    if (split_rows) {
-      const auto [i0, i1] = share(row_panels, kMR, m, t, parts);
-      if (i0 < i1) sgemm_block(g, i0, i1, 0, n);
-    } else {
-      const auto [j0, j1] = share(col_panels, kNR, n, t, parts);
-      if (j0 < j1) sgemm_block(g, 0, m, j0, j1);
-    }
-  }
+  set_packers<kMR, kNR>(g, bf16, false);
+  run_tiles<kMR, kNR>(g, micro_kernel_generic);
 }
 
 // An F32 scratch matrix for a BF16 output: the product is summed into it in FP32 and rounded

@@ -82,7 +82,7 @@ void adam_loop(const AdamTensor& a) {
   const int64_t chunks = (a.n + kOptimChunk - 1) / kOptimChunk;
   auto range = adam_range<kMasked, kAmsgrad>;
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (active_cpu_isa() == CpuIsa::AVX2) range = adam_range_avx2<kMasked, kAmsgrad>;
+  if (cpu_isa_has_avx2()) range = adam_range_avx2<kMasked, kAmsgrad>;
 #endif
 #pragma omp parallel for schedule(static) if (a.n >= kParallelThreshold)
   for (int64_t c = 0; c < chunks; ++c) {

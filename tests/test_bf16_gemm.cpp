@@ -7,27 +7,21 @@
 namespace nnops::test {
 namespace {
 
-enum class Path { CpuGeneric, CpuAvx2, Cuda };
-
-class Bf16GemmTest : public ::testing::TestWithParam<std::tuple<Path, bool, bool>> {
+class Bf16GemmTest : public ::testing::TestWithParam<std::tuple<GemmPath, bool, bool>> {
  protected:
   void SetUp() override {
-    if (path() == Path::Cuda && !cuda_available()) GTEST_SKIP() << "no usable CUDA device";
-    if (path() == Path::CpuAvx2 && !detail::cpu_supports_avx2()) {
-      GTEST_SKIP() << "CPU lacks AVX2+FMA";
-    }
-    detail::set_cpu_isa(path() == Path::CpuGeneric ? detail::CpuIsa::Generic
-                                                   : detail::CpuIsa::AVX2);
+    const std::string missing = select_gemm_path(path());
+    if (!missing.empty()) GTEST_SKIP() << missing;
   }
   void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
-  Path path() const { return std::get<0>(GetParam()); }
-  Device device() const { return path() == Path::Cuda ? Device::CUDA : Device::CPU; }
+  GemmPath path() const { return std::get<0>(GetParam()); }
+  Device device() const { return path() == GemmPath::Cuda ? Device::CUDA : Device::CPU; }
   bool ta() const { return std::get<1>(GetParam()); }
   bool tb() const { return std::get<2>(GetParam()); }
   // The FP32 sum of k exact products (a product of two BF16 values fits a float): the usual
   // gamma_k bound. Tensor cores may truncate inside their adds, so CUDA gets twice the unit.
   double gamma(int64_t k) const {
-    const double u = path() == Path::Cuda ? 2 * kEps32 : kEps32;
+    const double u = path() == GemmPath::Cuda ? 2 * kEps32 : kEps32;
     return k * u / (1 - k * u);
   }
 };
@@ -122,17 +116,12 @@ TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, Bf16GemmTest,
-                         ::testing::Combine(::testing::Values(Path::CpuGeneric, Path::CpuAvx2,
-                                                              Path::Cuda),
-                                            ::testing::Bool(), ::testing::Bool()),
+                         ::testing::Combine(all_gemm_paths(), ::testing::Bool(),
+                                            ::testing::Bool()),
                          [](const auto& info) {
-                           const Path p = std::get<0>(info.param);
-                           std::string name = p == Path::CpuGeneric ? "CpuGeneric"
-                                              : p == Path::CpuAvx2  ? "CpuAvx2"
-                                                                    : "Cuda";
-                           name += std::get<1>(info.param) ? "_At" : "_A";
-                           name += std::get<2>(info.param) ? "Bt" : "B";
-                           return name;
+                           return gemm_path_name(std::get<0>(info.param)) +
+                                  (std::get<1>(info.param) ? "_At" : "_A") +
+                                  (std::get<2>(info.param) ? "Bt" : "B");
                          });
 
 class Bf16LinearTest : public DeviceTest {};

@@ -8,24 +8,16 @@
 namespace nnops::test {
 namespace {
 
-enum class Path { CpuGeneric, CpuAvx2, Cuda };
-
-std::string path_name(Path p) {
-  return p == Path::CpuGeneric ? "CpuGeneric" : p == Path::CpuAvx2 ? "CpuAvx2" : "Cuda";
-}
-
 // Runs a test on one GEMM path: selects the CPU micro-kernel, or skips what the machine lacks.
-class GemmPathTest : public ::testing::TestWithParam<std::tuple<Path, bool, bool>> {
+class GemmPathTest : public ::testing::TestWithParam<std::tuple<GemmPath, bool, bool>> {
  protected:
   void SetUp() override {
-    const Path p = path();
-    if (p == Path::Cuda && !cuda_available()) GTEST_SKIP() << "no usable CUDA device";
-    if (p == Path::CpuAvx2 && !detail::cpu_supports_avx2()) GTEST_SKIP() << "CPU lacks AVX2+FMA";
-    detail::set_cpu_isa(p == Path::CpuGeneric ? detail::CpuIsa::Generic : detail::CpuIsa::AVX2);
+    const std::string missing = select_gemm_path(path());
+    if (!missing.empty()) GTEST_SKIP() << missing;
   }
   void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
-  Path path() const { return std::get<0>(GetParam()); }
-  Device device() const { return path() == Path::Cuda ? Device::CUDA : Device::CPU; }
+  GemmPath path() const { return std::get<0>(GetParam()); }
+  Device device() const { return path() == GemmPath::Cuda ? Device::CUDA : Device::CPU; }
   bool ta() const { return std::get<1>(GetParam()); }
   bool tb() const { return std::get<2>(GetParam()); }
 };
@@ -156,7 +148,7 @@ TEST_P(GemmPathTest, Tf32IsWithinItsDocumentedBound) {
 }
 
 TEST_P(GemmPathTest, Cuda4096CubedAgainstVectorProbe) {
-  if (path() != Path::Cuda) GTEST_SKIP() << "GPU-sized; the CPU paths are probed at 1023^3";
+  if (path() != GemmPath::Cuda) GTEST_SKIP() << "GPU-sized; the CPU paths are probed at 1023^3";
   const int64_t m = 4096, n = 4096, k = 4096;
   Tensor a = Tensor::empty(ta() ? Shape{k, m} : Shape{m, k}, DType::F32, device());
   Tensor b = Tensor::empty(tb() ? Shape{n, k} : Shape{k, n}, DType::F32, device());
@@ -190,11 +182,10 @@ TEST_P(GemmPathTest, LargeProductAgainstVectorProbe) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, GemmPathTest,
-                         ::testing::Combine(::testing::Values(Path::CpuGeneric, Path::CpuAvx2,
-                                                              Path::Cuda),
-                                            ::testing::Bool(), ::testing::Bool()),
+                         ::testing::Combine(all_gemm_paths(), ::testing::Bool(),
+                                            ::testing::Bool()),
                          [](const auto& info) {
-                           return path_name(std::get<0>(info.param)) +
+                           return gemm_path_name(std::get<0>(info.param)) +
                                   (std::get<1>(info.param) ? "_At" : "_A") +
                                   (std::get<2>(info.param) ? "Bt" : "B");
                          });

@@ -143,18 +143,66 @@ inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
   return info.param == Device::CPU ? "CPU" : "CUDA";
 }
 
-// Runs `body` once per CPU code path this machine has (the portable one and AVX2), or once on
+// Runs `body` once per CPU code path this machine has (portable, AVX2, AVX-512), or once on
 // CUDA, so every fast path meets the same checks.
 template <class Body>
 void for_each_cpu_isa(Device device, Body body) {
   if (device != Device::CPU) return body();
-  for (detail::CpuIsa isa : {detail::CpuIsa::Generic, detail::CpuIsa::AVX2}) {
+  for (detail::CpuIsa isa :
+       {detail::CpuIsa::Generic, detail::CpuIsa::AVX2, detail::CpuIsa::AVX512}) {
     if (isa == detail::CpuIsa::AVX2 && !detail::cpu_supports_avx2()) continue;
+    if (isa == detail::CpuIsa::AVX512 && !detail::cpu_supports_avx512()) continue;
     detail::set_cpu_isa(isa);
-    SCOPED_TRACE(isa == detail::CpuIsa::AVX2 ? "cpu isa avx2" : "cpu isa generic");
+    SCOPED_TRACE(isa == detail::CpuIsa::AVX512 ? "cpu isa avx512"
+                 : isa == detail::CpuIsa::AVX2 ? "cpu isa avx2"
+                                               : "cpu isa generic");
     body();
   }
   detail::set_cpu_isa(detail::CpuIsa::Auto);
+}
+
+// The GEMM code paths: every CPU micro-kernel (the AVX-512 kernel's tiles also compiled for
+// AVX2, so machines without AVX-512 test its code) and CUDA.
+enum class GemmPath { CpuGeneric, CpuAvx2, CpuAvx512, CpuWideOnAvx2, Cuda };
+
+inline std::string gemm_path_name(GemmPath p) {
+  switch (p) {
+    case GemmPath::CpuGeneric:
+      return "CpuGeneric";
+    case GemmPath::CpuAvx2:
+      return "CpuAvx2";
+    case GemmPath::CpuAvx512:
+      return "CpuAvx512";
+    case GemmPath::CpuWideOnAvx2:
+      return "CpuWideOnAvx2";
+    default:
+      return "Cuda";
+  }
+}
+
+// Selects the path for the calling test; returns why this machine cannot run it (empty: it can).
+inline std::string select_gemm_path(GemmPath p) {
+  switch (p) {
+    case GemmPath::Cuda:
+      return cuda_available() ? "" : "no usable CUDA device";
+    case GemmPath::CpuGeneric:
+      detail::set_cpu_isa(detail::CpuIsa::Generic);
+      return "";
+    case GemmPath::CpuAvx512:
+      if (!detail::cpu_supports_avx512()) return "CPU lacks AVX-512F";
+      detail::set_cpu_isa(detail::CpuIsa::AVX512);
+      return "";
+    default:
+      if (!detail::cpu_supports_avx2()) return "CPU lacks AVX2+FMA";
+      detail::set_cpu_isa(p == GemmPath::CpuAvx2 ? detail::CpuIsa::AVX2
+                                                 : detail::CpuIsa::AVX2WideTiles);
+      return "";
+  }
+}
+
+inline auto all_gemm_paths() {
+  return ::testing::Values(GemmPath::CpuGeneric, GemmPath::CpuAvx2, GemmPath::CpuAvx512,
+                           GemmPath::CpuWideOnAvx2, GemmPath::Cuda);
 }
 
 #define NNOPS_INSTANTIATE_DEVICES(Suite)                                                   \

@@ -1,0 +1,27 @@
+// The CPU GEMM micro-kernels and their tile shapes. Each computes
+//   c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c
+// from an MR-tall packed A panel and an NR-wide packed B panel of depth kc; only the valid
+// mr x nr corner is written, and beta == 0 writes without reading c.
+#pragma once
+
+#include <cstdint>
+
+namespace nnops::detail {
+
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                             float alpha, float beta, int mr, int nr);
+
+// The portable and AVX2 kernels (cpu/gemm.cpp): 6 x 16 tiles.
+constexpr int kNarrowMR = 6, kNarrowNR = 16;
+// The AVX-512 kernel (cpu/gemm_wide.cpp): 12 x 32 tiles.
+constexpr int kWideMR = 12, kWideNR = 32;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+void micro_kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         float alpha, float beta, int mr, int nr);
+// The same code compiled for AVX2, so that machines without AVX-512 test the wide tiles.
+void micro_kernel_wide_on_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                               float alpha, float beta, int mr, int nr);
+#endif
+
+}  // namespace nnops::detail

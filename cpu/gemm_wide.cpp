@@ -1,0 +1,96 @@
+// The AVX-512 GEMM micro-kernel: 12 x 32 tiles, whose 24 accumulators of 16 floats fill 24 of
+// the 32 zmm registers (two B vectors and one broadcast A value take three more). Written once
+// with GCC vector types over the tile shape and compiled twice: for AVX-512F (the production
+// kernel) and for AVX2+FMA, where each 16-float vector becomes two ymm halves. The second copy
+// runs the same code, tiles and packing on machines without AVX-512, so the tests cover them
+// there too (CpuIsa::AVX2WideTiles); it spills and is not meant to be fast.
+#include <cstdint>
+#include <cstring>
+
+#include "gemm_kernels.hpp"
+
+namespace nnops::detail {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+namespace {
+
+typedef float F16 __attribute__((vector_size(64)));
+constexpr int kVec = 16;
+constexpr int kVectors = kWideNR / kVec;
+static_assert(kWideNR % kVec == 0, "whole vectors per B row");
+
+// x in every lane, as one broadcast (F16{} + x would add 0, an extra instruction that also
+// turns -0 into +0).
+typedef int32_t I16 __attribute__((vector_size(64)));
+__attribute__((always_inline)) inline F16 splat(float x) {
+  return __builtin_shuffle(F16{x}, I16{});  // lane 0 to every lane: vbroadcastss
+}
+
+// c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c, as the other kernels:
+// per element the sum runs over p in order with one fused multiply-add each.
+__attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __restrict a,
+                                                     const float* __restrict b, float* c,
+                                                     int64_t ldc, float alpha, float beta, int mr,
+                                                     int nr) {
+  F16 acc[kWideMR][kVectors];
+#pragma GCC unroll 12
+  for (int i = 0; i < kWideMR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < kVectors; ++v) acc[i][v] = F16{};
+  for (int64_t p = 0; p < kc; ++p) {
+    F16 bv[kVectors];
+#pragma GCC unroll 2
+    for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * kWideNR + v * kVec, 64);
+    const float* ap = a + p * kWideMR;
+#pragma GCC unroll 12
+    for (int i = 0; i < kWideMR; ++i) {
+      const F16 ai = splat(ap[i]);
+#pragma GCC unroll 2
+      for (int v = 0; v < kVectors; ++v) acc[i][v] += ai * bv[v];  // contracted to an FMA
+    }
+  }
+  if (mr == kWideMR && nr == kWideNR) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kWideMR; ++i) {
+#pragma GCC unroll 2
+      for (int v = 0; v < kVectors; ++v) {
+        float* cv = c + i * ldc + v * kVec;
+        F16 r = alpha * acc[i][v];
+        if (beta != 0.0f) {
+          F16 old;
+          std::memcpy(&old, cv, 64);
+          r = beta * old + r;
+        }
+        std::memcpy(cv, &r, 64);
+      }
+    }
+    return;
+  }
+  // An edge tile: only the valid corner is written.
+  for (int i = 0; i < mr; ++i) {
+    float* ci = c + i * ldc;
+    for (int j = 0; j < nr; ++j) {
+      const float r = alpha * acc[i][j / kVec][j % kVec];
+      ci[j] = beta == 0.0f ? r : __builtin_fmaf(beta, ci[j], r);
+    }
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx512f"))) void micro_kernel_avx512(int64_t kc, const float* a,
+                                                            const float* b, float* c, int64_t ldc,
+                                                            float alpha, float beta, int mr,
+                                                            int nr) {
+  wide_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+
+__attribute__((target("avx2,fma"))) void micro_kernel_wide_on_avx2(int64_t kc, const float* a,
+                                                                  const float* b, float* c,
+                                                                  int64_t ldc, float alpha,
+                                                                  float beta, int mr, int nr) {
+  wide_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+#endif
+
+}  // namespace nnops::detail
