@@ -367,6 +367,16 @@ CpuIsa active_cpu_isa() {
   return cpu_supports_avx512() ? CpuIsa::AVX512 : CpuIsa::AVX2;
 }
 
+bool cpu_supports_avx512bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool supported = __builtin_cpu_supports("avx512bf16") &&
+                                __builtin_cpu_supports("avx512bw") && cpu_supports_avx512();
+  return supported;
+#else
+  return false;
+#endif
+}
+
 bool cpu_isa_has_avx2() {
   return active_cpu_isa() != CpuIsa::Generic;
 }
@@ -386,13 +396,54 @@ struct SgemmProblem {
   PackTransposed pack_transposed;
   PackRow pack_row;
   Blocking blocking;
+  bool pairs;  // BF16 operands packed in depth pairs for the AVX512_BF16 kernels
 };
+
+// BF16 operands for the pair kernels: the values at depths 2q and 2q + 1 of one row of op(a)
+// (or one column of op(b)) in one 32-bit word, the even depth in the low half; zeros past the
+// edges and past an odd depth. A panel keeps the float layout's offsets (it uses half of them).
+inline uint32_t bf16_pair(uint16_t even, uint16_t odd) {
+  return even | (static_cast<uint32_t>(odd) << 16);
+}
+
+template <int MR>
+void pack_a_pairs(float* dst, const void* a_data, bool trans, int64_t m, int64_t k, int64_t i0,
+                  int64_t mc, int64_t p0, int64_t kc, int64_t panel) {
+  const uint16_t* a = static_cast<const uint16_t*>(a_data);
+  uint32_t* out = reinterpret_cast<uint32_t*>(dst + panel * MR * kc);
+  const int64_t row0 = i0 + panel * MR;
+  const int64_t rows = std::min<int64_t>(MR, i0 + mc - row0);
+  auto at = [&](int64_t i, int64_t p) -> uint16_t {
+    if (i >= rows || p >= kc) return 0;
+    return trans ? a[(p0 + p) * m + row0 + i] : a[(row0 + i) * k + p0 + p];
+  };
+  for (int64_t q = 0; q < (kc + 1) / 2; ++q) {
+    for (int64_t i = 0; i < MR; ++i) out[q * MR + i] = bf16_pair(at(i, 2 * q), at(i, 2 * q + 1));
+  }
+}
+
+template <int NR>
+void pack_b_pairs(float* dst, const SgemmProblem& g, int64_t p0, int64_t kc, int64_t j0,
+                  int64_t nc, int64_t panel) {
+  const uint16_t* b = static_cast<const uint16_t*>(g.b);
+  uint32_t* out = reinterpret_cast<uint32_t*>(dst + panel * NR * kc);
+  const int64_t col0 = j0 + panel * NR, cols = std::min<int64_t>(NR, j0 + nc - col0);
+  auto at = [&](int64_t p, int64_t j) -> uint16_t {
+    if (j >= cols || p >= kc) return 0;
+    return g.trans_b ? b[(col0 + j) * g.k + p0 + p] : b[(p0 + p) * g.n + col0 + j];
+  };
+  for (int64_t q = 0; q < (kc + 1) / 2; ++q) {
+    for (int64_t j = 0; j < NR; ++j) out[q * NR + j] = bf16_pair(at(2 * q, j), at(2 * q + 1, j));
+  }
+}
 
 // The packed panels of op(b) for columns [j0, j0 + nc) and depth [pc, pc + kc).
 template <int NR>
 void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int64_t j0,
                   int64_t nc) {
-  if (g.trans_b) {
+  if (g.pairs) {
+    for (int64_t jp = 0; jp < (nc + NR - 1) / NR; ++jp) pack_b_pairs<NR>(dst, g, pc, kc, j0, nc, jp);
+  } else if (g.trans_b) {
     for (int64_t jp = 0; jp < (nc + NR - 1) / NR; ++jp) {
       g.pack_transposed(dst, g.b, g.k, pc, kc, j0, nc, jp);
     }
@@ -510,10 +561,18 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
     return;
   }
   const bool bf16 = in_dtype == DType::BF16;
-  SgemmProblem g{trans_a, trans_b, m, n, k, alpha, a, b, beta, c, nullptr, nullptr, nullptr,
-                 nullptr, Blocking{}};
+  SgemmProblem g{trans_a, trans_b, m,       n,       k,       alpha,      a,    b,
+                 beta,    c,       nullptr, nullptr, nullptr, nullptr, Blocking{}, false};
   const CpuIsa isa = active_cpu_isa();
 #if defined(__x86_64__) && defined(__GNUC__)
+  // BF16 operands on AVX512_BF16 (or its emulation under test): the pair kernels.
+  const bool native_pairs = isa == CpuIsa::AVX512 && cpu_supports_avx512bf16();
+  if (bf16 && (native_pairs || isa == CpuIsa::AVX2WideTiles)) {
+    g.pack_a = pack_a_pairs<kWideMR>;
+    g.pairs = true;
+    return run_tiles<kWideMR, kWideNR>(
+        g, native_pairs ? micro_kernel_avx512_bf16 : micro_kernel_bf16_pairs_on_avx2);
+  }
   if (isa == CpuIsa::AVX512 || isa == CpuIsa::AVX2WideTiles) {
     set_packers<kWideMR, kWideNR>(g, bf16, true);
     return run_tiles<kWideMR, kWideNR>(

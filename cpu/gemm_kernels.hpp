@@ -22,6 +22,12 @@ void micro_kernel_avx512(int64_t kc, const float* a, const float* b, float* c, i
 // The same code compiled for AVX2, so that machines without AVX-512 test the wide tiles.
 void micro_kernel_wide_on_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                                float alpha, float beta, int mr, int nr);
+// BF16 operands packed in depth pairs (cpu/gemm_bf16.cpp), 12 x 32 tiles: the AVX512_BF16
+// kernel, and the same code with the pair products emulated on AVX2 (for tests).
+void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                              float alpha, float beta, int mr, int nr);
+void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b, float* c,
+                                     int64_t ldc, float alpha, float beta, int mr, int nr);
 #endif
 
 }  // namespace nnops::detail

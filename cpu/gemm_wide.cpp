@@ -9,6 +9,9 @@
 
 #include "gemm_kernels.hpp"
 
+// 64-byte vectors cross inlined helpers only, never an ABI boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace nnops::detail {
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -1,0 +1,60 @@
+// BF16 products on AVX512_BF16: VDPBF16PS multiplies pairs of BF16 values and adds both
+// products to FP32 accumulators, twice the multiply-adds of an FP32 FMA per instruction. The
+// operands are packed in pairs along the depth (cpu/gemm.cpp), and a 12 x 32 tile of FP32
+// accumulators runs over them. The kernel body (gemm_bf16_pairs.inc) is compiled twice: with the
+// instruction for CPUs that have it, and for AVX2 with the pair products emulated by two FMAs
+// (the same order and rounding, except that VDPBF16PS treats subnormal inputs as zero and
+// flushes subnormal sums), so that the packing and the kernel run in the tests of any machine.
+#include <cstdint>
+#include <cstring>
+
+#include "gemm_kernels.hpp"
+
+// 64-byte vectors cross inlined helpers only, never an ABI boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+namespace nnops::detail {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bf16")
+namespace native_pairs {
+typedef float F16 __attribute__((vector_size(64)));
+typedef uint32_t U16 __attribute__((vector_size(64)));
+inline F16 dot_pairs(F16 acc, U16 a, U16 b) {
+  return (F16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
+}
+#include "gemm_bf16_pairs.inc"
+}  // namespace native_pairs
+
+void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                              float alpha, float beta, int mr, int nr) {
+  native_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace emulated_pairs {
+typedef float F16 __attribute__((vector_size(64)));
+typedef uint32_t U16 __attribute__((vector_size(64)));
+// Each BF16 value is the high half of the float it stands for.
+inline F16 dot_pairs(F16 acc, U16 a, U16 b) {
+  const U16 high = U16{} + 0xFFFF0000u;
+  acc += (F16)(a & high) * (F16)(b & high);  // contracted to FMAs: products of BF16 are exact
+  acc += (F16)(a << 16) * (F16)(b << 16);
+  return acc;
+}
+#include "gemm_bf16_pairs.inc"
+}  // namespace emulated_pairs
+
+void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b, float* c,
+                                     int64_t ldc, float alpha, float beta, int mr, int nr) {
+  emulated_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+#pragma GCC pop_options
+
+}  // namespace nnops::detail
+#endif
