@@ -23,7 +23,7 @@ namespace nnops::detail {
 namespace native_pairs {
 typedef float F16 __attribute__((vector_size(64)));
 typedef uint32_t U16 __attribute__((vector_size(64)));
-inline F16 dot_pairs(F16 acc, U16 a, U16 b) {
+inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   return (F16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
 }
 #include "gemm_bf16_pairs.inc"
@@ -41,11 +41,11 @@ namespace emulated_pairs {
 typedef float F16 __attribute__((vector_size(64)));
 typedef uint32_t U16 __attribute__((vector_size(64)));
 // Each BF16 value is the high half of the float it stands for.
-inline F16 dot_pairs(F16 acc, U16 a, U16 b) {
+inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   const U16 high = U16{} + 0xFFFF0000u;
-  acc += (F16)(a & high) * (F16)(b & high);  // contracted to FMAs: products of BF16 are exact
-  acc += (F16)(a << 16) * (F16)(b << 16);
-  return acc;
+  F16 sum = acc + (F16)(a & high) * (F16)(b & high);  // FMAs: products of BF16 are exact
+  sum += (F16)(a << 16) * (F16)(b << 16);
+  return sum;
 }
 #include "gemm_bf16_pairs.inc"
 }  // namespace emulated_pairs
