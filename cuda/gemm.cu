@@ -118,6 +118,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The tensor-core kernels' tiling: 128 x 128 outputs per block of 8 warps, each warp 32 x 64
+// (2 x 4 WMMA fragments); the TF32 kernel stages 16-deep slices, the BF16 one 32-deep.
+constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 16, kTcPadA = kTcBK + 4, kTcPadB = kTcBN + 4;
+constexpr int kTcWarps = 8, kTcThreads = kTcWarps * 32;
+
 // The tensor-core epilogue: a warp's 2 x 4 accumulator fragments (32 x 64 outputs from
 // (r0, c0)) through a 16 x 16 staging tile, so edges, alpha, beta, bias and the output dtype
 // are handled element by element.
@@ -146,11 +151,36 @@ __device__ void store_tiles(Acc (&acc)[2][4], float* st, int lane, TOut* __restr
   }
 }
 
-// Opt-in TF32 tensor-core GEMM (WMMA m16n16k8, compiled to mma.sync on sm_80+): 128 x 128 tiles,
-// 8 warps of 32 x 64 outputs (2 x 4 fragments), 16-deep slices in shared memory. Inputs are
+// Stages the BK-deep slice at depth k0 of op(a) (kTcBM rows from row0) and op(b) (kTcBN
+// columns from col0) in shared memory, k-minor for a and k-major for b as the WMMA loads want
+// them; zeros past the edges. Consecutive threads walk each matrix's contiguous dimension, so
+// the global loads coalesce.
+template <bool kTransA, bool kTransB, class T, int BK, int kPadA, int kPadB>
+__device__ void stage_slice(T (&as)[kTcBM][kPadA], T (&bs)[BK][kPadB], const T* __restrict__ d_a,
+                            const T* __restrict__ d_b, int64_t m, int64_t n, int64_t k,
+                            int64_t row0, int64_t col0, int64_t k0, int tid) {
+#pragma unroll
+  for (int l = 0; l < (kTcBM * BK) / kTcThreads; ++l) {
+    const int idx = tid + l * kTcThreads;
+    int r, p;
+    if (kTransA)
+      r = idx % kTcBM, p = idx / kTcBM;
+    else
+      r = idx / BK, p = idx % BK;
+    const int64_t gi = row0 + r, gp = k0 + p;
+    as[r][p] = (gi < m && gp < k) ? (kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp]) : T(0);
+    int c, q;
+    if (kTransB)
+      c = idx / BK, q = idx % BK;
+    else
+      c = idx % kTcBN, q = idx / kTcBN;
+    const int64_t gj = col0 + c, gq = k0 + q;
+    bs[q][c] = (gj < n && gq < k) ? (kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj]) : T(0);
+  }
+}
+
+// Opt-in TF32 tensor-core GEMM (WMMA m16n16k8, compiled to mma.sync on sm_80+). Inputs are
 // rounded to TF32 in the fragments; accumulation is FP32.
-constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 16, kTcPadA = kTcBK + 4, kTcPadB = kTcBN + 4;
-constexpr int kTcWarps = 8, kTcThreads = kTcWarps * 32;
 
 template <bool kTransA, bool kTransB, class TOut>
 __global__ void __launch_bounds__(kTcThreads)
@@ -173,24 +203,7 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
   for (int64_t k0 = 0; k0 < k; k0 += kTcBK) {
-#pragma unroll
-    for (int l = 0; l < (kTcBM * kTcBK) / kTcThreads; ++l) {
-      const int idx = tid + l * kTcThreads;
-      int r, p;
-      if (kTransA)
-        r = idx % kTcBM, p = idx / kTcBM;
-      else
-        r = idx / kTcBK, p = idx % kTcBK;
-      const int64_t gi = row0 + r, gp = k0 + p;
-      as[r][p] = (gi < m && gp < k) ? (kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp]) : 0.0f;
-      int c, q;
-      if (kTransB)
-        c = idx / kTcBK, q = idx % kTcBK;
-      else
-        c = idx % kTcBN, q = idx / kTcBN;
-      const int64_t gj = col0 + c, gq = k0 + q;
-      bs[q][c] = (gj < n && gq < k) ? (kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj]) : 0.0f;
-    }
+    stage_slice<kTransA, kTransB>(as, bs, d_a, d_b, m, n, k, row0, col0, k0, tid);
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kTcBK; kk += 8) {
@@ -245,25 +258,7 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
   for (int64_t k0 = 0; k0 < k; k0 += kBfBK) {
-    // Consecutive threads walk each matrix's contiguous dimension; out-of-range reads give 0.
-#pragma unroll
-    for (int l = 0; l < (kTcBM * kBfBK) / kTcThreads; ++l) {
-      const int idx = tid + l * kTcThreads;
-      int r, p;
-      if (kTransA)
-        r = idx % kTcBM, p = idx / kTcBM;
-      else
-        r = idx / kBfBK, p = idx % kBfBK;
-      const int64_t gi = row0 + r, gp = k0 + p;
-      as[r][p] = (gi < m && gp < k) ? (kTransA ? d_a[gp * m + gi] : d_a[gi * k + gp]) : 0;
-      int c, q;
-      if (kTransB)
-        c = idx / kBfBK, q = idx % kBfBK;
-      else
-        c = idx % kTcBN, q = idx / kTcBN;
-      const int64_t gj = col0 + c, gq = k0 + q;
-      bs[q][c] = (gj < n && gq < k) ? (kTransB ? d_b[gj * k + gq] : d_b[gq * n + gj]) : 0;
-    }
+    stage_slice<kTransA, kTransB>(as, bs, d_a, d_b, m, n, k, row0, col0, k0, tid);
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kBfBK; kk += 16) {
