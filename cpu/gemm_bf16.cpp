@@ -18,8 +18,13 @@
 
 namespace nnops::detail {
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bf16")
+#pragma GCC target("avx512f,avx512bw,avx512bf16")
+#endif
 namespace native_pairs {
 typedef float F16 __attribute__((vector_size(64)));
 typedef uint32_t U16 __attribute__((vector_size(64)));
@@ -33,10 +38,14 @@ void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float*
                               float alpha, float beta, int mr, int nr) {
   native_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC pop_options
-
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 namespace emulated_pairs {
 typedef float F16 __attribute__((vector_size(64)));
 typedef uint32_t U16 __attribute__((vector_size(64)));
@@ -54,7 +63,11 @@ void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b,
                                      int64_t ldc, float alpha, float beta, int mr, int nr) {
   emulated_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 }  // namespace nnops::detail
 #endif

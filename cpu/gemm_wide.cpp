@@ -24,9 +24,9 @@ static_assert(kWideNR % kVec == 0, "whole vectors per B row");
 
 // x in every lane, as one broadcast (F16{} + x would add 0, an extra instruction that also
 // turns -0 into +0).
-typedef int32_t I16 __attribute__((vector_size(64)));
 __attribute__((always_inline)) inline F16 splat(float x) {
-  return __builtin_shuffle(F16{x}, I16{});  // lane 0 to every lane: vbroadcastss
+  const F16 v{x};  // lane 0 to every lane: vbroadcastss
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c, as the other kernels:
