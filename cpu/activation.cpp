@@ -44,8 +44,18 @@ FastActivation fast(Activation a) {
   }
 }
 
-bool avx2_active() {
-  return cpu_isa_has_avx2();
+// The vector kernels of the active CPU level, or null on the portable path.
+const VecKernels* vector_kernels() {
+  switch (active_cpu_isa()) {
+    case CpuIsa::AVX2:
+      return &vec_kernels_avx2();
+    case CpuIsa::AVX512:
+      return &vec_kernels_avx512();
+    case CpuIsa::AVX2WideTiles:
+      return &vec_kernels_wide_on_avx2();
+    default:
+      return nullptr;
+  }
 }
 
 // Splits [0, n) into fixed chunks across threads (one thread below the threshold).
@@ -65,9 +75,10 @@ void for_chunks(int64_t n, Range range) {
 namespace {
 
 void forward_f32(float* y, const float* x, int64_t n, Activation activation, float s) {
-  if (transcendental(activation) && avx2_active()) {
+  const VecKernels* vk = vector_kernels();
+  if (transcendental(activation) && vk) {
     return for_chunks(n, [&](int64_t b, int64_t e) {
-      activation_forward_avx2(y + b, x + b, e - b, fast(activation));
+      vk->activation_forward(y + b, x + b, e - b, fast(activation));
     });
   }
   switch (activation) {
@@ -90,9 +101,10 @@ void forward_f32(float* y, const float* x, int64_t n, Activation activation, flo
 
 void backward_f32(float* dx, const float* x, const float* dy, int64_t n, Activation activation,
                   float s) {
-  if (transcendental(activation) && avx2_active()) {
+  const VecKernels* vk = vector_kernels();
+  if (transcendental(activation) && vk) {
     return for_chunks(n, [&](int64_t b, int64_t e) {
-      activation_backward_avx2(dx + b, x + b, dy + b, e - b, fast(activation));
+      vk->activation_backward(dx + b, x + b, dy + b, e - b, fast(activation));
     });
   }
   switch (activation) {
@@ -141,9 +153,9 @@ void CpuBackend::activation_backward(View dx, ConstView x, ConstView dy, int64_t
 void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, float& log_sum_out) {
   float mx = -INFINITY;
   double sum = 0.0;
-  if (avx2_active()) {
-    mx = row_max_avx2(x, cols, scale);
-    row_exp_sum_avx2(x, cols, scale, mx, sum);  // float exp (<= 1.5 ulp), double sums
+  if (const VecKernels* vk = vector_kernels()) {
+    mx = vk->row_max(x, cols, scale);
+    vk->row_exp_sum(x, cols, scale, mx, sum);  // float exp (<= 1.5 ulp), double sums
   } else {
     for (int64_t c = 0; c < cols; ++c) mx = std::fmax(mx, x[c] * scale);
     for (int64_t c = 0; c < cols; ++c) sum += std::exp(static_cast<double>(x[c] * scale - mx));
@@ -153,8 +165,8 @@ void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, fl
 }
 
 void row_softmax(float* y, const float* x, int64_t cols, float mx, float inv_sum) {
-  if (avx2_active()) {
-    softmax_row_avx2(y, x, cols, mx, inv_sum);
+  if (const VecKernels* vk = vector_kernels()) {
+    vk->softmax_row(y, x, cols, mx, inv_sum);
     return;
   }
   for (int64_t c = 0; c < cols; ++c) y[c] = std::exp(x[c] - mx) * inv_sum;

@@ -80,11 +80,12 @@ void row_logsumexp(const float* x, int64_t cols, float scale, float& max_out, fl
 void row_softmax(float* y, const float* x, int64_t cols, float mx, float inv_sum);
 
 // Which CPU code paths run. Auto picks the best the CPU supports: AVX512 (the AVX-512 GEMM
-// kernel, and the AVX512_BF16 one for BF16 products where the CPU has it; AVX2 paths
-// elsewhere), else AVX2 (AVX2+FMA), else Generic. AVX2WideTiles is for tests: the AVX-512
-// kernels' 12 x 32 tiles compiled for AVX2 (BF16 pair products emulated), so machines without
-// AVX-512 check those kernels' code and packing. NNOPS_CPU_ISA=generic|avx2|avx512 sets the initial choice (a
-// level the CPU lacks falls back to the best it has).
+// kernel, the AVX512_BF16 one for BF16 products where the CPU has it, 16-lane element-wise
+// kernels, AVX2 Adam), else AVX2 (AVX2+FMA), else Generic. AVX2WideTiles is for tests: the
+// AVX-512 code compiled for AVX2 (12 x 32 GEMM tiles with the BF16 pair products emulated,
+// 16-lane element-wise kernels), so machines without AVX-512 check it too.
+// NNOPS_CPU_ISA=generic|avx2|avx512 sets the initial choice (a level the CPU lacks falls back
+// to the best it has).
 enum class CpuIsa { Auto, Generic, AVX2, AVX512, AVX2WideTiles };
 void set_cpu_isa(CpuIsa isa);
 CpuIsa active_cpu_isa();  // after resolving Auto against the CPU

@@ -20,7 +20,8 @@ namespace {
 
 // One loop per (mask, amsgrad) pair over plain restrict pointers, with the update applied to
 // locals and kept or dropped by a select: no branches, so the loop vectorizes. Written once and
-// compiled twice, for baseline x86-64 (4 lanes) and for AVX2+FMA (8 lanes, fused multiply-adds).
+// compiled three times: for baseline x86-64 (4 lanes), for AVX2+FMA (8 lanes, fused
+// multiply-adds) and for AVX-512F (16 lanes).
 template <bool kMasked, bool kAmsgrad>
 NNOPS_ALWAYS_INLINE void adam_range_body(float* __restrict param, const float* __restrict grad,
                                          float* __restrict exp_avg, float* __restrict exp_avg_sq,
@@ -59,6 +60,17 @@ __attribute__((target("avx2,fma"))) void adam_range_avx2(float* param, const flo
   adam_range_body<kMasked, kAmsgrad>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, mask, begin,
                                      end, s);
 }
+
+// The same body for AVX-512F: 16 lanes, mask registers for the selects.
+template <bool kMasked, bool kAmsgrad>
+__attribute__((target("avx512f"))) void adam_range_avx512(float* param, const float* grad,
+                                                          float* exp_avg, float* exp_avg_sq,
+                                                          float* max_exp_avg_sq,
+                                                          const uint8_t* mask, int64_t begin,
+                                                          int64_t end, const AdamScalars s) {
+  adam_range_body<kMasked, kAmsgrad>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, mask, begin,
+                                     end, s);
+}
 #endif
 
 constexpr int64_t kOptimChunk = 16384;
@@ -83,6 +95,7 @@ void adam_loop(const AdamTensor& a) {
   auto range = adam_range<kMasked, kAmsgrad>;
 #if defined(__x86_64__) && defined(__GNUC__)
   if (cpu_isa_has_avx2()) range = adam_range_avx2<kMasked, kAmsgrad>;
+  if (active_cpu_isa() == CpuIsa::AVX512) range = adam_range_avx512<kMasked, kAmsgrad>;
 #endif
 #pragma omp parallel for schedule(static) if (a.n >= kParallelThreshold)
   for (int64_t c = 0; c < chunks; ++c) {

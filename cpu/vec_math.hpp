@@ -1,5 +1,5 @@
 // Vectorizable exp, erf and tanh for the CPU backend, written once over a lane type V: float
-// (the scalar form) or a GCC vector of floats (AVX2: 8 lanes). Polynomials with range reduction
+// (the scalar form) or a GCC vector of floats (AVX2: 8 lanes; AVX-512: 16 lanes). Polynomials with range reduction
 // in the manner of Cephes and SLEEF; coefficients fitted here (least squares on Chebyshev nodes,
 // relative error) and checked by tests/test_vec_math.cpp over a sweep of the whole float range
 // (bound asserted; largest error seen over 70 million floats, scalar and AVX2 alike):
@@ -49,6 +49,23 @@ struct Lanes<F8> {
   static F8 select(I8 m, F8 a, F8 b) { return m ? a : b; }
 };
 #define NNOPS_HAVE_F8 1
+#endif
+
+// 16-lane vectors, for the files that define NNOPS_VEC_MATH_WIDE (compiled for AVX-512F, or
+// for AVX2 where GCC splits each vector in two halves).
+#if defined(__GNUC__) && defined(NNOPS_VEC_MATH_WIDE)
+typedef float F16 __attribute__((vector_size(64)));
+typedef int32_t I16 __attribute__((vector_size(64)));
+
+template <>
+struct Lanes<F16> {
+  using I = I16;
+  static F16 from_bits(I i) { return (F16)i; }
+  static I to_int(F16 x) { return __builtin_convertvector(x, I16); }
+  static F16 splat(float x) { return F16{} + x; }
+  static F16 select(I16 m, F16 a, F16 b) { return m ? a : b; }
+};
+#define NNOPS_HAVE_F16 1
 #endif
 
 // x rounded to the nearest integer (ties to even) for |x| < 2^22, still as a float.

@@ -143,19 +143,21 @@ inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
   return info.param == Device::CPU ? "CPU" : "CUDA";
 }
 
-// Runs `body` once per CPU code path this machine has (portable, AVX2, AVX-512), or once on
+// Runs `body` once per CPU code path this machine has (portable, AVX2, AVX-512, and the AVX-512
+// code compiled for AVX2), or once on
 // CUDA, so every fast path meets the same checks.
 template <class Body>
 void for_each_cpu_isa(Device device, Body body) {
   if (device != Device::CPU) return body();
-  for (detail::CpuIsa isa :
-       {detail::CpuIsa::Generic, detail::CpuIsa::AVX2, detail::CpuIsa::AVX512}) {
-    if (isa == detail::CpuIsa::AVX2 && !detail::cpu_supports_avx2()) continue;
-    if (isa == detail::CpuIsa::AVX512 && !detail::cpu_supports_avx512()) continue;
+  using detail::CpuIsa;
+  for (CpuIsa isa : {CpuIsa::Generic, CpuIsa::AVX2, CpuIsa::AVX2WideTiles, CpuIsa::AVX512}) {
+    if (isa != CpuIsa::Generic && !detail::cpu_supports_avx2()) continue;
+    if (isa == CpuIsa::AVX512 && !detail::cpu_supports_avx512()) continue;
     detail::set_cpu_isa(isa);
-    SCOPED_TRACE(isa == detail::CpuIsa::AVX512 ? "cpu isa avx512"
-                 : isa == detail::CpuIsa::AVX2 ? "cpu isa avx2"
-                                               : "cpu isa generic");
+    SCOPED_TRACE(isa == CpuIsa::AVX512          ? "cpu isa avx512"
+                 : isa == CpuIsa::AVX2WideTiles ? "cpu isa avx512 code on avx2"
+                 : isa == CpuIsa::AVX2          ? "cpu isa avx2"
+                                                : "cpu isa generic");
     body();
   }
   detail::set_cpu_isa(detail::CpuIsa::Auto);

@@ -98,6 +98,18 @@ const char* name(VecFunction f) {
   return f == VecFunction::Exp ? "exp" : f == VecFunction::Erf ? "erf" : "tanh";
 }
 
+// The vector forms this CPU runs: 8 lanes on AVX2, 16 lanes on AVX-512, and the 16-lane code
+// compiled for AVX2 (so machines without AVX-512 check it too).
+std::vector<std::pair<const char*, const detail::VecKernels*>> vector_paths() {
+  std::vector<std::pair<const char*, const detail::VecKernels*>> paths;
+  if (detail::cpu_supports_avx2()) {
+    paths.emplace_back("avx2", &detail::vec_kernels_avx2());
+    paths.emplace_back("wide-on-avx2", &detail::vec_kernels_wide_on_avx2());
+  }
+  if (detail::cpu_supports_avx512()) paths.emplace_back("avx512", &detail::vec_kernels_avx512());
+  return paths;
+}
+
 // Every 997th bit pattern by default (~4.3 million floats); NNOPS_VEC_MATH_STRIDE=61 sweeps
 // 70 million, as was done to set the bounds.
 uint32_t sweep_stride() {
@@ -111,12 +123,13 @@ TEST(VecMath, WholeFloatRangeWithinTheDocumentedUlps) {
     const Worst p = measure(f, x, portable(f, x));
     std::printf("%-5s portable: max %.3f ulp at %.9g\n", name(f), p.ulps, p.at);
     EXPECT_LE(p.ulps, bound(f)) << name(f) << " portable, worst at x = " << p.at;
-    if (!detail::cpu_supports_avx2()) continue;
-    std::vector<float> y(x.size());
-    detail::vec_math_avx2(f, y.data(), x.data(), static_cast<int64_t>(x.size()));
-    const Worst v = measure(f, x, y);
-    std::printf("%-5s avx2:     max %.3f ulp at %.9g\n", name(f), v.ulps, v.at);
-    EXPECT_LE(v.ulps, bound(f)) << name(f) << " avx2, worst at x = " << v.at;
+    for (const auto& [label, kernels] : vector_paths()) {
+      std::vector<float> y(x.size());
+      kernels->vec_math(f, y.data(), x.data(), static_cast<int64_t>(x.size()));
+      const Worst v = measure(f, x, y);
+      std::printf("%-5s %-13s max %.3f ulp at %.9g\n", name(f), label, v.ulps, v.at);
+      EXPECT_LE(v.ulps, bound(f)) << name(f) << " " << label << ", worst at x = " << v.at;
+    }
   }
 }
 
@@ -136,10 +149,10 @@ TEST(VecMath, SpecialValuesAreExact) {
                                                           {VecFunction::Tanh, 20.0f, 1.0f},
                                                           {VecFunction::Tanh, 0.0f, 0.0f}}) {
     EXPECT_EQ(portable(f, {x})[0], want) << name(f) << "(" << x << ")";
-    if (detail::cpu_supports_avx2()) {
+    for (const auto& [label, kernels] : vector_paths()) {
       float y;
-      detail::vec_math_avx2(f, &y, &x, 1);
-      EXPECT_EQ(y, want) << name(f) << "(" << x << ") avx2";
+      kernels->vec_math(f, &y, &x, 1);
+      EXPECT_EQ(y, want) << name(f) << "(" << x << ") " << label;
     }
   }
   for (VecFunction f : {VecFunction::Exp, VecFunction::Erf, VecFunction::Tanh}) {
