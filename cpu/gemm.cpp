@@ -588,7 +588,8 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
 }
 
 // An F32 scratch matrix for a BF16 output: the product is summed into it in FP32 and rounded
-// once at the end, like every other op that writes BF16.
+// once at the end, like every other op that writes BF16. The scratch is the calling thread's,
+// kept between calls (a training step stages every BF16 product); one staging at a time.
 class F32Staging {
  public:
   F32Staging(View out, int64_t count, bool read_old) : out_(out), count_(count) {
@@ -596,15 +597,15 @@ class F32Staging {
       data_ = static_cast<float*>(out.data);
       return;
     }
-    owned_.reset(new (std::nothrow) float[static_cast<size_t>(count)]);
-    if (!owned_) throw OutOfMemory("host", static_cast<size_t>(count) * sizeof(float));
-    data_ = owned_.get();
+    thread_local PackingBuffer scratch;
+    staged_ = true;
+    data_ = scratch.get(count);
     if (read_old) cast_f32(data_, ConstView{out.data, out.dtype}, count);
   }
   float* data() const { return data_; }
   // Writes the staged values to the output (rounding to BF16 where it is BF16).
   void finish() const {
-    if (owned_) cast_to(out_, data_, count_);
+    if (staged_) cast_to(out_, data_, count_);
   }
 
   static void cast_f32(float* dst, ConstView src, int64_t count) {
@@ -617,7 +618,7 @@ class F32Staging {
  private:
   View out_;
   int64_t count_;
-  std::unique_ptr<float[]> owned_;
+  bool staged_ = false;
   float* data_ = nullptr;
 };
 
