@@ -119,8 +119,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The tensor-core kernels' tiling: 128 x 128 outputs per block of 8 warps, each warp 32 x 64
-// (2 x 4 WMMA fragments); the TF32 kernel stages 16-deep slices, the BF16 one 32-deep.
-constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 16, kTcPadA = kTcBK + 4, kTcPadB = kTcBN + 4;
+// (2 x 4 WMMA fragments).
+constexpr int kTcBM = 128, kTcBN = 128;
 constexpr int kTcWarps = 8, kTcThreads = kTcWarps * 32;
 
 // The tensor-core epilogue: a warp's 2 x 4 accumulator fragments (32 x 64 outputs from
@@ -179,102 +179,78 @@ __device__ void stage_slice(T (&as)[kTcBM][kPadA], T (&bs)[BK][kPadB], const T* 
   }
 }
 
-// Opt-in TF32 tensor-core GEMM (WMMA m16n16k8, compiled to mma.sync on sm_80+). Inputs are
-// rounded to TF32 in the fragments; accumulation is FP32.
-
-template <bool kTransA, bool kTransB, class TOut>
-__global__ void __launch_bounds__(kTcThreads)
-    tf32_gemm_kernel(TOut* __restrict__ d_c, const float* __restrict__ d_a,
-                     const float* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
-                     int64_t n, int64_t k, float alpha, float beta) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  using namespace nvcuda;
-  // WMMA pointers must be 32-byte aligned; the padded strides keep every fragment start so.
-  __shared__ __align__(128) float as[kTcBM][kTcPadA];
-  __shared__ __align__(128) float bs[kTcBK][kTcPadB];
-  __shared__ __align__(128) float staging[kTcWarps][16 * 16];
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
-  const int warp_m = warp / 2, warp_n = warp % 2;  // 4 x 2 warps of 32 x 64
-  const int64_t row0 = int64_t(blockIdx.y) * kTcBM, col0 = int64_t(blockIdx.x) * kTcBN;
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][4];
+// The two tensor-core GEMMs differ only in what their tiles hold. TF32 (opt-in, with
+// GemmOptions::allow_tf32): F32 in shared memory, rounded to TF32 as the fragments load, WMMA
+// m16n16k8, 16-deep slices. BF16: BF16 bits in shared memory, WMMA m16n16k16, 32-deep slices.
+// Both compile to mma.sync on sm_80+ and accumulate in FP32. WMMA pointers must be 32-byte
+// aligned and strides multiples of 16 bytes: the padded strides keep every fragment start so.
+struct Tf32Tiles {
+  using Stored = float;
+  static constexpr int kFragK = 8, kBK = 16, kPadA = kBK + 4, kPadB = kTcBN + 4;
+  using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8,
+                                       nvcuda::wmma::precision::tf32, nvcuda::wmma::row_major>;
+  using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
+                                       nvcuda::wmma::precision::tf32, nvcuda::wmma::row_major>;
+  __device__ static const float* ptr(const float* p) { return p; }
+  template <class Frag>
+  __device__ static void convert(Frag& f) {
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-
-  for (int64_t k0 = 0; k0 < k; k0 += kTcBK) {
-    stage_slice<kTransA, kTransB>(as, bs, d_a, d_b, m, n, k, row0, col0, k0, tid);
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kTcBK; kk += 8) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[4];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        wmma::load_matrix_sync(fa[i], &as[warp_m * 32 + i * 16][kk], kTcPadA);
-#pragma unroll
-        for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        wmma::load_matrix_sync(fb[j], &bs[kk][warp_n * 64 + j * 16], kTcPadB);
-#pragma unroll
-        for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
-      }
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-    __syncthreads();
+    for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
   }
-  store_tiles(acc, staging[warp], lane, d_c, d_bias, row0 + warp_m * 32, col0 + warp_n * 64, m, n,
-              alpha, beta);
-#endif
-}
+};
 
-// BF16 tensor-core GEMM (WMMA m16n16k16 on BF16 fragments, FP32 accumulators): the tiling of
-// the TF32 kernel, with 32-deep slices of BF16 (their bits) in shared memory. The strides are
-// multiples of 8 elements and every fragment starts on a 32-byte boundary, as WMMA requires.
-constexpr int kBfBK = 32, kBfPadA = kBfBK + 8, kBfPadB = kTcBN + 8;
+struct Bf16Tiles {
+  using Stored = uint16_t;  // the bits of __nv_bfloat16
+  static constexpr int kFragK = 16, kBK = 32, kPadA = kBK + 8, kPadB = kTcBN + 8;
+  using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
+                                       nvcuda::wmma::row_major>;
+  using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
+                                       nvcuda::wmma::row_major>;
+  __device__ static const __nv_bfloat16* ptr(const uint16_t* p) {
+    return reinterpret_cast<const __nv_bfloat16*>(p);
+  }
+  template <class Frag>
+  __device__ static void convert(Frag&) {}
+};
 
-template <bool kTransA, bool kTransB, class TOut>
+template <class Tiles, bool kTransA, bool kTransB, class TOut>
 __global__ void __launch_bounds__(kTcThreads)
-    bf16_gemm_kernel(TOut* __restrict__ d_c, const uint16_t* __restrict__ d_a,
-                     const uint16_t* __restrict__ d_b, const float* __restrict__ d_bias, int64_t m,
-                     int64_t n, int64_t k, float alpha, float beta) {
+    tensor_core_gemm_kernel(TOut* __restrict__ d_c, const typename Tiles::Stored* __restrict__ d_a,
+                            const typename Tiles::Stored* __restrict__ d_b,
+                            const float* __restrict__ d_bias, int64_t m, int64_t n, int64_t k,
+                            float alpha, float beta) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   using namespace nvcuda;
-  __shared__ __align__(128) uint16_t as[kTcBM][kBfPadA];
-  __shared__ __align__(128) uint16_t bs[kBfBK][kBfPadB];
+  using T = typename Tiles::Stored;
+  constexpr int kBK = Tiles::kBK, kPadA = Tiles::kPadA, kPadB = Tiles::kPadB;
+  __shared__ __align__(128) T as[kTcBM][kPadA];
+  __shared__ __align__(128) T bs[kBK][kPadB];
   __shared__ __align__(128) float staging[kTcWarps][16 * 16];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
   const int warp_m = warp / 2, warp_n = warp % 2;  // 4 x 2 warps of 32 x 64
   const int64_t row0 = int64_t(blockIdx.y) * kTcBM, col0 = int64_t(blockIdx.x) * kTcBN;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
+  wmma::fragment<wmma::accumulator, 16, 16, Tiles::kFragK, float> acc[2][4];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-  for (int64_t k0 = 0; k0 < k; k0 += kBfBK) {
+  for (int64_t k0 = 0; k0 < k; k0 += kBK) {
     stage_slice<kTransA, kTransB>(as, bs, d_a, d_b, m, n, k, row0, col0, k0, tid);
     __syncthreads();
 #pragma unroll
-    for (int kk = 0; kk < kBfBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb[4];
+    for (int kk = 0; kk < kBK; kk += Tiles::kFragK) {
+      typename Tiles::FragA fa[2];
+      typename Tiles::FragB fb[4];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        wmma::load_matrix_sync(
-            fa[i], reinterpret_cast<const __nv_bfloat16*>(&as[warp_m * 32 + i * 16][kk]),
-            kBfPadA);
+        wmma::load_matrix_sync(fa[i], Tiles::ptr(&as[warp_m * 32 + i * 16][kk]), kPadA);
+        Tiles::convert(fa[i]);
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        wmma::load_matrix_sync(
-            fb[j], reinterpret_cast<const __nv_bfloat16*>(&bs[kk][warp_n * 64 + j * 16]),
-            kBfPadB);
+        wmma::load_matrix_sync(fb[j], Tiles::ptr(&bs[kk][warp_n * 64 + j * 16]), kPadB);
+        Tiles::convert(fb[j]);
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i)
@@ -344,20 +320,20 @@ void launch_gemm(bool trans_a, bool trans_b, TOut* c, ConstView a, ConstView b, 
     const auto* a16 = static_cast<const uint16_t*>(a.data);
     const auto* b16 = static_cast<const uint16_t*>(b.data);
     by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
-      bf16_gemm_kernel<decltype(ta)::value, decltype(tb)::value, TOut>
+      tensor_core_gemm_kernel<Bf16Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
           <<<grid, kTcThreads, 0, t_stream>>>(c, a16, b16, bias, m, n, k, alpha, beta);
     });
-    check_launch("bf16_gemm_kernel");
+    check_launch("tensor_core_gemm_kernel (BF16)");
     return;
   }
   const auto* a32 = static_cast<const float*>(a.data);
   const auto* b32 = static_cast<const float*>(b.data);
   if (allow_tf32 && device_is_sm80_or_newer() && k > 0) {
     by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
-      tf32_gemm_kernel<decltype(ta)::value, decltype(tb)::value, TOut>
+      tensor_core_gemm_kernel<Tf32Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
           <<<grid, kTcThreads, 0, t_stream>>>(c, a32, b32, bias, m, n, k, alpha, beta);
     });
-    check_launch("tf32_gemm_kernel");
+    check_launch("tensor_core_gemm_kernel (TF32)");
     return;
   }
   by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
