@@ -7,17 +7,8 @@
 namespace nnops::test {
 namespace {
 
-class Bf16GemmTest : public ::testing::TestWithParam<std::tuple<GemmPath, bool, bool>> {
+class Bf16GemmTest : public GemmPathFixture {
  protected:
-  void SetUp() override {
-    const std::string missing = select_gemm_path(path());
-    if (!missing.empty()) GTEST_SKIP() << missing;
-  }
-  void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
-  GemmPath path() const { return std::get<0>(GetParam()); }
-  Device device() const { return path() == GemmPath::Cuda ? Device::CUDA : Device::CPU; }
-  bool ta() const { return std::get<1>(GetParam()); }
-  bool tb() const { return std::get<2>(GetParam()); }
   // The FP32 sum of k exact products (a product of two BF16 values fits a float): the usual
   // gamma_k bound. Tensor cores may truncate inside their adds, so CUDA gets twice the unit.
   double gamma(int64_t k) const {
@@ -118,11 +109,7 @@ TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
 INSTANTIATE_TEST_SUITE_P(Paths, Bf16GemmTest,
                          ::testing::Combine(all_gemm_paths(), ::testing::Bool(),
                                             ::testing::Bool()),
-                         [](const auto& info) {
-                           return gemm_path_name(std::get<0>(info.param)) +
-                                  (std::get<1>(info.param) ? "_At" : "_A") +
-                                  (std::get<2>(info.param) ? "Bt" : "B");
-                         });
+                         gemm_case_name);
 
 class Bf16LinearTest : public DeviceTest {};
 

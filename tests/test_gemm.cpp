@@ -8,18 +8,8 @@
 namespace nnops::test {
 namespace {
 
-// Runs a test on one GEMM path: selects the CPU micro-kernel, or skips what the machine lacks.
-class GemmPathTest : public ::testing::TestWithParam<std::tuple<GemmPath, bool, bool>> {
+class GemmPathTest : public GemmPathFixture {
  protected:
-  void SetUp() override {
-    const std::string missing = select_gemm_path(path());
-    if (!missing.empty()) GTEST_SKIP() << missing;
-  }
-  void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
-  GemmPath path() const { return std::get<0>(GetParam()); }
-  Device device() const { return path() == GemmPath::Cuda ? Device::CUDA : Device::CPU; }
-  bool ta() const { return std::get<1>(GetParam()); }
-  bool tb() const { return std::get<2>(GetParam()); }
 };
 
 // Double-precision op(a)*op(b) and, per element, sum |a||b| for the error bound.
@@ -184,11 +174,7 @@ TEST_P(GemmPathTest, LargeProductAgainstVectorProbe) {
 INSTANTIATE_TEST_SUITE_P(Paths, GemmPathTest,
                          ::testing::Combine(all_gemm_paths(), ::testing::Bool(),
                                             ::testing::Bool()),
-                         [](const auto& info) {
-                           return gemm_path_name(std::get<0>(info.param)) +
-                                  (std::get<1>(info.param) ? "_At" : "_A") +
-                                  (std::get<2>(info.param) ? "Bt" : "B");
-                         });
+                         gemm_case_name);
 
 class LinearTest : public DeviceTest {};
 

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../cpu/cpu_backend.hpp"
@@ -205,6 +206,27 @@ inline std::string select_gemm_path(GemmPath p) {
 inline auto all_gemm_paths() {
   return ::testing::Values(GemmPath::CpuGeneric, GemmPath::CpuAvx2, GemmPath::CpuAvx512,
                            GemmPath::CpuWideOnAvx2, GemmPath::Cuda);
+}
+
+// A test on one GEMM path and transpose case (trans_a, trans_b): selects the CPU code path, or
+// skips what the machine lacks.
+class GemmPathFixture : public ::testing::TestWithParam<std::tuple<GemmPath, bool, bool>> {
+ protected:
+  void SetUp() override {
+    const std::string missing = select_gemm_path(path());
+    if (!missing.empty()) GTEST_SKIP() << missing;
+  }
+  void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
+  GemmPath path() const { return std::get<0>(GetParam()); }
+  Device device() const { return path() == GemmPath::Cuda ? Device::CUDA : Device::CPU; }
+  bool ta() const { return std::get<1>(GetParam()); }
+  bool tb() const { return std::get<2>(GetParam()); }
+};
+
+inline std::string gemm_case_name(
+    const ::testing::TestParamInfo<std::tuple<GemmPath, bool, bool>>& info) {
+  return gemm_path_name(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_At" : "_A") +
+         (std::get<2>(info.param) ? "Bt" : "B");
 }
 
 #define NNOPS_INSTANTIATE_DEVICES(Suite)                                                   \
