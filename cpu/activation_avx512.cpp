@@ -7,24 +7,8 @@
 #endif
 
 #define NNOPS_VEC_MATH_WIDE 1
-#include "activation_fast.hpp"
-#include "vec_math.hpp"
-
-namespace nnops::detail {
-
-#ifdef NNOPS_HAVE_F16
-namespace {
-using V = F16;
-constexpr int kLanes = 16;
-}  // namespace
+#define NNOPS_VEC_KERNELS vec_kernels_avx512
 #include "activation_vec.inc"
-
-const VecKernels& vec_kernels_avx512() {
-  return kKernels;
-}
-#endif
-
-}  // namespace nnops::detail
 
 #if defined(__clang__)
 #pragma clang attribute pop

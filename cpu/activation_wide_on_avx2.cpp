@@ -8,24 +8,8 @@
 #endif
 
 #define NNOPS_VEC_MATH_WIDE 1
-#include "activation_fast.hpp"
-#include "vec_math.hpp"
-
-namespace nnops::detail {
-
-#ifdef NNOPS_HAVE_F16
-namespace {
-using V = F16;
-constexpr int kLanes = 16;
-}  // namespace
+#define NNOPS_VEC_KERNELS vec_kernels_wide_on_avx2
 #include "activation_vec.inc"
-
-const VecKernels& vec_kernels_wide_on_avx2() {
-  return kKernels;
-}
-#endif
-
-}  // namespace nnops::detail
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -68,10 +68,6 @@ class CpuBackend final : public Backend {
   void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;
 };
 
-// Row-major single-precision GEMM used by the CPU entries (c = alpha*op(a)*op(b) + beta*c).
-void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-               const float* a, const float* b, float beta, float* c);
-
 // For a row x[0, cols) scaled by `scale`: its max and log(sum(exp(scale*x - max))), the sum
 // taken in double. log p[c] = (scale*x[c] - max) - log_sum stays accurate for logits of any
 // magnitude. Shared by softmax and the losses.

@@ -600,19 +600,12 @@ class F32Staging {
     thread_local PackingBuffer scratch;
     staged_ = true;
     data_ = scratch.get(count);
-    if (read_old) cast_f32(data_, ConstView{out.data, out.dtype}, count);
+    if (read_old) cpu_backend().cast(data_, DType::F32, out.data, out.dtype, count);
   }
   float* data() const { return data_; }
   // Writes the staged values to the output (rounding to BF16 where it is BF16).
   void finish() const {
-    if (staged_) cast_to(out_, data_, count_);
-  }
-
-  static void cast_f32(float* dst, ConstView src, int64_t count) {
-    cpu_backend().cast(dst, DType::F32, src.data, src.dtype, count);
-  }
-  static void cast_to(View dst, const float* src, int64_t count) {
-    cpu_backend().cast(dst.data, dst.dtype, src, DType::F32, count);
+    if (staged_) cpu_backend().cast(out_.data, out_.dtype, data_, DType::F32, count_);
   }
 
  private:
@@ -623,11 +616,6 @@ class F32Staging {
 };
 
 }  // namespace
-
-void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-               const float* a, const float* b, float beta, float* c) {
-  gemm_f32_out(trans_a, trans_b, m, n, k, alpha, a, b, DType::F32, beta, c);
-}
 
 void CpuBackend::gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
                       const GemmOptions& options) {
@@ -643,11 +631,16 @@ void CpuBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bias
   float* const y32 = staged.data();
   // Broadcast the bias into y, then accumulate x * w^T on top of it (beta = 1).
   if (bias.data) {
-    std::vector<float> bias32(static_cast<size_t>(out));
-    F32Staging::cast_f32(bias32.data(), bias, out);
+    const bool bf16 = bias.dtype == DType::BF16;
 #pragma omp parallel for if (rows * out >= kParallelThreshold)
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(y32 + r * out, bias32.data(), sizeof(float) * out);
+      float* yr = y32 + r * out;
+      if (!bf16) {
+        std::memcpy(yr, bias.data, sizeof(float) * out);
+      } else {
+        const uint16_t* b16 = static_cast<const uint16_t*>(bias.data);
+        for (int64_t j = 0; j < out; ++j) yr[j] = bf16_bits_to_float(b16[j]);
+      }
     }
   }
   gemm_f32_out(false, true, rows, out, in, 1.0f, x.data, w.data, x.dtype, bias.data ? 1.0f : 0.0f,
@@ -670,20 +663,24 @@ void CpuBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstVi
     staged.finish();
   }
   if (db.data) {
-    // Column sums of dy, accumulated in double so long batches lose nothing.
-    std::vector<float> sums(static_cast<size_t>(out));
-    const bool bf16 = dy.dtype == DType::BF16;
+    // Column sums of dy, accumulated in double so long batches lose nothing, then rounded to
+    // float (and from there to BF16 where db is BF16).
+    const bool dy_bf16 = dy.dtype == DType::BF16, db_bf16 = db.dtype == DType::BF16;
     const float* dy32 = static_cast<const float*>(dy.data);
     const uint16_t* dy16 = static_cast<const uint16_t*>(dy.data);
 #pragma omp parallel for if (rows * out >= kParallelThreshold)
     for (int64_t o = 0; o < out; ++o) {
       double sum = 0.0;
       for (int64_t r = 0; r < rows; ++r) {
-        sum += bf16 ? bf16_bits_to_float(dy16[r * out + o]) : dy32[r * out + o];
+        sum += dy_bf16 ? to_f32(dy16[r * out + o]) : dy32[r * out + o];
       }
-      sums[o] = static_cast<float>(sum);
+      const float total = static_cast<float>(sum);
+      if (db_bf16) {
+        static_cast<uint16_t*>(db.data)[o] = float_to_bf16_bits(total);
+      } else {
+        static_cast<float*>(db.data)[o] = total;
+      }
     }
-    F32Staging::cast_to(db, sums.data(), out);
   }
 }
 

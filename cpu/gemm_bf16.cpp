@@ -18,6 +18,10 @@
 
 namespace nnops::detail {
 
+// 16 floats and 16 words of BF16 pairs, for both compilations below.
+typedef float F16 __attribute__((vector_size(64)));
+typedef uint32_t U16 __attribute__((vector_size(64)));
+
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16"))), \
                              apply_to = function)
@@ -26,8 +30,6 @@ namespace nnops::detail {
 #pragma GCC target("avx512f,avx512bw,avx512bf16")
 #endif
 namespace native_pairs {
-typedef float F16 __attribute__((vector_size(64)));
-typedef uint32_t U16 __attribute__((vector_size(64)));
 inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   return (F16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
 }
@@ -47,8 +49,6 @@ void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float*
 #pragma GCC target("avx2,fma")
 #endif
 namespace emulated_pairs {
-typedef float F16 __attribute__((vector_size(64)));
-typedef uint32_t U16 __attribute__((vector_size(64)));
 // Each BF16 value is the high half of the float it stands for.
 inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   const U16 high = U16{} + 0xFFFF0000u;

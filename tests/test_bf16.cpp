@@ -112,17 +112,6 @@ Tensor holding(const std::vector<float>& v, DType dtype, Device device, Shape sh
   return Tensor::from_vector(f, shape, device);
 }
 
-// The values of an F32 or BF16 tensor as floats (exact either way).
-std::vector<float> as_floats(const Tensor& t) {
-  std::vector<float> out;
-  if (t.dtype() == DType::BF16) {
-    for (bf16 v : t.to_vector<bf16>()) out.push_back(v.to_float());
-  } else {
-    for (float v : t.to_vector<float>()) out.push_back(v);
-  }
-  return out;
-}
-
 // A BF16 output is the FP32 result rounded to nearest even: 8 significant bits, so a relative
 // error up to 2^-8 (half an ulp) on top of the FP32 path's few ulps.
 double rtol_for(DType out) {

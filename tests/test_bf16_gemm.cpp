@@ -38,20 +38,10 @@ Tensor poisoned_as(const Shape& shape, DType dtype, Device device) {
   return as_dtype(std::vector<float>(numel_of(shape), NAN), shape, dtype, device);
 }
 
-std::vector<double> values_of(const Tensor& t) {
-  std::vector<double> out;
-  if (t.dtype() == DType::BF16) {
-    for (bf16 v : t.to_vector<bf16>()) out.push_back(v.to_float());
-  } else {
-    for (float v : t.to_vector<float>()) out.push_back(v);
-  }
-  return out;
-}
-
 // out within `bound_fp32` of ref, plus the BF16 rounding (half an ulp) when out is BF16.
 void expect_within(const Tensor& out, const std::vector<double>& ref,
                    const std::vector<double>& bound_fp32, const char* what) {
-  const auto got = values_of(out);
+  const auto got = as_floats(out);
   ASSERT_EQ(got.size(), ref.size()) << what;
   const double round = out.dtype() == DType::BF16 ? kBf16Unit : 0.0;
   int failures = 0;

@@ -40,6 +40,17 @@ inline int64_t numel_of(const Shape& shape) {
   return n;
 }
 
+// The values of an F32 or BF16 tensor as floats (exact either way).
+inline std::vector<float> as_floats(const Tensor& t) {
+  std::vector<float> out;
+  if (t.dtype() == DType::BF16) {
+    for (bf16 v : t.to_vector<bf16>()) out.push_back(v.to_float());
+  } else {
+    for (float v : t.to_vector<float>()) out.push_back(v);
+  }
+  return out;
+}
+
 // An output tensor full of NaN, so a kernel that skips an element is caught.
 inline Tensor poisoned(const Shape& shape, Device device) {
   const auto n = static_cast<size_t>(numel_of(shape));
