@@ -9,18 +9,26 @@
 
 namespace nnops::detail {
 
+namespace {
+constexpr std::align_val_t kAlignment{64};
+}
+
+void* host_alloc(size_t bytes) noexcept {
+  return ::operator new(bytes, kAlignment, std::nothrow);
+}
+
+void host_free(void* ptr) noexcept {
+  ::operator delete(ptr, kAlignment);
+}
+
 void* CpuBackend::allocate(size_t bytes) {
-  constexpr size_t kAlignment = 64;
-  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* ptr = rounded < bytes ? nullptr : std::aligned_alloc(kAlignment, rounded);
-  if (ptr == nullptr) {
-    throw OutOfMemory("host", bytes);
-  }
+  void* ptr = host_alloc(bytes);
+  if (ptr == nullptr) throw OutOfMemory("host", bytes);
   return ptr;
 }
 
-void CpuBackend::deallocate(void* ptr) noexcept {
-  std::free(ptr);
+void CpuBackend::deallocate(void* ptr, int) noexcept {
+  host_free(ptr);
 }
 
 void CpuBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {

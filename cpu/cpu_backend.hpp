@@ -14,7 +14,7 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::CPU; }
 
   void* allocate(size_t bytes) override;
-  void deallocate(void* ptr) noexcept override;
+  void deallocate(void* ptr, int device_index) noexcept override;
   void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   void copy_within(void* dst, const void* src, size_t bytes) override;
@@ -88,7 +88,12 @@ CpuIsa active_cpu_isa();  // after resolving Auto against the CPU
 bool cpu_supports_avx2();
 bool cpu_supports_avx512();
 bool cpu_supports_avx512bf16();  // VDPBF16PS: BF16 products take the pair kernel
-bool cpu_isa_has_avx2();  // the active level runs the AVX2 paths (all but Generic)
+bool cpu_isa_has_avx2();         // the active level runs the AVX2 paths (all but Generic)
+
+// 64-byte aligned host memory (null when out of memory), through the global aligned operator new
+// like every other host allocation of the library, so one allocation hook sees them all.
+void* host_alloc(size_t bytes) noexcept;
+void host_free(void* ptr) noexcept;
 
 // A scratch vector of n elements; running out of memory is an OutOfMemory with the byte count.
 template <class T>

@@ -173,8 +173,7 @@ using PackA = void (*)(float*, const void*, bool, int64_t, int64_t, int64_t, int
                        int64_t, int64_t);
 using PackTransposed = void (*)(float*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                 int64_t);
-using PackRow = void (*)(float*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                         int64_t);
+using PackRow = void (*)(float*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 
 // Inputs are F32 (float) or BF16 (its bits, uint16_t); packing widens BF16 to float, so one
 // F32 micro-kernel serves both and the products of BF16 values are exact in FP32.
@@ -228,9 +227,9 @@ void pack_b_transposed(float* dst, const void* b_data, int64_t k, int64_t p0, in
 // took a third of a batch-64 x * w^T product.
 template <int NR>
 __attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, const void* b_data,
-                                                               int64_t k, int64_t p0, int64_t kc,
-                                                               int64_t j0, int64_t nc,
-                                                               int64_t panel) {
+                                                                int64_t k, int64_t p0, int64_t kc,
+                                                                int64_t j0, int64_t nc,
+                                                                int64_t panel) {
   static_assert(NR % 8 == 0, "whole groups of 8 columns");
   constexpr int kNR = NR;  // the loop below is written for any multiple of 8
   const float* b = static_cast<const float*>(b_data);
@@ -320,14 +319,14 @@ void pack_b_row(float* dst, const void* b_data, int64_t n, int64_t p0, int64_t k
 // GEMM is an mmap plus page faults every time, in a training loop's hottest call.
 struct PackingBuffer {
   struct Free {
-    void operator()(float* p) const { std::free(p); }
+    void operator()(float* p) const { host_free(p); }
   };
   std::unique_ptr<float, Free> data;
   int64_t capacity = 0;
   float* get(int64_t count) {
     if (count > capacity) {
-      const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
-      data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      const size_t bytes = static_cast<size_t>(count) * sizeof(float);
+      data.reset(static_cast<float*>(host_alloc(bytes)));
       capacity = data ? count : 0;
       if (!data) throw OutOfMemory("host", bytes);
     }
@@ -423,8 +422,8 @@ void pack_a_pairs(float* dst, const void* a_data, bool trans, int64_t m, int64_t
 }
 
 template <int NR>
-void pack_b_pairs(float* dst, const SgemmProblem& g, int64_t p0, int64_t kc, int64_t j0,
-                  int64_t nc, int64_t panel) {
+void pack_b_pairs(float* dst, const SgemmProblem& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                  int64_t panel) {
   const uint16_t* b = static_cast<const uint16_t*>(g.b);
   uint32_t* out = reinterpret_cast<uint32_t*>(dst + panel * NR * kc);
   const int64_t col0 = j0 + panel * NR, cols = std::min<int64_t>(NR, j0 + nc - col0);
@@ -442,7 +441,8 @@ template <int NR>
 void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int64_t j0,
                   int64_t nc) {
   if (g.pairs) {
-    for (int64_t jp = 0; jp < (nc + NR - 1) / NR; ++jp) pack_b_pairs<NR>(dst, g, pc, kc, j0, nc, jp);
+    for (int64_t jp = 0; jp < (nc + NR - 1) / NR; ++jp)
+      pack_b_pairs<NR>(dst, g, pc, kc, j0, nc, jp);
   } else if (g.trans_b) {
     for (int64_t jp = 0; jp < (nc + NR - 1) / NR; ++jp) {
       g.pack_transposed(dst, g.b, g.k, pc, kc, j0, nc, jp);
@@ -455,19 +455,34 @@ void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int
 // One thread's share: c[i0:i1, j0:j1], serially, in MR x NR tiles. Every element's sum runs over
 // the same depth blocks in the same order whatever the share, so the bits do not depend on the
 // thread count.
+// The packing buffers of one thread's share, sized by pack_sizes.
+struct PackingBuffers {
+  PackingBuffer a, b;
+};
+
+// Floats of packed A and packed B that a share of at most `rows` rows and `cols` columns needs.
+// A short block of rows (the batch of a training step) is packed once per depth block and B is
+// packed a few panels at a time just before their use, into a buffer that stays in L2: the
+// packed B never travels to L3 and back. Taller blocks pack a whole B block for reuse.
 template <int MR, int NR>
-void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-  thread_local PackingBuffer a_buffer, b_buffer;
+std::pair<int64_t, int64_t> pack_sizes(const SgemmProblem& g, int64_t rows, int64_t cols) {
+  const Blocking& blk = g.blocking;
+  const int64_t kc_max = std::min(blk.kc, g.k);
+  const int64_t nc_cap = rows <= blk.mc ? kPanelsAtOnce * NR : blk.nc;
+  return {std::min(blk.mc, (rows + MR - 1) / MR * MR) * kc_max,
+          std::min(nc_cap, (cols + NR - 1) / NR * NR) * kc_max};
+}
+
+template <int MR, int NR>
+void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                 PackingBuffers& buffers) {
   const Blocking& blk = g.blocking;
   const int64_t rows = i1 - i0;
-  const int64_t kc_max = std::min(blk.kc, g.k);
-  float* const a_pack = a_buffer.get(std::min(blk.mc, (rows + MR - 1) / MR * MR) * kc_max);
-  // A short block of rows (the batch of a training step) is packed once per depth block and
-  // B is packed a few panels at a time just before their use, into a buffer that stays in L2:
-  // the packed B never travels to L3 and back. Taller blocks pack a whole B block for reuse.
   const bool b_per_panel = rows <= blk.mc;
-  const int64_t nc_cap = b_per_panel ? kPanelsAtOnce * NR : blk.nc;
-  float* const b_pack = b_buffer.get(std::min(nc_cap, (j1 - j0 + NR - 1) / NR * NR) * kc_max);
+  // Allocated already (run_tiles sized them for any share), so nothing here can throw.
+  const auto [a_floats, b_floats] = pack_sizes<MR, NR>(g, rows, j1 - j0);
+  float* const a_pack = buffers.a.get(a_floats);
+  float* const b_pack = buffers.b.get(b_floats);
   for (int64_t jc = j0; jc < j1; jc += blk.nc) {
     const int64_t nc = std::min(blk.nc, j1 - jc);
     const int64_t b_panels = (nc + NR - 1) / NR;
@@ -519,8 +534,21 @@ void run_tiles(SgemmProblem g, MicroKernel kernel) {
   g.kernel = kernel;
   g.blocking = blocking_for_caches<MR, NR>();
   const int threads = g.m * g.n * g.k >= kParallelThreshold ? omp_get_max_threads() : 1;
+  // The calling thread's buffers, one pair per worker, kept between calls (a fresh 2 MiB
+  // allocation per GEMM is an mmap plus page faults, in a training loop's hottest call). They
+  // are grown here, before the parallel region: an exception cannot leave an OpenMP region, and
+  // running out of memory must leave c untouched. Every share fits the sizes of the whole c.
+  thread_local std::vector<PackingBuffers> buffers;
+  if (buffers.size() < static_cast<size_t>(threads)) buffers.resize(static_cast<size_t>(threads));
+  const auto [a_floats, b_floats] = pack_sizes<MR, NR>(g, g.m, g.n);
+  const int64_t b_short = pack_sizes<MR, NR>(g, std::min(g.m, g.blocking.mc), g.n).second;
+  for (int t = 0; t < threads; ++t) {
+    buffers[t].a.get(a_floats);
+    buffers[t].b.get(std::max(b_floats, b_short));  // a row share may pack B per panel
+  }
+  PackingBuffers* const shares = buffers.data();  // the region's workers see the caller's
   if (threads <= 1) {
-    sgemm_block<MR, NR>(g, 0, g.m, 0, g.n);
+    sgemm_block<MR, NR>(g, 0, g.m, 0, g.n, shares[0]);
     return;
   }
   const int64_t col_panels = (g.n + NR - 1) / NR, row_panels = (g.m + MR - 1) / MR;
@@ -530,10 +558,10 @@ void run_tiles(SgemmProblem g, MicroKernel kernel) {
     const int t = omp_get_thread_num(), parts = omp_get_num_threads();
     if (split_rows) {
       const auto [i0, i1] = share(row_panels, MR, g.m, t, parts);
-      if (i0 < i1) sgemm_block<MR, NR>(g, i0, i1, 0, g.n);
+      if (i0 < i1) sgemm_block<MR, NR>(g, i0, i1, 0, g.n, shares[t]);
     } else {
       const auto [j0, j1] = share(col_panels, NR, g.n, t, parts);
-      if (j0 < j1) sgemm_block<MR, NR>(g, 0, g.m, j0, j1);
+      if (j0 < j1) sgemm_block<MR, NR>(g, 0, g.m, j0, j1, shares[t]);
     }
   }
 }
@@ -561,7 +589,7 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
     return;
   }
   const bool bf16 = in_dtype == DType::BF16;
-  SgemmProblem g{trans_a, trans_b, m,       n,       k,       alpha,      a,    b,
+  SgemmProblem g{trans_a, trans_b, m,       n,       k,       alpha,   a,          b,
                  beta,    c,       nullptr, nullptr, nullptr, nullptr, Blocking{}, false};
   const CpuIsa isa = active_cpu_isa();
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -648,18 +676,16 @@ void CpuBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bias
   staged.finish();
 }
 
-void CpuBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w,
-                                 ConstView dy, int64_t rows, int64_t in, int64_t out) {
+void CpuBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w, ConstView dy,
+                                 int64_t rows, int64_t in, int64_t out) {
   if (dx.data) {  // dx[rows, in] = dy[rows, out] * w[out, in]
     const F32Staging staged(dx, rows * in, false);
-    gemm_f32_out(false, false, rows, in, out, 1.0f, dy.data, w.data, dy.dtype, 0.0f,
-                 staged.data());
+    gemm_f32_out(false, false, rows, in, out, 1.0f, dy.data, w.data, dy.dtype, 0.0f, staged.data());
     staged.finish();
   }
   {  // dw[out, in] = dy^T[out, rows] * x[rows, in]
     const F32Staging staged(dw, out * in, false);
-    gemm_f32_out(true, false, out, in, rows, 1.0f, dy.data, x.data, dy.dtype, 0.0f,
-                 staged.data());
+    gemm_f32_out(true, false, out, in, rows, 1.0f, dy.data, x.data, dy.dtype, 0.0f, staged.data());
     staged.finish();
   }
   if (db.data) {

@@ -64,21 +64,30 @@ void CpuBackend::cross_entropy_loss(float* loss, float* grad, const float* logit
 
 void CpuBackend::kd_loss(float* loss, float* grad, const float* student, const float* teacher,
                          int64_t rows, int64_t classes, float temperature) {
-  const float inv_t = 1.0f / temperature;
-  const float grad_scale = temperature / static_cast<float>(rows);
-  const double total = deterministic_sum<16>(rows, 2 * classes, [&](int64_t r) {
+  // Double throughout a row (logits over T, both log-sum-exps, every log p): see kd_pointwise.
+  const double inv_t = 1.0 / static_cast<double>(temperature);
+  const double grad_scale = static_cast<double>(temperature) / static_cast<double>(rows);
+  const double total = deterministic_sum<16>(rows, 4 * classes, [&](int64_t r) {
     const float* s = student + r * classes;
     const float* t = teacher + r * classes;
-    float mx_s, log_sum_s, mx_t, log_sum_t;
-    row_logsumexp(s, classes, inv_t, mx_s, log_sum_s);
-    row_logsumexp(t, classes, inv_t, mx_t, log_sum_t);
+    double mx_s = -INFINITY, mx_t = -INFINITY;
+    for (int64_t c = 0; c < classes; ++c) {
+      mx_s = nan_max_double(mx_s, s[c] * inv_t);
+      mx_t = nan_max_double(mx_t, t[c] * inv_t);
+    }
+    double sum_s = 0.0, sum_t = 0.0;
+    for (int64_t c = 0; c < classes; ++c) {
+      sum_s += std::exp(s[c] * inv_t - mx_s);
+      sum_t += std::exp(t[c] * inv_t - mx_t);
+    }
+    const double log_sum_s = std::log(sum_s), log_sum_t = std::log(sum_t);
     double row = 0.0;
     for (int64_t c = 0; c < classes; ++c) {
-      const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
-      const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
-      const float pt = std::exp(log_pt);
+      const double log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
+      const double log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
+      const double pt = std::exp(log_pt);
       row += kd_pointwise(pt, log_pt, log_ps);
-      if (grad) grad[r * classes + c] = grad_scale * (std::exp(log_ps) - pt);
+      if (grad) grad[r * classes + c] = static_cast<float>(grad_scale * (std::exp(log_ps) - pt));
     }
     return row;
   });

@@ -1,6 +1,8 @@
 // CPU pruning masks. Candidates are ordered by (|w|, index) so ties prune the lower index first
 // and every device agrees; NaN magnitudes rank above everything (never pruned before numbers).
 // Unstructured selection is a radix select over the magnitude bits, as on the GPU.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -30,19 +32,20 @@ uint32_t magnitude_bits(float w) {
 namespace {
 
 // Counts, per value of the digit (bits >> shift) & (bins - 1), the kept entries whose bits above
-// the digit equal `prefix`. Threads fill their own histograms over fixed chunks; integer sums
-// make the result independent of the thread count.
-void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks, const float* const* ws,
-                         const int64_t* sizes, int64_t tensor_count, uint32_t prefix,
-                         uint32_t prefix_mask, int shift) {
+// the digit equal `prefix`. Threads fill their own histograms (rows of `local`, allocated by the
+// caller: nothing may throw inside a parallel region) over fixed chunks; integer sums make the
+// result independent of the thread count.
+void magnitude_histogram(std::vector<int64_t>& hist, std::vector<int64_t>& local,
+                         uint8_t* const* masks, const float* const* ws, const int64_t* sizes,
+                         int64_t tensor_count, uint32_t prefix, uint32_t prefix_mask, int shift,
+                         int threads) {
   const int bins = static_cast<int>(hist.size());
   const uint32_t digit_mask = static_cast<uint32_t>(bins - 1);
   std::fill(hist.begin(), hist.end(), 0);
-  int64_t total = 0;
-  for (int64_t t = 0; t < tensor_count; ++t) total += sizes[t];
-#pragma omp parallel if (total >= kParallelThreshold)
+  std::fill(local.begin(), local.end(), 0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    std::vector<int64_t> local(static_cast<size_t>(bins), 0);
+    int64_t* mine = local.data() + static_cast<size_t>(omp_get_thread_num()) * bins;
     for (int64_t t = 0; t < tensor_count; ++t) {
       const float* w = ws[t];
       const uint8_t* m = masks[t];
@@ -50,12 +53,12 @@ void magnitude_histogram(std::vector<int64_t>& hist, uint8_t* const* masks, cons
       for (int64_t i = 0; i < sizes[t]; ++i) {
         // Branch-free (adding 0 or 1): whether an entry matches the prefix is unpredictable.
         const uint32_t bits = magnitude_bits(w[i]);
-        local[(bits >> shift) & digit_mask] += (m[i] != 0) & ((bits & prefix_mask) == prefix);
+        mine[(bits >> shift) & digit_mask] += (m[i] != 0) & ((bits & prefix_mask) == prefix);
       }
     }
-#pragma omp critical
-    for (int b = 0; b < bins; ++b) hist[b] += local[b];
   }
+  for (int t = 0; t < threads; ++t)
+    for (int b = 0; b < bins; ++b) hist[b] += local[static_cast<size_t>(t) * bins + b];
 }
 
 }  // namespace
@@ -77,11 +80,23 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
   const int passes = wide ? 2 : 3;
   uint32_t prefix = 0, prefix_mask = 0;
   int64_t rank = k;  // 1-based rank of T among the kept entries that match the prefix
+  // Every buffer is allocated before the first mask byte is written, so running out of memory
+  // leaves the masks untouched.
+  const int threads = total >= kParallelThreshold ? omp_get_max_threads() : 1;
+  const int max_bits = wide ? 16 : 11;
+  std::vector<int64_t> hist = scratch_vector<int64_t>(size_t(1) << max_bits, 0);
+  std::vector<int64_t> local = scratch_vector<int64_t>(static_cast<size_t>(threads) << max_bits, 0);
+  constexpr int64_t kChunk = 65536;
+  std::vector<std::vector<int64_t>> ties(static_cast<size_t>(tensor_count));
+  for (int64_t t = 0; t < tensor_count; ++t)
+    ties[t] = scratch_vector<int64_t>(static_cast<size_t>((sizes[t] + kChunk - 1) / kChunk), 0);
   for (int pass = 0; pass < passes; ++pass) {
     const int shift = wide ? kWide[pass][0] : kNarrow[pass][0];
     const int bits = wide ? kWide[pass][1] : kNarrow[pass][1];
-    std::vector<int64_t> hist = scratch_vector<int64_t>(size_t(1) << bits, 0);
-    magnitude_histogram(hist, masks, ws, sizes, tensor_count, prefix, prefix_mask, shift);
+    hist.resize(size_t(1) << bits);  // never grows: max_bits is the widest pass
+    local.resize(static_cast<size_t>(threads) << bits);
+    magnitude_histogram(hist, local, masks, ws, sizes, tensor_count, prefix, prefix_mask, shift,
+                        threads);
     uint32_t digit = 0;
     while (digit + 1 < hist.size() && rank > hist[digit]) rank -= hist[digit++];
     prefix |= digit << shift;
@@ -90,12 +105,11 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
   const uint32_t threshold = prefix;
   // One parallel pass prunes everything below T and counts each fixed chunk's ties with T; then
   // the first `rank` ties in flat order go, visiting only the chunks that hold them.
-  constexpr int64_t kChunk = 65536;
   for (int64_t t = 0; t < tensor_count; ++t) {
     const float* w = ws[t];
     uint8_t* m = masks[t];
     const int64_t chunks = (sizes[t] + kChunk - 1) / kChunk;
-    std::vector<int64_t> ties = scratch_vector<int64_t>(static_cast<size_t>(chunks), 0);
+    int64_t* const tie_counts = ties[t].data();
 #pragma omp parallel for schedule(static) if (sizes[t] >= kParallelThreshold)
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t end = std::min(sizes[t], (c + 1) * kChunk);
@@ -107,10 +121,10 @@ void CpuBackend::prune_unstructured(uint8_t* const* masks, const float* const* w
         count += (keep != 0) & (bits == threshold);
         m[i] = bits < threshold ? uint8_t{0} : keep;
       }
-      ties[c] = count;
+      tie_counts[c] = count;
     }
     for (int64_t c = 0; c < chunks && rank > 0; ++c) {
-      if (ties[c] == 0) continue;
+      if (tie_counts[c] == 0) continue;
       const int64_t end = std::min(sizes[t], (c + 1) * kChunk);
       for (int64_t i = c * kChunk; i < end && rank > 0; ++i) {
         if (m[i] != 0 && magnitude_bits(w[i]) == threshold) {

@@ -1,6 +1,7 @@
-// The CUDA backend: every op enqueued on the calling thread's current stream, memory from CUDA's
-// stream-ordered pool, and errors only the device can see recorded in a device flag that the next
-// synchronising call turns into an nnops::Error.
+// The CUDA backend: every op runs on the GPU of its tensors (dispatch enters that device), enqueued
+// on the calling thread's stream for it; memory from CUDA's stream-ordered pool (cudaMalloc where
+// pools are missing); errors only the device can see recorded in a flag word of the calling
+// thread and stream, which the next synchronising call turns into an nnops::Error.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,21 +14,28 @@ namespace nnops::detail {
 // Bits of the device error flag.
 enum DeviceError : unsigned { kTargetOutOfRange = 1u };
 
-extern thread_local cudaStream_t t_stream;  // the calling thread's stream
-void keep_pool_memory(int device);
+// The stream of the calling thread's ops on its current device.
+extern thread_local cudaStream_t t_stream;
+// The compute capability's major number of the calling thread's device.
+int current_compute_major();
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(unsigned* d_error_flags) : d_error_flags_(d_error_flags) {}
   Device device() const override { return Device::CUDA; }
 
   void* allocate(size_t bytes) override;
-  void deallocate(void* ptr) noexcept override;
+  void deallocate(void* ptr, int device_index) noexcept override;
   void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   void copy_within(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
   void synchronize() override;
+  void raise_device_errors() override;
+  void synchronize_stream();
+  int current_device_index() const override;
+  int pointer_device_index(const void* ptr) const override;
+  int enter_device(int index) override;
+  void leave_device(int previous) override;
 
   void gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
             const GemmOptions& options) override;
@@ -78,12 +86,8 @@ class CudaBackend final : public Backend {
   void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
   void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;
 
-  unsigned* error_flags() const { return d_error_flags_; }
-  // Waits for the current stream and throws for any error a kernel recorded.
-  void wait_and_check();
-
- private:
-  unsigned* d_error_flags_;
+  // The flag word kernels of this call set (bits of DeviceError), for this thread and stream.
+  unsigned* error_flags();
 };
 
 // After every launch: the launch status, and with NNOPS_CUDA_SYNC_CHECKS=1 a wait and a check.
@@ -103,6 +107,7 @@ class DeviceScratch {
 
  private:
   void* ptr_ = nullptr;
+  int device_ = 0;
 };
 
 // Grid size for a grid-stride loop over n items with `threads` per block.

@@ -28,6 +28,10 @@ namespace nnops::detail {
     }                                                                              \
   } while (0)
 
-// Reports nothing and never throws: a deleter has no caller to tell. The sticky error (if any)
-// surfaces at the next checked call.
-#define NNOPS_CUDA_CHECK_NOTHROW(expr) static_cast<void>(expr)
+// Reports nothing and never throws: a deleter has no caller to tell. The error is cleared from
+// CUDA's last-error slot, so the next launch check does not blame an unrelated kernel (a sticky
+// error, which ends the context, still surfaces at the next checked call).
+#define NNOPS_CUDA_CHECK_NOTHROW(expr)                                \
+  do {                                                                \
+    if ((expr) != cudaSuccess) static_cast<void>(cudaGetLastError()); \
+  } while (0)

@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(16) float as[2][kBK][kBM];  // op(a) slice, k-major: rows read as float4s
   __shared__ __align__(16) float bs[2][kBK][kBN];
   const int tid = threadIdx.x;
-  const int64_t row0 = int64_t(blockIdx.y) * kBM, col0 = int64_t(blockIdx.x) * kBN;
+  const int64_t row0 = int64_t(blockIdx.x) * kBM, col0 = int64_t(blockIdx.y) * kBN;
   const int ty = tid / (kBN / kTN), tx = tid % (kBN / kTN);
   float acc[kTM][kTN] = {};
 
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kTcThreads)
   __shared__ __align__(128) float staging[kTcWarps][16 * 16];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
   const int warp_m = warp / 2, warp_n = warp % 2;  // 4 x 2 warps of 32 x 64
-  const int64_t row0 = int64_t(blockIdx.y) * kTcBM, col0 = int64_t(blockIdx.x) * kTcBN;
+  const int64_t row0 = int64_t(blockIdx.x) * kTcBM, col0 = int64_t(blockIdx.y) * kTcBN;
   wmma::fragment<wmma::accumulator, 16, 16, Tiles::kFragK, float> acc[2][4];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
@@ -276,13 +276,7 @@ __global__ void column_sum_kernel(TDb* d_db, const TDy* d_dy, int64_t rows, int6
 }
 
 bool device_is_sm80_or_newer() {
-  static const bool has = [] {
-    int device = 0, major = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    return major >= 8;
-  }();
-  return has;
+  return current_compute_major() >= 8;  // per device: a process may drive GPUs of two kinds
 }
 
 // Calls launch(integral_constant trans_a, integral_constant trans_b) for the runtime pair.
@@ -307,7 +301,9 @@ void launch_gemm(bool trans_a, bool trans_b, TOut* c, ConstView a, ConstView b, 
                  int64_t m, int64_t n, int64_t k, float alpha, float beta, bool allow_tf32) {
   if (alpha == 0.0f) k = 0;  // BLAS: with alpha == 0, a and b are not read (no NaN from them)
   static_assert(kTcBM == kBM && kTcBN == kBN, "every kernel tiles the output alike");
-  const int64_t grid_x = (n + kBN - 1) / kBN, grid_y = (m + kBM - 1) / kBM;
+  // Row tiles in grid.x (up to 2^31 - 1), column tiles in grid.y (up to 65535): a token batch
+  // of any length fits, and outputs up to 8.4M columns.
+  const int64_t grid_x = (m + kBM - 1) / kBM, grid_y = (n + kBN - 1) / kBN;
   if (grid_y > 65535 || grid_x > 2147483647) {
     throw Error("nnops::matmul: [" + std::to_string(m) + ", " + std::to_string(n) +
                 "] output exceeds one CUDA launch");
@@ -371,8 +367,8 @@ void CudaBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bia
   launch_gemm(false, true, y, x, w, bias32, rows, out, in, 1.0f, 0.0f);
 }
 
-void CudaBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w,
-                                  ConstView dy, int64_t rows, int64_t in, int64_t out) {
+void CudaBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w, ConstView dy,
+                                  int64_t rows, int64_t in, int64_t out) {
   if (dx.data && rows > 0 && in > 0)
     launch_gemm(false, false, dx, dy, w, nullptr, rows, in, out, 1.0f, 0.0f);
   if (out > 0 && in > 0) launch_gemm(true, false, dw, dy, x, nullptr, out, in, rows, 1.0f, 0.0f);

@@ -97,28 +97,40 @@ __global__ void cross_entropy_kernel(double* d_row_loss, float* d_grad, const fl
   if (team.lane == 0) d_row_loss[r] = row;
 }
 
+// Double throughout a row, as the CPU (see kd_pointwise).
 template <int kT>
 __global__ void kd_kernel(double* d_row_loss, float* d_grad, const float* d_student,
-                          const float* d_teacher, int64_t rows, int64_t classes, float inv_t,
-                          float grad_scale) {
-  __shared__ double s_sum[32];
+                          const float* d_teacher, int64_t rows, int64_t classes, double inv_t,
+                          double grad_scale) {
+  __shared__ double s_reduce[32];
   const auto team = RowTeam<kT>::here();
   if (team.row >= rows) return;
   const int64_t r = team.row;
   const float* s = d_student + r * classes;
   const float* t = d_teacher + r * classes;
-  float mx_s, log_sum_s, mx_t, log_sum_t;
-  team.logsumexp(s, classes, inv_t, mx_s, log_sum_s);
-  team.logsumexp(t, classes, inv_t, mx_t, log_sum_t);
+  double mx_s = -INFINITY, mx_t = -INFINITY;
+  for (int64_t c = team.lane; c < classes; c += kT) {
+    mx_s = nan_max_double(mx_s, s[c] * inv_t);
+    mx_t = nan_max_double(mx_t, t[c] * inv_t);
+  }
+  mx_s = team.reduce(mx_s, MaxOp{}, s_reduce);
+  mx_t = team.reduce(mx_t, MaxOp{}, s_reduce);
+  double sum_s = 0.0, sum_t = 0.0;
+  for (int64_t c = team.lane; c < classes; c += kT) {
+    sum_s += exp(s[c] * inv_t - mx_s);
+    sum_t += exp(t[c] * inv_t - mx_t);
+  }
+  const double log_sum_s = log(team.reduce(sum_s, SumOp{}, s_reduce));
+  const double log_sum_t = log(team.reduce(sum_t, SumOp{}, s_reduce));
   double row = 0.0;
   for (int64_t c = team.lane; c < classes; c += kT) {
-    const float log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
-    const float log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
-    const float pt = expf(log_pt);
+    const double log_pt = (t[c] * inv_t - mx_t) - log_sum_t;
+    const double log_ps = (s[c] * inv_t - mx_s) - log_sum_s;
+    const double pt = exp(log_pt);
     row += kd_pointwise(pt, log_pt, log_ps);
-    if (d_grad) d_grad[r * classes + c] = grad_scale * (expf(log_ps) - pt);
+    if (d_grad) d_grad[r * classes + c] = static_cast<float>(grad_scale * (exp(log_ps) - pt));
   }
-  row = team.reduce(row, SumOp{}, s_sum);
+  row = team.reduce(row, SumOp{}, s_reduce);
   if (team.lane == 0) d_row_loss[r] = row;
 }
 
@@ -141,6 +153,7 @@ void CudaBackend::cross_entropy_loss(float* loss, float* grad, const float* logi
                                      const int32_t* targets, int64_t rows, int64_t classes,
                                      Reduction reduction, float label_smoothing,
                                      int32_t ignore_index) {
+  unsigned* d_error_flags = error_flags();  // before any launch: getting it may allocate
   DeviceScratch kept(sizeof(int64_t)), row_loss(static_cast<size_t>(rows) * sizeof(double));
   const bool mean = reduction == Reduction::Mean;
   count_kept_kernel<<<1, 256, 0, t_stream>>>(kept.as<int64_t>(), targets, rows, ignore_index);
@@ -149,7 +162,7 @@ void CudaBackend::cross_entropy_loss(float* loss, float* grad, const float* logi
     launch_rows(rows, classes, "cross_entropy_loss", [&](auto t, unsigned blocks) {
       cross_entropy_kernel<decltype(t)::value><<<blocks, kBlockThreads, 0, t_stream>>>(
           row_loss.as<double>(), grad, logits, targets, kept.as<int64_t>(), rows, classes, mean,
-          label_smoothing, ignore_index, error_flags());
+          label_smoothing, ignore_index, d_error_flags);
       check_launch("cross_entropy_kernel");
     });
   }
@@ -164,8 +177,9 @@ void CudaBackend::kd_loss(float* loss, float* grad, const float* student, const 
   if (rows > 0) {
     launch_rows(rows, classes, "kd_loss", [&](auto t, unsigned blocks) {
       kd_kernel<decltype(t)::value><<<blocks, kBlockThreads, 0, t_stream>>>(
-          row_loss.as<double>(), grad, student, teacher, rows, classes, 1.0f / temperature,
-          temperature / static_cast<float>(rows));
+          row_loss.as<double>(), grad, student, teacher, rows, classes,
+          1.0 / static_cast<double>(temperature),
+          static_cast<double>(temperature) / static_cast<double>(rows));
       check_launch("kd_kernel");
     });
   }

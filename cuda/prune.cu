@@ -58,36 +58,40 @@ __global__ void prune_ties_kernel(uint8_t* d_mask, const int64_t* d_tie, const i
     if (d_tie[i] && d_rank[i] < ties_left) d_mask[i] = 0;
 }
 
-// One block per slice of w viewed as [outer, slices, inner]: its L-p norm (double; skipped when
-// d_w is null) and whether its mask keeps any entry.
+// Blocks stride over the slices of w viewed as [outer, slices, inner] (any count fits one
+// launch): each slice's L-p norm (double; skipped when d_w is null) and whether its mask keeps
+// any entry.
 __global__ void slice_norms_kernel(double* d_norm, int* d_kept, const float* d_w,
                                    const uint8_t* d_mask, int64_t outer, int64_t slices,
                                    int64_t inner, int p) {
   __shared__ double s_sum[32];
   __shared__ int s_any;
-  const int64_t s = blockIdx.x;
-  if (threadIdx.x == 0) s_any = 0;
-  __syncthreads();
-  double acc = 0.0;
-  int any = 0;
-  for (int64_t j = threadIdx.x; j < outer * inner; j += blockDim.x) {
-    const int64_t o = j / inner, i = j % inner;
-    const int64_t idx = (o * slices + s) * inner + i;
-    if (d_w) {  // null: only the kept flags are wanted (count_kept_slices)
-      const double v = fabs(static_cast<double>(d_w[idx]));
-      acc += p == 1 ? v : v * v;
+  for (int64_t s = blockIdx.x; s < slices; s += gridDim.x) {  // uniform across the block
+    if (threadIdx.x == 0) s_any = 0;
+    __syncthreads();
+    double acc = 0.0;
+    int any = 0;
+    for (int64_t j = threadIdx.x; j < outer * inner; j += blockDim.x) {
+      const int64_t o = j / inner, i = j % inner;
+      const int64_t idx = (o * slices + s) * inner + i;
+      if (d_w) {  // null: only the kept flags are wanted (count_kept_slices)
+        const double v = fabs(static_cast<double>(d_w[idx]));
+        acc += p == 1 ? v : v * v;
+      }
+      any |= d_mask[idx] != 0;
     }
-    any |= d_mask[idx] != 0;
-  }
-  if (any) atomicOr(&s_any, 1);
-  for (int offset = 16; offset > 0; offset /= 2) acc += __shfl_down_sync(0xffffffffu, acc, offset);
-  if ((threadIdx.x & 31) == 0) s_sum[threadIdx.x / 32] = acc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double total = 0.0;
-    for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += s_sum[w];
-    if (d_norm) d_norm[s] = total;
-    d_kept[s] = s_any;
+    if (any) atomicOr(&s_any, 1);
+    for (int offset = 16; offset > 0; offset /= 2)
+      acc += __shfl_down_sync(0xffffffffu, acc, offset);
+    if ((threadIdx.x & 31) == 0) s_sum[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += s_sum[w];
+      if (d_norm) d_norm[s] = total;
+      d_kept[s] = s_any;
+    }
+    __syncthreads();  // s_sum and s_any are reused by the next slice
   }
 }
 
@@ -174,7 +178,7 @@ void CudaBackend::prune_unstructured(uint8_t* const* masks, const float* const* 
 int64_t CudaBackend::count_kept_slices(const uint8_t* mask, int64_t outer, int64_t slices,
                                        int64_t inner) {
   DeviceScratch kept(slices * sizeof(int));
-  slice_norms_kernel<<<static_cast<unsigned>(slices), 256, 0, t_stream>>>(
+  slice_norms_kernel<<<grid_for(slices, 1, 65535), 256, 0, t_stream>>>(
       nullptr, kept.as<int>(), nullptr, mask, outer, slices, inner, 1);
   check_launch("slice_norms_kernel");
   std::vector<int> host(static_cast<size_t>(slices));
@@ -187,7 +191,7 @@ int64_t CudaBackend::count_kept_slices(const uint8_t* mask, int64_t outer, int64
 void CudaBackend::prune_ln_structured(uint8_t* mask, const float* w, int64_t outer, int64_t slices,
                                       int64_t inner, int p, int64_t k) {
   DeviceScratch norms(slices * sizeof(double)), kept(slices * sizeof(int));
-  slice_norms_kernel<<<static_cast<unsigned>(slices), 256, 0, t_stream>>>(
+  slice_norms_kernel<<<grid_for(slices, 1, 65535), 256, 0, t_stream>>>(
       norms.as<double>(), kept.as<int>(), w, mask, outer, slices, inner, p);
   check_launch("slice_norms_kernel");
   std::vector<double> host_norms(static_cast<size_t>(slices));

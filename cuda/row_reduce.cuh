@@ -29,6 +29,7 @@ struct SumOp {
 };
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return nan_max(a, b); }
+  __device__ double operator()(double a, double b) const { return (a != a || a > b) ? a : b; }
 };
 
 // Whole-block reduction; every thread of the block must call it. Returns the result everywhere.

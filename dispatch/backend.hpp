@@ -96,12 +96,25 @@ class Backend {
 
   // Memory. allocate throws nnops::Error (with the byte count) when memory runs out.
   virtual void* allocate(size_t bytes) = 0;
-  virtual void deallocate(void* ptr) noexcept = 0;
+  // Frees memory allocate() returned on the device `device_index` (whichever is current).
+  virtual void deallocate(void* ptr, int device_index) noexcept = 0;
   virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void copy_within(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
+  // Waits for all queued work on the current device and raises the errors kernels recorded for
+  // the calling thread (a no-op on the CPU).
   virtual void synchronize() {}
+  // Raises the errors kernels recorded for the calling thread's current stream (waiting for it).
+  // Called by the synchronising public functions only, never in the middle of an op.
+  virtual void raise_device_errors() {}
+
+  // Device ordinals (CUDA: the GPU; always 0 on the CPU). enter_device makes `index` the
+  // calling thread's device and returns the previous one, which leave_device restores.
+  virtual int current_device_index() const { return 0; }
+  virtual int pointer_device_index(const void*) const { return current_device_index(); }
+  virtual int enter_device(int) { return 0; }
+  virtual void leave_device(int) {}
 
   // GEMM on contiguous row-major matrices: c[m, n] = alpha * op(a)[m, k] * op(b)[k, n] + beta * c.
   // With beta == 0, c is not read. a and b are both F32 or both BF16; the sums are FP32 and c
@@ -178,6 +191,20 @@ class Backend {
 
  protected:
   [[noreturn]] void not_implemented(const char* op) const;
+};
+
+// Runs a scope on one device of a backend (CUDA: cudaSetDevice there, restored after).
+class DeviceGuard {
+ public:
+  DeviceGuard(Backend& backend, int index)
+      : backend_(backend), previous_(backend.enter_device(index)) {}
+  ~DeviceGuard() { backend_.leave_device(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  Backend& backend_;
+  int previous_;
 };
 
 Backend& cpu_backend();

@@ -15,10 +15,15 @@ ArgCheck& ArgCheck::tensor(const char* name, const Tensor* t, DType dtype) {
   }
   if (device_from_ == nullptr) {
     device_ = t->device();
+    device_index_ = t->device_index();
     device_from_ = name;
   } else if (t->device() != device_) {
     fail_with(name, " is on ", to_string(t->device()), " but ", device_from_, " is on ",
               to_string(device_), " (all tensors of one call must share a device)");
+  } else if (t->device_index() != device_index_) {
+    fail_with(name, " is on ", to_string(device_), ":", t->device_index(), " but ", device_from_,
+              " is on ", to_string(device_), ":", device_index_,
+              " (all tensors of one call must share a device)");
   }
   return *this;
 }

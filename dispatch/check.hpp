@@ -72,17 +72,25 @@ class ArgCheck {
                                  const Tensor& in);
 
   // Runs the backend entry for this call's device; allocation failures inside name fn().
+  // Runs the backend entry for this call's device (on the tensors' GPU); allocation failures
+  // inside name fn().
   template <class Body>
   void run(Body&& body) const {
-    guarded(fn_, [&] { body(backend_for(device_, fn_)); });
+    guarded(fn_, [&] {
+      Backend& backend = backend_for(device_, fn_);
+      const DeviceGuard on_device(backend, device_index_);
+      body(backend);
+    });
   }
 
   Device device() const { return device_; }
+  int device_index() const { return device_index_; }
   const char* fn() const { return fn_; }
 
  private:
   const char* fn_;
   Device device_ = Device::CPU;
+  int device_index_ = 0;
   const char* device_from_ = nullptr;  // the first tensor seen names the device
 };
 

@@ -124,7 +124,8 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
       if (detail::overlaps(*params[j], *params[i])) {
         check.fail_with("params[", j, "] and params[", i, "] are the same tensor or overlap");
       }
-      if (!working.empty() && working[i] && working[j] && detail::overlaps(*working[j], *working[i]))
+      if (!working.empty() && working[i] && working[j] &&
+          detail::overlaps(*working[j], *working[i]))
         check.fail_with("working[", j, "] and working[", i, "] are the same tensor or overlap");
       if (states[j] == states[i])
         check.fail_with("states[", j, "] and states[", i, "] are the same");
@@ -152,11 +153,11 @@ void adam_step(const AdamOptions& options, const std::vector<Tensor*>& params,
       float* vmax = options.amsgrad ? state_data(st.max_exp_avg_sq, *params[i]) : nullptr;
       // PyTorch increments the step before using it.
       Tensor* copy = working.empty() ? nullptr : working[i];
-      work.push_back(detail::AdamTensor{
-          params[i]->data<float>(), grads[i]->raw_data(), grads[i]->dtype(),
-          copy ? static_cast<uint16_t*>(copy->raw_data()) : nullptr, m, v, vmax,
-          mask ? mask->data<uint8_t>() : nullptr, params[i]->numel(),
-          adam_scalars(options, st.step + 1)});
+      work.push_back(detail::AdamTensor{params[i]->data<float>(), grads[i]->raw_data(),
+                                        grads[i]->dtype(),
+                                        copy ? static_cast<uint16_t*>(copy->raw_data()) : nullptr,
+                                        m, v, vmax, mask ? mask->data<uint8_t>() : nullptr,
+                                        params[i]->numel(), adam_scalars(options, st.step + 1)});
     }
     backend.adam_step(work.data(), static_cast<int64_t>(work.size()));
     size_t next = 0;
@@ -225,10 +226,9 @@ void sgd_step(const SgdOptions& options, Tensor& param, const Tensor& grad, SgdS
       }
     }
     if (param.numel() > 0) {
-      backend.sgd_step(param.data<float>(), detail::view_of(grad), buf,
-                       mask ? mask->data<uint8_t>() : nullptr,
-                       working ? static_cast<uint16_t*>(working->raw_data()) : nullptr,
-                       param.numel(), s);
+      backend.sgd_step(
+          param.data<float>(), detail::view_of(grad), buf, mask ? mask->data<uint8_t>() : nullptr,
+          working ? static_cast<uint16_t*>(working->raw_data()) : nullptr, param.numel(), s);
     }
     if (fresh.defined()) state.momentum_buffer = std::move(fresh);
   });
@@ -269,6 +269,7 @@ double clip_grad_norm(const std::vector<Tensor*>& grads, float max_norm) {
   flatten_grads(grads, ptrs, sizes);
   double total = 0.0;
   check.run([&](detail::Backend& backend) {
+    backend.raise_device_errors();  // a synchronising call: before any gradient is scaled
     total = backend.clip_grad_norm_on_host(
         ptrs.data(), sizes.data(), static_cast<int64_t>(ptrs.size()), decimal_double(max_norm));
   });

@@ -115,8 +115,8 @@ void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& 
     const int64_t k = resolve_amount(check, amount, kept, "slices still kept");
     if (k == 0) return;
     detail::F32Stand f32;
-    backend.prune_ln_structured(mask.data<uint8_t>(), f32.in(w).data<float>(), outer, slices,
-                                inner, p, k);
+    backend.prune_ln_structured(mask.data<uint8_t>(), f32.in(w).data<float>(), outer, slices, inner,
+                                p, k);
   });
 }
 
@@ -157,8 +157,10 @@ int64_t count_nonzero_impl(const char* fn, const Tensor& mask) {
   check.tensor("mask", mask, DType::U8);
   int64_t kept = 0;
   if (mask.numel() == 0) return 0;
-  check.run(
-      [&](detail::Backend& be) { kept = be.count_nonzero(mask.data<uint8_t>(), mask.numel()); });
+  check.run([&](detail::Backend& be) {
+    kept = be.count_nonzero(mask.data<uint8_t>(), mask.numel());
+    be.raise_device_errors();  // a synchronising call (nothing written)
+  });
   return kept;
 }
 

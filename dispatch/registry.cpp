@@ -88,6 +88,16 @@ int device_count() {
 void set_device(int) {
   throw Error("nnops::cuda::set_device: nnops was built without CUDA");
 }
+int current_device() {
+  return 0;
+}
+std::string unusable_reason() {
+  return "nnops was built without CUDA";
+}
+void synchronize_stream() {
+  throw Error("nnops::cuda::synchronize_stream: nnops was built without CUDA");
+}
+void empty_cache() {}
 }  // namespace cuda
 #endif
 
@@ -100,7 +110,7 @@ namespace detail {
 Backend& cuda_backend() {
 #ifdef NNOPS_WITH_CUDA
   if (Backend* b = cuda_backend_or_null()) return *b;
-  throw Error("no usable CUDA device");
+  throw Error("no usable CUDA device (" + cuda::unusable_reason() + ")");
 #else
   throw Error("nnops was built without CUDA");
 #endif

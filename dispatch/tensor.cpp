@@ -50,8 +50,12 @@ Tensor Tensor::empty_for(const Shape& shape, DType dtype, Device device, const c
     return t;
   }
   detail::Backend& backend = detail::backend_for(device, fn);
+  const int index = backend.current_device_index();
+  t.device_index_ = index;
   void* ptr = detail::guarded(fn, [&] { return backend.allocate(t.nbytes()); });
-  t.storage_ = std::shared_ptr<void>(ptr, [&backend](void* p) { backend.deallocate(p); });
+  // Freed on the device it came from, whichever device the last owner's thread is on.
+  t.storage_ =
+      std::shared_ptr<void>(ptr, [&backend, index](void* p) { backend.deallocate(p, index); });
   t.data_ = ptr;
   return t;
 }
@@ -81,7 +85,10 @@ Tensor Tensor::wrap_raw(void* ptr, DType dtype, const Shape& shape, Device devic
   Tensor t;
   t.numel_ = checked_numel(shape, dtype, fn);
   if (ptr == nullptr && t.numel_ > 0) throw Error(std::string(fn) + ": pointer is null");
-  if (device == Device::CUDA) detail::backend_for(device, fn);  // fail early without a GPU
+  if (device == Device::CUDA) {  // fail early without a GPU
+    detail::Backend& backend = detail::backend_for(device, fn);
+    t.device_index_ = ptr ? backend.pointer_device_index(ptr) : backend.current_device_index();
+  }
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;
@@ -99,6 +106,7 @@ void Tensor::steal(Tensor& other) noexcept {
   numel_ = std::exchange(other.numel_, 0);
   dtype_ = std::exchange(other.dtype_, DType::F32);
   device_ = std::exchange(other.device_, Device::CPU);
+  device_index_ = std::exchange(other.device_index_, 0);
   defined_empty_ = std::exchange(other.defined_empty_, false);
   read_only_ = std::exchange(other.read_only_, false);
   offset_view_ = std::exchange(other.offset_view_, false);
@@ -120,6 +128,7 @@ Tensor Tensor::narrow(int64_t start, int64_t length) const {
   t.numel_ = rows == 0 ? 0 : numel_ / rows * length;
   t.dtype_ = dtype_;
   t.device_ = device_;
+  t.device_index_ = device_index_;
   t.read_only_ = read_only_;
   if (t.numel_ == 0) {
     t.defined_empty_ = true;
@@ -133,9 +142,12 @@ Tensor Tensor::narrow(int64_t start, int64_t length) const {
 }
 
 void Tensor::copy_to_host(void* dst) const {
+  const char* fn = "nnops::Tensor::to_vector";
   if (!defined()) throw Error("nnops::Tensor: the tensor is undefined");
-  if (numel_ == 0) return;
-  detail::backend_for(device_, "nnops::Tensor::to_vector").copy_to_host(dst, data_, nbytes());
+  detail::Backend& backend = detail::backend_for(device_, fn);
+  const detail::DeviceGuard on_device(backend, device_index_);
+  if (numel_ > 0) backend.copy_to_host(dst, data_, nbytes());
+  backend.raise_device_errors();  // a synchronising call: errors kernels recorded surface here
 }
 
 Tensor Tensor::to(Device device) const {
@@ -144,14 +156,17 @@ Tensor Tensor::to(Device device) const {
 
 Tensor Tensor::copy_to(Device device, const char* fn) const {
   if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
+  // A CUDA source is read on its own GPU; a copy within CUDA stays there (as torch's .to()).
+  detail::Backend& source = detail::backend_for(device_, fn);
+  const detail::DeviceGuard on_device(source, device_index_);
   Tensor out = empty_for(shape_, dtype_, device, fn);
-  if (numel_ == 0) return out;
   if (device == device_) {
-    detail::backend_for(device, fn).copy_within(out.data_, data_, nbytes());
+    if (numel_ > 0) source.copy_within(out.data_, data_, nbytes());
   } else if (device_ == Device::CPU) {
-    detail::backend_for(device, fn).copy_from_host(out.data_, data_, nbytes());
+    if (numel_ > 0) detail::backend_for(device, fn).copy_from_host(out.data_, data_, nbytes());
   } else {
-    detail::backend_for(device_, fn).copy_to_host(out.data_, data_, nbytes());
+    if (numel_ > 0) source.copy_to_host(out.data_, data_, nbytes());
+    source.raise_device_errors();  // to(Device::CPU) synchronises
   }
   return out;
 }

@@ -35,12 +35,17 @@ void copy(Tensor& dst, const Tensor& src) {
   const void* from = src.raw_data();
   const size_t bytes = dst.nbytes();
   detail::guarded(check.fn(), [&] {
+    // On the GPU that holds the destination, or the source when copying to the host; a copy
+    // between two GPUs is one peer copy.
+    const Tensor& on = dst.device() == Device::CUDA ? static_cast<const Tensor&>(dst) : src;
+    detail::Backend& backend = detail::backend_for(on.device(), check.fn());
+    const detail::DeviceGuard on_device(backend, on.device_index());
     if (dst.device() == src.device()) {
-      detail::backend_for(dst.device(), check.fn()).copy_within(to, from, bytes);
+      backend.copy_within(to, from, bytes);
     } else if (src.device() == Device::CPU) {
-      detail::backend_for(dst.device(), check.fn()).copy_from_host(to, from, bytes);
+      backend.copy_from_host(to, from, bytes);
     } else {
-      detail::backend_for(src.device(), check.fn()).copy_to_host(to, from, bytes);
+      backend.copy_to_host(to, from, bytes);
     }
   });
 }
@@ -62,15 +67,15 @@ void cast(Tensor& dst, const Tensor& src) {
   check.no_alias("dst", &dst, "src", src);
   if (dst.numel() == 0) return;
   detail::guarded(check.fn(), [&] {
-    if (dst.device() == src.device()) {
-      detail::backend_for(dst.device(), check.fn())
-          .cast(dst.raw_data(), dst.dtype(), src.raw_data(), src.dtype(), dst.numel());
+    detail::Backend& backend = detail::backend_for(src.device(), check.fn());
+    const detail::DeviceGuard on_device(backend, src.device_index());
+    if (dst.device() == src.device() && dst.device_index() == src.device_index()) {
+      backend.cast(dst.raw_data(), dst.dtype(), src.raw_data(), src.dtype(), dst.numel());
       return;
     }
     // Across devices: convert where the data is, then move the converted bytes.
     Tensor converted = Tensor::empty(src.shape(), dst.dtype(), src.device());
-    detail::backend_for(src.device(), check.fn())
-        .cast(converted.raw_data(), dst.dtype(), src.raw_data(), src.dtype(), src.numel());
+    backend.cast(converted.raw_data(), dst.dtype(), src.raw_data(), src.dtype(), src.numel());
     copy(dst, converted);
   });
 }

@@ -1,14 +1,19 @@
-// CUDA execution context, usable without CUDA headers: every CUDA op is enqueued on the calling
-// thread's current stream (by default the per-thread default stream). A trainer that runs its own
-// streams sets one for a scope with StreamGuard. In a build without CUDA, or without a usable
-// GPU, these functions throw nnops::Error (current_stream() returns nullptr).
+// CUDA execution context, usable without CUDA headers. Every CUDA op runs on the GPU that holds
+// its tensors, enqueued on the calling thread's current stream for that GPU (by default the
+// per-thread default stream). A trainer that runs its own streams sets one for a scope with
+// StreamGuard. In a build without CUDA, or without a usable GPU, setting a stream or a device
+// throws nnops::Error (current_stream() returns nullptr).
 #pragma once
+
+#include <string>
 
 namespace nnops::cuda {
 
 // An opaque cudaStream_t; nullptr stands for the per-thread default stream.
 using Stream = void*;
 
+// The stream set by set_current_stream (nullptr: the per-thread default stream). A stream
+// belongs to one GPU: ops on another GPU's tensors use that GPU's per-thread default stream.
 Stream current_stream();
 void set_current_stream(Stream stream);
 
@@ -24,9 +29,26 @@ class StreamGuard {
   Stream previous_;
 };
 
-// The number of usable GPUs (0 without CUDA) and the choice of the calling thread's GPU, for one
-// process per GPU (e.g. local_rank % device_count()).
+// The number of visible GPUs (0 without CUDA or without a driver). Creates no context on any
+// GPU, so one process per GPU can call set_device(local_rank % device_count()) first thing.
 int device_count();
+// Makes `device` the calling thread's GPU: tensors made afterwards live there. Throws when the
+// ordinal is out of range or that GPU cannot run this build's kernels (see unusable_reason).
 void set_device(int device);
+// The calling thread's GPU ordinal (0 unless set_device chose another).
+int current_device();
+
+// Why the calling thread's GPU is not usable ("" when it is): no driver or device, a compute
+// capability this build has no kernels for (and the CMAKE_CUDA_ARCHITECTURES that would), a
+// context that could not be made.
+std::string unusable_reason();
+
+// Waits for the calling thread's current stream only (synchronize(Device::CUDA) waits for the
+// whole GPU), then throws for any error a kernel recorded on that stream for this thread.
+void synchronize_stream();
+
+// Returns the memory the stream-ordered pool of the calling thread's GPU keeps for reuse to the
+// driver (waits for the GPU first), for processes that share the GPU with other libraries.
+void empty_cache();
 
 }  // namespace nnops::cuda

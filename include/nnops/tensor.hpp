@@ -98,6 +98,9 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel_) * dtype_size(dtype_); }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
+  // The GPU ordinal of a CUDA tensor (the device current when it was made, or the one owning
+  // wrapped memory); 0 on the CPU.
+  int device_index() const { return device_index_; }
   bool is_view() const { return defined() && (!storage_ || offset_view_); }
   bool is_read_only() const { return read_only_; }
 
@@ -139,6 +142,7 @@ class Tensor {
   int64_t numel_ = 0;
   DType dtype_ = DType::F32;
   Device device_ = Device::CPU;
+  int device_index_ = 0;
   bool defined_empty_ = false;  // a defined tensor with zero elements has no data pointer
   bool read_only_ = false;      // wrapped from const memory (or a view of such a tensor)
   bool offset_view_ = false;    // a narrow() view into another tensor's storage
