@@ -395,7 +395,8 @@ struct SgemmProblem {
   PackTransposed pack_transposed;
   PackRow pack_row;
   Blocking blocking;
-  bool pairs;  // BF16 operands packed in depth pairs for the AVX512_BF16 kernels
+  bool pairs;                 // BF16 operands packed in depth pairs for the AVX512_BF16 kernels
+  bool reserve_only = false;  // grow the packing buffers this product needs, compute nothing
 };
 
 // BF16 operands for the pair kernels: the values at depths 2q and 2q + 1 of one row of op(a)
@@ -546,6 +547,7 @@ void run_tiles(SgemmProblem g, MicroKernel kernel) {
     buffers[t].a.get(a_floats);
     buffers[t].b.get(std::max(b_floats, b_short));  // a row share may pack B per panel
   }
+  if (g.reserve_only) return;
   PackingBuffers* const shares = buffers.data();  // the region's workers see the caller's
   if (threads <= 1) {
     sgemm_block<MR, NR>(g, 0, g.m, 0, g.n, shares[0]);
@@ -579,18 +581,22 @@ void set_packers(SgemmProblem& g, bool bf16, bool avx2) {
 #endif
 }
 
-// c (F32) = alpha * op(a) * op(b) + beta * c, with a and b both F32 or both BF16.
+// c (F32) = alpha * op(a) * op(b) + beta * c, with a and b both F32 or both BF16. With
+// reserve_only, only the calling thread's packing buffers are grown for this product, so an op
+// that writes its outputs in several steps can allocate everything before the first write.
 void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                  const void* a, const void* b, DType in_dtype, float beta, float* c) {
+                  const void* a, const void* b, DType in_dtype, float beta, float* c,
+                  bool reserve_only = false) {
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
+    if (reserve_only) return;
     // Nothing to multiply: c = beta * c, and beta == 0 must not read c.
     for (int64_t i = 0; i < m * n; ++i) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
     return;
   }
   const bool bf16 = in_dtype == DType::BF16;
-  SgemmProblem g{trans_a, trans_b, m,       n,       k,       alpha,   a,          b,
-                 beta,    c,       nullptr, nullptr, nullptr, nullptr, Blocking{}, false};
+  SgemmProblem g{trans_a, trans_b, m,       n,       k,       alpha,      a,     b,           beta,
+                 c,       nullptr, nullptr, nullptr, nullptr, Blocking{}, false, reserve_only};
   const CpuIsa isa = active_cpu_isa();
 #if defined(__x86_64__) && defined(__GNUC__)
   // BF16 operands on AVX512_BF16 (or its emulation under test): the pair kernels.
@@ -615,9 +621,20 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
   run_tiles<kMR, kNR>(g, micro_kernel_generic);
 }
 
+// The calling thread's F32 staging for BF16 outputs, kept between calls (a training step stages
+// every BF16 product); one staging at a time.
+PackingBuffer& staging_scratch() {
+  thread_local PackingBuffer scratch;
+  return scratch;
+}
+
+// Grows the staging scratch for a BF16 output of `count` elements (F32 outputs need none).
+void reserve_staging(View out, int64_t count) {
+  if (out.data && out.dtype != DType::F32) staging_scratch().get(count);
+}
+
 // An F32 scratch matrix for a BF16 output: the product is summed into it in FP32 and rounded
-// once at the end, like every other op that writes BF16. The scratch is the calling thread's,
-// kept between calls (a training step stages every BF16 product); one staging at a time.
+// once at the end, like every other op that writes BF16.
 class F32Staging {
  public:
   F32Staging(View out, int64_t count, bool read_old) : out_(out), count_(count) {
@@ -625,9 +642,8 @@ class F32Staging {
       data_ = static_cast<float*>(out.data);
       return;
     }
-    thread_local PackingBuffer scratch;
     staged_ = true;
-    data_ = scratch.get(count);
+    data_ = staging_scratch().get(count);
     if (read_old) cpu_backend().cast(data_, DType::F32, out.data, out.dtype, count);
   }
   float* data() const { return data_; }
@@ -657,6 +673,8 @@ void CpuBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bias
                                 int64_t in, int64_t out) {
   const F32Staging staged(y, rows * out, false);
   float* const y32 = staged.data();
+  // Every allocation before the first write of y.
+  gemm_f32_out(false, true, rows, out, in, 1.0f, x.data, w.data, x.dtype, 1.0f, y32, true);
   // Broadcast the bias into y, then accumulate x * w^T on top of it (beta = 1).
   if (bias.data) {
     const bool bf16 = bias.dtype == DType::BF16;
@@ -678,6 +696,13 @@ void CpuBackend::linear_forward(View y, ConstView x, ConstView w, ConstView bias
 
 void CpuBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstView w, ConstView dy,
                                  int64_t rows, int64_t in, int64_t out) {
+  // Every allocation (packing and staging buffers of both products) before the first write.
+  if (dx.data) {
+    reserve_staging(dx, rows * in);
+    gemm_f32_out(false, false, rows, in, out, 1.0f, dy.data, w.data, dy.dtype, 0.0f, nullptr, true);
+  }
+  reserve_staging(dw, out * in);
+  gemm_f32_out(true, false, out, in, rows, 1.0f, dy.data, x.data, dy.dtype, 0.0f, nullptr, true);
   if (dx.data) {  // dx[rows, in] = dy[rows, out] * w[out, in]
     const F32Staging staged(dx, rows * in, false);
     gemm_f32_out(false, false, rows, in, out, 1.0f, dy.data, w.data, dy.dtype, 0.0f, staged.data());

@@ -95,8 +95,8 @@ void softmax_backward_impl(const char* fn, const Tensor& y, const Tensor& dy, Te
     const Tensor& y32 = f32.in(y);
     const Tensor& dy32 = f32.in(dy);
     Tensor& dx32 = f32.out(dx);
-    be.softmax_backward(dx32.data<float>(), y32.data<float>(), dy32.data<float>(),
-                        y.numel() / cols, cols, log);
+    be.softmax_backward(dx32.data<float>(), y32.data<float>(), dy32.data<float>(), y.numel() / cols,
+                        cols, log);
     f32.finish();
   });
 }

@@ -1,6 +1,7 @@
 // Argument validation helpers (see check.hpp).
 #include "check.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -57,6 +58,15 @@ ArgCheck& ArgCheck::shape_is(const char* name, const Tensor& t, const Shape& exp
   if (t.shape() != expected) {
     fail_with(name, " is ", shape_to_string(t.shape()), " but must be ", shape_to_string(expected));
   }
+  return *this;
+}
+
+ArgCheck& ArgCheck::shape_is(const char* name, const Tensor& t,
+                             std::initializer_list<int64_t> expected) {
+  const Shape& shape = t.shape();
+  if (shape.size() != expected.size() ||
+      !std::equal(expected.begin(), expected.end(), shape.begin()))
+    return shape_is(name, t, Shape(expected));  // fails, naming both shapes
   return *this;
 }
 

@@ -2,6 +2,7 @@
 // written, so a throwing call leaves its outputs untouched.
 #pragma once
 
+#include <initializer_list>
 #include <sstream>
 #include <string>
 
@@ -41,6 +42,8 @@ class ArgCheck {
   ArgCheck& min_ndim(const char* name, const Tensor& t, int expected);
   ArgCheck& same_shape(const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
   ArgCheck& shape_is(const char* name, const Tensor& t, const Shape& expected);
+  // The same without allocating (validation must not throw std::bad_alloc before the op runs).
+  ArgCheck& shape_is(const char* name, const Tensor& t, std::initializer_list<int64_t> expected);
   // A finite float option within [lo, hi] (inclusive ends unless told otherwise).
   ArgCheck& option_in(const char* name, double value, double lo, double hi, bool lo_open = false,
                       bool hi_open = false);

@@ -45,8 +45,8 @@ void mse_loss(const Tensor& pred, const Tensor& target, Tensor& loss, Tensor* gr
     const Tensor& pred32 = f32.in(pred);
     const Tensor& target32 = f32.in(target);
     Tensor* grad32 = f32.out(grad);
-    be.mse_loss(loss.data<float>(), grad32 ? grad32->data<float>() : nullptr,
-                pred32.data<float>(), target32.data<float>(), pred.numel(), reduction);
+    be.mse_loss(loss.data<float>(), grad32 ? grad32->data<float>() : nullptr, pred32.data<float>(),
+                target32.data<float>(), pred.numel(), reduction);
     f32.finish();
   });
 }
@@ -81,8 +81,8 @@ void cross_entropy_loss(const Tensor& logits, const Tensor& targets, Tensor& los
     const Tensor& logits32 = f32.in(logits);
     Tensor* grad32 = f32.out(grad);
     be.cross_entropy_loss(loss.data<float>(), grad32 ? grad32->data<float>() : nullptr,
-                          logits32.data<float>(), targets.data<int32_t>(), rows, classes,
-                          reduction, label_smoothing, ignore_index);
+                          logits32.data<float>(), targets.data<int32_t>(), rows, classes, reduction,
+                          label_smoothing, ignore_index);
     f32.finish();
   });
 }

@@ -39,50 +39,54 @@ int64_t resolve_amount(detail::ArgCheck& check, PruneAmount amount, int64_t avai
 
 void global_unstructured_impl(const char* fn, const std::vector<const Tensor*>& ws,
                               PruneAmount amount, const std::vector<Tensor*>& masks) {
-  detail::ArgCheck check(fn);
-  if (ws.size() != masks.size()) {
-    check.fail_with(ws.size(), " weights but ", masks.size(), " masks (one mask per weight)");
-  }
-  for (size_t i = 0; i < ws.size(); ++i) {
-    check.floating("w", ws[i]);
-    check_mask(check, *ws[i], masks[i]);
-    for (size_t j = 0; j < i; ++j) {
-      if (detail::overlaps(*masks[j], *masks[i]) || detail::overlaps(*masks[j], *ws[i]) ||
-          detail::overlaps(*masks[i], *ws[j])) {
-        check.fail_with("masks[", j, "] and masks[", i,
-                        "] are the same tensor or overlap (each other or a w)");
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  detail::guarded(fn, [&] {
+    detail::ArgCheck check(fn);
+    if (ws.size() != masks.size()) {
+      check.fail_with(ws.size(), " weights but ", masks.size(), " masks (one mask per weight)");
+    }
+    for (size_t i = 0; i < ws.size(); ++i) {
+      check.floating("w", ws[i]);
+      check_mask(check, *ws[i], masks[i]);
+      for (size_t j = 0; j < i; ++j) {
+        if (detail::overlaps(*masks[j], *masks[i]) || detail::overlaps(*masks[j], *ws[i]) ||
+            detail::overlaps(*masks[i], *ws[j])) {
+          check.fail_with("masks[", j, "] and masks[", i,
+                          "] are the same tensor or overlap (each other or a w)");
+        }
       }
     }
-  }
-  if (ws.empty()) {
-    resolve_amount(check, amount, 0, "kept entries");
-    return;
-  }
-  check.run([&](detail::Backend& backend) {
-    // BF16 weights rank through exact F32 copies: the same |w| order, the same masks.
-    detail::F32Stand f32;
-    int64_t remaining = 0;
-    std::vector<uint8_t*> mask_ptrs;
-    std::vector<const float*> w_ptrs;
-    std::vector<int64_t> sizes;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      const int64_t n = ws[i]->numel();
-      if (n > 0) remaining += backend.count_nonzero(masks[i]->data<uint8_t>(), n);
-      mask_ptrs.push_back(masks[i]->data<uint8_t>());
-      w_ptrs.push_back(f32.in(*ws[i]).data<float>());
-      sizes.push_back(n);
+    if (ws.empty()) {
+      resolve_amount(check, amount, 0, "kept entries");
+      return;
     }
-    const int64_t k = resolve_amount(check, amount, remaining, "kept entries");
-    if (k == 0) return;
-    backend.prune_unstructured(mask_ptrs.data(), w_ptrs.data(), sizes.data(),
-                               static_cast<int64_t>(ws.size()), k);
+    check.run([&](detail::Backend& backend) {
+      // BF16 weights rank through exact F32 copies: the same |w| order, the same masks.
+      detail::F32Stand f32;
+      int64_t remaining = 0;
+      std::vector<uint8_t*> mask_ptrs;
+      std::vector<const float*> w_ptrs;
+      std::vector<int64_t> sizes;
+      for (size_t i = 0; i < ws.size(); ++i) {
+        const int64_t n = ws[i]->numel();
+        if (n > 0) remaining += backend.count_nonzero(masks[i]->data<uint8_t>(), n);
+        mask_ptrs.push_back(masks[i]->data<uint8_t>());
+        w_ptrs.push_back(f32.in(*ws[i]).data<float>());
+        sizes.push_back(n);
+      }
+      const int64_t k = resolve_amount(check, amount, remaining, "kept entries");
+      if (k == 0) return;
+      backend.prune_unstructured(mask_ptrs.data(), w_ptrs.data(), sizes.data(),
+                                 static_cast<int64_t>(ws.size()), k);
+    });
   });
 }
 
 }  // namespace
 
 void l1_unstructured(const Tensor& w, PruneAmount amount, Tensor& mask) {
-  global_unstructured_impl("nnops::l1_unstructured", {&w}, amount, {&mask});
+  const char* fn = "nnops::l1_unstructured";
+  detail::guarded(fn, [&] { global_unstructured_impl(fn, {&w}, amount, {&mask}); });
 }
 
 void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amount,
@@ -91,32 +95,35 @@ void global_unstructured(const std::vector<const Tensor*>& ws, PruneAmount amoun
 }
 
 void ln_structured(const Tensor& w, PruneAmount amount, int p, int dim, Tensor& mask) {
-  detail::ArgCheck check("nnops::ln_structured");
-  check.floating("w", w).min_ndim("w", w, 1);
-  check_mask(check, w, &mask);
-  if (p != 1 && p != 2) check.fail_with("p is ", p, " but must be 1 or 2");
-  const int nd = w.ndim();
-  if (dim < -nd || dim >= nd) {
-    check.fail_with("dim is ", dim, " but w is ", shape_to_string(w.shape()), " (", nd,
-                    " dimensions)");
-  }
-  const int d = dim < 0 ? dim + nd : dim;
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < d; ++i) outer *= w.dim(i);
-  for (int i = d + 1; i < nd; ++i) inner *= w.dim(i);
-  const int64_t slices = w.dim(d);
-  if (w.numel() == 0) {
-    resolve_amount(check, amount, 0, "slices still kept");
-    return;
-  }
-  // Iterative pruning: the amount applies to the slices that still keep an entry.
-  check.run([&](detail::Backend& backend) {
-    const int64_t kept = backend.count_kept_slices(mask.data<uint8_t>(), outer, slices, inner);
-    const int64_t k = resolve_amount(check, amount, kept, "slices still kept");
-    if (k == 0) return;
-    detail::F32Stand f32;
-    backend.prune_ln_structured(mask.data<uint8_t>(), f32.in(w).data<float>(), outer, slices, inner,
-                                p, k);
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  detail::guarded("nnops::ln_structured", [&] {
+    detail::ArgCheck check("nnops::ln_structured");
+    check.floating("w", w).min_ndim("w", w, 1);
+    check_mask(check, w, &mask);
+    if (p != 1 && p != 2) check.fail_with("p is ", p, " but must be 1 or 2");
+    const int nd = w.ndim();
+    if (dim < -nd || dim >= nd) {
+      check.fail_with("dim is ", dim, " but w is ", shape_to_string(w.shape()), " (", nd,
+                      " dimensions)");
+    }
+    const int d = dim < 0 ? dim + nd : dim;
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < d; ++i) outer *= w.dim(i);
+    for (int i = d + 1; i < nd; ++i) inner *= w.dim(i);
+    const int64_t slices = w.dim(d);
+    if (w.numel() == 0) {
+      resolve_amount(check, amount, 0, "slices still kept");
+      return;
+    }
+    // Iterative pruning: the amount applies to the slices that still keep an entry.
+    check.run([&](detail::Backend& backend) {
+      const int64_t kept = backend.count_kept_slices(mask.data<uint8_t>(), outer, slices, inner);
+      const int64_t k = resolve_amount(check, amount, kept, "slices still kept");
+      if (k == 0) return;
+      detail::F32Stand f32;
+      backend.prune_ln_structured(mask.data<uint8_t>(), f32.in(w).data<float>(), outer, slices,
+                                  inner, p, k);
+    });
   });
 }
 

@@ -40,24 +40,27 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::empty_for(const Shape& shape, DType dtype, Device device, const char* fn) {
-  Tensor t;
-  t.numel_ = checked_numel(shape, dtype, fn);
-  t.shape_ = shape;
-  t.dtype_ = dtype;
-  t.device_ = device;
-  if (t.numel_ == 0) {
-    t.defined_empty_ = true;
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  return detail::guarded(fn, [&]() -> Tensor {
+    Tensor t;
+    t.numel_ = checked_numel(shape, dtype, fn);
+    t.shape_ = shape;
+    t.dtype_ = dtype;
+    t.device_ = device;
+    if (t.numel_ == 0) {
+      t.defined_empty_ = true;
+      return t;
+    }
+    detail::Backend& backend = detail::backend_for(device, fn);
+    const int index = backend.current_device_index();
+    t.device_index_ = index;
+    void* ptr = detail::guarded(fn, [&] { return backend.allocate(t.nbytes()); });
+    // Freed on the device it came from, whichever device the last owner's thread is on.
+    t.storage_ =
+        std::shared_ptr<void>(ptr, [&backend, index](void* p) { backend.deallocate(p, index); });
+    t.data_ = ptr;
     return t;
-  }
-  detail::Backend& backend = detail::backend_for(device, fn);
-  const int index = backend.current_device_index();
-  t.device_index_ = index;
-  void* ptr = detail::guarded(fn, [&] { return backend.allocate(t.nbytes()); });
-  // Freed on the device it came from, whichever device the last owner's thread is on.
-  t.storage_ =
-      std::shared_ptr<void>(ptr, [&backend, index](void* p) { backend.deallocate(p, index); });
-  t.data_ = ptr;
-  return t;
+  });
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
@@ -69,15 +72,18 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::from_host(const void* src, size_t count, DType dtype, const Shape& shape,
                          Device device) {
-  const char* fn = "nnops::Tensor::from_vector";
-  const int64_t n = checked_numel(shape, dtype, fn);
-  if (static_cast<int64_t>(count) != n) {
-    throw Error(std::string(fn) + ": " + std::to_string(count) + " values do not fill shape " +
-                shape_to_string(shape) + " (" + std::to_string(n) + " elements)");
-  }
-  Tensor t = empty_for(shape, dtype, device, fn);
-  if (n > 0) detail::backend_for(device, fn).copy_from_host(t.data_, src, t.nbytes());
-  return t;
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  return detail::guarded("nnops::Tensor::from_vector", [&]() -> Tensor {
+    const char* fn = "nnops::Tensor::from_vector";
+    const int64_t n = checked_numel(shape, dtype, fn);
+    if (static_cast<int64_t>(count) != n) {
+      throw Error(std::string(fn) + ": " + std::to_string(count) + " values do not fill shape " +
+                  shape_to_string(shape) + " (" + std::to_string(n) + " elements)");
+    }
+    Tensor t = empty_for(shape, dtype, device, fn);
+    if (n > 0) detail::backend_for(device, fn).copy_from_host(t.data_, src, t.nbytes());
+    return t;
+  });
 }
 
 Tensor Tensor::wrap_raw(void* ptr, DType dtype, const Shape& shape, Device device, bool read_only) {
@@ -155,20 +161,23 @@ Tensor Tensor::to(Device device) const {
 }
 
 Tensor Tensor::copy_to(Device device, const char* fn) const {
-  if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
-  // A CUDA source is read on its own GPU; a copy within CUDA stays there (as torch's .to()).
-  detail::Backend& source = detail::backend_for(device_, fn);
-  const detail::DeviceGuard on_device(source, device_index_);
-  Tensor out = empty_for(shape_, dtype_, device, fn);
-  if (device == device_) {
-    if (numel_ > 0) source.copy_within(out.data_, data_, nbytes());
-  } else if (device_ == Device::CPU) {
-    if (numel_ > 0) detail::backend_for(device, fn).copy_from_host(out.data_, data_, nbytes());
-  } else {
-    if (numel_ > 0) source.copy_to_host(out.data_, data_, nbytes());
-    source.raise_device_errors();  // to(Device::CPU) synchronises
-  }
-  return out;
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  return detail::guarded(fn, [&]() -> Tensor {
+    if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
+    // A CUDA source is read on its own GPU; a copy within CUDA stays there (as torch's .to()).
+    detail::Backend& source = detail::backend_for(device_, fn);
+    const detail::DeviceGuard on_device(source, device_index_);
+    Tensor out = empty_for(shape_, dtype_, device, fn);
+    if (device == device_) {
+      if (numel_ > 0) source.copy_within(out.data_, data_, nbytes());
+    } else if (device_ == Device::CPU) {
+      if (numel_ > 0) detail::backend_for(device, fn).copy_from_host(out.data_, data_, nbytes());
+    } else {
+      if (numel_ > 0) source.copy_to_host(out.data_, data_, nbytes());
+      source.raise_device_errors();  // to(Device::CPU) synchronises
+    }
+    return out;
+  });
 }
 
 Tensor Tensor::clone() const {

@@ -81,22 +81,25 @@ void cast(Tensor& dst, const Tensor& src) {
 }
 
 void argmax(const Tensor& x, Tensor& out) {
-  detail::ArgCheck check("nnops::argmax");
-  check.tensor("x", x, DType::F32).output("out", out, DType::I32).min_ndim("x", x, 1);
-  const int64_t cols = x.dim(-1);
-  Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
-  check.shape_is("out", out, rows_shape);
-  if (cols == 0 && x.numel() == 0 && out.numel() > 0) {
-    check.fail_with("x is ", shape_to_string(x.shape()), ": argmax of an empty row is undefined");
-  }
-  if (cols > std::numeric_limits<int32_t>::max()) {
-    check.fail_with("x has ", cols, " entries per row; I32 indices reach ",
-                    std::numeric_limits<int32_t>::max());
-  }
-  check.no_alias("out", &out, "x", x);
-  if (out.numel() == 0) return;
-  check.run([&](detail::Backend& be) {
-    be.argmax(out.data<int32_t>(), x.data<float>(), out.numel(), cols);
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  detail::guarded("nnops::argmax", [&] {
+    detail::ArgCheck check("nnops::argmax");
+    check.tensor("x", x, DType::F32).output("out", out, DType::I32).min_ndim("x", x, 1);
+    const int64_t cols = x.dim(-1);
+    Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
+    check.shape_is("out", out, rows_shape);
+    if (cols == 0 && x.numel() == 0 && out.numel() > 0) {
+      check.fail_with("x is ", shape_to_string(x.shape()), ": argmax of an empty row is undefined");
+    }
+    if (cols > std::numeric_limits<int32_t>::max()) {
+      check.fail_with("x has ", cols, " entries per row; I32 indices reach ",
+                      std::numeric_limits<int32_t>::max());
+    }
+    check.no_alias("out", &out, "x", x);
+    if (out.numel() == 0) return;
+    check.run([&](detail::Backend& be) {
+      be.argmax(out.data<int32_t>(), x.data<float>(), out.numel(), cols);
+    });
   });
 }
 

@@ -1,7 +1,7 @@
 // F32 stand-ins for the BF16 tensors of one call, for ops whose backend entries compute on F32
-// arrays (row-wise softmax, the losses, pruning): a BF16 input is widened (exactly) into a temporary,
-// the op runs in FP32, and each BF16 output is rounded once from its F32 result. All-F32 calls
-// pass straight through. Used inside ArgCheck::run, after every check has passed.
+// arrays (row-wise softmax, the losses, pruning): a BF16 input is widened (exactly) into a
+// temporary, the op runs in FP32, and each BF16 output is rounded once from its F32 result. All-F32
+// calls pass straight through. Used inside ArgCheck::run, after every check has passed.
 #pragma once
 
 #include <deque>

@@ -6,10 +6,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nnops/cuda.hpp>
 #include <nnops/nnops.hpp>
 #include <random>
 #include <stdexcept>
@@ -338,14 +340,32 @@ void print_summary(const std::vector<SummaryRow>& rows, const Options& o, nnops:
               o.bf16 ? "bf16 mixed (FP32 master weights)" : "fp32");
 }
 
+int run_on(const Options& options, nnops::Device device, Parallel& par);
+
 int run(const Options& options) {
-  const nnops::Device device = options.device ? *options.device : nnops::default_device();
-  if (device == nnops::Device::CUDA && !nnops::cuda_available()) {
-    throw std::runtime_error("--device cuda but no usable CUDA device");
-  }
+  // Data parallel on GPUs: each rank picks its GPU (in make_parallel) before the first probe, so
+  // no rank makes a context on a GPU it will not use. Without --device or NNOPS_DEVICE, a GPU is
+  // tried when one is visible, and the CPU taken when it is not usable.
+  const char* env = std::getenv("NNOPS_DEVICE");
+  const bool chosen = options.device || (env != nullptr && *env != '\0');
+  nnops::Device device = options.device                    ? *options.device
+                         : chosen                          ? nnops::default_device()
+                         : nnops::cuda::device_count() > 0 ? nnops::Device::CUDA
+                                                           : nnops::Device::CPU;
   const std::unique_ptr<Parallel> parallel =
       make_parallel(options.data_parallel, options.zero, device);
-  Parallel& par = *parallel;
+  if (device == nnops::Device::CUDA && !nnops::cuda_available()) {
+    if (chosen) {
+      throw std::runtime_error("--device cuda but no usable CUDA device (" +
+                               nnops::cuda::unusable_reason() + ")");
+    }
+    device = nnops::Device::CPU;
+    parallel->use_device(device);
+  }
+  return run_on(options, device, *parallel);
+}
+
+int run_on(const Options& options, const nnops::Device device, Parallel& par) {
   Options o = options;
   if (par.size() > 1) {
     if (o.batch % par.size() != 0) {

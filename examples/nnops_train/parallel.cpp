@@ -5,6 +5,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "nnops/cuda.hpp"
+
 #ifdef NNOPS_TRAIN_WITH_MPI
 #include <nnops/dist.hpp>
 #endif
@@ -41,10 +43,16 @@ Tensor flat(Tensor& t) {
 class MpiParallel final : public Parallel {
  public:
   MpiParallel(int zero_stage, nnops::Device device)
-      : comm_(nnops::dist::Communicator::world()), zero_(zero_stage), device_(device) {}
+      : comm_(nnops::dist::Communicator::world()), zero_(zero_stage), device_(device) {
+    // One GPU per rank, chosen before anything touches a GPU (device_count makes no context).
+    const int gpus = nnops::cuda::device_count();
+    if (device == nnops::Device::CUDA && gpus > 0)
+      nnops::cuda::set_device(comm_.local_rank() % gpus);
+  }
   int rank() const override { return comm_.rank(); }
   int size() const override { return comm_.size(); }
   bool sharded_optimizer() const override { return zero_ == 1; }
+  void use_device(nnops::Device device) override { device_ = device; }
 
   void broadcast(const std::vector<Tensor*>& tensors) override { comm_.broadcast(tensors, 0); }
 

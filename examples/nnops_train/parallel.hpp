@@ -20,6 +20,8 @@ class Parallel {
   virtual int rank() const { return 0; }
   virtual int size() const { return 1; }
   virtual bool sharded_optimizer() const { return false; }
+  // The device the run settled on (a rank that found no usable GPU falls back to the CPU).
+  virtual void use_device(nnops::Device) {}
   // Every rank's tensors become rank 0's.
   virtual void broadcast(const std::vector<nnops::Tensor*>&) {}
   // One layer's gradients are complete: start averaging them across ranks.
