@@ -28,7 +28,8 @@ bool cuda_available();
 // NNOPS_DEVICE=cuda on a machine without a usable GPU throws nnops::Error.
 Device default_device();
 
-// Waits for all queued work on the device (a no-op on the CPU).
+// Waits for all queued work on the device (on CUDA: the calling thread's GPU, every thread's
+// streams), then throws for device errors the calling thread's ops recorded (a no-op on the CPU).
 void synchronize(Device device);
 
 }  // namespace nnops
