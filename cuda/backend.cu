@@ -106,8 +106,11 @@ struct Visible {
   std::string reason;
 };
 const Visible& visible_devices() {
-  static const Visible visible = [] {
-    Visible v;
+  // Never destroyed (nor the states below): tensors with static storage duration free their
+  // memory through them during exit.
+  static const Visible& visible = *[] {
+    auto* v_ptr = new Visible;
+    Visible& v = *v_ptr;
     const cudaError_t status = cudaGetDeviceCount(&v.count);
     if (status != cudaSuccess) {
       cudaGetLastError();
@@ -117,7 +120,7 @@ const Visible& visible_devices() {
     } else if (v.count == 0) {
       v.reason = "no CUDA device is visible";
     }
-    return v;
+    return v_ptr;
   }();
   return visible;
 }
@@ -128,7 +131,8 @@ const DeviceState& device_state(int device) {
     std::once_flag once;
     DeviceState state;
   };
-  static std::vector<Slot> slots(static_cast<size_t>(visible_devices().count));
+  static std::vector<Slot>& slots =
+      *new std::vector<Slot>(static_cast<size_t>(visible_devices().count));
   Slot& slot = slots.at(static_cast<size_t>(device));
   std::call_once(slot.once, [&] { slot.state = probe_device(device); });
   return slot.state;
@@ -333,8 +337,8 @@ DeviceScratch::~DeviceScratch() {
 
 Backend* cuda_backend_or_null() {
   if (visible_devices().count == 0) return nullptr;
-  static CudaBackend backend;  // trivially destructible state: safe to use during exit
-  return device_state(current_device_or_zero()).usable ? &backend : nullptr;
+  static CudaBackend* const backend = new CudaBackend;  // never destroyed (see visible_devices)
+  return device_state(current_device_or_zero()).usable ? backend : nullptr;
 }
 
 }  // namespace nnops::detail
