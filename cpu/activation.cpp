@@ -6,6 +6,7 @@
 #include "activation_fast.hpp"
 #include "cpu_backend.hpp"
 #include "nnops/detail/activation_math.hpp"
+#include "nnops/detail/transformer_math.hpp"
 #include "widen.hpp"
 
 namespace nnops::detail {
@@ -204,6 +205,35 @@ void CpuBackend::softmax_backward(float* dx, const float* y, const float* dy, in
     } else {
       for (int64_t c = 0; c < cols; ++c) dxr[c] = yr[c] * (dyr[c] - s);
     }
+  }
+}
+
+}  // namespace nnops::detail
+
+namespace nnops::detail {
+
+// Gated activations: rows split across threads, the shared per-element formulas.
+void CpuBackend::gated_activation_forward(float* y, const float* x, int64_t rows, int64_t h,
+                                          Activation activation) {
+#pragma omp parallel for schedule(static) if (rows * h >= kParallelThreshold / 4)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = x + r * 2 * h;
+    const float* b = a + h;
+    float* yr = y + r * h;
+    for (int64_t j = 0; j < h; ++j) yr[j] = gated_apply(activation, a[j], b[j]);
+  }
+}
+
+void CpuBackend::gated_activation_backward(float* dx, const float* x, const float* dy, int64_t rows,
+                                           int64_t h, Activation activation) {
+#pragma omp parallel for schedule(static) if (rows * h >= kParallelThreshold / 4)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = x + r * 2 * h;
+    const float* b = a + h;
+    const float* g = dy + r * h;
+    float* da = dx + r * 2 * h;
+    float* db = da + h;
+    for (int64_t j = 0; j < h; ++j) gated_grad(activation, a[j], b[j], g[j], da[j], db[j]);
   }
 }
 

@@ -89,6 +89,13 @@ inline ConstView view_of(const Tensor* t) {
   return t ? view_of(*t) : ConstView{nullptr, DType::F32};
 }
 
+// One attention call's sizes: q [batch, q_heads, tq, d], k and v [batch, kv_heads, tk, d].
+struct AttentionShape {
+  int64_t batch, q_heads, kv_heads, tq, tk, d;
+  float scale;
+  bool causal;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -185,6 +192,37 @@ class Backend {
   virtual void fill(float* t, int64_t n, float value);
   // dst = src converted, element by element, between F32 and BF16 (either way or the same).
   virtual void cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
+
+  // Transformer ops, on F32 arrays (BF16 tensors reach them through F32 stand-ins).
+  // Norms over `rows` rows of length d: LayerNorm, or RMSNorm when rms (mean unused). w and b may
+  // be null (1 and 0); mean and rstd (forward) may be null (not stored).
+  virtual void norm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+                            const float* b, int64_t rows, int64_t d, float eps, bool rms);
+  // dx, dw, db may be null (not computed).
+  virtual void norm_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                             const float* mean, const float* rstd, const float* dy, int64_t rows,
+                             int64_t d, bool rms);
+  // out[n, dim] = weight[idx[s], :]; indices are known to be in range on the CPU only.
+  virtual void embedding_forward(float* out, const int32_t* idx, const float* weight, int64_t n,
+                                 int64_t vocab, int64_t dim);
+  virtual void embedding_backward(float* dweight, const int32_t* idx, const float* dout,
+                                  int64_t n, int64_t vocab, int64_t dim);
+  // x viewed as [batch, t, d]: the pair rotations of positions offset .. offset + t - 1 (inverse:
+  // the opposite angles). y may be x.
+  virtual void rope(float* y, const float* x, int64_t batch, int64_t t, int64_t d,
+                    int64_t offset, float theta, bool inverse);
+  // x [rows, 2h] -> y [rows, h]; backward: dx [rows, 2h].
+  virtual void gated_activation_forward(float* y, const float* x, int64_t rows, int64_t h,
+                                        Activation activation);
+  virtual void gated_activation_backward(float* dx, const float* x, const float* dy, int64_t rows,
+                                         int64_t h, Activation activation);
+  // y = x * keep * 1 / (1 - p) over n elements (forward and backward alike); y may be x.
+  virtual void dropout(float* y, const float* x, int64_t n, float p, uint64_t seed);
+  virtual void attention_forward(float* out, float* lse, const float* q, const float* k,
+                                 const float* v, const AttentionShape& s);
+  virtual void attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
+                                  const float* v, const float* out, const float* lse,
+                                  const float* dout, const AttentionShape& s);
 
   virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);
   virtual void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed);

@@ -6,6 +6,7 @@
 
 #include "backend.hpp"
 #include "check.hpp"
+#include "widen.hpp"
 
 namespace nnops {
 
@@ -31,6 +32,33 @@ void fill_normal(Tensor& t, float mean, float std, uint64_t seed) {
   if (t.numel() == 0) return;
   check.run(
       [&](detail::Backend& be) { be.fill_normal(t.data<float>(), t.numel(), mean, std, seed); });
+}
+
+namespace {
+
+void dropout_impl(const char* fn, const char* in_name, const char* out_name, const Tensor& x,
+                  float p, uint64_t seed, Tensor& y) {
+  detail::ArgCheck check(fn);
+  check.floating(in_name, x).floating_output(out_name, y).same_shape(in_name, x, out_name, y);
+  check.in_place_or_disjoint(out_name, y, in_name, x).option_in("p", p, 0.0, 1.0);
+  if (x.numel() == 0) return;
+  check.run([&](detail::Backend& be) {
+    detail::F32Stand f32;
+    const Tensor& x32 = f32.in(x);
+    Tensor& y32 = f32.out(y);
+    be.dropout(y32.data<float>(), x32.data<float>(), x.numel(), p, seed);
+    f32.finish();
+  });
+}
+
+}  // namespace
+
+void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& y) {
+  dropout_impl("nnops::dropout_forward", "x", "y", x, p, seed, y);
+}
+
+void dropout_backward(const Tensor& dy, float p, uint64_t seed, Tensor& dx) {
+  dropout_impl("nnops::dropout_backward", "dy", "dx", dy, p, seed, dx);
 }
 
 }  // namespace nnops

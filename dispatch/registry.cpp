@@ -225,6 +225,41 @@ void Backend::cast(void*, DType, const void*, DType, int64_t) {
 void Backend::fill(float*, int64_t, float) {
   not_implemented("fill");
 }
+void Backend::norm_forward(float*, float*, float*, const float*, const float*, const float*,
+                           int64_t, int64_t, float, bool rms) {
+  not_implemented(rms ? "rms_norm_forward" : "layer_norm_forward");
+}
+void Backend::norm_backward(float*, float*, float*, const float*, const float*, const float*,
+                            const float*, const float*, int64_t, int64_t, bool rms) {
+  not_implemented(rms ? "rms_norm_backward" : "layer_norm_backward");
+}
+void Backend::embedding_forward(float*, const int32_t*, const float*, int64_t, int64_t, int64_t) {
+  not_implemented("embedding_forward");
+}
+void Backend::embedding_backward(float*, const int32_t*, const float*, int64_t, int64_t, int64_t) {
+  not_implemented("embedding_backward");
+}
+void Backend::rope(float*, const float*, int64_t, int64_t, int64_t, int64_t, float, bool inverse) {
+  not_implemented(inverse ? "rope_backward" : "rope_forward");
+}
+void Backend::gated_activation_forward(float*, const float*, int64_t, int64_t, Activation) {
+  not_implemented("gated_activation_forward");
+}
+void Backend::gated_activation_backward(float*, const float*, const float*, int64_t, int64_t,
+                                        Activation) {
+  not_implemented("gated_activation_backward");
+}
+void Backend::dropout(float*, const float*, int64_t, float, uint64_t) {
+  not_implemented("dropout_forward");
+}
+void Backend::attention_forward(float*, float*, const float*, const float*, const float*,
+                                const AttentionShape&) {
+  not_implemented("attention_forward");
+}
+void Backend::attention_backward(float*, float*, float*, const float*, const float*, const float*,
+                                 const float*, const float*, const float*, const AttentionShape&) {
+  not_implemented("attention_backward");
+}
 void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) {
   not_implemented("fill_uniform");
 }

@@ -51,6 +51,13 @@ inline std::vector<float> as_floats(const Tensor& t) {
   return out;
 }
 
+// The bit patterns of a BF16 tensor (for exact comparisons).
+inline std::vector<uint16_t> bf16_bits(const Tensor& t) {
+  std::vector<uint16_t> out;
+  for (bf16 v : t.to_vector<bf16>()) out.push_back(v.bits);
+  return out;
+}
+
 // An output tensor full of NaN, so a kernel that skips an element is caught.
 inline Tensor poisoned(const Shape& shape, Device device) {
   const auto n = static_cast<size_t>(numel_of(shape));

@@ -18,6 +18,14 @@ void activation_forward(Activation activation, const Tensor& x, Tensor& y,
 void activation_backward(Activation activation, const Tensor& x, const Tensor& dy, Tensor& dx,
                          float negative_slope = 0.01f);
 
+// Gated activations (SwiGLU with Activation::SiLU, GeGLU with GELU): x is [..., 2H], y is
+// [..., H], y = act(x[..., :H]) * x[..., H:]. The backward writes dx [..., 2H]:
+// dx[..., :H] = dy * x[..., H:] * act'(x[..., :H]), dx[..., H:] = dy * act(x[..., :H]).
+// Each tensor F32 or BF16; outputs share no byte with the inputs.
+void gated_activation_forward(Activation activation, const Tensor& x, Tensor& y);
+void gated_activation_backward(Activation activation, const Tensor& x, const Tensor& dy,
+                               Tensor& dx);
+
 // Over the last dimension of x (any rank >= 1). y may alias x; dx may alias dy.
 void softmax_forward(const Tensor& x, Tensor& y);
 void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx);  // y: the forward output
