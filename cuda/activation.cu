@@ -3,6 +3,7 @@
 #include "cuda_backend.hpp"
 #include "elementwise.cuh"
 #include "nnops/detail/activation_math.hpp"
+#include "nnops/detail/transformer_math.hpp"
 #include "row_reduce.cuh"
 
 namespace nnops::detail {
@@ -87,6 +88,46 @@ void CudaBackend::softmax_backward(float* dx, const float* y, const float* dy, i
                     <<<blocks, kBlockThreads, 0, t_stream>>>(dx, y, dy, rows, cols, log);
                 check_launch("softmax_backward_kernel");
               });
+}
+
+}  // namespace nnops::detail
+
+namespace nnops::detail {
+
+namespace {
+
+__global__ void gated_forward_kernel(float* d_y, const float* d_x, int64_t rows, int64_t h,
+                                     Activation act) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < rows * h;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = t / h, j = t % h;
+    d_y[t] = gated_apply(act, d_x[r * 2 * h + j], d_x[r * 2 * h + h + j]);
+  }
+}
+
+__global__ void gated_backward_kernel(float* d_dx, const float* d_x, const float* d_dy,
+                                      int64_t rows, int64_t h, Activation act) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < rows * h;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = t / h, j = t % h;
+    gated_grad(act, d_x[r * 2 * h + j], d_x[r * 2 * h + h + j], d_dy[t], d_dx[r * 2 * h + j],
+               d_dx[r * 2 * h + h + j]);
+  }
+}
+
+}  // namespace
+
+void CudaBackend::gated_activation_forward(float* y, const float* x, int64_t rows, int64_t h,
+                                           Activation activation) {
+  gated_forward_kernel<<<grid_for(rows * h, 256), 256, 0, t_stream>>>(y, x, rows, h, activation);
+  check_launch("gated_forward_kernel");
+}
+
+void CudaBackend::gated_activation_backward(float* dx, const float* x, const float* dy,
+                                            int64_t rows, int64_t h, Activation activation) {
+  gated_backward_kernel<<<grid_for(rows * h, 256), 256, 0, t_stream>>>(dx, x, dy, rows, h,
+                                                                       activation);
+  check_launch("gated_backward_kernel");
 }
 
 }  // namespace nnops::detail

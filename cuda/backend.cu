@@ -174,6 +174,16 @@ thread_local FlagTable t_flags;
         "nnops::cross_entropy_loss: a target was outside [0, classes) and not ignore_index "
         "(found on the device; that call's loss and gradient rows are NaN)";
   }
+  if (flags & kEmbeddingIndexOutOfRange) {
+    ops += std::string(ops.empty() ? "" : "; ") +
+           "nnops::embedding_forward: an index was outside [0, V) (found on the device; that "
+           "call's output rows are NaN)";
+  }
+  if (flags & kEmbeddingGradIndexOutOfRange) {
+    ops += std::string(ops.empty() ? "" : "; ") +
+           "nnops::embedding_backward: an index was outside [0, V) (found on the device; that "
+           "call's gradient left those positions out)";
+  }
   if (ops.empty()) ops = "nnops: a kernel reported error flags " + std::to_string(flags);
   throw Error(ops);
 }

@@ -12,7 +12,11 @@
 namespace nnops::detail {
 
 // Bits of the device error flag.
-enum DeviceError : unsigned { kTargetOutOfRange = 1u };
+enum DeviceError : unsigned {
+  kTargetOutOfRange = 1u,             // cross_entropy_loss
+  kEmbeddingIndexOutOfRange = 2u,     // embedding_forward
+  kEmbeddingGradIndexOutOfRange = 4u  // embedding_backward
+};
 
 // The stream of the calling thread's ops on its current device.
 extern thread_local cudaStream_t t_stream;
@@ -85,6 +89,28 @@ class CudaBackend final : public Backend {
 
   void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
   void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;
+
+  void norm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+                    const float* b, int64_t rows, int64_t d, float eps, bool rms) override;
+  void norm_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                     const float* mean, const float* rstd, const float* dy, int64_t rows, int64_t d,
+                     bool rms) override;
+  void embedding_forward(float* out, const int32_t* idx, const float* weight, int64_t n,
+                         int64_t vocab, int64_t dim) override;
+  void embedding_backward(float* dweight, const int32_t* idx, const float* dout, int64_t n,
+                          int64_t vocab, int64_t dim) override;
+  void rope(float* y, const float* x, int64_t batch, int64_t t, int64_t d, int64_t offset,
+            float theta, bool inverse) override;
+  void gated_activation_forward(float* y, const float* x, int64_t rows, int64_t h,
+                                Activation activation) override;
+  void gated_activation_backward(float* dx, const float* x, const float* dy, int64_t rows,
+                                 int64_t h, Activation activation) override;
+  void dropout(float* y, const float* x, int64_t n, float p, uint64_t seed) override;
+  void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                         const AttentionShape& s) override;
+  void attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
+                          const float* v, const float* out, const float* lse, const float* dout,
+                          const AttentionShape& s) override;
 
   // The flag word kernels of this call set (bits of DeviceError), for this thread and stream.
   unsigned* error_flags();

@@ -3,6 +3,7 @@
 // float results are the CPU's bit for bit.
 #include "cuda_backend.hpp"
 #include "nnops/detail/philox.hpp"
+#include "nnops/detail/transformer_math.hpp"
 
 namespace nnops::detail {
 
@@ -41,6 +42,31 @@ void CudaBackend::fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t
 void CudaBackend::fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) {
   normal_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, t_stream>>>(t, n, mean, std, seed);
   check_launch("normal_kernel");
+}
+
+}  // namespace nnops::detail
+
+namespace nnops::detail {
+
+namespace {
+
+// Dropout: element i keeps x * 1/(1-p) when fill_uniform's value for (seed, i) is >= p.
+__global__ void dropout_kernel(float* d_y, const float* d_x, int64_t n, float p, uint64_t seed) {
+  const int64_t blocks = (n + 3) / 4;
+  const float scale = dropout_scale(p);
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
+       b += int64_t(gridDim.x) * blockDim.x) {
+    const Philox4 bits = philox_block(seed, static_cast<uint64_t>(b));
+    for (int64_t i = b * 4; i < b * 4 + 4 && i < n; ++i)
+      d_y[i] = dropout_keeps(bits, i, p) ? d_x[i] * scale : 0.0f;
+  }
+}
+
+}  // namespace
+
+void CudaBackend::dropout(float* y, const float* x, int64_t n, float p, uint64_t seed) {
+  dropout_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, t_stream>>>(y, x, n, p, seed);
+  check_launch("dropout_kernel");
 }
 
 }  // namespace nnops::detail

@@ -82,38 +82,45 @@ Shape halved(detail::ArgCheck& check, const Tensor& x) {
 }  // namespace
 
 void gated_activation_forward(Activation activation, const Tensor& x, Tensor& y) {
-  detail::ArgCheck check("nnops::gated_activation_forward");
-  check.floating("x", x).floating_output("y", y);
-  check_activation(check, activation, detail::kGatedNegativeSlope);
-  check.shape_is("y", y, halved(check, x)).no_alias("y", &y, "x", x);
-  if (y.numel() == 0) return;
-  const int64_t h = y.dim(-1);
-  check.run([&](detail::Backend& be) {
-    detail::F32Stand f32;
-    const Tensor& x32 = f32.in(x);
-    Tensor& y32 = f32.out(y);
-    be.gated_activation_forward(y32.data<float>(), x32.data<float>(), y.numel() / h, h, activation);
-    f32.finish();
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  detail::guarded("nnops::gated_activation_forward", [&] {
+    detail::ArgCheck check("nnops::gated_activation_forward");
+    check.floating("x", x).floating_output("y", y);
+    check_activation(check, activation, detail::kGatedNegativeSlope);
+    check.shape_is("y", y, halved(check, x)).no_alias("y", &y, "x", x);
+    if (y.numel() == 0) return;
+    const int64_t h = y.dim(-1);
+    check.run([&](detail::Backend& be) {
+      detail::F32Stand f32;
+      const Tensor& x32 = f32.in(x);
+      Tensor& y32 = f32.out(y);
+      be.gated_activation_forward(y32.data<float>(), x32.data<float>(), y.numel() / h, h,
+                                  activation);
+      f32.finish();
+    });
   });
 }
 
 void gated_activation_backward(Activation activation, const Tensor& x, const Tensor& dy,
                                Tensor& dx) {
-  detail::ArgCheck check("nnops::gated_activation_backward");
-  check.floating("x", x).floating("dy", dy).floating_output("dx", dx);
-  check_activation(check, activation, detail::kGatedNegativeSlope);
-  check.shape_is("dy", dy, halved(check, x)).same_shape("x", x, "dx", dx);
-  check.no_alias("dx", &dx, "x", x).no_alias("dx", &dx, "dy", dy);
-  if (dy.numel() == 0) return;
-  const int64_t h = dy.dim(-1);
-  check.run([&](detail::Backend& be) {
-    detail::F32Stand f32;
-    const Tensor& x32 = f32.in(x);
-    const Tensor& dy32 = f32.in(dy);
-    Tensor& dx32 = f32.out(dx);
-    be.gated_activation_backward(dx32.data<float>(), x32.data<float>(), dy32.data<float>(),
-                                 dy.numel() / h, h, activation);
-    f32.finish();
+  // Validation allocates too (names, shapes): running out of memory anywhere is an Error.
+  detail::guarded("nnops::gated_activation_backward", [&] {
+    detail::ArgCheck check("nnops::gated_activation_backward");
+    check.floating("x", x).floating("dy", dy).floating_output("dx", dx);
+    check_activation(check, activation, detail::kGatedNegativeSlope);
+    check.shape_is("dy", dy, halved(check, x)).same_shape("x", x, "dx", dx);
+    check.no_alias("dx", &dx, "x", x).no_alias("dx", &dx, "dy", dy);
+    if (dy.numel() == 0) return;
+    const int64_t h = dy.dim(-1);
+    check.run([&](detail::Backend& be) {
+      detail::F32Stand f32;
+      const Tensor& x32 = f32.in(x);
+      const Tensor& dy32 = f32.in(dy);
+      Tensor& dx32 = f32.out(dx);
+      be.gated_activation_backward(dx32.data<float>(), x32.data<float>(), dy32.data<float>(),
+                                   dy.numel() / h, h, activation);
+      f32.finish();
+    });
   });
 }
 

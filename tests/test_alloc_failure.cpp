@@ -247,6 +247,43 @@ TEST(AllocationFailure, EveryOpFailsCleanlyAtEveryAllocation) {
   run("sparsity", [&] { sparsity(mask); }, {{}, {}});
   run("count_nonzero", [&] { count_nonzero(mask); }, {{}, {}});
 
+  // Transformer ops: scratch (per-chunk partial sums, sort buffers, angle tables, attention
+  // accumulators) comes before the first write.
+  {
+    Tensor x = filled({64, 256}, 30), wt = filled({256}, 31), bs = filled({256}, 32);
+    Tensor y = filled({64, 256}, 33), mean = filled({64}, 34), rstd = filled({64}, 35);
+    Tensor dx = filled({64, 256}, 36), dwt = filled({256}, 37), dbs = filled({256}, 38);
+    run("layer_norm_forward", [&] { layer_norm_forward(x, &wt, &bs, 1e-5f, y, &mean, &rstd); },
+        {{&y, &mean, &rstd}, {}});
+    run("layer_norm_backward",
+        [&] { layer_norm_backward(x, &wt, mean, rstd, y, &dx, &dwt, &dbs); },
+        {{&dx, &dwt, &dbs}, {}});
+    run("rms_norm_backward", [&] { rms_norm_backward(x, &wt, rstd, y, &dx, &dwt); },
+        {{&dx, &dwt}, {}});
+    std::vector<int32_t> ids(640);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i * 37 % 100);
+    Tensor indices = Tensor::from_vector(ids, {640});
+    Tensor table = filled({100, 256}, 39), rows = filled({640, 256}, 40), dtable = filled({100, 256}, 41);
+    run("embedding_forward", [&] { embedding_forward(indices, table, rows); }, {{&rows}, {}});
+    run("embedding_backward", [&] { embedding_backward(indices, rows, dtable); }, {{&dtable}, {}});
+    Tensor xr = filled({4, 8, 128, 64}, 42), yr = filled({4, 8, 128, 64}, 43);
+    run("rope_forward", [&] { rope_forward(xr, 7, 10000.0f, yr); }, {{&yr}, {}});
+    Tensor gx = filled({64, 512}, 44), gy = filled({64, 256}, 45), gdx = filled({64, 512}, 46);
+    run("gated_activation_backward",
+        [&] { gated_activation_backward(Activation::SiLU, gx, gy, gdx); }, {{&gdx}, {}});
+    run("dropout_forward", [&] { dropout_forward(gx, 0.1f, 3, gdx); }, {{&gdx}, {}});
+    Tensor q = filled({1, 4, 96, 32}, 47), k = filled({1, 2, 96, 32}, 48), v = filled({1, 2, 96, 32}, 49);
+    Tensor o = filled({1, 4, 96, 32}, 50), l = filled({1, 4, 96}, 51);
+    Tensor dq = filled({1, 4, 96, 32}, 52), dk = filled({1, 2, 96, 32}, 53), dv = filled({1, 2, 96, 32}, 54);
+    AttentionOptions causal;
+    causal.causal = true;
+    run("attention_forward", [&] { attention_forward(q, k, v, o, &l, causal); }, {{&o, &l}, {}});
+    run("attention_backward",
+        [&] { attention_backward(q, k, v, o, l, o, dq, dk, dv, causal); }, {{&dq, &dk, &dv}, {}});
+    Tensor q16 = filled({1, 4, 96, 32}, 55, DType::BF16), o16 = filled({1, 4, 96, 32}, 56, DType::BF16);
+    run("attention_forward BF16", [&] { attention_forward(q16, k, v, o16, nullptr); }, {{&o16}, {}});
+  }
+
   // Tensors and the element-wise utilities.
   Tensor a = filled({1000, 333}, 22), b = filled({1000, 333}, 23),
          idx = Tensor::zeros({1000}, DType::I32);
