@@ -18,17 +18,15 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
+#include "bench_util.hpp"
 #include "ratio_reporter.hpp"
 
 namespace {
 
 using namespace nnops;
+using nnops::bench::copy_bytes;
+using nnops::bench::random_tensor;
 
-Tensor random_tensor(const Shape& shape, uint64_t seed) {
-  Tensor t = Tensor::empty(shape);
-  fill_uniform(t, -1.0f, 1.0f, seed);
-  return t;
-}
 
 // Times c[m, n] = op(a) op(b) for state.range() = (m, n, k) on random operands laid out as
 // the transpose flags say, with `product(a, b, c, m, n, k, ta, tb)` from the library under test.
@@ -192,26 +190,6 @@ BF16_BENCH(gemm_bf16_nt_onednn, false, true, NT_ARGS, gemm_bf16_onednn);
 BF16_BENCH(gemm_bf16_nn_onednn, false, false, Args({64, 1000, 2000}), gemm_bf16_onednn);
 BF16_BENCH(gemm_bf16_tn_onednn, true, false, TN_ARGS, gemm_bf16_onednn);
 #endif
-
-// A copy of `bytes` bytes moves 2*bytes through memory (read + write): the bandwidth ceiling
-// for an op that moves the same traffic. It runs on as many threads as nnops' ops (OpenMP,
-// static chunks), so the ratio compares like with like.
-void copy_bytes(benchmark::State& state, int64_t bytes) {
-  std::vector<char> src(bytes, 1), dst(bytes);
-  constexpr int64_t kChunk = 1 << 16;
-  const int64_t chunks = (bytes + kChunk - 1) / kChunk;
-  for (auto _ : state) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t n = std::min(kChunk, bytes - c * kChunk);
-      std::memcpy(dst.data() + c * kChunk, src.data() + c * kChunk, n);
-    }
-    benchmark::DoNotOptimize(dst.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["bytes/s"] =
-      benchmark::Counter(2.0 * bytes, benchmark::Counter::kIsIterationInvariantRate);
-}
 
 // One size that lives in cache and one far beyond the 32 MiB L3, where DRAM bandwidth rules.
 #define SIZES Arg(65536)->Arg(1 << 20)->Arg(1 << 24)

@@ -11,6 +11,20 @@
 
 namespace nnops::detail {
 
+// The vector kernels of the active CPU level, or null on the portable path.
+const VecKernels* vector_kernels() {
+  switch (active_cpu_isa()) {
+    case CpuIsa::AVX2:
+      return &vec_kernels_avx2();
+    case CpuIsa::AVX512:
+      return &vec_kernels_avx512();
+    case CpuIsa::AVX2WideTiles:
+      return &vec_kernels_wide_on_avx2();
+    default:
+      return nullptr;
+  }
+}
+
 namespace {
 
 // One loop per activation so the switch stays out of the inner loop.
@@ -45,19 +59,6 @@ FastActivation fast(Activation a) {
   }
 }
 
-// The vector kernels of the active CPU level, or null on the portable path.
-const VecKernels* vector_kernels() {
-  switch (active_cpu_isa()) {
-    case CpuIsa::AVX2:
-      return &vec_kernels_avx2();
-    case CpuIsa::AVX512:
-      return &vec_kernels_avx512();
-    case CpuIsa::AVX2WideTiles:
-      return &vec_kernels_wide_on_avx2();
-    default:
-      return nullptr;
-  }
-}
 
 // Splits [0, n) into fixed chunks across threads (one thread below the threshold).
 template <class Range>

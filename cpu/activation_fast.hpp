@@ -28,6 +28,9 @@ struct VecKernels {
   void (*row_exp_sum)(const float* x, int64_t cols, float scale, float mx, double& sum);
 };
 
+// The table of the active CPU level, or null on the portable path (cpu/activation.cpp).
+const VecKernels* vector_kernels();
+
 const VecKernels& vec_kernels_avx2();          // 8 lanes, AVX2+FMA
 const VecKernels& vec_kernels_avx512();        // 16 lanes, AVX-512F
 const VecKernels& vec_kernels_wide_on_avx2();  // 16 lanes compiled for AVX2 (tests)

@@ -3,32 +3,29 @@
 // (memory per thread O(block x D), never Tq x Tk) and keeps the row logsumexp; the backward
 // recomputes the probabilities from it, once per query block for dq and once per key block for
 // dk and dv (summed over the query heads of the group in a fixed order), so nothing is added
-// by two threads and every run gives the same bits.
+// by two threads and every run gives the same bits. The block products go through the GEMM
+// micro-kernels (cpu_sgemm), the exponentials through the vectorized exp of the CPU level.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "activation_fast.hpp"
 #include "cpu_backend.hpp"
 
 namespace nnops::detail {
 
 namespace {
 
-constexpr int64_t kQueryBlock = 32;
-constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kQueryBlock = 128;
+constexpr int64_t kKeyBlock = 128;
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
 float dot(const float* a, const float* b, int64_t d) {
   float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
   for (int64_t c = 0; c < d; ++c) acc += a[c] * b[c];
   return acc;
-}
-
-void axpy(float* y, float alpha, const float* x, int64_t d) {
-#pragma omp simd
-  for (int64_t c = 0; c < d; ++c) y[c] += alpha * x[c];
 }
 
 // The keys query i sees: all, or j <= i when causal (top-left aligned).
@@ -39,6 +36,23 @@ int64_t visible_keys(const AttentionShape& s, int64_t i) {
 // A max that keeps NaN (a NaN score makes its row NaN, as PyTorch).
 float nan_max(float a, float b) {
   return (b != b || b > a) ? b : a;
+}
+
+float row_max(const float* x, int64_t n) {
+  if (const VecKernels* vk = vector_kernels()) return n > 0 ? vk->row_max(x, n, 1.0f) : -kInf;
+  float m = -kInf;
+  for (int64_t c = 0; c < n; ++c) m = nan_max(m, x[c]);
+  return m;
+}
+
+// x[c] = exp(x[c] - shift) for c < seen and 0 beyond (the keys a causal row does not see).
+void exp_row(float* x, int64_t seen, int64_t n, float shift) {
+  if (const VecKernels* vk = vector_kernels()) {
+    if (seen > 0) vk->softmax_row(x, x, seen, shift, 1.0f);
+  } else {
+    for (int64_t c = 0; c < seen; ++c) x[c] = std::exp(x[c] - shift);
+  }
+  std::fill(x + std::max<int64_t>(seen, 0), x + n, 0.0f);
 }
 
 // Offsets of head rows: q-like tensors are [B, Hq, T, D], k-like [B, Hkv, T, D].
@@ -65,6 +79,10 @@ struct ThreadScratch {
   float* mine() { return data.data() + omp_get_thread_num() * per_thread; }
 };
 
+bool worth_threads(const AttentionShape& s) {
+  return s.tq * s.tk * s.d * s.batch * s.q_heads >= kParallelThreshold;
+}
+
 }  // namespace
 
 void CpuBackend::attention_forward(float* out, float* lse, const float* q, const float* k,
@@ -72,12 +90,13 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* q, const
   const Heads at{s};
   const int64_t d = s.d, q_blocks = (s.tq + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = s.batch * s.q_heads * q_blocks;
-  const bool parallel = tasks > 1 && s.tq * s.tk * d * s.batch * s.q_heads >= kParallelThreshold;
-  const int threads = parallel ? omp_get_max_threads() : 1;
+  const int threads = tasks > 1 && worth_threads(s) ? omp_get_max_threads() : 1;
   // acc [block, d], scores [block, key block], running max and sum [block] each.
   ThreadScratch scratch(threads, kQueryBlock * (d + kKeyBlock + 2));
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (parallel)
-  for (int64_t task = 0; task < tasks; ++task) {
+  // The GEMM packing buffers of every thread that will run a block product, grown here: a
+  // product inside the region below must not allocate.
+  reserve_thread_gemm_buffers(threads, kQueryBlock, std::max(kKeyBlock, d), std::max(kKeyBlock, d));
+  parallel_tasks(tasks, threads, [&](int64_t task) {
     const int64_t b = task / (s.q_heads * q_blocks), h = task / q_blocks % s.q_heads;
     const int64_t i0 = task % q_blocks * kQueryBlock, rows = std::min(kQueryBlock, s.tq - i0);
     const int64_t g = h / at.group();
@@ -86,115 +105,163 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* q, const
     float* m = scores + kQueryBlock * kKeyBlock;
     float* l = m + kQueryBlock;
     std::fill(acc, acc + rows * d, 0.0f);
-    std::fill(m, m + rows, -std::numeric_limits<float>::infinity());
+    std::fill(m, m + rows, -kInf);
     std::fill(l, l + rows, 0.0f);
+    const float* qb = q + at.q_row(b, h, i0);
     const int64_t key_end = visible_keys(s, i0 + rows - 1);
     for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
       const int64_t cols = std::min(kKeyBlock, key_end - j0);
+      // scores[rows, cols] = scale * q_block k_block^T
+      cpu_sgemm(false, true, rows, cols, d, s.scale, qb, k + at.kv_row(b, g, j0), 0.0f, scores);
       for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r, seen = std::min(cols, visible_keys(s, i) - j0);
-        if (seen <= 0) continue;  // every key of this block is in query i's future
-        const float* qi = q + at.q_row(b, h, i);
-        float* sr = scores + r * kKeyBlock;
-        float row_max = -std::numeric_limits<float>::infinity();
-        for (int64_t c = 0; c < seen; ++c) {
-          sr[c] = s.scale * dot(qi, k + at.kv_row(b, g, j0 + c), d);
-          row_max = nan_max(row_max, sr[c]);
+        float* sr = scores + r * cols;
+        const int64_t seen = std::min(cols, visible_keys(s, i0 + r) - j0);
+        const float m_new = nan_max(m[r], row_max(sr, std::max<int64_t>(seen, 0)));
+        if (m_new == -kInf) {  // no key of this row seen yet
+          std::fill(sr, sr + cols, 0.0f);
+          continue;
         }
-        const float m_new = nan_max(m[r], row_max);
+        exp_row(sr, seen, cols, m_new);
         const float correction = std::exp(m[r] - m_new);  // 0 while m[r] is -inf
-        float* ar = acc + r * d;
-        if (correction != 1.0f) {
-          for (int64_t c = 0; c < d; ++c) ar[c] *= correction;
-        }
         float sum = 0.0f;
-        for (int64_t c = 0; c < seen; ++c) {
-          const float p = std::exp(sr[c] - m_new);
-          sum += p;
-          axpy(ar, p, v + at.kv_row(b, g, j0 + c), d);
-        }
+        for (int64_t c = 0; c < seen; ++c) sum += sr[c];
         l[r] = l[r] * correction + sum;
         m[r] = m_new;
+        if (correction != 1.0f) {
+          for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
+        }
       }
+      // acc += p v_block
+      cpu_sgemm(false, false, rows, d, cols, 1.0f, scores, v + at.kv_row(b, g, j0), 1.0f, acc);
     }
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       if (out) {
         float* o = out + at.q_row(b, h, i);
-        const float inv = 1.0f / l[r];  // no visible key: 0 / 0, NaN as PyTorch
+        const float inv = 1.0f / l[r];  // no visible key: NaN, as PyTorch (0 / 0)
         for (int64_t c = 0; c < d; ++c) o[c] = l[r] > 0.0f ? acc[r * d + c] * inv : NAN;
       }
       if (lse) lse[at.lse_index(b, h, i)] = m[r] + std::log(l[r]);
     }
-  }
+  });
 }
 
-void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
-                                    const float* v, const float* out, const float* lse,
-                                    const float* dout, const AttentionShape& s) {
+void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float* q,
+                                    const float* k, const float* v, const float* out,
+                                    const float* lse, const float* dout, const AttentionShape& s) {
   const Heads at{s};
   const int64_t d = s.d, rows_total = s.batch * s.q_heads * s.tq;
-  const bool parallel = s.tq * s.tk * d * s.batch * s.q_heads >= kParallelThreshold;
+  const bool parallel = worth_threads(s);
   const int threads = parallel ? omp_get_max_threads() : 1;
-  // D_i = dout_i . out_i, once per query row; and each thread's accumulators.
+  // D_i = dout_i . out_i once per query row; per thread: the probabilities, dP (then dS), and
+  // two accumulators of [block, d].
   std::vector<float> delta = scratch_vector<float>(static_cast<size_t>(rows_total));
-  ThreadScratch scratch(threads, std::max(kQueryBlock, kKeyBlock) * 2 * d);
+  const int64_t block = std::max(kQueryBlock, kKeyBlock);
+  ThreadScratch scratch(threads, 2 * kQueryBlock * kKeyBlock + 2 * block * d);
+  reserve_thread_gemm_buffers(threads, block, std::max(block, d), std::max(block, d));
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
   for (int64_t row = 0; row < rows_total; ++row) {
     delta[row] = dot(dout + row * d, out + row * d, d);
   }
 
-  // dq_i = scale * sum_j ds_ij k_j, ds_ij = p_ij (dout_i . v_j - D_i): per block of queries.
+  // P and dS of one (query block, key block) pair: p = exp(scale q k^T - lse) where seen, and
+  // ds = p * (dout v^T - D).
+  auto probabilities = [&](float* p, float* ds, int64_t b, int64_t h, int64_t g, int64_t i0,
+                           int64_t rows, int64_t j0, int64_t cols) {
+    cpu_sgemm(false, true, rows, cols, d, s.scale, q + at.q_row(b, h, i0),
+              k + at.kv_row(b, g, j0), 0.0f, p);
+    cpu_sgemm(false, true, rows, cols, d, 1.0f, dout + at.q_row(b, h, i0),
+              v + at.kv_row(b, g, j0), 0.0f, ds);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = at.lse_index(b, h, i0 + r);
+      exp_row(p + r * cols, std::min(cols, visible_keys(s, i0 + r) - j0), cols, lse[row]);
+      for (int64_t c = 0; c < cols; ++c) ds[r * cols + c] = p[r * cols + c] * (ds[r * cols + c] - delta[row]);
+    }
+  };
+
   const int64_t q_blocks = (s.tq + kQueryBlock - 1) / kQueryBlock;
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (parallel)
-  for (int64_t task = 0; task < s.batch * s.q_heads * q_blocks; ++task) {
+  const int64_t k_blocks = (s.tk + kKeyBlock - 1) / kKeyBlock;
+  // One task per (batch, key head) when there are enough of them: it walks the key blocks in
+  // order, and each (query block, key block) pair's P and dS, computed once, feed dv, dk and dq
+  // (dq rows belong to the task, added to over the key blocks in order). Otherwise dq takes a
+  // pass of its own per query block, recomputing P and dS, so short batches still use every
+  // thread. Both add the same terms in the same order: the same bits either way.
+  const bool one_pass = s.batch * s.kv_heads >= 2 * threads;
+  if (one_pass) {
+    parallel_tasks(s.batch * s.kv_heads, threads, [&](int64_t task) {
+      const int64_t b = task / s.kv_heads, g = task % s.kv_heads;
+      float* p = scratch.mine();
+      float* ds = p + kQueryBlock * kKeyBlock;
+      float* acc_k = ds + kQueryBlock * kKeyBlock;
+      float* acc_v = acc_k + block * d;
+      for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h)
+        std::fill(dq + at.q_row(b, h, 0), dq + at.q_row(b, h, s.tq), 0.0f);
+      for (int64_t j0 = 0; j0 < s.tk; j0 += kKeyBlock) {
+        const int64_t cols = std::min(kKeyBlock, s.tk - j0);
+        std::fill(acc_k, acc_k + cols * d, 0.0f);
+        std::fill(acc_v, acc_v + cols * d, 0.0f);
+        const int64_t first = s.causal ? j0 / kQueryBlock * kQueryBlock : 0;
+        for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h) {
+          for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
+            const int64_t rows = std::min(kQueryBlock, s.tq - i0);
+            probabilities(p, ds, b, h, g, i0, rows, j0, cols);
+            cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f,
+                      acc_v);
+            cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f,
+                      acc_k);
+            cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f,
+                      dq + at.q_row(b, h, i0));
+          }
+        }
+        std::copy(acc_k, acc_k + cols * d, dk + at.kv_row(b, g, j0));
+        std::copy(acc_v, acc_v + cols * d, dv + at.kv_row(b, g, j0));
+      }
+    });
+    return;
+  }
+
+  // dq = scale * dS k, per block of queries over its visible key blocks.
+  parallel_tasks(s.batch * s.q_heads * q_blocks, threads, [&](int64_t task) {
     const int64_t b = task / (s.q_heads * q_blocks), h = task / q_blocks % s.q_heads;
     const int64_t i0 = task % q_blocks * kQueryBlock, rows = std::min(kQueryBlock, s.tq - i0);
     const int64_t g = h / at.group();
-    float* acc = scratch.mine();
+    float* p = scratch.mine();
+    float* ds = p + kQueryBlock * kKeyBlock;
+    float* acc = ds + kQueryBlock * kKeyBlock;
     std::fill(acc, acc + rows * d, 0.0f);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r, row = at.lse_index(b, h, i);
-      const float* qi = q + at.q_row(b, h, i);
-      const float* gi = dout + at.q_row(b, h, i);
-      for (int64_t j = 0; j < visible_keys(s, i); ++j) {
-        const float* kj = k + at.kv_row(b, g, j);
-        const float p = std::exp(s.scale * dot(qi, kj, d) - lse[row]);
-        const float ds = p * (dot(gi, v + at.kv_row(b, g, j), d) - delta[row]);
-        axpy(acc + r * d, s.scale * ds, kj, d);
-      }
+    const int64_t key_end = visible_keys(s, i0 + rows - 1);
+    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
+      const int64_t cols = std::min(kKeyBlock, key_end - j0);
+      probabilities(p, ds, b, h, g, i0, rows, j0, cols);
+      cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f, acc);
     }
     std::copy(acc, acc + rows * d, dq + at.q_row(b, h, i0));
-  }
+  });
 
-  // dv_j = sum_i p_ij dout_i and dk_j = scale * sum_i ds_ij q_i: per block of keys, over the
-  // query heads of its group and their queries in order.
-  const int64_t k_blocks = (s.tk + kKeyBlock - 1) / kKeyBlock;
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (parallel)
-  for (int64_t task = 0; task < s.batch * s.kv_heads * k_blocks; ++task) {
+  // dv = P^T dout and dk = scale * dS^T q, per block of keys, over the query heads of its group
+  // and their query blocks in order.
+  parallel_tasks(s.batch * s.kv_heads * k_blocks, threads, [&](int64_t task) {
     const int64_t b = task / (s.kv_heads * k_blocks), g = task / k_blocks % s.kv_heads;
     const int64_t j0 = task % k_blocks * kKeyBlock, cols = std::min(kKeyBlock, s.tk - j0);
-    float* acc_k = scratch.mine();
-    float* acc_v = acc_k + kKeyBlock * d;
+    float* p = scratch.mine();
+    float* ds = p + kQueryBlock * kKeyBlock;
+    float* acc_k = ds + kQueryBlock * kKeyBlock;
+    float* acc_v = acc_k + block * d;
     std::fill(acc_k, acc_k + cols * d, 0.0f);
     std::fill(acc_v, acc_v + cols * d, 0.0f);
+    // Causal: queries before j0 see none of these keys.
+    const int64_t first = s.causal ? j0 / kQueryBlock * kQueryBlock : 0;
     for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h) {
-      for (int64_t i = s.causal ? j0 : 0; i < s.tq; ++i) {
-        const int64_t row = at.lse_index(b, h, i), seen = std::min(cols, visible_keys(s, i) - j0);
-        const float* qi = q + at.q_row(b, h, i);
-        const float* gi = dout + at.q_row(b, h, i);
-        for (int64_t c = 0; c < seen; ++c) {
-          const int64_t j = j0 + c;
-          const float p = std::exp(s.scale * dot(qi, k + at.kv_row(b, g, j), d) - lse[row]);
-          const float ds = p * (dot(gi, v + at.kv_row(b, g, j), d) - delta[row]);
-          axpy(acc_v + c * d, p, gi, d);
-          axpy(acc_k + c * d, s.scale * ds, qi, d);
-        }
+      for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
+        const int64_t rows = std::min(kQueryBlock, s.tq - i0);
+        probabilities(p, ds, b, h, g, i0, rows, j0, cols);
+        cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f, acc_v);
+        cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f, acc_k);
       }
     }
     std::copy(acc_k, acc_k + cols * d, dk + at.kv_row(b, g, j0));
     std::copy(acc_v, acc_v + cols * d, dv + at.kv_row(b, g, j0));
-  }
+  });
 }
 
 }  // namespace nnops::detail

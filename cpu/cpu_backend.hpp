@@ -2,6 +2,7 @@
 // GEMM whose micro-kernel is chosen at run time (AVX2+FMA when the CPU has it).
 #pragma once
 
+#include <exception>
 #include <new>
 #include <vector>
 
@@ -111,6 +112,34 @@ bool cpu_supports_avx2();
 bool cpu_supports_avx512();
 bool cpu_supports_avx512bf16();  // VDPBF16PS: BF16 products take the pair kernel
 bool cpu_isa_has_avx2();         // the active level runs the AVX2 paths (all but Generic)
+
+// c[m, n] = alpha * op(a) * op(b) + beta * c on contiguous row-major F32 matrices, through the
+// GEMM micro-kernels of the active CPU level (with beta == 0, c is not read). Inside a parallel
+// region it runs on the calling thread alone; its packing buffers are the calling thread's.
+void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, const float* b, float beta, float* c);
+
+// Grows the GEMM packing buffers of each thread of a parallel region of `threads` threads for
+// products of at most m x n x k, so that cpu_sgemm calls inside such a region do not allocate
+// (the region's threads are the ones this one ran on, as OpenMP runtimes keep their pool).
+void reserve_thread_gemm_buffers(int threads, int64_t m, int64_t n, int64_t k);
+
+// Runs `task(i)` for i in [0, count) on `threads` threads (dynamic schedule); an exception inside
+// a task cannot leave the OpenMP region, so the first one is kept and rethrown after it.
+template <class Task>
+void parallel_tasks(int64_t count, int threads, Task task) {
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads > 1)
+  for (int64_t i = 0; i < count; ++i) {
+    try {
+      task(i);
+    } catch (...) {
+#pragma omp critical(nnops_parallel_tasks)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
 
 // 64-byte aligned host memory (null when out of memory), through the global aligned operator new
 // like every other host allocation of the library, so one allocation hook sees them all.

@@ -534,7 +534,9 @@ template <int MR, int NR>
 void run_tiles(SgemmProblem g, MicroKernel kernel) {
   g.kernel = kernel;
   g.blocking = blocking_for_caches<MR, NR>();
-  const int threads = g.m * g.n * g.k >= kParallelThreshold ? omp_get_max_threads() : 1;
+  // Inside another op's parallel region (attention's blocks) a product runs on its thread alone.
+  const int threads =
+      g.m * g.n * g.k >= kParallelThreshold && !omp_in_parallel() ? omp_get_max_threads() : 1;
   // The calling thread's buffers, one pair per worker, kept between calls (a fresh 2 MiB
   // allocation per GEMM is an mmap plus page faults, in a training loop's hottest call). They
   // are grown here, before the parallel region: an exception cannot leave an OpenMP region, and
@@ -660,6 +662,25 @@ class F32Staging {
 };
 
 }  // namespace
+
+void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, const float* b, float beta, float* c) {
+  gemm_f32_out(trans_a, trans_b, m, n, k, alpha, a, b, DType::F32, beta, c);
+}
+
+void reserve_thread_gemm_buffers(int threads, int64_t m, int64_t n, int64_t k) {
+  bool failed = false;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    try {
+      gemm_f32_out(false, false, m, n, k, 1.0f, nullptr, nullptr, DType::F32, 0.0f, nullptr, true);
+    } catch (...) {
+#pragma omp atomic write
+      failed = true;
+    }
+  }
+  if (failed) throw OutOfMemory("host", static_cast<size_t>((m + n) * k) * sizeof(float));
+}
 
 void CpuBackend::gemm(View c, ConstView a, ConstView b, int64_t m, int64_t n, int64_t k,
                       const GemmOptions& options) {

@@ -1,7 +1,10 @@
-// CPU LayerNorm and RMSNorm (F.layer_norm, F.rms_norm): rows split across threads, each row's
-// statistics in double from centred values (two passes over a row that sits in L1/L2), the
-// output formed in double and rounded once. The weight and bias gradients sum fixed chunks of
-// rows, then the chunks in order: the same bits for any thread count.
+// CPU LayerNorm and RMSNorm (F.layer_norm, F.rms_norm): rows split across threads. A row's
+// statistics take one pass in double over values shifted by the row's first element (the
+// variance of shifted data loses at most D double roundings, whatever the row's offset); the
+// output pass runs in float with the mean split into two floats, so x - mean keeps its low bits
+// for rows far from zero. The backward takes two passes per row (its sums, then dx with the
+// weight and bias terms); dweight and dbias add fixed chunks of rows, then the chunks in order:
+// the same bits for any thread count.
 #include <algorithm>
 #include <cmath>
 
@@ -13,23 +16,85 @@ namespace {
 
 constexpr int64_t kRowsPerChunk = 32;  // rows whose dw/db add up before the chunks are combined
 
-// mean (0 for RMSNorm) and 1 / sqrt(var + eps) of one row.
-void row_stats(const float* x, int64_t d, float eps, bool rms, double& mu, double& rs) {
-  mu = 0.0;
-  if (!rms) {
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < d; ++c) sum += x[c];
-    mu = sum / static_cast<double>(d);
-  }
-  double var = 0.0;
-#pragma omp simd reduction(+ : var)
+// The row loops are compiled for AVX-512, AVX2 and the baseline, chosen once by the CPU (GCC's
+// function multiversioning). The lane count changes the order of a row's sums, so bits may
+// differ between machines, as the README allows; on one machine every run and thread count
+// gives the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define NNOPS_ROW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NNOPS_ROW_CLONES
+#endif
+
+// mean (0 for RMSNorm) and 1 / sqrt(var + eps) of one row, in one pass.
+NNOPS_ROW_CLONES void row_stats(const float* x, int64_t d, float eps, bool rms, double& mu,
+                                double& rs) {
+  const double shift = rms ? 0.0 : x[0];
+  double s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+ : s1, s2)
   for (int64_t c = 0; c < d; ++c) {
-    const double t = x[c] - mu;
-    var += t * t;
+    const double t = x[c] - shift;
+    s1 += t;
+    s2 += t * t;
   }
-  var /= static_cast<double>(d);
+  const double m = s1 / static_cast<double>(d);
+  const double var = rms ? s2 / static_cast<double>(d) : std::max(s2 / d - m * m, 0.0);
+  mu = rms ? 0.0 : shift + m;
   rs = 1.0 / std::sqrt(var + static_cast<double>(eps));
+}
+
+// One row of the forward pass; y may be x (element c is read before it is written).
+NNOPS_ROW_CLONES void forward_row(float* yr, float* mean, float* rstd, const float* xr,
+                                  const float* w, const float* b, int64_t d, float eps, bool rms) {
+  double mu, rs;
+  row_stats(xr, d, eps, rms, mu, rs);
+  // The saved statistics are the float values the backward pass will use.
+  if (mean && !rms) *mean = static_cast<float>(mu);
+  if (rstd) *rstd = static_cast<float>(rs);
+  const float hi = static_cast<float>(mu), lo = static_cast<float>(mu - hi);
+  const float r = static_cast<float>(rs);
+  if (w && b) {
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) yr[c] = ((xr[c] - hi) - lo) * r * w[c] + b[c];
+  } else if (w) {
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) yr[c] = ((xr[c] - hi) - lo) * r * w[c];
+  } else if (b) {
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) yr[c] = ((xr[c] - hi) - lo) * r + b[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) yr[c] = ((xr[c] - hi) - lo) * r;
+  }
+}
+
+// One row of the backward pass: dx = rstd * (g - mean(g) - xh * mean(g * xh)), g = dy * w
+// (RMSNorm: no mean(g)); dy * xh and dy added to the chunk's partial dweight and dbias.
+NNOPS_ROW_CLONES void backward_row(float* dxr, float* pw, float* pb, const float* xr,
+                                   const float* dyr, const float* w, float mean, float rstd,
+                                   int64_t d, bool rms) {
+  const float mu = rms ? 0.0f : mean;
+  double mean_g = 0.0, mean_gx = 0.0;
+  if (dxr) {
+    double sum_g = 0.0, sum_gx = 0.0;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (int64_t c = 0; c < d; ++c) {
+      const float g = w ? dyr[c] * w[c] : dyr[c];
+      sum_g += g;
+      sum_gx += static_cast<double>(g) * ((xr[c] - mu) * rstd);
+    }
+    mean_g = rms ? 0.0 : sum_g / d;
+    mean_gx = sum_gx / d;
+  }
+  const float mg = static_cast<float>(mean_g), mgx = static_cast<float>(mean_gx);
+#pragma omp simd
+  for (int64_t c = 0; c < d; ++c) {
+    const float xh = (xr[c] - mu) * rstd;
+    if (dxr) dxr[c] = rstd * ((w ? dyr[c] * w[c] : dyr[c]) - mg - xh * mgx);
+    if (pw) pw[c] += dyr[c] * xh;
+    if (pb) pb[c] += dyr[c];
+  }
 }
 
 }  // namespace
@@ -38,20 +103,8 @@ void CpuBackend::norm_forward(float* y, float* mean, float* rstd, const float* x
                               const float* b, int64_t rows, int64_t d, float eps, bool rms) {
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelThreshold)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * d;
-    float* yr = y + r * d;
-    double mu, rs;
-    row_stats(xr, d, eps, rms, mu, rs);
-    // The saved statistics are the float values the backward pass will use.
-    if (mean && !rms) mean[r] = static_cast<float>(mu);
-    if (rstd) rstd[r] = static_cast<float>(rs);
-#pragma omp simd
-    for (int64_t c = 0; c < d; ++c) {
-      double v = (xr[c] - mu) * rs;
-      if (w) v *= w[c];
-      if (b) v += b[c];
-      yr[c] = static_cast<float>(v);  // y may be x: element c is read before it is written
-    }
+    forward_row(y + r * d, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * d, w, b,
+                d, eps, rms);
   }
 }
 
@@ -59,42 +112,17 @@ void CpuBackend::norm_backward(float* dx, float* dw, float* db, const float* x, 
                                const float* mean, const float* rstd, const float* dy, int64_t rows,
                                int64_t d, bool rms) {
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  // Per-chunk partial sums of dw and db, allocated before anything is written.
-  std::vector<double> part_w = scratch_vector<double>(dw ? static_cast<size_t>(chunks * d) : 0);
-  std::vector<double> part_b = scratch_vector<double>(db ? static_cast<size_t>(chunks * d) : 0);
+  // Per-chunk partial sums of dw and db (float over a chunk's 32 rows, double across chunks),
+  // allocated before anything is written.
+  std::vector<float> part_w = scratch_vector<float>(dw ? static_cast<size_t>(chunks * d) : 0);
+  std::vector<float> part_b = scratch_vector<float>(db ? static_cast<size_t>(chunks * d) : 0);
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelThreshold)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    double* pw = dw ? part_w.data() + ch * d : nullptr;
-    double* pb = db ? part_b.data() + ch * d : nullptr;
+    float* pw = dw ? part_w.data() + ch * d : nullptr;
+    float* pb = db ? part_b.data() + ch * d : nullptr;
     for (int64_t r = ch * kRowsPerChunk; r < std::min(rows, (ch + 1) * kRowsPerChunk); ++r) {
-      const float* xr = x + r * d;
-      const float* dyr = dy + r * d;
-      const double mu = rms ? 0.0 : mean[r], rs = rstd[r];
-      if (dx) {
-        // dx = rstd * (g - mean(g) - xh * mean(g * xh)), g = dy * w (RMSNorm: no mean(g) term).
-        double sum_g = 0.0, sum_gx = 0.0;
-#pragma omp simd reduction(+ : sum_g, sum_gx)
-        for (int64_t c = 0; c < d; ++c) {
-          const double g = w ? static_cast<double>(dyr[c]) * w[c] : dyr[c];
-          sum_g += g;
-          sum_gx += g * ((xr[c] - mu) * rs);
-        }
-        const double mean_g = rms ? 0.0 : sum_g / d, mean_gx = sum_gx / d;
-        float* dxr = dx + r * d;
-#pragma omp simd
-        for (int64_t c = 0; c < d; ++c) {
-          const double g = w ? static_cast<double>(dyr[c]) * w[c] : dyr[c];
-          dxr[c] = static_cast<float>(rs * (g - mean_g - (xr[c] - mu) * rs * mean_gx));
-        }
-      }
-      if (pw) {
-#pragma omp simd
-        for (int64_t c = 0; c < d; ++c) pw[c] += static_cast<double>(dyr[c]) * ((xr[c] - mu) * rs);
-      }
-      if (pb) {
-#pragma omp simd
-        for (int64_t c = 0; c < d; ++c) pb[c] += dyr[c];
-      }
+      backward_row(dx ? dx + r * d : nullptr, pw, pb, x + r * d, dy + r * d, w,
+                   rms ? 0.0f : mean[r], rstd[r], d, rms);
     }
   }
   // The chunks in order, columns split across threads.

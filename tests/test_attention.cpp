@@ -79,6 +79,7 @@ double max_abs(const std::vector<double>& v) {
 
 class AttentionTest : public DeviceTest {
  protected:
+  void check_all_shapes();
   // Runs forward and backward on random inputs (logits scaled by `sharp`) and compares.
   void check(const Dims& s, double sharp, uint32_t seed) {
     SCOPED_TRACE("B=" + std::to_string(s.b) + " Hq=" + std::to_string(s.hq) +
@@ -106,14 +107,24 @@ class AttentionTest : public DeviceTest {
     EXPECT_TRUE(all_close(lse, r.lse, tol * (1 + max_abs(r.lse)), tol));
     Tensor dq = poisoned(qs, device()), dk = poisoned(ks, device()), dv = poisoned(ks, device());
     attention_backward(q, k, v, out, lse, on(device(), gv, qs), dq, dk, dv, opt);
-    const double tb = 4 * tol * (1 + sharp);
-    EXPECT_TRUE(all_close(dq, r.dq, tb * (max_abs(r.dq) + 1e-3), tb));
-    EXPECT_TRUE(all_close(dk, r.dk, tb * (max_abs(r.dk) + 1e-3), tb));
-    EXPECT_TRUE(all_close(dv, r.dv, tb * (max_abs(r.dv) + 1e-3), tb));
+    // The gradients also carry ds = p (dout . v - D), a difference of two rounded D-term sums:
+    // an absolute error of ~D u |dout||v| even where the exact value is 0 (one key: ds is 0).
+    const double tb = 4 * tol * (1 + sharp), floor = 0.01;
+    EXPECT_TRUE(all_close(dq, r.dq, tb * (max_abs(r.dq) + floor), tb));
+    EXPECT_TRUE(all_close(dk, r.dk, tb * (max_abs(r.dk) + floor), tb));
+    EXPECT_TRUE(all_close(dv, r.dv, tb * (max_abs(r.dv) + floor), tb));
   }
 };
 
 TEST_P(AttentionTest, HeadsAndLengthsAgainstDoubleReference) {
+  for_each_cpu_isa(device(), [&] { check_all_shapes(); });
+}
+
+TEST_P(AttentionTest, LongSequence) {
+  check({1, 2, 1, 1000, 1000, 64, true}, 1.0, 77);
+}
+
+void AttentionTest::check_all_shapes() {
   uint32_t seed = 1000;
   for (bool causal : {false, true}) {
     // Multi-head, grouped (4 and 8 query heads per key head) and multi-query.
@@ -126,10 +137,6 @@ TEST_P(AttentionTest, HeadsAndLengthsAgainstDoubleReference) {
     for (int64_t d : {1, 2, 80, 96, 128, 256}) check({1, 2, 1, 37, 45, d, causal}, 1.0, seed++);
     check({1, 4, 2, 70, 70, 64, causal}, 30.0, seed++);  // sharp: nearly one-hot rows
   }
-}
-
-TEST_P(AttentionTest, LongSequence) {
-  check({1, 2, 1, 1000, 1000, 64, true}, 1.0, 77);
 }
 
 TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {

@@ -1,0 +1,132 @@
+// CPU benchmarks of the transformer ops beside their ceilings: LayerNorm/RMSNorm, rotary
+// embeddings and the embedding lookup against a memcpy of the same bytes, and attention
+// (forward + backward) with its FLOP rate; bench/torch_attention.py times PyTorch's
+// F.scaled_dot_product_attention on the same shapes, and tools/bench-report shows the ratio.
+#include <benchmark/benchmark.h>
+
+#include <nnops/nnops.hpp>
+
+#include "bench_util.hpp"
+
+namespace {
+
+using namespace nnops;
+using nnops::bench::copy_bytes;
+using nnops::bench::random_tensor;
+
+// LayerNorm forward reads x and writes y (8 bytes per element); the backward reads x and dy and
+// writes dx (12 bytes; the statistics and dweight/dbias are O(rows + D)).
+void layer_norm_fwd_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), d = state.range(1);
+  Tensor x = random_tensor({rows, d}, 1), w = random_tensor({d}, 2), b = random_tensor({d}, 3);
+  Tensor y = Tensor::empty({rows, d}), mean = Tensor::empty({rows}), rstd = Tensor::empty({rows});
+  for (auto _ : state) {
+    layer_norm_forward(x, &w, &b, 1e-5f, y, &mean, &rstd);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * rows * d, benchmark::Counter::kIsIterationInvariantRate);
+}
+void layer_norm_fwd_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0) * state.range(1));
+}
+void layer_norm_bwd_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), d = state.range(1);
+  Tensor x = random_tensor({rows, d}, 1), w = random_tensor({d}, 2), b = random_tensor({d}, 3);
+  Tensor y = Tensor::empty({rows, d}), mean = Tensor::empty({rows}), rstd = Tensor::empty({rows});
+  layer_norm_forward(x, &w, &b, 1e-5f, y, &mean, &rstd);
+  Tensor dy = random_tensor({rows, d}, 4), dx = Tensor::empty({rows, d});
+  Tensor dw = Tensor::empty({d}), db = Tensor::empty({d});
+  for (auto _ : state) {
+    layer_norm_backward(x, &w, mean, rstd, dy, &dx, &dw, &db);
+    benchmark::DoNotOptimize(dx.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(12.0 * rows * d, benchmark::Counter::kIsIterationInvariantRate);
+}
+void layer_norm_bwd_ceiling(benchmark::State& state) {
+  copy_bytes(state, 6 * state.range(0) * state.range(1));
+}
+void rms_norm_fwd_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), d = state.range(1);
+  Tensor x = random_tensor({rows, d}, 1), w = random_tensor({d}, 2);
+  Tensor y = Tensor::empty({rows, d}), rstd = Tensor::empty({rows});
+  for (auto _ : state) {
+    rms_norm_forward(x, &w, 1e-5f, y, &rstd);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * rows * d, benchmark::Counter::kIsIterationInvariantRate);
+}
+void rms_norm_fwd_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0) * state.range(1));
+}
+#define NORM_ARGS Args({8192, 4096})->Args({4096, 768})->Unit(benchmark::kMillisecond)->UseRealTime()
+BENCHMARK(layer_norm_fwd_nnops)->NORM_ARGS;
+BENCHMARK(layer_norm_fwd_ceiling)->NORM_ARGS;
+BENCHMARK(layer_norm_bwd_nnops)->NORM_ARGS;
+BENCHMARK(layer_norm_bwd_ceiling)->NORM_ARGS;
+BENCHMARK(rms_norm_fwd_nnops)->NORM_ARGS;
+BENCHMARK(rms_norm_fwd_ceiling)->NORM_ARGS;
+
+// RoPE over q of [B, H, T, D] = [4, 12, 1024, 64]: 8 bytes per element.
+void rope_nnops(benchmark::State& state) {
+  const int64_t b = state.range(0), h = state.range(1), t = state.range(2), d = 64;
+  Tensor x = random_tensor({b, h, t, d}, 1), y = Tensor::empty({b, h, t, d});
+  for (auto _ : state) {
+    rope_forward(x, 0, 10000.0f, y);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * b * h * t * d, benchmark::Counter::kIsIterationInvariantRate);
+}
+void rope_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0) * state.range(1) * state.range(2) * 64);
+}
+BENCHMARK(rope_nnops)->Args({4, 12, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(rope_ceiling)->Args({4, 12, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Embedding lookup of 8192 tokens of width 768 from a 50257-row table (GPT-2's): each row read
+// once and written once.
+void embedding_fwd_nnops(benchmark::State& state) {
+  const int64_t n = state.range(0), vocab = 50257, d = 768;
+  Tensor w = random_tensor({vocab, d}, 1), out = Tensor::empty({n, d});
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7919) % vocab);
+  Tensor idx = Tensor::from_vector(ids, {n});
+  for (auto _ : state) {
+    embedding_forward(idx, w, out);
+    benchmark::DoNotOptimize(out.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * n * d, benchmark::Counter::kIsIterationInvariantRate);
+}
+void embedding_fwd_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0) * 768);
+}
+BENCHMARK(embedding_fwd_nnops)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(embedding_fwd_ceiling)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Causal attention forward + backward at [B, H, T, D] = [4, 12, 1024, 64] (GPT-2 small's
+// heads), F32. FLOP counted as PyTorch's and FlashAttention's papers count them: 4 B H T^2 D
+// for the forward and 2.5 times that for the backward, halved by the causal mask.
+void attention_nnops(benchmark::State& state) {
+  const int64_t b = state.range(0), h = state.range(1), t = state.range(2), d = 64;
+  Tensor q = random_tensor({b, h, t, d}, 1), k = random_tensor({b, h, t, d}, 2),
+         v = random_tensor({b, h, t, d}, 3), dout = random_tensor({b, h, t, d}, 4);
+  Tensor out = Tensor::empty({b, h, t, d}), lse = Tensor::empty({b, h, t});
+  Tensor dq = Tensor::empty({b, h, t, d}), dk = Tensor::empty({b, h, t, d}),
+         dv = Tensor::empty({b, h, t, d});
+  AttentionOptions causal;
+  causal.causal = true;
+  for (auto _ : state) {
+    attention_forward(q, k, v, out, &lse, causal);
+    attention_backward(q, k, v, out, lse, dout, dq, dk, dv, causal);
+    benchmark::DoNotOptimize(dq.raw_data());
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(3.5 * 4.0 * b * h * t * t * d / 2,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(attention_nnops)->Args({4, 12, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
