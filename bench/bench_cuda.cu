@@ -286,6 +286,94 @@ void prune_cub_sort(benchmark::State& state) {
 BENCHMARK(prune_nnops)->Arg(100000000)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(prune_cub_sort)->Arg(100000000)->UseManualTime()->Unit(benchmark::kMillisecond);
 
+// LayerNorm forward at [8192, 4096]: reads x, writes y (8 bytes per element).
+void layer_norm_fwd_nnops(benchmark::State& state) {
+  const int64_t rows = state.range(0), d = state.range(1);
+  Tensor x = device_random({rows, d}, 1), w = device_random({d}, 2), b = device_random({d}, 3);
+  Tensor y = Tensor::empty({rows, d}, DType::F32, Device::CUDA);
+  Tensor mean = Tensor::empty({rows}, DType::F32, Device::CUDA),
+         rstd = Tensor::empty({rows}, DType::F32, Device::CUDA);
+  time_on_device(state, [&] { layer_norm_forward(x, &w, &b, 1e-5f, y, &mean, &rstd); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * rows * d * state.iterations(), benchmark::Counter::kIsRate);
+}
+void layer_norm_fwd_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 4 * state.range(0) * state.range(1));
+}
+BENCHMARK(layer_norm_fwd_nnops)->Args({8192, 4096})->UseManualTime();
+BENCHMARK(layer_norm_fwd_ceiling)->Args({8192, 4096})->UseManualTime();
+
+// RoPE over [4, 12, 1024, 64] and the embedding lookup of 8192 tokens of width 768 from a
+// 50257-row table: 8 bytes per element each.
+void rope_nnops(benchmark::State& state) {
+  Tensor x = device_random({4, 12, 1024, 64}, 1), y = Tensor::empty({4, 12, 1024, 64}, DType::F32, Device::CUDA);
+  time_on_device(state, [&] { rope_forward(x, 0, 10000.0f, y); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * x.numel() * state.iterations(), benchmark::Counter::kIsRate);
+}
+void rope_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 4 * 4 * 12 * 1024 * 64);
+}
+BENCHMARK(rope_nnops)->UseManualTime();
+BENCHMARK(rope_ceiling)->UseManualTime();
+
+void embedding_fwd_nnops(benchmark::State& state) {
+  const int64_t n = 8192, vocab = 50257, d = 768;
+  Tensor w = device_random({vocab, d}, 1), out = Tensor::empty({n, d}, DType::F32, Device::CUDA);
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7919) % vocab);
+  Tensor idx = Tensor::from_vector(ids, {n}, Device::CUDA);
+  time_on_device(state, [&] { embedding_forward(idx, w, out); });
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * n * d * state.iterations(), benchmark::Counter::kIsRate);
+}
+void embedding_fwd_ceiling(benchmark::State& state) {
+  copy_ceiling(state, 4 * 8192 * 768);
+}
+BENCHMARK(embedding_fwd_nnops)->UseManualTime();
+BENCHMARK(embedding_fwd_ceiling)->UseManualTime();
+
+// Causal attention forward, F32 and BF16 (through the F32 path for now), and forward +
+// backward, at [B, H, T, D]; FLOP/s counted as FlashAttention's papers do (4 B H T^2 D / 2 for a
+// causal forward, 2.5 times that for the backward).
+void attention_time(benchmark::State& state, DType dtype, bool backward) {
+  const int64_t b = state.range(0), h = state.range(1), t = state.range(2), d = state.range(3);
+  auto make = [&](uint64_t seed) {
+    Tensor f = device_random({b, h, t, d}, seed);
+    if (dtype == DType::F32) return f;
+    Tensor c = Tensor::empty({b, h, t, d}, dtype, Device::CUDA);
+    cast(c, f);
+    return c;
+  };
+  Tensor q = make(1), k = make(2), v = make(3), dout = make(4);
+  Tensor out = Tensor::empty({b, h, t, d}, dtype, Device::CUDA);
+  Tensor lse = Tensor::empty({b, h, t}, DType::F32, Device::CUDA);
+  Tensor dq = Tensor::empty({b, h, t, d}, dtype, Device::CUDA),
+         dk = Tensor::empty({b, h, t, d}, dtype, Device::CUDA),
+         dv = Tensor::empty({b, h, t, d}, dtype, Device::CUDA);
+  AttentionOptions causal;
+  causal.causal = true;
+  time_on_device(state, [&] {
+    attention_forward(q, k, v, out, &lse, causal);
+    if (backward) attention_backward(q, k, v, out, lse, dout, dq, dk, dv, causal);
+  });
+  const double fwd = 4.0 * b * h * t * t * d / 2;
+  state.counters["FLOP/s"] = benchmark::Counter((backward ? 3.5 : 1.0) * fwd * state.iterations(),
+                                                benchmark::Counter::kIsRate);
+}
+void attention_fwd_f32_nnops(benchmark::State& state) {
+  attention_time(state, DType::F32, false);
+}
+void attention_fwd_bf16_nnops(benchmark::State& state) {
+  attention_time(state, DType::BF16, false);
+}
+void attention_fwd_bwd_f32_nnops(benchmark::State& state) {
+  attention_time(state, DType::F32, true);
+}
+BENCHMARK(attention_fwd_f32_nnops)->Args({4, 12, 1024, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(attention_fwd_bf16_nnops)->Args({1, 16, 4096, 128})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(attention_fwd_bwd_f32_nnops)->Args({4, 12, 1024, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
+
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -61,7 +61,8 @@ void rms_norm_fwd_nnops(benchmark::State& state) {
 void rms_norm_fwd_ceiling(benchmark::State& state) {
   copy_bytes(state, 4 * state.range(0) * state.range(1));
 }
-#define NORM_ARGS Args({8192, 4096})->Args({4096, 768})->Unit(benchmark::kMillisecond)->UseRealTime()
+#define NORM_ARGS \
+  Args({8192, 4096})->Args({4096, 768})->Unit(benchmark::kMillisecond)->UseRealTime()
 BENCHMARK(layer_norm_fwd_nnops)->NORM_ARGS;
 BENCHMARK(layer_norm_fwd_ceiling)->NORM_ARGS;
 BENCHMARK(layer_norm_bwd_nnops)->NORM_ARGS;
@@ -128,5 +129,59 @@ void attention_nnops(benchmark::State& state) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(attention_nnops)->Args({4, 12, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+// The FMA peak of this machine on the threads nnops uses: independent chains of vector FMAs
+// held in registers (12 chains hide the 4-cycle latency), the roof the GEMM chart draws.
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
+
+template <class V, int kLanes>
+__attribute__((always_inline)) inline double fma_loop(int64_t iters) {
+  V acc[12];
+  const V a = V{} + 1.0000001f, b = V{} + 0.9999999f;
+  for (auto& x : acc) x = V{} + 1.0f;
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (auto& x : acc) x = x * a + b;
+  }
+  float sum = 0.0f;
+  for (auto& x : acc) sum += x[0];
+  benchmark::DoNotOptimize(sum);
+  return 2.0 * kLanes * 12 * iters;
+}
+__attribute__((target("avx512f"))) double fma_avx512(int64_t iters) {
+  return fma_loop<V16, 16>(iters);
+}
+__attribute__((target("avx2,fma"))) double fma_avx2(int64_t iters) {
+  return fma_loop<V8, 8>(iters);
+}
+#endif
+
+void fma_peak(benchmark::State& state) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool wide = __builtin_cpu_supports("avx512f");
+  if (!wide && !__builtin_cpu_supports("fma")) {
+    state.SkipWithError("no FMA on this CPU");
+    return;
+  }
+  double flops = 0.0;
+  for (auto _ : state) {
+    double total = 0.0;
+#pragma omp parallel reduction(+ : total)
+    total += wide ? fma_avx512(1 << 20) : fma_avx2(1 << 20);
+    flops = total;
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+#else
+  state.SkipWithError("x86-64 only");
+#endif
+}
+BENCHMARK(fma_peak)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -146,9 +146,9 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* q, const
   });
 }
 
-void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float* q,
-                                    const float* k, const float* v, const float* out,
-                                    const float* lse, const float* dout, const AttentionShape& s) {
+void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
+                                    const float* v, const float* out, const float* lse,
+                                    const float* dout, const AttentionShape& s) {
   const Heads at{s};
   const int64_t d = s.d, rows_total = s.batch * s.q_heads * s.tq;
   const bool parallel = worth_threads(s);
@@ -168,14 +168,15 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
   // ds = p * (dout v^T - D).
   auto probabilities = [&](float* p, float* ds, int64_t b, int64_t h, int64_t g, int64_t i0,
                            int64_t rows, int64_t j0, int64_t cols) {
-    cpu_sgemm(false, true, rows, cols, d, s.scale, q + at.q_row(b, h, i0),
-              k + at.kv_row(b, g, j0), 0.0f, p);
-    cpu_sgemm(false, true, rows, cols, d, 1.0f, dout + at.q_row(b, h, i0),
-              v + at.kv_row(b, g, j0), 0.0f, ds);
+    cpu_sgemm(false, true, rows, cols, d, s.scale, q + at.q_row(b, h, i0), k + at.kv_row(b, g, j0),
+              0.0f, p);
+    cpu_sgemm(false, true, rows, cols, d, 1.0f, dout + at.q_row(b, h, i0), v + at.kv_row(b, g, j0),
+              0.0f, ds);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = at.lse_index(b, h, i0 + r);
       exp_row(p + r * cols, std::min(cols, visible_keys(s, i0 + r) - j0), cols, lse[row]);
-      for (int64_t c = 0; c < cols; ++c) ds[r * cols + c] = p[r * cols + c] * (ds[r * cols + c] - delta[row]);
+      for (int64_t c = 0; c < cols; ++c)
+        ds[r * cols + c] = p[r * cols + c] * (ds[r * cols + c] - delta[row]);
     }
   };
 
@@ -205,10 +206,8 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
           for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
             const int64_t rows = std::min(kQueryBlock, s.tq - i0);
             probabilities(p, ds, b, h, g, i0, rows, j0, cols);
-            cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f,
-                      acc_v);
-            cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f,
-                      acc_k);
+            cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f, acc_v);
+            cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f, acc_k);
             cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f,
                       dq + at.q_row(b, h, i0));
           }

@@ -103,8 +103,8 @@ void CpuBackend::norm_forward(float* y, float* mean, float* rstd, const float* x
                               const float* b, int64_t rows, int64_t d, float eps, bool rms) {
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelThreshold)
   for (int64_t r = 0; r < rows; ++r) {
-    forward_row(y + r * d, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * d, w, b,
-                d, eps, rms);
+    forward_row(y + r * d, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * d, w, b, d,
+                eps, rms);
   }
 }
 

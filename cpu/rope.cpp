@@ -1,6 +1,6 @@
 // CPU rotary position embedding ("rotate half"): the cos/sin table of the call's positions is
-// formed once in double (rope_angle), then every row of every batch is rotated in double and
-// rounded once.
+// formed in double (rope_angle) and kept for calls with the same positions, then every row of
+// every batch is rotated in double and rounded once.
 #include <cmath>
 
 #include "cpu_backend.hpp"
@@ -8,33 +8,64 @@
 
 namespace nnops::detail {
 
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define NNOPS_ROPE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NNOPS_ROPE_CLONES
+#endif
+
+// One row's pairs, rotated in double (8 lanes on AVX-512) and rounded once; y may be x.
+NNOPS_ROPE_CLONES void rotate_row(float* yr, const float* xr, const double* c, const double* s,
+                                  int64_t half, bool inverse) {
+  const double sign = inverse ? -1.0 : 1.0;
+#pragma omp simd
+  for (int64_t i = 0; i < half; ++i) {
+    const double x0 = xr[i], x1 = xr[i + half], sn = sign * s[i];
+    yr[i] = static_cast<float>(x0 * c[i] - x1 * sn);
+    yr[i + half] = static_cast<float>(x1 * c[i] + x0 * sn);
+  }
+}
+
+// The cos/sin table of positions offset .. offset + t - 1, kept per thread for the next call:
+// a model calls RoPE with the same positions for q and k, in every layer, forward and backward.
+struct AngleTable {
+  int64_t offset = -1, t = 0, d = 0;
+  float theta = 0.0f;
+  std::vector<double> cos_a, sin_a;
+  void make(int64_t offset_, int64_t t_, int64_t d_, float theta_) {
+    if (offset_ == offset && t_ == t && d_ == d && theta_ == theta) return;
+    const int64_t half = d_ / 2;
+    offset = -1;  // invalid until filled (an allocation may throw)
+    cos_a = scratch_vector<double>(static_cast<size_t>(t_ * half));
+    sin_a = scratch_vector<double>(static_cast<size_t>(t_ * half));
+#pragma omp parallel for schedule(static) if (t_ * half >= kParallelThreshold / 8)
+    for (int64_t p = 0; p < t_; ++p) {
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = rope_angle(offset_ + p, i, d_, theta_);
+        cos_a[p * half + i] = std::cos(a);
+        sin_a[p * half + i] = std::sin(a);
+      }
+    }
+    offset = offset_, t = t_, d = d_, theta = theta_;
+  }
+};
+
+}  // namespace
+
 void CpuBackend::rope(float* y, const float* x, int64_t batch, int64_t t, int64_t d, int64_t offset,
                       float theta, bool inverse) {
   const int64_t half = d / 2;
-  std::vector<double> cos_a = scratch_vector<double>(static_cast<size_t>(t * half));
-  std::vector<double> sin_a = scratch_vector<double>(static_cast<size_t>(t * half));
-#pragma omp parallel for schedule(static) if (t * half >= kParallelThreshold / 8)
-  for (int64_t p = 0; p < t; ++p) {
-    for (int64_t i = 0; i < half; ++i) {
-      const double a = rope_angle(offset + p, i, d, theta);
-      cos_a[p * half + i] = std::cos(a);
-      sin_a[p * half + i] = std::sin(a);
-    }
-  }
+  thread_local AngleTable table;
+  table.make(offset, t, d, theta);
+  const double* cos_a = table.cos_a.data();
+  const double* sin_a = table.sin_a.data();
 #pragma omp parallel for schedule(static) if (batch * t * d >= kParallelThreshold)
   for (int64_t row = 0; row < batch * t; ++row) {
     const int64_t p = row % t;
-    const float* xr = x + row * d;
-    float* yr = y + row * d;
-    const double* c = cos_a.data() + p * half;
-    const double* s = sin_a.data() + p * half;
-#pragma omp simd
-    for (int64_t i = 0; i < half; ++i) {
-      float y0, y1;
-      rope_rotate(xr[i], xr[i + half], c[i], s[i], inverse, y0, y1);  // y may be x: both read first
-      yr[i] = y0;
-      yr[i + half] = y1;
-    }
+    rotate_row(y + row * d, x + row * d, cos_a + p * half, sin_a + p * half, half, inverse);
   }
 }
 

@@ -1,7 +1,8 @@
 // CUDA LayerNorm and RMSNorm: blocks stride over rows, each row's statistics in double from
 // centred values (two block reductions), the output formed in double and rounded once (the CPU
-// forms it in float from a two-float mean; both are within a few roundings of the exact value). The weight and bias gradients add fixed chunks of rows per column, then the
-// chunks in order: no floating-point atomics, the same bits on every run.
+// forms it in float from a two-float mean; both are within a few roundings of the exact value). The
+// weight and bias gradients add fixed chunks of rows per column, then the chunks in order: no
+// floating-point atomics, the same bits on every run.
 #include "cuda_backend.hpp"
 #include "row_reduce.cuh"
 

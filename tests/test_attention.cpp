@@ -2,6 +2,8 @@
 // multi-query heads, causal (top-left) with Tq != Tk both ways, sharp softmaxes (logits x30),
 // odd head sizes, the logsumexp, the backward by formula and by finite differences, BF16 through
 // the F32 path, and hostile arguments.
+#include <omp.h>
+
 #include <array>
 
 #include "test_util.hpp"
@@ -137,6 +139,54 @@ void AttentionTest::check_all_shapes() {
     for (int64_t d : {1, 2, 80, 96, 128, 256}) check({1, 2, 1, 37, 45, d, causal}, 1.0, seed++);
     check({1, 4, 2, 70, 70, 64, causal}, 30.0, seed++);  // sharp: nearly one-hot rows
   }
+}
+
+// The backward takes one pass per (batch, key head) when there are at least two per thread, and
+// a pass for dq of its own otherwise: with 3 of them, one thread takes the first path and two
+// threads the second. Both add the same terms in the same order.
+TEST(AttentionCpu, BitsDoNotDependOnThreadCountOrPath) {
+  const Shape qs = {3, 4, 150, 32}, ks = {3, 1, 150, 32};
+  Tensor q = on(Device::CPU, random_floats(numel_of(qs), 1), qs);
+  Tensor k = on(Device::CPU, random_floats(numel_of(ks), 2), ks);
+  Tensor v = on(Device::CPU, random_floats(numel_of(ks), 3), ks);
+  Tensor g = on(Device::CPU, random_floats(numel_of(qs), 4), qs);
+  AttentionOptions causal;
+  causal.causal = true;
+  auto run = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Tensor out = Tensor::empty(qs), lse = Tensor::empty({3, 4, 150});
+    Tensor dq = Tensor::empty(qs), dk = Tensor::empty(ks), dv = Tensor::empty(ks);
+    attention_forward(q, k, v, out, &lse, causal);
+    attention_backward(q, k, v, out, lse, g, dq, dk, dv, causal);
+    omp_set_num_threads(saved);
+    std::vector<float> all = out.to_vector<float>();
+    for (const Tensor* t : {&lse, &dq, &dk, &dv}) {
+      const auto part = t->to_vector<float>();
+      all.insert(all.end(), part.begin(), part.end());
+    }
+    return all;
+  };
+  EXPECT_EQ(run(1), run(2));
+}
+
+// q, k, v and out as views one float into their buffers.
+TEST(AttentionCpu, MisalignedViews) {
+  const Shape qs = {1, 2, 37, 24};
+  const int64_t n = numel_of(qs);
+  std::vector<float> bufs[4];
+  Tensor t[4];
+  for (int i = 0; i < 4; ++i) {
+    bufs[i].assign(n + 1, 0.0f);
+    const auto r = random_floats(n, 30 + i);
+    std::copy(r.begin(), r.end(), bufs[i].begin() + 1);
+    t[i] = Tensor::wrap(bufs[i].data() + 1, qs);
+  }
+  attention_forward(t[0], t[1], t[2], t[3], nullptr);
+  Tensor want = Tensor::empty(qs);
+  attention_forward(t[0].clone(), t[1].clone(), t[2].clone(), want, nullptr);
+  EXPECT_TRUE(all_close(t[3], to_double(want.to_vector<float>()), 1e-6, 1e-5));
+  EXPECT_EQ(bufs[3][0], 0.0f);
 }
 
 TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {

@@ -44,8 +44,8 @@ struct GradRef {
 GradRef norm_grad_ref(const std::vector<double>& x, const std::vector<double>* w,
                       const std::vector<double>& mean, const std::vector<double>& rstd,
                       const std::vector<double>& dy, int64_t rows, int64_t d, bool rms) {
-  GradRef g{std::vector<double>(x.size()), std::vector<double>(d, 0.0),
-            std::vector<double>(d, 0.0), std::vector<double>(x.size())};
+  GradRef g{std::vector<double>(x.size()), std::vector<double>(d, 0.0), std::vector<double>(d, 0.0),
+            std::vector<double>(x.size())};
   for (int64_t i = 0; i < rows; ++i) {
     const double mu = rms ? 0.0 : mean[i], rs = rstd[i];
     double mg = 0, mgx = 0;
@@ -104,7 +104,8 @@ TEST_P(NormTest, ForwardAndBackwardAgainstDoubleReference) {
         std::vector<double> bound(ref.y.size());
         for (int64_t i = 0; i < rows * d; ++i) {
           const double xh = (xd[i] - ref.mean[i / d]) * ref.rstd[i / d];
-          bound[i] = 8 * kEps32 * (std::fabs(xh * (wp ? wd[i % d] : 1.0)) + (bp ? std::fabs(bd[i % d]) : 0.0));
+          bound[i] = 8 * kEps32 *
+                     (std::fabs(xh * (wp ? wd[i % d] : 1.0)) + (bp ? std::fabs(bd[i % d]) : 0.0));
         }
         EXPECT_TRUE(all_within(y, ref.y, bound));
         EXPECT_TRUE(all_close(rstd, ref.rstd, 0, 2 * kEps32));
@@ -126,7 +127,8 @@ TEST_P(NormTest, ForwardAndBackwardAgainstDoubleReference) {
         // dx: the row sums in double, the bracket in float: a few roundings of each of its
         // terms (which cancel for constant rows and for RMSNorm at D = 1).
         std::vector<double> dx_bound(g.dx.size());
-        for (size_t i = 0; i < dx_bound.size(); ++i) dx_bound[i] = 16 * kEps32 * g.dx_scale[i] + 1e-7;
+        for (size_t i = 0; i < dx_bound.size(); ++i)
+          dx_bound[i] = 16 * kEps32 * g.dx_scale[i] + 1e-7;
         EXPECT_TRUE(all_within(dx, g.dx, dx_bound));
         EXPECT_TRUE(all_close(dw, g.dw, 1e-5, 8 * kEps32));
         if (!rms) EXPECT_TRUE(all_close(db, g.db, 1e-5, 8 * kEps32));
@@ -195,6 +197,21 @@ TEST_P(NormTest, Bf16GoesThroughTheF32Path) {
   // In place: y is x.
   layer_norm_forward(x16, nullptr, nullptr, 1e-5f, x16, nullptr, nullptr);
   EXPECT_EQ(bf16_bits(x16), bf16_bits(want));
+}
+
+// Views one float into a buffer: the vector loops peel or take unaligned loads.
+TEST(NormCpu, MisalignedViews) {
+  const int64_t rows = 9, d = 100;
+  const auto xv = random_floats(rows * d, 21), wv = random_floats(d, 22);
+  std::vector<float> xbuf(rows * d + 1), ybuf(rows * d + 1, NAN);
+  std::copy(xv.begin(), xv.end(), xbuf.begin() + 1);
+  Tensor x = Tensor::wrap(xbuf.data() + 1, {rows, d}), y = Tensor::wrap(ybuf.data() + 1, {rows, d});
+  Tensor w = Tensor::from_vector(wv, {d});
+  Tensor ya = Tensor::empty({rows, d});
+  layer_norm_forward(x, &w, nullptr, 1e-5f, y, nullptr, nullptr);
+  layer_norm_forward(Tensor::from_vector(xv, {rows, d}), &w, nullptr, 1e-5f, ya, nullptr, nullptr);
+  EXPECT_TRUE(all_close(y, to_double(ya.to_vector<float>()), 1e-6, 4 * kEps32));
+  EXPECT_TRUE(std::isnan(ybuf[0])) << "wrote before the view";
 }
 
 TEST_P(NormTest, ZeroRowsAndHostileArguments) {
