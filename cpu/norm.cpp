@@ -88,6 +88,16 @@ NNOPS_ROW_CLONES void backward_row(float* dxr, float* pw, float* pb, const float
     mean_gx = sum_gx / d;
   }
   const float mg = static_cast<float>(mean_g), mgx = static_cast<float>(mean_gx);
+  if (dxr && pw && pb && w) {  // the training case, without branches in the vector loop
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) {
+      const float xh = (xr[c] - mu) * rstd;
+      dxr[c] = rstd * (dyr[c] * w[c] - mg - xh * mgx);
+      pw[c] += dyr[c] * xh;
+      pb[c] += dyr[c];
+    }
+    return;
+  }
 #pragma omp simd
   for (int64_t c = 0; c < d; ++c) {
     const float xh = (xr[c] - mu) * rstd;
@@ -114,12 +124,19 @@ void CpuBackend::norm_backward(float* dx, float* dw, float* db, const float* x, 
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   // Per-chunk partial sums of dw and db (float over a chunk's 32 rows, double across chunks),
   // allocated before anything is written.
-  std::vector<float> part_w = scratch_vector<float>(dw ? static_cast<size_t>(chunks * d) : 0);
-  std::vector<float> part_b = scratch_vector<float>(db ? static_cast<size_t>(chunks * d) : 0);
+  // Kept per calling thread between calls: a fresh allocation of this size is an mmap plus a
+  // page fault per 4 KiB every step.
+  thread_local std::vector<float> part_w, part_b;
+  reserve_scratch(part_w, dw ? static_cast<size_t>(chunks * d) : 0);
+  reserve_scratch(part_b, db ? static_cast<size_t>(chunks * d) : 0);
+  part_w.assign(dw ? static_cast<size_t>(chunks * d) : 0, 0.0f);
+  part_b.assign(db ? static_cast<size_t>(chunks * d) : 0, 0.0f);
+  float* const pw_all = part_w.data();
+  float* const pb_all = part_b.data();
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelThreshold)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    float* pw = dw ? part_w.data() + ch * d : nullptr;
-    float* pb = db ? part_b.data() + ch * d : nullptr;
+    float* pw = dw ? pw_all + ch * d : nullptr;
+    float* pb = db ? pb_all + ch * d : nullptr;
     for (int64_t r = ch * kRowsPerChunk; r < std::min(rows, (ch + 1) * kRowsPerChunk); ++r) {
       backward_row(dx ? dx + r * d : nullptr, pw, pb, x + r * d, dy + r * d, w,
                    rms ? 0.0f : mean[r], rstd[r], d, rms);
@@ -130,8 +147,8 @@ void CpuBackend::norm_backward(float* dx, float* dw, float* db, const float* x, 
   for (int64_t c = 0; c < d; ++c) {
     double sw = 0.0, sb = 0.0;
     for (int64_t ch = 0; ch < chunks; ++ch) {
-      if (dw) sw += part_w[ch * d + c];
-      if (db) sb += part_b[ch * d + c];
+      if (dw) sw += pw_all[ch * d + c];
+      if (db) sb += pb_all[ch * d + c];
     }
     if (dw) dw[c] = static_cast<float>(sw);
     if (db) db[c] = static_cast<float>(sb);
