@@ -2,13 +2,14 @@
 // statistics take one pass in double over values shifted by the row's first element (the
 // variance of shifted data loses at most D double roundings, whatever the row's offset); the
 // output pass runs in float with the mean split into two floats, so x - mean keeps its low bits
-// for rows far from zero. The backward takes two passes per row (its sums, then dx with the
-// weight and bias terms); dweight and dbias add fixed chunks of rows, then the chunks in order:
-// the same bits for any thread count.
+// for rows far from zero. The row loops are compiled for every CPU level (isa_variants.hpp). The
+// backward takes two passes per row (its sums, then dx with the weight and bias terms); dweight and
+// dbias add fixed chunks of rows, then the chunks in order: the same bits for any thread count.
 #include <algorithm>
 #include <cmath>
 
 #include "cpu_backend.hpp"
+#include "isa_variants.hpp"
 
 namespace nnops::detail {
 
@@ -16,20 +17,9 @@ namespace {
 
 constexpr int64_t kRowsPerChunk = 32;  // rows whose dw/db add up before the chunks are combined
 
-// The row loops are compiled for AVX-512, AVX2 and the baseline, chosen once by the CPU (GCC's
-// function multiversioning). The lane count changes the order of a row's sums, so bits may
-// differ between machines, as the README allows; on one machine every run and thread count
-// gives the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#define NNOPS_ROW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NNOPS_ROW_CLONES
-#endif
-
 // mean (0 for RMSNorm) and 1 / sqrt(var + eps) of one row, in one pass.
-NNOPS_ROW_CLONES void row_stats(const float* x, int64_t d, float eps, bool rms, double& mu,
-                                double& rs) {
+NNOPS_ALWAYS_INLINE void row_stats(const float* x, int64_t d, float eps, bool rms, double& mu,
+                                   double& rs) {
   const double shift = rms ? 0.0 : x[0];
   double s1 = 0.0, s2 = 0.0;
 #pragma omp simd reduction(+ : s1, s2)
@@ -45,8 +35,9 @@ NNOPS_ROW_CLONES void row_stats(const float* x, int64_t d, float eps, bool rms, 
 }
 
 // One row of the forward pass; y may be x (element c is read before it is written).
-NNOPS_ROW_CLONES void forward_row(float* yr, float* mean, float* rstd, const float* xr,
-                                  const float* w, const float* b, int64_t d, float eps, bool rms) {
+NNOPS_ALWAYS_INLINE void forward_row(float* yr, float* mean, float* rstd, const float* xr,
+                                     const float* w, const float* b, int64_t d, float eps,
+                                     bool rms) {
   double mu, rs;
   row_stats(xr, d, eps, rms, mu, rs);
   // The saved statistics are the float values the backward pass will use.
@@ -71,9 +62,9 @@ NNOPS_ROW_CLONES void forward_row(float* yr, float* mean, float* rstd, const flo
 
 // One row of the backward pass: dx = rstd * (g - mean(g) - xh * mean(g * xh)), g = dy * w
 // (RMSNorm: no mean(g)); dy * xh and dy added to the chunk's partial dweight and dbias.
-NNOPS_ROW_CLONES void backward_row(float* dxr, float* pw, float* pb, const float* xr,
-                                   const float* dyr, const float* w, float mean, float rstd,
-                                   int64_t d, bool rms) {
+NNOPS_ALWAYS_INLINE void backward_row(float* dxr, float* pw, float* pb, const float* xr,
+                                      const float* dyr, const float* w, float mean, float rstd,
+                                      int64_t d, bool rms) {
   const float mu = rms ? 0.0f : mean;
   double mean_g = 0.0, mean_gx = 0.0;
   if (dxr) {
@@ -107,14 +98,25 @@ NNOPS_ROW_CLONES void backward_row(float* dxr, float* pw, float* pb, const float
   }
 }
 
+// Each row loop compiled for AVX-512, AVX2 and the baseline (isa_variants.hpp).
+NNOPS_ISA_VARIANTS(forward_row, void,
+                   (float* yr, float* mean, float* rstd, const float* xr, const float* w,
+                    const float* b, int64_t d, float eps, bool rms),
+                   (yr, mean, rstd, xr, w, b, d, eps, rms))
+NNOPS_ISA_VARIANTS(backward_row, void,
+                   (float* dxr, float* pw, float* pb, const float* xr, const float* dyr,
+                    const float* w, float mean, float rstd, int64_t d, bool rms),
+                   (dxr, pw, pb, xr, dyr, w, mean, rstd, d, rms))
+
 }  // namespace
 
 void CpuBackend::norm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
                               const float* b, int64_t rows, int64_t d, float eps, bool rms) {
+  const auto row = forward_row_for_active_isa();
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelThreshold)
   for (int64_t r = 0; r < rows; ++r) {
-    forward_row(y + r * d, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * d, w, b, d,
-                eps, rms);
+    row(y + r * d, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * d, w, b, d, eps,
+        rms);
   }
 }
 
@@ -122,10 +124,10 @@ void CpuBackend::norm_backward(float* dx, float* dw, float* db, const float* x, 
                                const float* mean, const float* rstd, const float* dy, int64_t rows,
                                int64_t d, bool rms) {
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  const auto row = backward_row_for_active_isa();
   // Per-chunk partial sums of dw and db (float over a chunk's 32 rows, double across chunks),
-  // allocated before anything is written.
-  // Kept per calling thread between calls: a fresh allocation of this size is an mmap plus a
-  // page fault per 4 KiB every step.
+  // allocated before anything is written, and kept per calling thread between calls: a fresh
+  // allocation of this size is an mmap plus a page fault per 4 KiB every step.
   thread_local std::vector<float> part_w, part_b;
   reserve_scratch(part_w, dw ? static_cast<size_t>(chunks * d) : 0);
   reserve_scratch(part_b, db ? static_cast<size_t>(chunks * d) : 0);
@@ -138,8 +140,8 @@ void CpuBackend::norm_backward(float* dx, float* dw, float* db, const float* x, 
     float* pw = dw ? pw_all + ch * d : nullptr;
     float* pb = db ? pb_all + ch * d : nullptr;
     for (int64_t r = ch * kRowsPerChunk; r < std::min(rows, (ch + 1) * kRowsPerChunk); ++r) {
-      backward_row(dx ? dx + r * d : nullptr, pw, pb, x + r * d, dy + r * d, w,
-                   rms ? 0.0f : mean[r], rstd[r], d, rms);
+      row(dx ? dx + r * d : nullptr, pw, pb, x + r * d, dy + r * d, w, rms ? 0.0f : mean[r],
+          rstd[r], d, rms);
     }
   }
   // The chunks in order, columns split across threads.

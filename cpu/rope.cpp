@@ -4,22 +4,16 @@
 #include <cmath>
 
 #include "cpu_backend.hpp"
+#include "isa_variants.hpp"
 #include "nnops/detail/transformer_math.hpp"
 
 namespace nnops::detail {
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#define NNOPS_ROPE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NNOPS_ROPE_CLONES
-#endif
-
 // One row's pairs, rotated in double (8 lanes on AVX-512) and rounded once; y may be x.
-NNOPS_ROPE_CLONES void rotate_row(float* yr, const float* xr, const double* c, const double* s,
-                                  int64_t half, bool inverse) {
+NNOPS_ALWAYS_INLINE void rotate_row(float* yr, const float* xr, const double* c, const double* s,
+                                    int64_t half, bool inverse) {
   const double sign = inverse ? -1.0 : 1.0;
 #pragma omp simd
   for (int64_t i = 0; i < half; ++i) {
@@ -28,6 +22,11 @@ NNOPS_ROPE_CLONES void rotate_row(float* yr, const float* xr, const double* c, c
     yr[i + half] = static_cast<float>(x1 * c[i] + x0 * sn);
   }
 }
+
+NNOPS_ISA_VARIANTS(rotate_row, void,
+                   (float* yr, const float* xr, const double* c, const double* s, int64_t half,
+                    bool inverse),
+                   (yr, xr, c, s, half, inverse))
 
 // The cos/sin table of positions offset .. offset + t - 1, kept per thread for the next call:
 // a model calls RoPE with the same positions for q and k, in every layer, forward and backward.
@@ -62,10 +61,11 @@ void CpuBackend::rope(float* y, const float* x, int64_t batch, int64_t t, int64_
   table.make(offset, t, d, theta);
   const double* cos_a = table.cos_a.data();
   const double* sin_a = table.sin_a.data();
+  const auto rotate = rotate_row_for_active_isa();
 #pragma omp parallel for schedule(static) if (batch * t * d >= kParallelThreshold)
   for (int64_t row = 0; row < batch * t; ++row) {
     const int64_t p = row % t;
-    rotate_row(y + row * d, x + row * d, cos_a + p * half, sin_a + p * half, half, inverse);
+    rotate(y + row * d, x + row * d, cos_a + p * half, sin_a + p * half, half, inverse);
   }
 }
 

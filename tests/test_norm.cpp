@@ -74,67 +74,70 @@ std::vector<double> doubles(const Tensor& t) {
 class NormTest : public DeviceTest {};
 
 TEST_P(NormTest, ForwardAndBackwardAgainstDoubleReference) {
-  const float eps = 1e-5f;
-  for (bool rms : {false, true}) {
-    for (int64_t d : {1, 2, 7, 64, 80, 96, 128, 256, 1000}) {
-      for (int affine = 0; affine < 3; ++affine) {  // none, weight, weight and bias
-        SCOPED_TRACE((rms ? "rms d=" : "layer d=") + std::to_string(d) +
-                     " affine=" + std::to_string(affine));
-        const Shape shape = {3, 7, d};
-        const int64_t rows = 21;
-        auto xv = random_floats(rows * d, 100 + d, -2, 2);
-        // Row 0 sits far from zero (1e4 + noise), row 1 is constant.
-        for (int64_t c = 0; c < d; ++c) xv[c] += 1e4f, xv[d + c] = 0.75f;
-        const auto wv = random_floats(d, 200 + d, 0.5f, 1.5f), bv = random_floats(d, 300 + d);
-        const auto dyv = random_floats(rows * d, 400 + d);
-        Tensor x = on(device(), xv, shape), w = on(device(), wv, {d}), b = on(device(), bv, {d});
-        Tensor y = poisoned(shape, device()), mean = poisoned({3, 7}, device()),
-               rstd = poisoned({3, 7}, device());
-        const Tensor* wp = affine >= 1 ? &w : nullptr;
-        const Tensor* bp = affine >= 2 && !rms ? &b : nullptr;
-        if (rms) {
-          rms_norm_forward(x, wp, eps, y, &rstd);
-        } else {
-          layer_norm_forward(x, wp, bp, eps, y, &mean, &rstd);
-        }
-        const auto xd = to_double(xv), wd = to_double(wv), bd = to_double(bv);
-        const NormRef ref = norm_ref(xd, wp ? &wd : nullptr, bp ? &bd : nullptr, rows, d, eps, rms);
-        // Statistics in double; the output in float from a two-float mean: a few roundings of
-        // |xh * w| and |b| each.
-        std::vector<double> bound(ref.y.size());
-        for (int64_t i = 0; i < rows * d; ++i) {
-          const double xh = (xd[i] - ref.mean[i / d]) * ref.rstd[i / d];
-          bound[i] = 8 * kEps32 *
-                     (std::fabs(xh * (wp ? wd[i % d] : 1.0)) + (bp ? std::fabs(bd[i % d]) : 0.0));
-        }
-        EXPECT_TRUE(all_within(y, ref.y, bound));
-        EXPECT_TRUE(all_close(rstd, ref.rstd, 0, 2 * kEps32));
-        if (!rms) EXPECT_TRUE(all_close(mean, ref.mean, 0, 2 * kEps32));
-        if (!rms && d > 1) {  // a constant row normalises to the bias
-          const auto yv = y.to_vector<float>();
-          for (int64_t c = 0; c < d; ++c) ASSERT_EQ(yv[d + c], bp ? bv[c] : 0.0f);
-        }
+  for_each_cpu_isa(device(), [&] {
+    const float eps = 1e-5f;
+    for (bool rms : {false, true}) {
+      for (int64_t d : {1, 2, 7, 64, 80, 96, 128, 256, 1000}) {
+        for (int affine = 0; affine < 3; ++affine) {  // none, weight, weight and bias
+          SCOPED_TRACE((rms ? "rms d=" : "layer d=") + std::to_string(d) +
+                       " affine=" + std::to_string(affine));
+          const Shape shape = {3, 7, d};
+          const int64_t rows = 21;
+          auto xv = random_floats(rows * d, 100 + d, -2, 2);
+          // Row 0 sits far from zero (1e4 + noise), row 1 is constant.
+          for (int64_t c = 0; c < d; ++c) xv[c] += 1e4f, xv[d + c] = 0.75f;
+          const auto wv = random_floats(d, 200 + d, 0.5f, 1.5f), bv = random_floats(d, 300 + d);
+          const auto dyv = random_floats(rows * d, 400 + d);
+          Tensor x = on(device(), xv, shape), w = on(device(), wv, {d}), b = on(device(), bv, {d});
+          Tensor y = poisoned(shape, device()), mean = poisoned({3, 7}, device()),
+                 rstd = poisoned({3, 7}, device());
+          const Tensor* wp = affine >= 1 ? &w : nullptr;
+          const Tensor* bp = affine >= 2 && !rms ? &b : nullptr;
+          if (rms) {
+            rms_norm_forward(x, wp, eps, y, &rstd);
+          } else {
+            layer_norm_forward(x, wp, bp, eps, y, &mean, &rstd);
+          }
+          const auto xd = to_double(xv), wd = to_double(wv), bd = to_double(bv);
+          const NormRef ref =
+              norm_ref(xd, wp ? &wd : nullptr, bp ? &bd : nullptr, rows, d, eps, rms);
+          // Statistics in double; the output in float from a two-float mean: a few roundings of
+          // |xh * w| and |b| each.
+          std::vector<double> bound(ref.y.size());
+          for (int64_t i = 0; i < rows * d; ++i) {
+            const double xh = (xd[i] - ref.mean[i / d]) * ref.rstd[i / d];
+            bound[i] = 8 * kEps32 *
+                       (std::fabs(xh * (wp ? wd[i % d] : 1.0)) + (bp ? std::fabs(bd[i % d]) : 0.0));
+          }
+          EXPECT_TRUE(all_within(y, ref.y, bound));
+          EXPECT_TRUE(all_close(rstd, ref.rstd, 0, 2 * kEps32));
+          if (!rms) EXPECT_TRUE(all_close(mean, ref.mean, 0, 2 * kEps32));
+          if (!rms && d > 1) {  // a constant row normalises to the bias
+            const auto yv = y.to_vector<float>();
+            for (int64_t c = 0; c < d; ++c) ASSERT_EQ(yv[d + c], bp ? bv[c] : 0.0f);
+          }
 
-        Tensor dx = poisoned(shape, device()), dw = poisoned({d}, device()),
-               db = poisoned({d}, device());
-        if (rms) {
-          rms_norm_backward(x, wp, rstd, on(device(), dyv, shape), &dx, &dw);
-        } else {
-          layer_norm_backward(x, wp, mean, rstd, on(device(), dyv, shape), &dx, &dw, &db);
+          Tensor dx = poisoned(shape, device()), dw = poisoned({d}, device()),
+                 db = poisoned({d}, device());
+          if (rms) {
+            rms_norm_backward(x, wp, rstd, on(device(), dyv, shape), &dx, &dw);
+          } else {
+            layer_norm_backward(x, wp, mean, rstd, on(device(), dyv, shape), &dx, &dw, &db);
+          }
+          const GradRef g = norm_grad_ref(xd, wp ? &wd : nullptr, doubles(mean), doubles(rstd),
+                                          to_double(dyv), rows, d, rms);
+          // dx: the row sums in double, the bracket in float: a few roundings of each of its
+          // terms (which cancel for constant rows and for RMSNorm at D = 1).
+          std::vector<double> dx_bound(g.dx.size());
+          for (size_t i = 0; i < dx_bound.size(); ++i)
+            dx_bound[i] = 16 * kEps32 * g.dx_scale[i] + 1e-7;
+          EXPECT_TRUE(all_within(dx, g.dx, dx_bound));
+          EXPECT_TRUE(all_close(dw, g.dw, 1e-5, 8 * kEps32));
+          if (!rms) EXPECT_TRUE(all_close(db, g.db, 1e-5, 8 * kEps32));
         }
-        const GradRef g = norm_grad_ref(xd, wp ? &wd : nullptr, doubles(mean), doubles(rstd),
-                                        to_double(dyv), rows, d, rms);
-        // dx: the row sums in double, the bracket in float: a few roundings of each of its
-        // terms (which cancel for constant rows and for RMSNorm at D = 1).
-        std::vector<double> dx_bound(g.dx.size());
-        for (size_t i = 0; i < dx_bound.size(); ++i)
-          dx_bound[i] = 16 * kEps32 * g.dx_scale[i] + 1e-7;
-        EXPECT_TRUE(all_within(dx, g.dx, dx_bound));
-        EXPECT_TRUE(all_close(dw, g.dw, 1e-5, 8 * kEps32));
-        if (!rms) EXPECT_TRUE(all_close(db, g.db, 1e-5, 8 * kEps32));
       }
     }
-  }
+  });
 }
 
 TEST_P(NormTest, BackwardMatchesFiniteDifferences) {

@@ -26,35 +26,37 @@ std::vector<double> rope_ref(const std::vector<float>& x, int64_t batch, int64_t
 }
 
 TEST_P(TransformerOpsTest, RopeAgainstTheRotationAtAnyPosition) {
-  for (auto [t, d, offset] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {1, 2, 0}, {7, 64, 3}, {127, 80, 0}, {33, 128, 99990}, {5, 256, 100000}}) {
-    SCOPED_TRACE("T=" + std::to_string(t) + " D=" + std::to_string(d) +
-                 " offset=" + std::to_string(offset));
-    const int64_t batch = 3;
-    const auto xv = random_floats(batch * t * d, 70 + d);
-    Tensor x = on(device(), xv, {batch, 1, t, d}), y = poisoned({batch, 1, t, d}, device());
-    rope_forward(x, offset, 10000.0f, y);
-    // Angles in double: only the rounding of the result (and of cos/sin in double) remains.
+  for_each_cpu_isa(device(), [&] {
+    for (auto [t, d, offset] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 2, 0}, {7, 64, 3}, {127, 80, 0}, {33, 128, 99990}, {5, 256, 100000}}) {
+      SCOPED_TRACE("T=" + std::to_string(t) + " D=" + std::to_string(d) +
+                   " offset=" + std::to_string(offset));
+      const int64_t batch = 3;
+      const auto xv = random_floats(batch * t * d, 70 + d);
+      Tensor x = on(device(), xv, {batch, 1, t, d}), y = poisoned({batch, 1, t, d}, device());
+      rope_forward(x, offset, 10000.0f, y);
+      // Angles in double: only the rounding of the result (and of cos/sin in double) remains.
+      EXPECT_TRUE(
+          all_close(y, rope_ref(xv, batch, t, d, offset, 10000.0, false), 4 * kEps32, 2 * kEps32));
+      Tensor dx = poisoned({batch, 1, t, d}, device());
+      rope_backward(x, offset, 10000.0f, dx);
+      EXPECT_TRUE(
+          all_close(dx, rope_ref(xv, batch, t, d, offset, 10000.0, true), 4 * kEps32, 2 * kEps32));
+      // In place, and backward undoing forward.
+      rope_forward(x, offset, 10000.0f, x);
+      rope_backward(x, offset, 10000.0f, x);
+      EXPECT_TRUE(all_close(x, to_double(xv), 8 * kEps32, 8 * kEps32));
+    }
+    Tensor odd = on(device(), random_floats(6, 1), {2, 3}), out = poisoned({2, 3}, device());
     EXPECT_TRUE(
-        all_close(y, rope_ref(xv, batch, t, d, offset, 10000.0, false), 4 * kEps32, 2 * kEps32));
-    Tensor dx = poisoned({batch, 1, t, d}, device());
-    rope_backward(x, offset, 10000.0f, dx);
+        throws_error([&] { rope_forward(odd, 0, 10000.0f, out); }, "nnops::rope_forward", "even"));
+    Tensor even = on(device(), random_floats(4, 1), {2, 2}), out2 = poisoned({2, 2}, device());
+    EXPECT_TRUE(throws_error([&] { rope_forward(even, -1, 10000.0f, out2); }, "nnops::rope_forward",
+                             "position_offset"));
     EXPECT_TRUE(
-        all_close(dx, rope_ref(xv, batch, t, d, offset, 10000.0, true), 4 * kEps32, 2 * kEps32));
-    // In place, and backward undoing forward.
-    rope_forward(x, offset, 10000.0f, x);
-    rope_backward(x, offset, 10000.0f, x);
-    EXPECT_TRUE(all_close(x, to_double(xv), 8 * kEps32, 8 * kEps32));
-  }
-  Tensor odd = on(device(), random_floats(6, 1), {2, 3}), out = poisoned({2, 3}, device());
-  EXPECT_TRUE(
-      throws_error([&] { rope_forward(odd, 0, 10000.0f, out); }, "nnops::rope_forward", "even"));
-  Tensor even = on(device(), random_floats(4, 1), {2, 2}), out2 = poisoned({2, 2}, device());
-  EXPECT_TRUE(throws_error([&] { rope_forward(even, -1, 10000.0f, out2); }, "nnops::rope_forward",
-                           "position_offset"));
-  EXPECT_TRUE(
-      throws_error([&] { rope_backward(even, 0, 0.0f, out2); }, "nnops::rope_backward", "theta"));
-  for (float v : out2.to_vector<float>()) ASSERT_TRUE(std::isnan(v));
+        throws_error([&] { rope_backward(even, 0, 0.0f, out2); }, "nnops::rope_backward", "theta"));
+    for (float v : out2.to_vector<float>()) ASSERT_TRUE(std::isnan(v));
+  });
 }
 
 TEST_P(TransformerOpsTest, GatedActivationsAgainstDefinitionAndFiniteDifferences) {

@@ -108,7 +108,7 @@ bool run(std::vector<Tensor*> outputs, Op op) {
 void fuzz_one(FuzzedDataProvider& p) {
   Gen g{p};
   const int64_t m = g.dim(), n = g.dim(), k = g.dim();
-  switch (p.ConsumeIntegralInRange(0, 11)) {
+  switch (p.ConsumeIntegralInRange(0, 16)) {
     case 0: {  // matmul against a double reference
       GemmOptions o{p.ConsumeBool(), p.ConsumeBool(), p.ConsumeBool() ? 1.0f : g.value(),
                     p.ConsumeBool() ? 0.0f : g.value()};
@@ -282,6 +282,59 @@ void fuzz_one(FuzzedDataProvider& p) {
         }
         if (out.data<int32_t>()[r] != best) fail("argmax differs from the host scan");
       }
+      return;
+    }
+    case 12: {  // LayerNorm / RMSNorm with fuzzed eps and affine parameters (maybe mis-shaped)
+      Tensor x = g.tensor({m, n + 1}, DType::F32), y = g.tensor({m, n + 1}, DType::F32);
+      Tensor w = g.tensor({n + 1}, DType::F32), b = g.tensor({n + 1}, DType::F32);
+      Tensor mean = g.tensor({m}, DType::F32), rstd = g.tensor({m}, DType::F32);
+      const float eps = p.ConsumeBool() ? 1e-5f : g.value();
+      if (p.ConsumeBool()) {
+        run({&y, &mean, &rstd}, [&] { layer_norm_forward(x, &w, &b, eps, y, &mean, &rstd); });
+      } else {
+        run({&y, &rstd}, [&] { rms_norm_forward(x, &w, eps, y, &rstd); });
+      }
+      return;
+    }
+    case 13: {  // embedding with ids in [-101, 10]: out of range is an error, nothing written
+      Tensor ids = g.tensor({m}, DType::I32), table = g.tensor({k + 1, n}, DType::F32);
+      Tensor out = g.tensor({m, n}, DType::F32);
+      if (!run({&out}, [&] { embedding_forward(ids, table, out); })) return;
+      for (int64_t s = 0; s < ids.numel(); ++s) {
+        const int32_t v = ids.data<int32_t>()[s];
+        if (v < 0 || v >= table.dim(0)) fail("embedding_forward accepted an id out of range");
+        if (std::memcmp(out.data<float>() + s * n, table.data<float>() + v * n, n * sizeof(float)))
+          fail("embedding_forward row differs from the table");
+      }
+      return;
+    }
+    case 14: {  // attention with fuzzed head counts (Hq % Hkv may be nonzero) and lengths
+      const int64_t hq = p.ConsumeIntegralInRange(0, 4), hkv = p.ConsumeIntegralInRange(0, 3);
+      Tensor q = g.tensor({1, hq, m, k}, DType::F32), kk = g.tensor({1, hkv, n, k}, DType::F32);
+      Tensor v = g.tensor({1, hkv, n, k}, DType::F32), out = g.tensor({1, hq, m, k}, DType::F32);
+      Tensor lse = g.tensor({1, hq, m}, DType::F32);
+      AttentionOptions o;
+      o.causal = p.ConsumeBool();
+      run({&out, &lse}, [&] { attention_forward(q, kk, v, out, &lse, o); });
+      return;
+    }
+    case 15: {  // rope (odd D refused) and dropout (p outside [0, 1] refused)
+      Tensor x = g.tensor({m, n, k}, DType::F32), y = g.tensor({m, n, k}, DType::F32);
+      const int64_t offset = p.ConsumeIntegralInRange<int64_t>(-2, 100000);
+      if (p.ConsumeBool()) {
+        run({&y}, [&] { rope_forward(x, offset, p.ConsumeBool() ? 10000.0f : g.value(), y); });
+      } else {
+        run({&y}, [&] {
+          dropout_forward(x, p.ConsumeFloatingPointInRange<float>(-0.5f, 1.5f),
+                          p.ConsumeIntegral<uint64_t>(), y);
+        });
+      }
+      return;
+    }
+    case 16: {  // gated activations: x [m, 2h] -> y [m, h] (odd widths refused)
+      Tensor x = g.tensor({m, n * 2 + (p.ConsumeBool() ? 1 : 0)}, DType::F32);
+      Tensor y = g.tensor({m, n}, DType::F32);
+      run({&y}, [&] { gated_activation_forward(Activation::SiLU, x, y); });
       return;
     }
     default: {
