@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "checkpoint.hpp"
+#include "safetensors.hpp"
 #include "test_util.hpp"
 
 namespace nnops::test {
@@ -133,7 +134,7 @@ TEST(Train, MaskedFineTuningKeepsPrunedWeightsAtZero) {
   const std::string dir = scratch("ckpt_zero");
   const TrainerRun r = run_trainer("--quick --device cpu --distill-epochs 1 --save " + dir);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  auto t = train::load_checkpoint(dir + "/teacher.nnops");
+  auto t = ckpt::load_safetensors(dir + "/teacher.safetensors", true).tensors;
   for (auto [w, m] : {std::pair<const char*, const char*>{"w1", "m1"}, {"w2", "m2"}}) {
     const auto wv = t.at(w).to_vector<float>();
     const auto mv = t.at(m).to_vector<uint8_t>();
@@ -267,8 +268,8 @@ TEST(Train, TwoRanksTrainLikeOneOnTheFullBatches) {
     EXPECT_NE(out.find("masks identical on all 2 ranks: yes"), std::string::npos) << out;
     for (const char* model : {"teacher", "student"}) {
       SCOPED_TRACE(model);
-      auto a = train::load_checkpoint(one + "/" + model + ".nnops");
-      auto b = train::load_checkpoint(two + "/" + model + ".nnops");
+      auto a = ckpt::load_safetensors(one + "/" + model + ".safetensors", true).tensors;
+      auto b = ckpt::load_safetensors(two + "/" + model + ".safetensors", true).tensors;
       for (const char* mask : {"m1", "m2"})
         EXPECT_EQ(a.at(mask).to_vector<uint8_t>(), b.at(mask).to_vector<uint8_t>()) << mask;
       for (const char* w : {"w1", "b1", "w2", "b2"}) {
@@ -311,38 +312,37 @@ TEST(Train, CorruptCheckpointsAreRejected) {
                   dir)
           .exit_code,
       0);
-  std::ifstream f(dir + "/teacher.nnops", std::ios::binary);
+  std::ifstream f(dir + "/teacher.safetensors", std::ios::binary);
   const std::string good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const std::string student = dir + "/student.nnops";
   auto write_teacher = [&](const std::string& bytes) {
-    std::ofstream o(dir + "/teacher.nnops", std::ios::binary | std::ios::trunc);
+    std::ofstream o(dir + "/teacher.safetensors", std::ios::binary | std::ios::trunc);
     o << bytes;
   };
+  uint64_t header = 0;
+  for (int i = 0; i < 8; ++i)
+    header |= static_cast<uint64_t>(static_cast<unsigned char>(good[i])) << (8 * i);
   std::vector<std::pair<std::string, std::string>> cases;
   for (size_t cut :
-       {size_t(0), size_t(5), size_t(12), size_t(40), good.size() / 2, good.size() - 1}) {
-    cases.push_back({good.substr(0, cut), cut < 24 ? "too short" : "checksum"});
-  }
-  std::string magic = good;
-  magic[0] = 'X';
-  cases.push_back({magic, "bad magic"});
-  std::string version = good;
-  version[8] = 9;
-  cases.push_back({version, "version 9"});
+       {size_t(0), size_t(5), size_t(12), size_t(40), good.size() / 2, good.size() - 1})
+    cases.push_back({good.substr(0, cut), cut < 8 ? "too short" : "truncated"});
+  std::string brace = good;
+  brace[8] = 'x';  // the header's opening brace
+  cases.push_back({brace, "header"});
   std::string flipped = good;
-  flipped[good.size() / 2] ^= 0x40;
+  flipped[8 + header + (good.size() - 8 - header) / 2] ^= 0x40;  // a byte of tensor data
   cases.push_back({flipped, "checksum"});
   for (const auto& [bytes, needle] : cases) {
     write_teacher(bytes);
     const TrainerRun r = run_trainer("--device cpu --load " + dir);
     EXPECT_EQ(r.exit_code, 1) << needle;
     EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
-    EXPECT_NE(r.output.find("teacher.nnops"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("teacher.safetensors"), std::string::npos) << r.output;
   }
 }
 
-// The reader in-process: every truncation and every single-byte corruption of a real
-// checkpoint is rejected with a message, never accepted and never a crash.
+// The reader in-process: every truncation and every single-bit flip of a real checkpoint is
+// rejected with a message (the header's structure or nnops' checksum), never accepted and
+// never a crash.
 TEST(Train, CheckpointReaderRejectsEveryTruncationAndFlip) {
   const std::string dir = scratch("ckpt_every_byte");
   ASSERT_EQ(
@@ -352,19 +352,47 @@ TEST(Train, CheckpointReaderRejectsEveryTruncationAndFlip) {
                   dir)
           .exit_code,
       0);
-  std::ifstream f(dir + "/teacher.nnops", std::ios::binary);
+  std::ifstream f(dir + "/teacher.safetensors", std::ios::binary);
   const std::vector<unsigned char> good((std::istreambuf_iterator<char>(f)),
                                         std::istreambuf_iterator<char>());
-  ASSERT_NO_THROW(train::parse_checkpoint("good", good));
+  ASSERT_NO_THROW(ckpt::parse_safetensors("good", good, true));
   for (size_t cut = 0; cut < good.size(); ++cut) {
     const std::vector<unsigned char> truncated(good.begin(), good.begin() + cut);
-    EXPECT_THROW(train::parse_checkpoint("cut", truncated), std::runtime_error) << "cut at " << cut;
+    EXPECT_THROW(ckpt::parse_safetensors("cut", truncated, true), std::runtime_error)
+        << "cut at " << cut;
   }
   for (size_t i = 0; i < good.size(); ++i) {
     std::vector<unsigned char> flipped = good;
     flipped[i] ^= 0x01;
-    EXPECT_THROW(train::parse_checkpoint("flip", flipped), std::runtime_error) << "byte " << i;
+    EXPECT_THROW(ckpt::parse_safetensors("flip", flipped, true), std::runtime_error)
+        << "byte " << i;
   }
+}
+
+// A folder saved in the format before safetensors still loads (read once from its .nnops files).
+TEST(Train, LegacyCheckpointsStillLoad) {
+  const std::string dir = scratch("ckpt_legacy_src"), legacy = scratch("ckpt_legacy");
+  ASSERT_EQ(run_trainer("--quick --device cpu --save " + dir).exit_code, 0);
+  std::filesystem::create_directories(legacy);
+  for (const char* model : {"teacher", "student"}) {
+    const auto st = ckpt::load_safetensors(dir + "/" + model + ".safetensors", true);
+    train::save_checkpoint(legacy + "/" + model + ".nnops", st.tensors);
+  }
+  const TrainerRun a = run_trainer("--quick --device cpu --load " + dir);
+  const TrainerRun b = run_trainer("--quick --device cpu --load " + legacy);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("the format before safetensors"), std::string::npos) << b.output;
+  // The same weights: the same held-out losses, line for line.
+  auto summary = [](const std::string& out) {
+    std::string rows;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("teacher ", 0) == 0 || line.rfind("student ", 0) == 0) rows += line + "\n";
+    return rows;
+  };
+  EXPECT_FALSE(summary(a.output).empty()) << a.output;
+  EXPECT_EQ(summary(a.output), summary(b.output));
 }
 
 }  // namespace

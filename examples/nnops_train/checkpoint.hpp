@@ -1,4 +1,5 @@
-// nnops-train's checkpoint format: named tensors in one little-endian binary file.
+// nnops-train's checkpoint format before safetensors (examples/common/safetensors.hpp), kept so a
+// folder saved by an older nnops-train still loads: named tensors in one little-endian file.
 //
 //   magic    8 bytes  "NNOPSCKP"
 //   version  u32      1

@@ -22,6 +22,7 @@
 #include "data.hpp"
 #include "model.hpp"
 #include "parallel.hpp"
+#include "safetensors.hpp"
 
 #ifdef NNOPS_TRAIN_WITH_MPI
 #include <nnops/dist.hpp>
@@ -384,8 +385,18 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
   if (!o.load_dir.empty()) {
     std::vector<SummaryRow> rows;
     for (const char* name : {"teacher", "student"}) {
-      const std::string path = o.load_dir + "/" + name + ".nnops";
-      TensorMap t = load_checkpoint(path);
+      // safetensors; a folder saved before nnops-train wrote safetensors is read once from its
+      // .nnops files.
+      std::string path = o.load_dir + "/" + name + ".safetensors";
+      TensorMap t;
+      if (std::filesystem::exists(path) ||
+          !std::filesystem::exists(o.load_dir + "/" + name + ".nnops")) {
+        t = ckpt::load_safetensors(path, /*require_checksum=*/true).tensors;
+      } else {
+        path = o.load_dir + "/" + name + ".nnops";
+        t = load_checkpoint(path);
+        std::printf("read %s (the format before safetensors)\n", path.c_str());
+      }
       Mlp m = from_checkpoint(t, path, device);
       if (o.bf16) m.use_bf16();
       const auto meta = t["meta"].to_vector<int32_t>();
@@ -494,9 +505,11 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
 
   if (!o.save_dir.empty()) {
     std::filesystem::create_directories(o.save_dir);
-    save_checkpoint(o.save_dir + "/teacher.nnops", to_checkpoint(teacher, o));
-    save_checkpoint(o.save_dir + "/student.nnops", to_checkpoint(student, o));
-    std::printf("saved teacher.nnops and student.nnops to %s\n", o.save_dir.c_str());
+    const ckpt::Metadata meta = {{"writer", "nnops-train"},
+                                 {"precision", o.bf16 ? "bf16" : "fp32"}};
+    ckpt::save_safetensors(o.save_dir + "/teacher.safetensors", to_checkpoint(teacher, o), meta);
+    ckpt::save_safetensors(o.save_dir + "/student.safetensors", to_checkpoint(student, o), meta);
+    std::printf("saved teacher.safetensors and student.safetensors to %s\n", o.save_dir.c_str());
   }
   return 0;
 }
