@@ -71,8 +71,8 @@ class CpuBackend final : public Backend {
   void norm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
                     const float* b, int64_t rows, int64_t d, float eps, bool rms) override;
   void norm_backward(float* dx, float* dw, float* db, const float* x, const float* w,
-                     const float* mean, const float* rstd, const float* dy, int64_t rows,
-                     int64_t d, bool rms) override;
+                     const float* mean, const float* rstd, const float* dy, int64_t rows, int64_t d,
+                     bool rms) override;
   void embedding_forward(float* out, const int32_t* idx, const float* weight, int64_t n,
                          int64_t vocab, int64_t dim) override;
   void embedding_backward(float* dweight, const int32_t* idx, const float* dout, int64_t n,
@@ -110,8 +110,11 @@ void set_cpu_isa(CpuIsa isa);
 CpuIsa active_cpu_isa();  // after resolving Auto against the CPU
 bool cpu_supports_avx2();
 bool cpu_supports_avx512();
-bool cpu_supports_avx512bf16();  // VDPBF16PS: BF16 products take the pair kernel
-bool cpu_isa_has_avx2();         // the active level runs the AVX2 paths (all but Generic)
+bool cpu_supports_avx512bf16();  // VDPBF16PS: the pair kernel can run
+// Whether BF16 products on AVX512_BF16 take the VDPBF16PS pair kernel (NNOPS_CPU_BF16=pairs)
+// rather than widening into the FP32 kernel (the default: faster where VDPBF16PS is half-rate).
+void set_cpu_bf16_pairs(bool pairs);
+bool cpu_isa_has_avx2();  // the active level runs the AVX2 paths (all but Generic)
 
 // c[m, n] = alpha * op(a) * op(b) + beta * c on contiguous row-major F32 matrices, through the
 // GEMM micro-kernels of the active CPU level (with beta == 0, c is not read). Inside a parallel

@@ -164,6 +164,18 @@ CpuIsa isa_from_env() {
   return CpuIsa::Auto;
 }
 
+// BF16 products on AVX512_BF16: VDPBF16PS pair kernels only when asked (NNOPS_CPU_BF16=pairs or
+// set_cpu_bf16_pairs). On an Intel Xeon with AVX512_BF16 (2026-12-02) VDPBF16PS ran at half the
+// FP32 FMA rate (bench_ops dpbf16_peak 165 against fma_peak 340 GFLOP/s on two cores), and BF16
+// operands widened into the FP32 AVX-512 kernel were 1.8-2.1x faster than the pair kernel.
+std::atomic<bool>& bf16_pairs_requested() {
+  static std::atomic<bool> pairs{[] {
+    const char* env = std::getenv("NNOPS_CPU_BF16");
+    return env != nullptr && std::strcmp(env, "pairs") == 0;
+  }()};
+  return pairs;
+}
+
 std::atomic<CpuIsa>& requested_isa() {
   static std::atomic<CpuIsa> isa{isa_from_env()};
   return isa;
@@ -601,8 +613,9 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
                  c,       nullptr, nullptr, nullptr, nullptr, Blocking{}, false, reserve_only};
   const CpuIsa isa = active_cpu_isa();
 #if defined(__x86_64__) && defined(__GNUC__)
-  // BF16 operands on AVX512_BF16 (or its emulation under test): the pair kernels.
-  const bool native_pairs = isa == CpuIsa::AVX512 && cpu_supports_avx512bf16();
+  // BF16 operands on AVX512_BF16 when asked (or the pair kernel's emulation under test).
+  const bool native_pairs =
+      isa == CpuIsa::AVX512 && cpu_supports_avx512bf16() && bf16_pairs_requested().load();
   if (bf16 && (native_pairs || isa == CpuIsa::AVX2WideTiles)) {
     g.pack_a = pack_a_pairs<kWideMR>;
     g.pairs = true;
@@ -662,6 +675,10 @@ class F32Staging {
 };
 
 }  // namespace
+
+void set_cpu_bf16_pairs(bool pairs) {
+  bf16_pairs_requested().store(pairs);
+}
 
 void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                const float* a, const float* b, float beta, float* c) {

@@ -9,6 +9,7 @@ namespace {
 
 class Bf16GemmTest : public GemmPathFixture {
  protected:
+  void check_products();
   // The FP32 sum of k exact products (a product of two BF16 values fits a float): the usual
   // gamma_k bound. Tensor cores may truncate inside their adds, so CUDA gets twice the unit.
   double gamma(int64_t k) const {
@@ -48,23 +49,34 @@ void expect_within(const Tensor& out, const std::vector<double>& ref,
   for (size_t i = 0; i < got.size() && failures < 5; ++i) {
     const double bound = bound_fp32[i] * (1 + round) + round * std::fabs(ref[i]);
     if (!(std::fabs(got[i] - ref[i]) <= bound)) {
-      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << " expected " << ref[i]
-                    << " (bound " << bound << ")";
+      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << " expected " << ref[i] << " (bound "
+                    << bound << ")";
       ++failures;
     }
   }
 }
 
 TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
+  check_products();
+  // On AVX512_BF16 the VDPBF16PS pair kernel is opt-in: run it too.
+  if (path() == GemmPath::CpuAvx512 && detail::cpu_supports_avx512bf16()) {
+    SCOPED_TRACE("VDPBF16PS pair kernel");
+    detail::set_cpu_bf16_pairs(true);
+    check_products();
+    detail::set_cpu_bf16_pairs(false);
+  }
+}
+
+void Bf16GemmTest::check_products() {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
-      {1, 1, 1},       {7, 33, 7},      {33, 7, 257},   {97, 33, 300},
-      {127, 129, 31},  {129, 127, 100}, {13, 1023, 3},  {64, 200, 1000}};
+      {1, 1, 1},      {7, 33, 7},      {33, 7, 257},  {97, 33, 300},
+      {127, 129, 31}, {129, 127, 100}, {13, 1023, 3}, {64, 200, 1000}};
   uint32_t seed = 300;
   for (auto [m, n, k] : sizes) {
     for (DType out_dtype : {DType::F32, DType::BF16}) {
       for (float beta : {0.0f, 0.5f}) {
-        SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" +
-                     std::to_string(k) + " out " + to_string(out_dtype) +
+        SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                     " k=" + std::to_string(k) + " out " + to_string(out_dtype) +
                      " beta=" + std::to_string(beta));
         const auto a = bf16_values(m * k, seed++), b = bf16_values(k * n, seed++);
         const auto c0 = bf16_values(m * n, seed++);
@@ -97,8 +109,7 @@ TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, Bf16GemmTest,
-                         ::testing::Combine(all_gemm_paths(), ::testing::Bool(),
-                                            ::testing::Bool()),
+                         ::testing::Combine(all_gemm_paths(), ::testing::Bool(), ::testing::Bool()),
                          gemm_case_name);
 
 class Bf16LinearTest : public DeviceTest {};
@@ -176,8 +187,8 @@ TEST_P(Bf16LinearTest, DeviceAgreesWithCpuOnATrainingStep) {
   if (device() == Device::CPU) GTEST_SKIP() << "compares a GPU with the CPU";
   const int64_t rows = 64, in = 1000, out = 2000;
   const auto x = bf16_values(rows * in, 11), w = bf16_values(out * in, 12);
-  Tensor y_cpu = Tensor::empty({rows, out}), y_gpu = Tensor::empty({rows, out}, DType::F32,
-                                                                    Device::CUDA);
+  Tensor y_cpu = Tensor::empty({rows, out}),
+         y_gpu = Tensor::empty({rows, out}, DType::F32, Device::CUDA);
   linear_forward(as_dtype(x, {rows, in}, DType::BF16, Device::CPU),
                  as_dtype(w, {out, in}, DType::BF16, Device::CPU), nullptr, y_cpu);
   linear_forward(as_dtype(x, {rows, in}, DType::BF16, Device::CUDA),
