@@ -182,39 +182,51 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
 
   const int64_t q_blocks = (s.tq + kQueryBlock - 1) / kQueryBlock;
   const int64_t k_blocks = (s.tk + kKeyBlock - 1) / kKeyBlock;
+  // dv_j = P^T dout and dk_j = scale * dS^T q for one block of keys, over the query heads of its
+  // group and their query blocks in order (causal: from the block holding query j0); with_dq
+  // also adds each pair's scale * dS k to dq.
+  auto key_block = [&](float* p, float* ds, float* acc_k, float* acc_v, int64_t b, int64_t g,
+                       int64_t j0, bool with_dq) {
+    const int64_t cols = std::min(kKeyBlock, s.tk - j0);
+    std::fill(acc_k, acc_k + cols * d, 0.0f);
+    std::fill(acc_v, acc_v + cols * d, 0.0f);
+    const int64_t first = s.causal ? j0 / kQueryBlock * kQueryBlock : 0;
+    for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h) {
+      for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
+        const int64_t rows = std::min(kQueryBlock, s.tq - i0);
+        probabilities(p, ds, b, h, g, i0, rows, j0, cols);
+        cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f, acc_v);
+        cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f, acc_k);
+        if (with_dq) {
+          cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f,
+                    dq + at.q_row(b, h, i0));
+        }
+      }
+    }
+    std::copy(acc_k, acc_k + cols * d, dk + at.kv_row(b, g, j0));
+    std::copy(acc_v, acc_v + cols * d, dv + at.kv_row(b, g, j0));
+  };
+  auto buffers = [&](float*& p, float*& ds, float*& acc_a, float*& acc_b) {
+    p = scratch.mine();
+    ds = p + kQueryBlock * kKeyBlock;
+    acc_a = ds + kQueryBlock * kKeyBlock;
+    acc_b = acc_a + block * d;
+  };
+
   // One task per (batch, key head) when there are enough of them: it walks the key blocks in
   // order, and each (query block, key block) pair's P and dS, computed once, feed dv, dk and dq
   // (dq rows belong to the task, added to over the key blocks in order). Otherwise dq takes a
   // pass of its own per query block, recomputing P and dS, so short batches still use every
   // thread. Both add the same terms in the same order: the same bits either way.
-  const bool one_pass = s.batch * s.kv_heads >= 2 * threads;
-  if (one_pass) {
+  if (s.batch * s.kv_heads >= 2 * threads) {
     parallel_tasks(s.batch * s.kv_heads, threads, [&](int64_t task) {
       const int64_t b = task / s.kv_heads, g = task % s.kv_heads;
-      float* p = scratch.mine();
-      float* ds = p + kQueryBlock * kKeyBlock;
-      float* acc_k = ds + kQueryBlock * kKeyBlock;
-      float* acc_v = acc_k + block * d;
+      float *p, *ds, *acc_k, *acc_v;
+      buffers(p, ds, acc_k, acc_v);
       for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h)
         std::fill(dq + at.q_row(b, h, 0), dq + at.q_row(b, h, s.tq), 0.0f);
-      for (int64_t j0 = 0; j0 < s.tk; j0 += kKeyBlock) {
-        const int64_t cols = std::min(kKeyBlock, s.tk - j0);
-        std::fill(acc_k, acc_k + cols * d, 0.0f);
-        std::fill(acc_v, acc_v + cols * d, 0.0f);
-        const int64_t first = s.causal ? j0 / kQueryBlock * kQueryBlock : 0;
-        for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h) {
-          for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
-            const int64_t rows = std::min(kQueryBlock, s.tq - i0);
-            probabilities(p, ds, b, h, g, i0, rows, j0, cols);
-            cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f, acc_v);
-            cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f, acc_k);
-            cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f,
-                      dq + at.q_row(b, h, i0));
-          }
-        }
-        std::copy(acc_k, acc_k + cols * d, dk + at.kv_row(b, g, j0));
-        std::copy(acc_v, acc_v + cols * d, dv + at.kv_row(b, g, j0));
-      }
+      for (int64_t j0 = 0; j0 < s.tk; j0 += kKeyBlock)
+        key_block(p, ds, acc_k, acc_v, b, g, j0, true);
     });
     return;
   }
@@ -224,9 +236,8 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
     const int64_t b = task / (s.q_heads * q_blocks), h = task / q_blocks % s.q_heads;
     const int64_t i0 = task % q_blocks * kQueryBlock, rows = std::min(kQueryBlock, s.tq - i0);
     const int64_t g = h / at.group();
-    float* p = scratch.mine();
-    float* ds = p + kQueryBlock * kKeyBlock;
-    float* acc = ds + kQueryBlock * kKeyBlock;
+    float *p, *ds, *acc, *unused;
+    buffers(p, ds, acc, unused);
     std::fill(acc, acc + rows * d, 0.0f);
     const int64_t key_end = visible_keys(s, i0 + rows - 1);
     for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
@@ -236,30 +247,12 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
     }
     std::copy(acc, acc + rows * d, dq + at.q_row(b, h, i0));
   });
-
-  // dv = P^T dout and dk = scale * dS^T q, per block of keys, over the query heads of its group
-  // and their query blocks in order.
+  // Then dk and dv per block of keys.
   parallel_tasks(s.batch * s.kv_heads * k_blocks, threads, [&](int64_t task) {
-    const int64_t b = task / (s.kv_heads * k_blocks), g = task / k_blocks % s.kv_heads;
-    const int64_t j0 = task % k_blocks * kKeyBlock, cols = std::min(kKeyBlock, s.tk - j0);
-    float* p = scratch.mine();
-    float* ds = p + kQueryBlock * kKeyBlock;
-    float* acc_k = ds + kQueryBlock * kKeyBlock;
-    float* acc_v = acc_k + block * d;
-    std::fill(acc_k, acc_k + cols * d, 0.0f);
-    std::fill(acc_v, acc_v + cols * d, 0.0f);
-    // Causal: queries before j0 see none of these keys.
-    const int64_t first = s.causal ? j0 / kQueryBlock * kQueryBlock : 0;
-    for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h) {
-      for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
-        const int64_t rows = std::min(kQueryBlock, s.tq - i0);
-        probabilities(p, ds, b, h, g, i0, rows, j0, cols);
-        cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f, acc_v);
-        cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f, acc_k);
-      }
-    }
-    std::copy(acc_k, acc_k + cols * d, dk + at.kv_row(b, g, j0));
-    std::copy(acc_v, acc_v + cols * d, dv + at.kv_row(b, g, j0));
+    float *p, *ds, *acc_k, *acc_v;
+    buffers(p, ds, acc_k, acc_v);
+    key_block(p, ds, acc_k, acc_v, task / (s.kv_heads * k_blocks), task / k_blocks % s.kv_heads,
+              task % k_blocks * kKeyBlock, false);
   });
 }
 
