@@ -96,6 +96,18 @@ struct AttentionShape {
   bool causal;
 };
 
+// A compressed [rows, cols] weight as a backend entry sees it (nnops/sparse.hpp's layouts), F32
+// values. nm24: values [rows, cols/2] and 4 bits of positions per group in metadata; otherwise
+// CSR.
+struct SparseView {
+  bool nm24;
+  int64_t rows, cols;
+  const float* values;
+  const uint8_t* metadata;
+  const int64_t* row_ptr;
+  const int32_t* col;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -223,6 +235,10 @@ class Backend {
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
                                   const float* v, const float* out, const float* lse,
                                   const float* dout, const AttentionShape& s);
+
+  // y[n, out] = x[n, in] w^T + bias for a compressed w (SparseView; bias may be null).
+  virtual void sparse_linear_forward(float* y, const float* x, const SparseView& w,
+                                     const float* bias, int64_t n);
 
   virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);
   virtual void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed);

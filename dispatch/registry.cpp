@@ -25,6 +25,8 @@ const char* to_string(DType dtype) {
       return "U8";
     case DType::BF16:
       return "BF16";
+    case DType::I64:
+      return "I64";
   }
   return "?";
 }
@@ -39,6 +41,8 @@ std::size_t dtype_size(DType dtype) {
       return 1;
     case DType::BF16:
       return 2;
+    case DType::I64:
+      return 8;
   }
   return 0;
 }
@@ -259,6 +263,10 @@ void Backend::attention_forward(float*, float*, const float*, const float*, cons
 void Backend::attention_backward(float*, float*, float*, const float*, const float*, const float*,
                                  const float*, const float*, const float*, const AttentionShape&) {
   not_implemented("attention_backward");
+}
+void Backend::sparse_linear_forward(float*, const float*, const SparseView&, const float*,
+                                    int64_t) {
+  not_implemented("sparse_linear_forward");
 }
 void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) {
   not_implemented("fill_uniform");

@@ -253,6 +253,8 @@ const char* dtype_name(nnops::DType dt) {
       return "U8";
     case nnops::DType::BF16:
       return "BF16";
+    case nnops::DType::I64:
+      return "I64";
   }
   return "?";
 }
@@ -382,6 +384,8 @@ Safetensors parse_safetensors(const std::string& name, const std::vector<unsigne
       dt = nnops::DType::I32;
     else if (dtype->text == "U8")
       dt = nnops::DType::U8;
+    else if (dtype->text == "I64")
+      dt = nnops::DType::I64;
     else
       parser.fail("tensor '" + key + "' has dtype " + dtype->text + ", which nnops does not read");
     if (shape->items.size() > 8) parser.fail("tensor '" + key + "' has more than 8 dimensions");

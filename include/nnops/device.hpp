@@ -8,7 +8,7 @@
 namespace nnops {
 
 enum class Device { CPU, CUDA };
-enum class DType { F32, I32, U8, BF16 };
+enum class DType { F32, I32, U8, BF16, I64 };  // I64: sparse row pointers
 
 const char* to_string(Device device);
 const char* to_string(DType dtype);

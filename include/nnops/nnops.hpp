@@ -14,6 +14,7 @@
 #include "nnops/prune.hpp"
 #include "nnops/random.hpp"
 #include "nnops/rope.hpp"
+#include "nnops/sparse.hpp"
 #include "nnops/tensor.hpp"
 #include "nnops/tensor_ops.hpp"
 #include "nnops/version.hpp"

@@ -33,6 +33,10 @@ struct dtype_of<uint8_t> {
   static constexpr DType value = DType::U8;
 };
 template <>
+struct dtype_of<int64_t> {
+  static constexpr DType value = DType::I64;
+};
+template <>
 struct dtype_of<bf16> {
   static constexpr DType value = DType::BF16;
 };

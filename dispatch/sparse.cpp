@@ -1,0 +1,184 @@
+// SparseMatrix: compression and decompression (on the host; the arrays then live on the weight's
+// device), and validation and dispatch for the linear layer on compressed weights.
+#include "nnops/sparse.hpp"
+
+#include <string>
+
+#include "backend.hpp"
+#include "check.hpp"
+#include "nnops/tensor_ops.hpp"
+#include "widen.hpp"
+
+namespace nnops {
+
+size_t SparseMatrix::bytes() const {
+  size_t total = 0;
+  for (const Tensor* t : {&values_, &metadata_, &row_ptr_, &col_})
+    if (t->defined()) total += t->nbytes();
+  return total;
+}
+
+namespace {
+
+// A host F32 copy of a floating tensor (exact for BF16).
+std::vector<float> host_floats(const Tensor& t) {
+  Tensor f = Tensor::empty(t.shape(), DType::F32, Device::CPU);
+  if (t.dtype() == DType::F32) {
+    copy(f, t);
+  } else {
+    Tensor h = t.to(Device::CPU);
+    cast(f, h);
+  }
+  return f.to_vector<float>();
+}
+
+// Host values to a tensor of `dtype` on `device`.
+Tensor to_tensor(const std::vector<float>& v, const Shape& shape, DType dtype, Device device) {
+  Tensor f = Tensor::from_vector(v, shape, Device::CPU);
+  if (dtype == DType::F32) return f.to(device);
+  Tensor c = Tensor::empty(shape, dtype, Device::CPU);
+  cast(c, f);
+  return c.to(device);
+}
+
+}  // namespace
+
+SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format) {
+  const char* fn = "nnops::compress";
+  return detail::guarded(fn, [&]() -> SparseMatrix {
+    detail::ArgCheck check(fn);
+    check.floating("w", w).ndim("w", w, 2).tensor("mask", mask, DType::U8);
+    check.same_shape("w", w, "mask", mask);
+    if (format != SparseFormat::NM24 && format != SparseFormat::CSR)
+      check.fail_with("format ", static_cast<int>(format), " is not NM24 or CSR");
+    const int64_t out = w.dim(0), in = w.dim(1);
+    if (format == SparseFormat::NM24 && in % 4 != 0)
+      check.fail_with("w is ", shape_to_string(w.shape()), ": NM24 needs in a multiple of 4");
+    const std::vector<float> wv = host_floats(w);
+    const std::vector<uint8_t> mv = mask.to(Device::CPU).to_vector<uint8_t>();
+    SparseMatrix s;
+    s.format_ = format;
+    s.rows_ = out;
+    s.cols_ = in;
+    if (format == SparseFormat::NM24) {
+      const int64_t groups = in / 4, meta_cols = (groups + 1) / 2;
+      std::vector<float> values(static_cast<size_t>(out * in / 2), 0.0f);
+      std::vector<uint8_t> meta(static_cast<size_t>(out * meta_cols), 0);
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t g = 0; g < groups; ++g) {
+          int kept = 0, pos[2] = {0, 1};
+          for (int j = 0; j < 4; ++j) {
+            if (mv[o * in + 4 * g + j] == 0) continue;
+            if (kept == 2) {
+              check.fail_with("mask row ", o, ", group ", g, " (columns ", 4 * g, "-", 4 * g + 3,
+                              ") keeps more than 2 of 4: not a 2:4 mask");
+            }
+            pos[kept] = j;
+            values[o * in / 2 + 2 * g + kept] = wv[o * in + 4 * g + j];
+            ++kept;
+          }
+          if (kept == 1 && pos[0] == 1) pos[1] = 0;  // the unused slot (value 0) points elsewhere
+          s.nnz_ += kept;
+          meta[o * meta_cols + g / 2] |=
+              static_cast<uint8_t>((pos[0] | pos[1] << 2) << (4 * (g % 2)));
+        }
+      }
+      s.values_ = to_tensor(values, {out, in / 2}, w.dtype(), w.device());
+      s.metadata_ = Tensor::from_vector(meta, {out, meta_cols}, w.device());
+    } else {
+      std::vector<int64_t> row_ptr(static_cast<size_t>(out + 1), 0);
+      std::vector<int32_t> col;
+      std::vector<float> values;
+      if (in > INT32_MAX) check.fail_with("w has ", in, " columns; CSR columns are I32");
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t c = 0; c < in; ++c) {
+          if (mv[o * in + c] == 0) continue;
+          col.push_back(static_cast<int32_t>(c));
+          values.push_back(wv[o * in + c]);
+        }
+        row_ptr[o + 1] = static_cast<int64_t>(col.size());
+      }
+      s.nnz_ = static_cast<int64_t>(col.size());
+      s.row_ptr_ = Tensor::from_vector(row_ptr, {out + 1}, w.device());
+      s.col_ = Tensor::from_vector(col, {s.nnz_}, w.device());
+      s.values_ = to_tensor(values, {s.nnz_}, w.dtype(), w.device());
+    }
+    return s;
+  });
+}
+
+void decompress(const SparseMatrix& s, Tensor& w) {
+  const char* fn = "nnops::decompress";
+  detail::guarded(fn, [&] {
+    detail::ArgCheck check(fn);
+    if (!s.defined()) check.fail("the SparseMatrix is empty (default-constructed or moved from)");
+    check.floating_output("w", w).shape_is("w", w, {s.rows(), s.cols()});
+    if (w.device() != s.device()) {
+      check.fail_with("w is on ", to_string(w.device()), " but the SparseMatrix is on ",
+                      to_string(s.device()));
+    }
+    const std::vector<float> values = host_floats(s.values());
+    std::vector<float> dense(static_cast<size_t>(s.rows() * s.cols()), 0.0f);
+    const int64_t in = s.cols();
+    if (s.format() == SparseFormat::NM24) {
+      const std::vector<uint8_t> meta = s.metadata().to(Device::CPU).to_vector<uint8_t>();
+      const int64_t groups = in / 4, meta_cols = (groups + 1) / 2;
+      for (int64_t o = 0; o < s.rows(); ++o) {
+        for (int64_t g = 0; g < groups; ++g) {
+          const unsigned nibble = (meta[o * meta_cols + g / 2] >> (4 * (g % 2))) & 0xFu;
+          // A group keeping fewer than 2 stores 0 in the unused slot: adding it changes nothing.
+          dense[o * in + 4 * g + (nibble & 3u)] += values[o * in / 2 + 2 * g];
+          dense[o * in + 4 * g + (nibble >> 2)] += values[o * in / 2 + 2 * g + 1];
+        }
+      }
+    } else {
+      const auto row_ptr = s.row_ptr().to(Device::CPU).to_vector<int64_t>();
+      const auto col = s.col().to(Device::CPU).to_vector<int32_t>();
+      for (int64_t o = 0; o < s.rows(); ++o)
+        for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) dense[o * in + col[e]] = values[e];
+    }
+    Tensor result = to_tensor(dense, {s.rows(), s.cols()}, w.dtype(), w.device());
+    copy(w, result);
+  });
+}
+
+void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor* bias, Tensor& y) {
+  const char* fn = "nnops::sparse_linear_forward";
+  detail::guarded(fn, [&] {
+    detail::ArgCheck check(fn);
+    if (!w.defined()) check.fail("w is an empty SparseMatrix");
+    check.floating("x", x).ndim("x", x, 2).floating("w.values", w.values());
+    if (bias) check.floating("bias", *bias).shape_is("bias", *bias, {w.rows()});
+    check.floating_output("y", y);
+    const int64_t n = x.dim(0);
+    if (x.dim(1) != w.cols()) {
+      check.fail_with("x is ", shape_to_string(x.shape()), " but w is [", w.rows(), ", ", w.cols(),
+                      "] (x must be [N, ", w.cols(), "])");
+    }
+    check.shape_is("y", y, {n, w.rows()});
+    check.no_alias("y", &y, "x", x).no_alias("y", &y, "bias", bias);
+    check.no_alias("y", &y, "w.values", w.values());
+    if (y.numel() == 0) return;
+    check.run([&](detail::Backend& be) {
+      detail::F32Stand f32;
+      const Tensor& x32 = f32.in(x);
+      const Tensor& v32 = f32.in(w.values());
+      const Tensor* b32 = bias ? &f32.in(*bias) : nullptr;
+      Tensor& y32 = f32.out(y);
+      const bool nm24 = w.format() == SparseFormat::NM24;
+      const detail::SparseView view{
+          nm24,
+          w.rows(),
+          w.cols(),
+          v32.numel() ? v32.data<float>() : nullptr,
+          nm24 && w.metadata().numel() ? w.metadata().data<uint8_t>() : nullptr,
+          nm24 ? nullptr : w.row_ptr().data<int64_t>(),
+          !nm24 && w.col().numel() ? w.col().data<int32_t>() : nullptr};
+      be.sparse_linear_forward(y32.data<float>(), x32.numel() ? x32.data<float>() : nullptr, view,
+                               b32 ? b32->data<float>() : nullptr, n);
+      f32.finish();
+    });
+  });
+}
+
+}  // namespace nnops

@@ -1,0 +1,58 @@
+// Pruned weights in compressed form, and the linear layer on them, so that pruning cuts storage
+// and compute. A SparseMatrix holds an [out, in] weight and its mask as
+//   NM24: along `in`, each group of 4 keeps at most 2 values: values [out, in/2] (the group's
+//         kept values in position order, a zero where a group keeps fewer than 2) and metadata
+//         U8 [out, ceil(in/8)], 4 bits per group (bits 0-1 and 2-3: the two positions, low
+//         nibble first), the layout cuSPARSELt's 2:4 format describes;
+//   CSR:  row_ptr I64 [out + 1], col I32 [nnz], values [nnz], columns increasing in a row.
+// Values are F32 or BF16 (the weight's dtype). compress and decompress work on every device;
+// the linear layer has a CPU kernel only so far (on CUDA it is "not implemented" for now).
+#pragma once
+
+#include <cstdint>
+
+#include "nnops/tensor.hpp"
+
+namespace nnops {
+
+enum class SparseFormat { NM24, CSR };
+
+class SparseMatrix {
+ public:
+  SparseMatrix() = default;
+  SparseMatrix(SparseMatrix&&) = default;
+  SparseMatrix& operator=(SparseMatrix&&) = default;
+
+  SparseFormat format() const { return format_; }
+  int64_t rows() const { return rows_; }  // out
+  int64_t cols() const { return cols_; }  // in
+  Device device() const { return values_.device(); }
+  DType dtype() const { return values_.dtype(); }
+  bool defined() const { return values_.defined(); }
+  // The stored values (an optimizer may step them in place).
+  Tensor& values() { return values_; }
+  const Tensor& values() const { return values_; }
+  const Tensor& metadata() const { return metadata_; }  // NM24
+  const Tensor& row_ptr() const { return row_ptr_; }    // CSR
+  const Tensor& col() const { return col_; }            // CSR
+  // Kept entries (NM24: the mask's kept entries; CSR: the stored ones).
+  int64_t nnz() const { return nnz_; }
+  // Bytes of every array the format stores.
+  size_t bytes() const;
+
+ private:
+  friend SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
+  SparseFormat format_ = SparseFormat::CSR;
+  int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
+  Tensor values_, metadata_, row_ptr_, col_;
+};
+
+// From a dense weight [out, in] and its U8 mask (1 keep): NM24 refuses `in` not a multiple of 4
+// and a group keeping more than 2, naming the first such group.
+SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
+// The dense weight back, exactly (pruned entries 0).
+void decompress(const SparseMatrix& s, Tensor& w);
+// y = x w^T + bias, with linear_forward's shapes and semantics (w as the dense [out, in]).
+void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor* bias, Tensor& y);
+
+}  // namespace nnops
