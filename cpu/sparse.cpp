@@ -47,8 +47,8 @@ void sparse_row_generic(float* y, const float* xt, const SparseView& w, const fl
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-typedef float V16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float V8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
 
 // Blocks of 4 vectors of batch rows in registers, then the scalar tail.
 template <class V, int kLanes>
@@ -58,14 +58,19 @@ NNOPS_ALWAYS_INLINE void vector_rows(float* y, const float* xt, const SparseView
   int64_t r0 = 0;
   for (; r0 + 4 * kLanes <= n; r0 += 4 * kLanes) {
     V a0 = {}, a1 = {}, a2 = {}, a3 = {};
-#define NNOPS_VECTOR_ADD(value, column)                             \
-  {                                                                 \
-    const V v = V{} + (value);                                      \
-    const V* xc = reinterpret_cast<const V*>(xt + (column)*n + r0); \
-    a0 += v * xc[0];                                                \
-    a1 += v * xc[1];                                                \
-    a2 += v * xc[2];                                                \
-    a3 += v * xc[3];                                                \
+#define NNOPS_VECTOR_ADD(value, column)                     \
+  {                                                         \
+    const V v = V{} + (value);                              \
+    const float* xc = xt + (column)*n + r0;                 \
+    V x0, x1, x2, x3; /* unaligned loads, through memcpy */ \
+    std::memcpy(&x0, xc, sizeof(V));                        \
+    std::memcpy(&x1, xc + kLanes, sizeof(V));               \
+    std::memcpy(&x2, xc + 2 * kLanes, sizeof(V));           \
+    std::memcpy(&x3, xc + 3 * kLanes, sizeof(V));           \
+    a0 += v * x0;                                           \
+    a1 += v * x1;                                           \
+    a2 += v * x2;                                           \
+    a3 += v * x3;                                           \
   }
     NNOPS_FOR_EACH_ENTRY(w, o, NNOPS_VECTOR_ADD)
 #undef NNOPS_VECTOR_ADD
