@@ -13,6 +13,7 @@
 
 #include "activation_fast.hpp"
 #include "cpu_backend.hpp"
+#include "nnops/detail/transformer_math.hpp"
 
 namespace nnops::detail {
 
@@ -28,9 +29,8 @@ float dot(const float* a, const float* b, int64_t d) {
   return acc;
 }
 
-// The keys query i sees: all, or j <= i when causal (top-left aligned).
 int64_t visible_keys(const AttentionShape& s, int64_t i) {
-  return s.causal ? std::min(s.tk, i + 1) : s.tk;
+  return attention_visible_keys(s.causal, s.tk, i);
 }
 
 // A max that keeps NaN (a NaN score makes its row NaN, as PyTorch).

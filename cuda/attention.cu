@@ -7,6 +7,7 @@
 // probabilities from logsumexp. No Tq x Tk matrix, no floating-point atomics: the same bits on
 // every run.
 #include "cuda_backend.hpp"
+#include "nnops/detail/transformer_math.hpp"
 #include "row_reduce.cuh"
 
 namespace nnops::detail {
@@ -18,7 +19,7 @@ constexpr int64_t kChunk = 128;         // keys (or queries) whose scores share 
 constexpr int64_t kMaxHeadSize = 4096;  // keeps shared memory within the default 48 KiB
 
 __device__ int64_t visible_keys(const AttentionShape& s, int64_t i) {
-  return s.causal ? (i + 1 < s.tk ? i + 1 : s.tk) : s.tk;
+  return attention_visible_keys(s.causal, s.tk, i);
 }
 
 __device__ float dot(const float* a, const float* b, int64_t d) {

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "backend.hpp"
+#include "nnops/cuda.hpp"
 
 namespace nnops {
 
@@ -47,7 +48,8 @@ Tensor Tensor::empty_for(const Shape& shape, DType dtype, Device device, const c
     t.shape_ = shape;
     t.dtype_ = dtype;
     t.device_ = device;
-    if (t.numel_ == 0) {
+    if (t.numel_ == 0) {  // no memory, and no GPU needed, but the thread's GPU all the same
+      if (device == Device::CUDA) t.device_index_ = cuda::current_device();
       t.defined_empty_ = true;
       return t;
     }

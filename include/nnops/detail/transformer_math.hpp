@@ -26,6 +26,12 @@ NNOPS_HD inline void rope_rotate(float x0, float x1, double cos_a, double sin_a,
   y1 = static_cast<float>(x1 * cos_a + x0 * s);
 }
 
+// Attention: the keys query i sees, all tk or, when causal (top-left aligned, also for Tq != Tk),
+// the keys j <= i.
+NNOPS_HD inline int64_t attention_visible_keys(bool causal, int64_t tk, int64_t i) {
+  return causal ? (i + 1 < tk ? i + 1 : tk) : tk;
+}
+
 // Dropout: whether element i survives, from the uniform fill_uniform draws for (seed, i).
 NNOPS_HD inline bool dropout_keeps(const Philox4& block, int64_t i, float p) {
   return bits_to_unit(block.v[i & 3]) >= p;
