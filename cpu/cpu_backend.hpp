@@ -64,6 +64,7 @@ class CpuBackend final : public Backend {
   void argmax(int32_t* out, const float* x, int64_t rows, int64_t cols) override;
   void fill(float* t, int64_t n, float value) override;
   void cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) override;
+  void permute(void* y, const void* x, size_t element_size, const PermutePlan& plan) override;
 
   void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed) override;
   void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed) override;

@@ -1,5 +1,6 @@
 // CPU element-wise helpers and argmax over rows.
 #include <cmath>
+#include <cstring>
 
 #include "cpu_backend.hpp"
 #include "nnops/detail/bf16_math.hpp"
@@ -60,6 +61,49 @@ void CpuBackend::cast(void* dst, DType dst_dtype, const void* src, DType src_dty
     const auto* s = static_cast<const uint16_t*>(src);
 #pragma omp parallel for simd if (n >= kParallelThreshold)
     for (int64_t i = 0; i < n; ++i) d[i] = bf16_bits_to_float(s[i]);
+  }
+}
+
+namespace {
+
+template <class Element>
+void gather_row(char* out, const char* in, int64_t count, int64_t stride) {
+  auto* o = reinterpret_cast<Element*>(out);
+  const auto* i = reinterpret_cast<const Element*>(in);
+  for (int64_t c = 0; c < count; ++c) o[c] = i[c * stride];
+}
+
+}  // namespace
+
+// Rows of y's last (merged) dimension, each a memcpy when x holds it contiguously too.
+void CpuBackend::permute(void* y, const void* x, size_t element_size, const PermutePlan& plan) {
+  const int last = plan.ndim - 1;
+  const int64_t inner = plan.out_shape[last], inner_stride = plan.in_stride[last];
+  int64_t rows = 1;
+  for (int d = 0; d < last; ++d) rows *= plan.out_shape[d];
+  auto* out = static_cast<char*>(y);
+  const auto* in = static_cast<const char*>(x);
+  const auto es = static_cast<int64_t>(element_size);
+#pragma omp parallel for if (rows * inner >= kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t offset = 0;  // x's element offset of this row's first element
+    for (int64_t d = last - 1, rest = r; d >= 0; --d) {
+      offset += rest % plan.out_shape[d] * plan.in_stride[d];
+      rest /= plan.out_shape[d];
+    }
+    char* o = out + r * inner * es;
+    const char* i = in + offset * es;
+    if (inner_stride == 1) {
+      std::memcpy(o, i, static_cast<size_t>(inner * es));
+    } else if (es == 4) {
+      gather_row<uint32_t>(o, i, inner, inner_stride);
+    } else if (es == 2) {
+      gather_row<uint16_t>(o, i, inner, inner_stride);
+    } else if (es == 8) {
+      gather_row<uint64_t>(o, i, inner, inner_stride);
+    } else {
+      gather_row<uint8_t>(o, i, inner, inner_stride);
+    }
   }
 }
 

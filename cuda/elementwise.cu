@@ -79,6 +79,30 @@ __global__ void from_bf16_kernel(float* __restrict__ d_dst, const uint16_t* __re
     d_dst[i] = bf16_bits_to_float(d_src[i]);
 }
 
+// One thread per element of y: its index split over y's dimensions gives x's offset.
+template <class Element>
+__global__ void permute_kernel(Element* __restrict__ d_y, const Element* __restrict__ d_x,
+                               PermutePlan plan, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t offset = 0, rest = i;
+    for (int d = plan.ndim - 1; d >= 0; --d) {
+      offset += rest % plan.out_shape[d] * plan.in_stride[d];
+      rest /= plan.out_shape[d];
+    }
+    d_y[i] = d_x[offset];
+  }
+}
+
+template <class Element>
+void launch_permute(void* y, const void* x, const PermutePlan& plan) {
+  int64_t n = 1;
+  for (int d = 0; d < plan.ndim; ++d) n *= plan.out_shape[d];
+  permute_kernel<Element><<<grid_for(n, 256), 256, 0, t_stream>>>(
+      static_cast<Element*>(y), static_cast<const Element*>(x), plan, n);
+  check_launch("permute_kernel");
+}
+
 struct AddScaled {
   float alpha, beta;
   __device__ float operator()(float y, float x) const {
@@ -104,6 +128,15 @@ void CudaBackend::cast(void* dst, DType dst_dtype, const void* src, DType src_dt
     from_bf16_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(static_cast<float*>(dst),
                                                              static_cast<const uint16_t*>(src), n);
     check_launch("from_bf16_kernel");
+  }
+}
+
+void CudaBackend::permute(void* y, const void* x, size_t element_size, const PermutePlan& plan) {
+  switch (element_size) {
+    case 8: return launch_permute<uint64_t>(y, x, plan);
+    case 4: return launch_permute<uint32_t>(y, x, plan);
+    case 2: return launch_permute<uint16_t>(y, x, plan);
+    default: return launch_permute<uint8_t>(y, x, plan);
   }
 }
 

@@ -67,6 +67,13 @@ struct AdamTensor {
 
 // One tensor's elements as a backend entry sees them, for the entries that take F32 or BF16
 // (computing in FP32 inside): the dtype travels with the pointer instead of one entry per dtype.
+struct PermutePlan {
+  static constexpr int kMaxDims = 8;
+  int ndim = 0;
+  int64_t out_shape[kMaxDims] = {};
+  int64_t in_stride[kMaxDims] = {};  // elements of x per step of each dimension of y
+};
+
 struct View {
   void* data;
   DType dtype;
@@ -204,6 +211,9 @@ class Backend {
   virtual void fill(float* t, int64_t n, float value);
   // dst = src converted, element by element, between F32 and BF16 (either way or the same).
   virtual void cast(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
+  // y[i0, ..., i(n-1)] = x[sum_d i_d * in_stride[d]] over y's shape (row-major, contiguous):
+  // a permutation of x's dimensions with adjacent ones already merged (ndim >= 1).
+  virtual void permute(void* y, const void* x, size_t element_size, const PermutePlan& plan);
 
   // Transformer ops, on F32 arrays (BF16 tensors reach them through F32 stand-ins).
   // Norms over `rows` rows of length d: LayerNorm, or RMSNorm when rms (mean unused). w and b may

@@ -226,6 +226,9 @@ void Backend::argmax(int32_t*, const float*, int64_t, int64_t) {
 void Backend::cast(void*, DType, const void*, DType, int64_t) {
   not_implemented("cast");
 }
+void Backend::permute(void*, const void*, size_t, const PermutePlan&) {
+  not_implemented("permute");
+}
 void Backend::fill(float*, int64_t, float) {
   not_implemented("fill");
 }

@@ -149,6 +149,36 @@ Tensor Tensor::narrow(int64_t start, int64_t length) const {
   return t;
 }
 
+Tensor Tensor::reshape(const Shape& shape) const {
+  const char* fn = "nnops::Tensor::reshape";
+  if (!defined()) throw Error(std::string(fn) + ": the tensor is undefined");
+  int64_t count = 1;
+  bool overflow = false;
+  for (int64_t d : shape) {
+    if (d < 0) {
+      throw Error(std::string(fn) + ": " + shape_to_string(shape) + " has a negative dimension");
+    }
+    if (d != 0 && count > std::numeric_limits<int64_t>::max() / d) overflow = true;
+    count *= d;
+  }
+  if (overflow || count != numel_) {
+    throw Error(std::string(fn) + ": " + shape_to_string(shape_) + " (" + std::to_string(numel_) +
+                " elements) cannot be viewed as " + shape_to_string(shape));
+  }
+  Tensor t;
+  t.shape_ = shape;
+  t.numel_ = numel_;
+  t.dtype_ = dtype_;
+  t.device_ = device_;
+  t.device_index_ = device_index_;
+  t.read_only_ = read_only_;
+  t.defined_empty_ = defined_empty_;
+  t.storage_ = storage_;  // keeps the owner's memory alive (null for a wrapped tensor)
+  t.offset_view_ = storage_ != nullptr;
+  t.data_ = data_;
+  return t;
+}
+
 void Tensor::copy_to_host(void* dst) const {
   const char* fn = "nnops::Tensor::to_vector";
   if (!defined()) throw Error("nnops::Tensor: the tensor is undefined");

@@ -3,6 +3,7 @@
 
 #include <initializer_list>
 #include <limits>
+#include <vector>
 
 #include "backend.hpp"
 #include "check.hpp"
@@ -99,6 +100,62 @@ void argmax(const Tensor& x, Tensor& out) {
     if (out.numel() == 0) return;
     check.run([&](detail::Backend& be) {
       be.argmax(out.data<int32_t>(), x.data<float>(), out.numel(), cols);
+    });
+  });
+}
+
+void permute(const Tensor& x, const std::vector<int>& dims, Tensor& y) {
+  detail::guarded("nnops::permute", [&] {
+    detail::ArgCheck check("nnops::permute");
+    check.tensor("x", x, x.dtype()).output("y", y, x.dtype());
+    const int n = x.ndim();
+    if (static_cast<int>(dims.size()) != n) {
+      check.fail_with("dims has ", dims.size(), " entries but x is ", shape_to_string(x.shape()));
+    }
+    if (n > detail::PermutePlan::kMaxDims) {
+      check.fail_with("x has ", n, " dimensions; permute takes at most ",
+                      detail::PermutePlan::kMaxDims);
+    }
+    bool seen[detail::PermutePlan::kMaxDims] = {};
+    for (int i = 0; i < n; ++i) {
+      if (dims[i] < 0 || dims[i] >= n || seen[dims[i]]) {
+        check.fail_with("dims[", i, "] = ", dims[i], " is not a permutation of 0..", n - 1);
+      }
+      seen[dims[i]] = true;
+    }
+    Shape out_shape(n);
+    for (int i = 0; i < n; ++i) out_shape[i] = x.dim(dims[i]);
+    check.shape_is("y", y, out_shape).no_alias("y", &y, "x", x);
+    if (y.numel() == 0) return;
+    // x's row-major strides, taken in y's order; then dimensions of size 1 dropped and runs that
+    // stay adjacent merged, so [B, T, H, D] -> [B, H, T, D] moves whole rows of D.
+    int64_t x_stride[detail::PermutePlan::kMaxDims];
+    int64_t stride = 1;
+    for (int d = n - 1; d >= 0; --d) {
+      x_stride[d] = stride;
+      stride *= x.dim(d);
+    }
+    detail::PermutePlan plan;
+    for (int i = 0; i < n; ++i) {
+      const int64_t size = out_shape[i], step = x_stride[dims[i]];
+      if (size == 1) continue;
+      if (plan.ndim > 0 && plan.in_stride[plan.ndim - 1] == step * size) {
+        plan.out_shape[plan.ndim - 1] *= size;  // contiguous with the previous one in x too
+        plan.in_stride[plan.ndim - 1] = step;
+        continue;
+      }
+      plan.out_shape[plan.ndim] = size;
+      plan.in_stride[plan.ndim] = step;
+      ++plan.ndim;
+    }
+    if (plan.ndim == 0) {  // a single element
+      plan.ndim = 1;
+      plan.out_shape[0] = 1;
+      plan.in_stride[0] = 1;
+    }
+    const size_t element_size = dtype_size(x.dtype());
+    check.run([&](detail::Backend& be) {
+      be.permute(y.raw_data(), x.raw_data(), element_size, plan);
     });
   });
 }

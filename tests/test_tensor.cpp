@@ -257,6 +257,103 @@ TEST_P(TensorOpsTest, CountNonzero) {
   }
 }
 
+TEST_P(TensorOpsTest, ReshapeIsAViewOfTheSameElements) {
+  const auto v = random_floats(6 * 4, 5);
+  Tensor view;
+  {
+    Tensor owner = on(device(), v, {6, 4});
+    view = owner.reshape({2, 3, 4});
+  }  // the owner is gone; the view keeps the storage
+  EXPECT_EQ(view.shape(), (Shape{2, 3, 4}));
+  EXPECT_TRUE(view.is_view());
+  EXPECT_EQ(view.to_vector<float>(), v);
+  Tensor rows = view.reshape({24}).narrow(4, 4);
+  fill(rows, 7.0f);  // writes through to the shared storage
+  EXPECT_EQ(view.to_vector<float>()[5], 7.0f);
+  EXPECT_EQ(Tensor::empty({0, 3}, DType::F32, device()).reshape({3, 0, 5}).numel(), 0);
+  EXPECT_TRUE(throws_error([&] { view.reshape({5, 5}); }, "nnops::Tensor::reshape",
+                           "cannot be viewed as [5, 5]"));
+  EXPECT_TRUE(throws_error([&] { view.reshape({-4, -6}); }, "nnops::Tensor::reshape",
+                           "negative"));
+}
+
+// Reference: y[i] = x[offset of i under the permutation], element by element in double loops.
+std::vector<float> permuted_reference(const std::vector<float>& x, const Shape& shape,
+                                      const std::vector<int>& dims) {
+  const int n = static_cast<int>(shape.size());
+  std::vector<int64_t> stride(n, 1);
+  for (int d = n - 2; d >= 0; --d) stride[d] = stride[d + 1] * shape[d + 1];
+  std::vector<float> y(x.size());
+  std::vector<int64_t> index(n, 0);
+  for (size_t i = 0; i < y.size(); ++i) {
+    int64_t rest = static_cast<int64_t>(i), offset = 0;
+    for (int d = n - 1; d >= 0; --d) {
+      const int64_t size = shape[dims[d]];
+      offset += rest % size * stride[dims[d]];
+      rest /= size;
+    }
+    y[i] = x[offset];
+  }
+  return y;
+}
+
+TEST_P(TensorOpsTest, PermuteReordersDimensions) {
+  struct Case {
+    Shape shape;
+    std::vector<int> dims;
+  };
+  const std::vector<Case> cases = {
+      {{7}, {0}},
+      {{33, 7}, {1, 0}},
+      {{2, 7, 3, 16}, {0, 2, 1, 3}},  // split attention heads
+      {{2, 3, 7, 16}, {0, 2, 1, 3}},  // and merge them back
+      {{1, 5, 1, 3}, {3, 2, 1, 0}},
+      {{3, 4, 5, 2, 3}, {4, 0, 3, 1, 2}},
+      {{2, 1, 33}, {1, 0, 2}},  // only size-1 moves: a plain copy
+  };
+  for (const Case& c : cases) {
+    const int64_t n = numel_of(c.shape);
+    const auto x = random_floats(n, 31 + static_cast<uint32_t>(n));
+    Shape out_shape;
+    for (int d : c.dims) out_shape.push_back(c.shape[d]);
+    Tensor y = poisoned(out_shape, device());
+    permute(on(device(), x, c.shape), c.dims, y);
+    EXPECT_EQ(y.to_vector<float>(), permuted_reference(x, c.shape, c.dims))
+        << shape_to_string(c.shape);
+  }
+  // Every element size: BF16 (2 bytes) and U8 move as bits.
+  std::vector<uint8_t> bytes(2 * 3 * 5);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 7);
+  Tensor yb = Tensor::zeros({5, 3, 2}, DType::U8, device());
+  permute(Tensor::from_vector(bytes, {2, 3, 5}, device()), {2, 1, 0}, yb);
+  const auto got = yb.to_vector<uint8_t>();
+  for (int64_t k = 0; k < 5; ++k)
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t i = 0; i < 2; ++i) ASSERT_EQ(got[(k * 3 + j) * 2 + i], bytes[(i * 3 + j) * 5 + k]);
+  Tensor xf = on(device(), random_floats(3 * 4, 2), {3, 4});
+  Tensor xh = Tensor::empty({3, 4}, DType::BF16, device());
+  cast(xh, xf);
+  Tensor yh = Tensor::empty({4, 3}, DType::BF16, device()), yf = poisoned({4, 3}, device());
+  permute(xh, {1, 0}, yh);
+  Tensor back = poisoned({4, 3}, device());
+  cast(back, yh);
+  Tensor xr = poisoned({3, 4}, device());
+  cast(xr, xh);
+  permute(xr, {1, 0}, yf);
+  EXPECT_EQ(back.to_vector<float>(), yf.to_vector<float>());
+  // Errors leave y untouched.
+  Tensor out = on(device(), random_floats(12, 9), {4, 3});
+  const auto before = out.to_vector<float>();
+  EXPECT_TRUE(throws_error([&] { permute(xf, {0, 0}, out); }, "nnops::permute",
+                           "not a permutation"));
+  EXPECT_TRUE(throws_error([&] { permute(xf, {1}, out); }, "nnops::permute", "dims has 1"));
+  EXPECT_TRUE(throws_error([&] { permute(xf, {0, 1}, out); }, "nnops::permute", "must be [3, 4]"));
+  EXPECT_TRUE(throws_error([&] { permute(xf, {1, 0}, xh); }, "nnops::permute", "y"));
+  Tensor self = on(device(), random_floats(16, 3), {4, 4});
+  EXPECT_TRUE(throws_error([&] { permute(self, {1, 0}, self); }, "nnops::permute", "overlap"));
+  EXPECT_EQ(out.to_vector<float>(), before);
+}
+
 NNOPS_INSTANTIATE_DEVICES(TensorOpsTest);
 
 TEST(CudaStream, GuardRestoresTheDefaultStream) {

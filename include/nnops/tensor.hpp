@@ -93,6 +93,10 @@ class Tensor {
   // Rows [start, start + length) along dimension 0, sharing memory with this tensor (and keeping
   // its storage alive); read-only when this tensor is.
   Tensor narrow(int64_t start, int64_t length) const;
+  // The same elements under another shape of the same element count, sharing memory (and
+  // keeping the storage alive), like torch's view() of a contiguous tensor; read-only when this
+  // tensor is.
+  Tensor reshape(const Shape& shape) const;
 
   bool defined() const { return data_ != nullptr || defined_empty_; }
   const Shape& shape() const { return shape_; }

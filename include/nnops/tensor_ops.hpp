@@ -2,6 +2,8 @@
 // and argmax over the last dimension (class predictions).
 #pragma once
 
+#include <vector>
+
 #include "nnops/tensor.hpp"
 
 namespace nnops {
@@ -19,5 +21,10 @@ void cast(Tensor& dst, const Tensor& src);
 // of x (F32, last dimension >= 1). Ties give the first index; NaN counts as the largest, as
 // torch.argmax does.
 void argmax(const Tensor& x, Tensor& out);
+// y = x with its dimensions reordered: y.dim(i) == x.dim(dims[i]), like
+// torch.permute(x, dims).contiguous() (e.g. [B, T, H, D] -> [B, H, T, D] with dims {0, 2, 1, 3}
+// to split attention heads). Any dtype, rank up to 8; y must be x's dtype and device, of the
+// permuted shape, and share no byte with x. The inverse permutation undoes it (the backward).
+void permute(const Tensor& x, const std::vector<int>& dims, Tensor& y);
 
 }  // namespace nnops
