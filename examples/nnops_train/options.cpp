@@ -1,12 +1,11 @@
 // Parsing of nnops-train's flags: strict numbers, ranges checked, one-line errors.
 #include "options.hpp"
 
-#include <cerrno>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+
+#include "cli.hpp"
 
 namespace train {
 
@@ -58,32 +57,9 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
   --help                     this text
 )";
 
-[[noreturn]] void bad(const std::string& msg) {
-  throw std::invalid_argument(msg);
-}
-
-int64_t parse_int(const std::string& flag, const char* text, int64_t lo, int64_t hi) {
-  errno = 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
-    bad(flag + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-        "], got '" + text + "'");
-  }
-  return v;
-}
-
-double parse_real(const std::string& flag, const char* text, double lo, double hi, bool lo_open) {
-  errno = 0;
-  char* end = nullptr;
-  const double v = std::strtod(text, &end);
-  const bool in_range = lo_open ? v > lo : v >= lo;
-  if (errno != 0 || end == text || *end != '\0' || !std::isfinite(v) || !in_range || v > hi) {
-    bad(flag + " needs a number in " + (lo_open ? "(" : "[") + std::to_string(lo) + ", " +
-        std::to_string(hi) + "], got '" + text + "'");
-  }
-  return v;
-}
+using cli::bad;
+using cli::parse_int;
+using cli::parse_real;
 
 std::optional<nnops::Activation> parse_activation(const std::string& name) {
   using nnops::Activation;

@@ -1,0 +1,107 @@
+// The decoder-only transformer of nnops-gpt, written only against nnops' public API:
+//   gpt2:  learned positions, LayerNorm, GELU (tanh) MLP of 4x width, biases, output tied to
+//          the token embedding;
+//   llama: rotary positions, RMSNorm, SwiGLU MLP, grouped-query attention, no biases, an
+//          untied output matrix.
+// Parameter names are those of bench/torch_gpt.py's PyTorch module, so a checkpoint loads
+// there with load_state_dict.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nnops/nnops.hpp>
+#include <string>
+#include <vector>
+
+namespace gpt {
+
+enum class Arch { Gpt2, Llama };
+const char* arch_name(Arch a);
+
+struct Config {
+  Arch arch = Arch::Gpt2;
+  int64_t layers = 4, heads = 4, kv_heads = 4, dim = 256, context = 256, vocab = 256;
+  int64_t hidden() const;  // the MLP width: 4 dim (gpt2), 8/3 dim rounded up to 32 (llama)
+  int64_t head_dim() const { return dim / heads; }
+  float norm_eps = 1e-5f, rope_theta = 10000.0f;
+  // Throws std::invalid_argument naming the flag when the shape cannot work.
+  void validate(const char* prefix = "--") const;
+};
+
+struct Parameter {
+  std::string name;
+  nnops::Tensor value, grad;
+  nnops::Tensor mask;     // U8, defined once the weight is pruned
+  nnops::AdamState adam;  // moments of the current phase
+  bool decay = false;     // matrices are decayed by AdamW; biases and norm gains are not
+  bool prunable = false;  // the weights of linear layers (not embeddings or the output)
+};
+
+class Model {
+ public:
+  // GPT-2's initialisation: weights N(0, 0.02) (the projections into the residual stream
+  // scaled by 1/sqrt(2 layers)), biases 0, norm gains 1; each tensor from its own seed.
+  Model(const Config& config, nnops::Device device, uint64_t seed);
+  const Config& config() const { return config_; }
+  nnops::Device device() const { return device_; }
+  std::vector<Parameter>& parameters() { return params_; }
+  const std::vector<Parameter>& parameters() const { return params_; }
+  Parameter& find(const std::string& name);
+  const Parameter& find(const std::string& name) const;
+  int64_t parameter_count() const;
+  int64_t nonzero_parameters() const;  // pruned entries left out
+  // Model FLOPs of one training token (forward and backward): 6 per weight of every product
+  // plus attention's 6 * layers * dim * context / 2 (causal).
+  double train_flops_per_token() const;
+
+  // Per-layer parameter handles, in the order of the forward pass.
+  struct Layer {
+    Parameter *ln1_w, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *proj_w, *proj_b;
+    Parameter *ln2_w, *ln2_b, *fc_w, *fc_b, *out_w, *out_b;  // _b null without biases
+  };
+  const std::vector<Layer>& layers() const { return layers_; }
+  Parameter* wte() const { return wte_; }
+  Parameter* wpe() const { return wpe_; }    // gpt2 only
+  Parameter* head() const { return head_; }  // llama only (gpt2 ties it to wte)
+  Parameter* lnf_w() const { return lnf_w_; }
+  Parameter* lnf_b() const { return lnf_b_; }
+
+ private:
+  Parameter* add(const std::string& name, const nnops::Shape& shape, bool decay, bool prunable);
+  Config config_;
+  nnops::Device device_;
+  std::vector<Parameter> params_;
+  std::vector<Layer> layers_;
+  Parameter *wte_ = nullptr, *wpe_ = nullptr, *head_ = nullptr, *lnf_w_ = nullptr,
+            *lnf_b_ = nullptr;
+};
+
+// Activations kept for the backward pass, for up to batch x context tokens; smaller batches
+// and shorter sequences (sampling) use views of the same buffers.
+class Workspace {
+ public:
+  Workspace(const Model& model, int64_t batch, int64_t context);
+  // tokens: I32 [b, t] on the model's device. Returns the logits [b * t, vocab] (a view).
+  nnops::Tensor forward(const Model& model, const nnops::Tensor& tokens);
+  // The gradient buffer of the logits of the last forward ([b * t, vocab]).
+  nnops::Tensor logits_grad();
+  // Back-propagates logits_grad() through the last forward into every parameter's grad
+  // (overwritten, dense: masking them is the caller's).
+  void backward(Model& model);
+
+ private:
+  struct LayerActs {
+    nnops::Tensor resid_in, ln1, mean1, rstd1, q, k, v, attn, lse, merged, mid, ln2, mean2,
+        rstd2, fc, act;
+  };
+  nnops::Tensor view(nnops::Tensor& buffer, const nnops::Shape& shape);
+  int64_t capacity_ = 0, vocab_ = 0;
+  int64_t b_ = 0, t_ = 0;
+  std::vector<LayerActs> acts_;
+  nnops::Tensor tokens_, positions_, resid_out_, lnf_, meanf_, rstdf_, logits_, dlogits_;
+  // Scratch shared by every layer.
+  nnops::Tensor tmp_c_, tmp_c2_, heads_, dheads_, dq_, dk_, dv_, dmlp_, dfc_, dresid_;
+  nnops::Tensor demb_;  // gpt2: the input embedding's gradient before the tied output's is added
+};
+
+}  // namespace gpt
