@@ -64,17 +64,31 @@ void onednn_product(Tensor& a, Tensor& b, Tensor& c, int64_t m, int64_t n, int64
 }
 #endif
 
-// Plain products: the reference MLP's layers at batch 64 and squares.
+// Plain products: the reference MLP's layers at batch 64, squares, and the input gradients of
+// nnops-gpt's default transformer (2048 tokens a step, width 256, MLP 1024).
 #define GEMM_ARGS                \
   Args({64, 2000, 1000})         \
       ->Args({64, 1000, 2000})   \
       ->Args({512, 512, 512})    \
       ->Args({1024, 1024, 1024}) \
-      ->Args({2048, 2048, 2048})
-// The linear layer's forward product x[m, k] * w[n, k]^T (nn.Linear's layout).
-#define NT_ARGS Args({64, 2000, 1000})->Args({64, 1000, 2000})
-// The linear layer's weight gradient dy[k, m]^T * x[k, n], depth k = the batch.
-#define TN_ARGS Args({2000, 1000, 64})->Args({1000, 2000, 64})
+      ->Args({2048, 2048, 2048}) \
+      ->Args({2048, 256, 1024})  \
+      ->Args({2048, 1024, 256})
+// The linear layer's forward product x[m, k] * w[n, k]^T (nn.Linear's layout): the MLP's, then
+// the transformer's MLP, attention projections and output.
+#define NT_ARGS                 \
+  Args({64, 2000, 1000})        \
+      ->Args({64, 1000, 2000})  \
+      ->Args({2048, 1024, 256}) \
+      ->Args({2048, 256, 1024}) \
+      ->Args({2048, 256, 256})
+// The linear layer's weight gradient dy[k, m]^T * x[k, n], depth k = the batch (or tokens).
+#define TN_ARGS                 \
+  Args({2000, 1000, 64})        \
+      ->Args({1000, 2000, 64})  \
+      ->Args({1024, 256, 2048}) \
+      ->Args({256, 1024, 2048}) \
+      ->Args({256, 256, 2048})
 #define GEMM_BENCH(name, ta, tb, product, ARGS) \
   void name(benchmark::State& state) {          \
     time_gemm(state, ta, tb, product);          \
