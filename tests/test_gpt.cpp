@@ -115,7 +115,8 @@ TEST_P(GptGradient, EveryParameterMatchesFiniteDifferences) {
     tok[i] = static_cast<int32_t>((i * 37 + 11) % 256);
     next[i] = static_cast<int32_t>((i * 101 + 3) % 256);
   }
-  const Tensor inputs = Tensor::from_vector(tok, {b, t}), targets = Tensor::from_vector(next, {b * t});
+  const Tensor inputs = Tensor::from_vector(tok, {b, t}),
+               targets = Tensor::from_vector(next, {b * t});
   gpt::Workspace ws(m, b, c.context);
   Tensor loss = Tensor::empty({1});
   Tensor grad = ws.logits_grad();  // placeholder until the forward fixes the shape
@@ -169,8 +170,10 @@ TEST_P(GptRun, QuickRunLearnsInEveryPhase) {
     ASSERT_EQ(r.exit_code, 0) << r.output;
     // A uniform guess costs log(256) = 5.55 nats per byte; --quick trains far below it, and the
     // floor bounds every model from below.
-    const double teacher = summary_loss(r.output, "teacher"), tuned = summary_loss(r.output, "fine-tuned");
-    const double student = summary_loss(r.output, "student"), floor = summary_loss(r.output, "floor");
+    const double teacher = summary_loss(r.output, "teacher"),
+                 tuned = summary_loss(r.output, "fine-tuned");
+    const double student = summary_loss(r.output, "student"),
+                 floor = summary_loss(r.output, "floor");
     EXPECT_LT(teacher, 2.5) << r.output;
     EXPECT_LT(tuned, 2.6) << r.output;
     EXPECT_LT(student, 3.5) << r.output;
@@ -252,7 +255,7 @@ TEST(GptData, TrainsOnAFileAndRefusesOneTooShort) {
   const ProgramRun r = run_gpt("--quick --device cpu --context 32 --data " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(path), std::string::npos);
-  EXPECT_EQ(r.output.find("floor"), std::string::npos);  // unknown for a file
+  EXPECT_EQ(r.output.find("floor"), std::string::npos);           // unknown for a file
   EXPECT_LT(summary_loss(r.output, "teacher"), 2.5) << r.output;  // repetitive text
   const std::string tiny = scratch("tiny.txt");
   std::ofstream(tiny) << "too short";
@@ -268,19 +271,54 @@ TEST(GptOptions, BadFlagsAreOneLineErrors) {
     const char* args;
     const char* message;
   };
-  for (const Case& c : {Case{"--dim 250 --heads 4", "not a multiple of --heads"},
-                        Case{"--arch llama --heads 4 --kv-heads 3", "not a multiple of --kv-heads"},
-                        Case{"--arch gpt2 --kv-heads 2", "no grouped-query attention"},
-                        Case{"--arch llama --dim 12 --heads 4", "even head dimension"},
-                        Case{"--student-dim 100", "not a multiple of the head width"},
-                        Case{"--arch bert", "--arch must be gpt2 or llama"},
-                        Case{"--lr 0", "--lr needs a number"},
-                        Case{"--steps", "needs a value"},
-                        Case{"--frobnicate 1", "unknown flag"}}) {
+  for (const Case& c :
+       {Case{"--dim 250 --heads 4", "not a multiple of --heads"},
+        Case{"--arch llama --heads 4 --kv-heads 3", "not a multiple of --kv-heads"},
+        Case{"--arch gpt2 --kv-heads 2", "no grouped-query attention"},
+        Case{"--arch llama --dim 12 --heads 4", "even head dimension"},
+        Case{"--student-dim 100", "not a multiple of the head width"},
+        Case{"--arch bert", "--arch must be gpt2 or llama"}, Case{"--lr 0", "--lr needs a number"},
+        Case{"--steps", "needs a value"}, Case{"--frobnicate 1", "unknown flag"}}) {
     const ProgramRun r = run_gpt(std::string("--quick ") + c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
   }
+}
+
+// Two ranks, each on half of every batch, train like one process on the whole batch: the
+// saved weights of all phases agree within 1e-5 (the mean of two half-batch gradients is the
+// full batch's gradient up to the order of the sums).
+TEST(GptDataParallel, TwoRanksTrainLikeOneProcess) {
+#ifndef NNOPS_MPIEXEC
+  GTEST_SKIP() << "nnops built without MPI";
+#else
+  const char* env = std::getenv("NNOPS_GPT");
+  const std::string program = env ? env : NNOPS_GPT_PATH;
+  const std::string args =
+      " --quick --device cpu --arch llama --kv-heads 2 --steps 8 --finetune-steps 4 "
+      "--distill-steps 4 --log-every 4";
+  const std::string one = scratch("one"), two = scratch("two");
+  const ProgramRun single = run_command(program + args + " --save " + one);
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  const ProgramRun ranks = run_command(std::string(NNOPS_MPIEXEC) + " -n 2 " + program + args +
+                                       " --data-parallel --save " + two);
+  ASSERT_EQ(ranks.exit_code, 0) << ranks.output;
+  EXPECT_NE(ranks.output.find("data parallel over 2 ranks"), std::string::npos) << ranks.output;
+  for (const char* name : {"teacher", "student"}) {
+    const auto a = ckpt::load_safetensors(one + "/" + name + ".safetensors", true);
+    const auto b = ckpt::load_safetensors(two + "/" + name + ".safetensors", true);
+    ASSERT_EQ(a.tensors.size(), b.tensors.size());
+    for (const auto& [key, t] : a.tensors) {
+      if (t.dtype() != DType::F32) {
+        EXPECT_EQ(t.to_vector<uint8_t>(), b.tensors.at(key).to_vector<uint8_t>()) << key;
+        continue;
+      }
+      const auto x = t.to_vector<float>(), y = b.tensors.at(key).to_vector<float>();
+      for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_NEAR(x[i], y[i], 1e-5) << name << " " << key << "[" << i << "]";
+    }
+  }
+#endif
 }
 
 // bench/torch_gpt.py with a Python whose torch is recent enough (NNOPS_TORCH_PYTHON, else
@@ -289,15 +327,16 @@ TEST(GptParity, MatchesPyTorchStepForStep) {
   const char* env = std::getenv("NNOPS_TORCH_PYTHON");
   const std::string python = env ? env : "python3";
   const ProgramRun probe = run_command(
-      python + " -c \"import torch, safetensors, sys; v = tuple(int(x) for x in "
-               "torch.__version__.split('+')[0].split('.')[:2]); sys.exit(0 if v >= (2, 4) else 3)\"");
+      python +
+      " -c \"import torch, safetensors, sys; v = tuple(int(x) for x in "
+      "torch.__version__.split('+')[0].split('.')[:2]); sys.exit(0 if v >= (2, 4) else 3)\"");
   if (probe.exit_code != 0) {
     GTEST_SKIP() << "no Python with torch >= 2.4 and safetensors (set NNOPS_TORCH_PYTHON)";
   }
   for (const char* arch : {"gpt2", "llama"}) {
-    const ProgramRun r = run_command(python + " " + NNOPS_SOURCE_DIR + "/bench/torch_gpt.py --nnops-gpt " +
-                                     (std::getenv("NNOPS_GPT") ? std::getenv("NNOPS_GPT") : NNOPS_GPT_PATH) +
-                                     " --arch " + arch);
+    const ProgramRun r = run_command(
+        python + " " + NNOPS_SOURCE_DIR + "/bench/torch_gpt.py --nnops-gpt " +
+        (std::getenv("NNOPS_GPT") ? std::getenv("NNOPS_GPT") : NNOPS_GPT_PATH) + " --arch " + arch);
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("agree"), std::string::npos) << r.output;
   }

@@ -8,7 +8,9 @@
 
 namespace cli {
 
-void bad(const std::string& message) { throw std::invalid_argument(message); }
+void bad(const std::string& message) {
+  throw std::invalid_argument(message);
+}
 
 int64_t parse_int(const std::string& flag, const char* text, int64_t lo, int64_t hi) {
   errno = 0;

@@ -118,8 +118,8 @@ double noun_phrase_entropy(double singular_p) {
 }
 double noun_phrase_bytes(double singular_p) {
   return singular_p * mean_length(kSingularDeterminer) +
-         (1 - singular_p) * (mean_length(kPluralDeterminer) + 1) + kAdjectiveP * mean_length(kAdjective) +
-         mean_length(kNoun);
+         (1 - singular_p) * (mean_length(kPluralDeterminer) + 1) +
+         kAdjectiveP * mean_length(kAdjective) + mean_length(kNoun);
 }
 double clause_entropy() {
   return noun_phrase_entropy(kSubjectSingularP) + entropy(kVerb.p) +
@@ -177,8 +177,9 @@ Corpus load_corpus(const std::string& path, uint64_t seed, int64_t bytes, int64_
   // Both parts must hold at least one window of context + 1 bytes (inputs and next bytes).
   if (split < context + 1 || static_cast<int64_t>(all.size()) - split < context + 1) {
     throw std::runtime_error(c.source + " has " + std::to_string(all.size()) +
-                             " bytes; with --context " + std::to_string(context) + " it needs at least " +
-                             std::to_string(10 * (context + 1)) + " (90% train, 10% held out)");
+                             " bytes; with --context " + std::to_string(context) +
+                             " it needs at least " + std::to_string(10 * (context + 1)) +
+                             " (90% train, 10% held out)");
   }
   c.train.assign(all.begin(), all.begin() + split);
   c.heldout.assign(all.begin() + split, all.end());

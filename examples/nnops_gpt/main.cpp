@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -18,8 +19,13 @@
 #include "corpus.hpp"
 #include "model.hpp"
 #include "options.hpp"
+#include "parallel.hpp"
 #include "safetensors.hpp"
 #include "trainer.hpp"
+
+#ifdef NNOPS_GPT_WITH_MPI
+#include <nnops/dist.hpp>
+#endif
 
 namespace gpt {
 namespace {
@@ -56,9 +62,11 @@ class Log {
     char train[32] = "-", held[32] = "-";
     if (!std::isnan(train_loss)) std::snprintf(train, sizeof train, "%.4f", train_loss);
     if (!std::isnan(heldout)) std::snprintf(held, sizeof held, "%.4f", heldout);
-    std::printf("[%-8s] step %5lld/%-5lld loss %-7s held-out %-7s lr %.2e %8.0f tok/s MFU %5.1f%% %7.1f s\n",
-                phase, (long long)step, (long long)steps, train, held, lr, tokens_per_s,
-                100.0 * mfu, seconds_since(start_));
+    std::printf(
+        "[%-8s] step %5lld/%-5lld loss %-7s held-out %-7s lr %.2e %8.0f tok/s MFU %5.1f%% %7.1f "
+        "s\n",
+        phase, (long long)step, (long long)steps, train, held, lr, tokens_per_s, 100.0 * mfu,
+        seconds_since(start_));
     std::fflush(stdout);
     row("step", phase, step, train_loss, heldout, lr, tokens_per_s, mfu, -1, -1);
   }
@@ -93,19 +101,26 @@ struct Dump {
 
 class Run {
  public:
-  Run(const Options& o, nnops::Device device, const Corpus& corpus, Log& log, double gemm_gflops)
-      : o_(o), device_(device), corpus_(corpus), log_(log), gemm_gflops_(gemm_gflops) {}
+  Run(const Options& o, nnops::Device device, const Corpus& corpus, Log& log, double gemm_gflops,
+      DataParallel& par)
+      : o_(o), device_(device), corpus_(corpus), log_(log), gemm_gflops_(gemm_gflops), par_(par) {}
 
   // Trains `model` for `steps` steps; with a teacher, on alpha * CE + (1 - alpha) * KD against
   // its logits. Returns the tokens per second of the training steps.
   double train(const char* phase, Model& model, int64_t steps, double peak_lr, uint64_t seed,
                const Model* teacher, Dump* dump) {
-    const int64_t B = o_.batch, T = model.config().context;
+    // Every rank draws the same batches and takes its share of their sequences.
+    const int64_t B = o_.batch / par_.size(), T = model.config().context;
+    const size_t share = static_cast<size_t>(B * (T + 1));
+    const size_t offset = static_cast<size_t>(par_.rank()) * share;
     Workspace ws(model, B, T);
     std::unique_ptr<Workspace> teacher_ws;
     if (teacher) teacher_ws = std::make_unique<Workspace>(*teacher, B, T);
     for (Parameter& p : model.parameters()) p.adam = nnops::AdamState();  // a fresh optimizer
-    Batcher batches(corpus_.train, B, T, seed);
+    Batcher batches(corpus_.train, o_.batch, T, seed);
+    std::vector<Tensor*> grads;
+    for (Parameter& p : model.parameters()) grads.push_back(&p.grad);
+    std::vector<int32_t> mine(share);
     Tensor loss = Tensor::empty({1}, DType::F32, device_);
     Tensor kd = Tensor::empty({1}, DType::F32, device_);
     Tensor kd_grad = Tensor::empty({B * T, model.config().vocab}, DType::F32, device_);
@@ -121,7 +136,8 @@ class Run {
     for (int64_t s = 1; s <= steps; ++s) {
       const std::vector<int32_t>& w = batches.next();
       if (dump) dump->windows.insert(dump->windows.end(), w.begin(), w.end());
-      to_inputs_and_targets(w, B, T, device_, inputs, targets);
+      std::copy(w.begin() + offset, w.begin() + offset + share, mine.begin());
+      to_inputs_and_targets(mine, B, T, device_, inputs, targets);
       const Tensor logits = ws.forward(model, inputs);
       Tensor grad = ws.logits_grad();
       nnops::cross_entropy_loss(logits, targets, loss, &grad);
@@ -132,6 +148,7 @@ class Run {
         nnops::add_scaled(loss, kd, 1.0f - o_.alpha, o_.alpha);
       }
       ws.backward(model);
+      par_.average(grads);  // the mean over ranks: the gradient of the whole batch
       so.lr = learning_rate(s, steps, o_.warmup, peak_lr, o_.min_lr_ratio);
       optimizer_step(model, so);
       nnops::add_scaled(window_sum, loss, 1.0f);
@@ -141,10 +158,11 @@ class Run {
         dump->lrs.push_back(static_cast<float>(so.lr));
       }
       if (s % o_.log_every == 0 || s == steps) {
-        const double mean = window_sum.item() / static_cast<double>(window_steps);  // waits
+        // Waits for the device, and for the other ranks.
+        const double mean = par_.average(window_sum.item() / static_cast<double>(window_steps));
         const double dt = seconds_since(t0);
         train_seconds += dt;
-        const double tps = static_cast<double>(window_steps * B * T) / dt;
+        const double tps = static_cast<double>(window_steps * o_.batch * T) / dt;
         const double mfu = tps * model.train_flops_per_token() * 1e-9 / gemm_gflops_;
         log_.step(phase, s, steps, mean, heldout(model), so.lr, tps, mfu);
         nnops::fill(window_sum, 0.0f);
@@ -152,7 +170,7 @@ class Run {
         t0 = Clock::now();  // evaluation is not training time
       }
     }
-    return steps > 0 ? static_cast<double>(steps * B * T) / train_seconds : kNaN;
+    return steps > 0 ? static_cast<double>(steps * o_.batch * T) / train_seconds : kNaN;
   }
 
   double heldout(const Model& model) {
@@ -171,8 +189,8 @@ class Run {
         break;
       }
     }
-    const size_t len = std::min<size_t>({24, h.size() - std::min(start, h.size()),
-                                         static_cast<size_t>(model.config().context)});
+    const size_t len = std::min<size_t>(
+        {24, h.size() - std::min(start, h.size()), static_cast<size_t>(model.config().context)});
     const std::string prompt(h.begin() + start, h.begin() + start + len);
     const std::string text = sample(model, prompt, o_.sample_bytes, o_.sample_temperature, o_.seed);
     std::printf("--- %s sample (temperature %.2f) ---\n%s", name, o_.sample_temperature,
@@ -183,7 +201,8 @@ class Run {
  private:
   static std::string printable(const std::string& s) {
     std::string out;
-    for (unsigned char c : s) out += (c == '\n' || (c >= 32 && c < 127)) ? static_cast<char>(c) : '?';
+    for (unsigned char c : s)
+      out += (c == '\n' || (c >= 32 && c < 127)) ? static_cast<char>(c) : '?';
     return out;
   }
   const Options& o_;
@@ -191,6 +210,7 @@ class Run {
   const Corpus& corpus_;
   Log& log_;
   double gemm_gflops_;
+  DataParallel& par_;
 };
 
 ckpt::Metadata dump_metadata(const Options& o, const char* phase, int64_t steps, double lr) {
@@ -233,8 +253,8 @@ void write_dump_steps(const Options& o, const Dump& d, const char* phase, int64_
 
 void print_summary(const std::vector<PhaseResult>& rows, const Corpus& corpus, Log& log) {
   std::printf("\nsummary (%s; held-out loss in nats per byte)\n", corpus.source.c_str());
-  std::printf("  %-10s %10s %10s %8s %12s %12s %10s\n", "model", "held-out", "perplexity",
-              "bits/B", "parameters", "non-zero", "tok/s");
+  std::printf("  %-10s %10s %10s %8s %12s %12s %10s\n", "model", "held-out", "perplexity", "bits/B",
+              "parameters", "non-zero", "tok/s");
   for (const PhaseResult& r : rows) {
     char tps[32] = "-";
     if (!std::isnan(r.tokens_per_s)) std::snprintf(tps, sizeof tps, "%.0f", r.tokens_per_s);
@@ -245,14 +265,27 @@ void print_summary(const std::vector<PhaseResult>& rows, const Corpus& corpus, L
             r.nonzero);
   }
   if (corpus.entropy_floor >= 0) {
-    std::printf("  %-10s %10.4f %10.3f %8.3f   (the grammar's entropy rate: no model does better)\n",
-                "floor", corpus.entropy_floor, std::exp(corpus.entropy_floor),
-                corpus.entropy_floor / std::log(2.0));
+    std::printf(
+        "  %-10s %10.4f %10.3f %8.3f   (the grammar's entropy rate: no model does better)\n",
+        "floor", corpus.entropy_floor, std::exp(corpus.entropy_floor),
+        corpus.entropy_floor / std::log(2.0));
   }
 }
 
-int run(const Options& o) {
-  const nnops::Device device = o.device.value_or(nnops::default_device());
+int run(const Options& options) {
+  const nnops::Device device = options.device.value_or(nnops::default_device());
+  const std::unique_ptr<DataParallel> par = make_data_parallel(options.data_parallel, device);
+  Options o = options;
+  if (o.batch % par->size() != 0) {
+    throw std::invalid_argument("--batch " + std::to_string(o.batch) + " does not split over " +
+                                std::to_string(par->size()) + " ranks");
+  }
+  if (par->rank() != 0) {  // rank 0 reports and saves; the others only compute
+    o.metrics_path.clear();
+    o.save_dir.clear();
+    o.sample_bytes = 0;
+    if (!std::freopen("/dev/null", "w", stdout)) throw std::runtime_error("cannot silence rank");
+  }
   const auto start = Clock::now();
   Log log(o.metrics_path, start);
   const Corpus corpus = load_corpus(o.data_path, o.seed, o.corpus_bytes, o.model.context);
@@ -266,7 +299,11 @@ int run(const Options& o) {
   std::printf("\n");
   const double gflops = measured_gemm_gflops(device);
   std::printf("GEMM rate at start-up: %.1f GFLOP/s (the reference of MFU)\n", gflops);
-  Run r(o, device, corpus, log, gflops);
+  if (par->size() > 1) {
+    std::printf("data parallel over %d ranks, %lld sequences each per step\n", par->size(),
+                (long long)(o.batch / par->size()));
+  }
+  Run r(o, device, corpus, log, gflops, *par);
   std::vector<PhaseResult> rows;
 
   if (!o.load_dir.empty()) {
@@ -282,11 +319,11 @@ int run(const Options& o) {
 
   const Config& tc = o.model;
   Model teacher(tc, device, o.seed);
-  std::printf("teacher: %s, %lld layers, dim %lld, %lld heads (%lld key/value), context %lld, "
-              "%.0f MFLOP per training token\n",
-              arch_name(tc.arch), (long long)tc.layers, (long long)tc.dim, (long long)tc.heads,
-              (long long)tc.kv_heads, (long long)tc.context,
-              teacher.train_flops_per_token() * 1e-6);
+  std::printf(
+      "teacher: %s, %lld layers, dim %lld, %lld heads (%lld key/value), context %lld, "
+      "%.0f MFLOP per training token\n",
+      arch_name(tc.arch), (long long)tc.layers, (long long)tc.dim, (long long)tc.heads,
+      (long long)tc.kv_heads, (long long)tc.context, teacher.train_flops_per_token() * 1e-6);
   Dump dump;
   if (!o.dump_dir.empty()) write_dump_start(o, teacher, "teacher", o.steps, o.lr);
   double tps = r.train("teacher", teacher, o.steps, o.lr, o.seed + 101, nullptr,
@@ -302,7 +339,8 @@ int run(const Options& o) {
                   teacher.parameter_count(), teacher.nonzero_parameters(), kNaN});
 
   Dump fdump;
-  if (!o.dump_dir.empty()) write_dump_start(o, teacher, "finetune", o.finetune_steps, o.finetune_lr);
+  if (!o.dump_dir.empty())
+    write_dump_start(o, teacher, "finetune", o.finetune_steps, o.finetune_lr);
   tps = r.train("finetune", teacher, o.finetune_steps, o.finetune_lr, o.seed + 202, nullptr,
                 o.dump_dir.empty() ? nullptr : &fdump);
   if (!o.dump_dir.empty()) write_dump_steps(o, fdump, "finetune", o.finetune_steps);
@@ -342,6 +380,16 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
+#ifdef NNOPS_GPT_WITH_MPI
+    // MPI starts before anything else when asked for (it may adjust argv).
+    std::unique_ptr<nnops::dist::Environment> mpi;
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--data-parallel") == 0) {
+        mpi = std::make_unique<nnops::dist::Environment>(&argc, &argv);
+        break;
+      }
+    }
+#endif
     const auto options = gpt::parse_options(argc, argv);
     if (!options) return 0;
     return gpt::run(*options);

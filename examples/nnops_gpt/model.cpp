@@ -10,7 +10,9 @@ using nnops::DType;
 using nnops::Shape;
 using nnops::Tensor;
 
-const char* arch_name(Arch a) { return a == Arch::Gpt2 ? "gpt2" : "llama"; }
+const char* arch_name(Arch a) {
+  return a == Arch::Gpt2 ? "gpt2" : "llama";
+}
 
 int64_t Config::hidden() const {
   if (arch == Arch::Gpt2) return 4 * dim;
@@ -117,7 +119,8 @@ int64_t Model::parameter_count() const {
 
 int64_t Model::nonzero_parameters() const {
   int64_t n = 0;
-  for (const Parameter& p : params_) n += p.mask.defined() ? nnops::count_nonzero(p.mask) : p.value.numel();
+  for (const Parameter& p : params_)
+    n += p.mask.defined() ? nnops::count_nonzero(p.mask) : p.value.numel();
   return n;
 }
 
@@ -137,7 +140,9 @@ double Model::train_flops_per_token() const {
 
 namespace {
 
-Tensor flat(int64_t n, DType dtype, nnops::Device device) { return Tensor::empty({n}, dtype, device); }
+Tensor flat(int64_t n, DType dtype, nnops::Device device) {
+  return Tensor::empty({n}, dtype, device);
+}
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
@@ -145,8 +150,12 @@ int64_t numel(const Shape& s) {
   return n;
 }
 
-const Tensor* value_or_null(const Parameter* p) { return p ? &p->value : nullptr; }
-Tensor* grad_or_null(Parameter* p) { return p ? &p->grad : nullptr; }
+const Tensor* value_or_null(const Parameter* p) {
+  return p ? &p->value : nullptr;
+}
+Tensor* grad_or_null(Parameter* p) {
+  return p ? &p->grad : nullptr;
+}
 
 }  // namespace
 
@@ -214,8 +223,8 @@ void norm_forward(const Config& c, const Tensor& x, const Parameter* w, const Pa
   }
 }
 
-void norm_backward(const Config& c, const Tensor& x, Parameter* w, Parameter* b,
-                   const Tensor& mean, const Tensor& rstd, const Tensor& dy, Tensor& dx) {
+void norm_backward(const Config& c, const Tensor& x, Parameter* w, Parameter* b, const Tensor& mean,
+                   const Tensor& rstd, const Tensor& dy, Tensor& dx) {
   if (c.arch == Arch::Gpt2) {
     nnops::layer_norm_backward(x, &w->value, mean, rstd, dy, &dx, &w->grad, grad_or_null(b));
   } else {
@@ -227,7 +236,8 @@ void norm_backward(const Config& c, const Tensor& x, Parameter* w, Parameter* b,
 
 Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
   const Config& c = model.config();
-  if (tokens.ndim() != 2 || tokens.dim(0) * tokens.dim(1) > capacity_ || tokens.dim(1) > c.context) {
+  if (tokens.ndim() != 2 || tokens.dim(0) * tokens.dim(1) > capacity_ ||
+      tokens.dim(1) > c.context) {
     throw std::invalid_argument("gpt::Workspace::forward: tokens " + tokens.describe() +
                                 " do not fit the workspace");
   }
@@ -371,8 +381,9 @@ void Workspace::backward(Model& model) {
       Tensor* grad;
     };
     bool first = true;
-    for (const Projection& p : {Projection{L.q_w, L.q_b, Hq, &dq}, Projection{L.k_w, L.k_b, Hkv, &dk},
-                                Projection{L.v_w, L.v_b, Hkv, &dv}}) {
+    for (const Projection& p :
+         {Projection{L.q_w, L.q_b, Hq, &dq}, Projection{L.k_w, L.k_b, Hkv, &dk},
+          Projection{L.v_w, L.v_b, Hkv, &dv}}) {
       Tensor h = view(heads_, {b_, t_, p.heads, D});
       nnops::permute(*p.grad, {0, 2, 1, 3}, h);
       Tensor* dx = first ? &dln : &dpart;

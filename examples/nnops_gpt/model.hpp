@@ -91,8 +91,8 @@ class Workspace {
 
  private:
   struct LayerActs {
-    nnops::Tensor resid_in, ln1, mean1, rstd1, q, k, v, attn, lse, merged, mid, ln2, mean2,
-        rstd2, fc, act;
+    nnops::Tensor resid_in, ln1, mean1, rstd1, q, k, v, attn, lse, merged, mid, ln2, mean2, rstd2,
+        fc, act;
   };
   nnops::Tensor view(nnops::Tensor& buffer, const nnops::Shape& shape);
   int64_t capacity_ = 0, vocab_ = 0;

@@ -11,7 +11,8 @@ namespace gpt {
 
 namespace {
 
-constexpr const char* kHelp = R"(nnops-gpt: train, prune, fine-tune and distill a transformer language model with nnops.
+constexpr const char* kHelp =
+    R"(nnops-gpt: train, prune, fine-tune and distill a transformer language model with nnops.
 
 A decoder-only transformer over bytes (vocabulary 256) is trained with AdamW (weight decay on
 matrices only, linear warm-up then cosine decay, gradients clipped to norm --clip), pruned
@@ -55,6 +56,9 @@ with its masks, then distilled into a smaller student on alpha * CE + (1 - alpha
   --dump DIR                 write what bench/torch_gpt.py needs to replay the teacher and
                              fine-tuning phases in PyTorch: each phase's starting weights and
                              masks, its batches and its per-step losses
+  --data-parallel            data-parallel training over MPI, launched as
+                             mpirun -np N nnops-gpt --data-parallel ...; every rank takes
+                             batch / N sequences of each batch (needs nnops built with MPI)
   --quick                    tiny sizes that finish in seconds (tests use it)
   --help                     this text
 )";
@@ -104,6 +108,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
       return std::nullopt;
     }
     if (flag == "--quick") continue;
+    if (flag == "--data-parallel") {
+      o.data_parallel = true;
+      continue;
+    }
     if (i + 1 >= argc) bad(flag + " needs a value (see --help)");
     const char* v = argv[++i];
     const std::string value = v;
@@ -204,6 +212,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
   }
   if (!o.save_dir.empty() && !o.load_dir.empty()) bad("--save and --load exclude each other");
   if (!o.dump_dir.empty() && !o.load_dir.empty()) bad("--dump and --load exclude each other");
+  if (!o.dump_dir.empty() && o.data_parallel)
+    bad("--dump replays one process; drop --data-parallel");
   return o;
 }
 

@@ -16,8 +16,8 @@ struct Options {
   std::optional<nnops::Device> device;  // default: nnops::default_device()
   Config model;                         // the teacher
   int64_t student_layers = 2, student_dim = 128;
-  std::string data_path;                // empty: the grammar corpus
-  int64_t corpus_bytes = 2000000;       // of the grammar corpus
+  std::string data_path;           // empty: the grammar corpus
+  int64_t corpus_bytes = 2000000;  // of the grammar corpus
   int64_t batch = 8;
   int64_t steps = 300, finetune_steps = 100, distill_steps = 200;
   int64_t warmup = 20;
@@ -31,6 +31,7 @@ struct Options {
   uint64_t seed = 1;
   std::string metrics_path, save_dir, load_dir, dump_dir;
   bool quick = false;
+  bool data_parallel = false;  // under mpirun: each rank takes batch / ranks sequences
 
   // The student: the teacher's shape with fewer layers and a narrower width (same head width).
   Config student() const;

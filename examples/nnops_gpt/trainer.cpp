@@ -44,7 +44,8 @@ void to_inputs_and_targets(const std::vector<int32_t>& windows, int64_t batch, i
 }
 
 double learning_rate(int64_t step, int64_t steps, int64_t warmup, double peak, double min_ratio) {
-  if (warmup > 0 && step <= warmup) return peak * static_cast<double>(step) / static_cast<double>(warmup);
+  if (warmup > 0 && step <= warmup)
+    return peak * static_cast<double>(step) / static_cast<double>(warmup);
   const double span = static_cast<double>(std::max<int64_t>(1, steps - warmup));
   const double progress = std::min(1.0, static_cast<double>(step - warmup) / span);
   const double pi = 3.14159265358979323846;
@@ -119,8 +120,7 @@ std::string sample(const Model& model, const std::string& prompt, int64_t count,
   for (int64_t i = 0; i < count; ++i) {
     const auto t = std::min<int64_t>(context, static_cast<int64_t>(text.size()));
     const std::vector<int32_t> window(text.end() - t, text.end());
-    const Tensor logits =
-        ws.forward(model, Tensor::from_vector(window, {1, t}, model.device()));
+    const Tensor logits = ws.forward(model, Tensor::from_vector(window, {1, t}, model.device()));
     const auto last = logits.narrow(t - 1, 1).to_vector<float>();
     const double top = *std::max_element(last.begin(), last.end());
     double sum = 0;
@@ -152,7 +152,8 @@ void prune(Model& model, PrunePattern pattern, double amount) {
 
 double measured_gemm_gflops(nnops::Device device) {
   const int64_t n = 1024;
-  Tensor a = Tensor::empty({n, n}, DType::F32, device), b = Tensor::empty({n, n}, DType::F32, device);
+  Tensor a = Tensor::empty({n, n}, DType::F32, device),
+         b = Tensor::empty({n, n}, DType::F32, device);
   Tensor c = Tensor::empty({n, n}, DType::F32, device);
   nnops::fill_uniform(a, -1, 1, 1);
   nnops::fill_uniform(b, -1, 1, 2);
