@@ -9,8 +9,9 @@ when every step agrees within --rtol, 1 otherwise.
 
   python3 bench/torch_gpt.py --nnops-gpt build/cpu/examples/nnops-gpt [--arch llama]
 
-With --speed it instead times the teacher phase of the default model (tokens/s) in nnops-gpt
-and in PyTorch eager on the same batch size and thread count (FP32).
+With --speed it instead times the teacher phase of the default model (tokens/s, peak memory) in
+nnops-gpt and in PyTorch eager (and torch.compile with --compile) on the same batch size and
+thread count (FP32).
 Needs torch >= 2.4 (nn.RMSNorm, scaled_dot_product_attention with enable_gqa), numpy and
 safetensors, from pip.
 """
@@ -213,41 +214,66 @@ def parity(args):
     return 0 if ok else 1
 
 
+def status_mib(field):
+    """A memory figure of this process from /proc/self/status, in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def speed(args):
-    """Teacher-phase tokens/s: nnops-gpt's own figure against PyTorch eager on the same model."""
+    """Teacher-phase tokens/s and peak memory: nnops-gpt's own figures against PyTorch eager (and
+    torch.compile with --compile) on the same model, batch and thread count, FP32."""
     steps = args.steps
-    out = subprocess.run([args.nnops_gpt, "--device", "cpu", "--arch", args.arch, "--steps", str(steps),
-                          "--finetune-steps", "0", "--distill-steps", "0", "--log-every", str(steps),
-                          "--eval-batches", "1", "--corpus-bytes", "400000"],
+    before_model = status_mib("VmRSS")  # torch and its libraries loaded, no model yet
+    out = subprocess.run([args.nnops_gpt, "--device", "cpu", "--arch", args.arch,
+                          "--steps", str(steps), "--finetune-steps", "0", "--distill-steps", "0",
+                          "--log-every", str(steps), "--eval-batches", "1",
+                          "--corpus-bytes", "400000"],
                          check=True, capture_output=True, text=True).stdout
     row = re.search(r"^\s+teacher\s+\S+\s+\S+\s+\S+\s+\d+\s+\d+\s+(\d+)", out, re.M)
     nnops_tps = float(row.group(1))
+    nnops_mib = float(re.search(r"peak resident memory ([0-9.]+) MiB", out).group(1))
     cfg = Config({"arch": args.arch, "layers": 4, "heads": 4, "kv_heads": 4, "dim": 256,
                   "context": 256, "vocab": 256})
-    model = Gpt(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     batch = 8
     gen = torch.Generator().manual_seed(1)
 
-    def step():
-        w = torch.randint(0, 256, (batch, cfg.context + 1), generator=gen)
-        loss = F.cross_entropy(model(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+    def tokens_per_second(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
 
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch_tps = steps * batch * cfg.context / (time.perf_counter() - t0)
+        def step():
+            w = torch.randint(0, 256, (batch, cfg.context + 1), generator=gen)
+            loss = F.cross_entropy(model(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+        for _ in range(3):  # warm-up (and compilation)
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return steps * batch * cfg.context / (time.perf_counter() - t0)
+
+    eager = tokens_per_second(Gpt(cfg))
+    torch_mib = status_mib("VmHWM")
     print(f"teacher phase, {args.arch} 4 layers dim 256 context 256 batch 8, FP32, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"  nnops-gpt {nnops_tps:10.0f} tok/s")
-    print(f"  PyTorch   {torch_tps:10.0f} tok/s (eager)")
-    print(f"  ratio     {nnops_tps / torch_tps:10.2f}x")
+    print(f"  nnops-gpt         {nnops_tps:8.0f} tok/s   peak RSS {nnops_mib:7.1f} MiB")
+    print(f"  PyTorch eager     {eager:8.0f} tok/s   peak RSS {torch_mib:7.1f} MiB "
+          f"({before_model:.0f} MiB of it before the model existed)")
+    print(f"  nnops / eager     {nnops_tps / eager:8.2f}x")
+    if args.compile:
+        try:
+            compiled = tokens_per_second(torch.compile(Gpt(cfg)))
+            print(f"  torch.compile     {compiled:8.0f} tok/s")
+            print(f"  nnops / compiled  {nnops_tps / compiled:8.2f}x")
+        except Exception as e:  # inductor needs a working C++ toolchain
+            print(f"  torch.compile did not run here: {type(e).__name__}: {e}"[:300])
     return 0
 
 
@@ -259,6 +285,7 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--workdir", help="keep nnops-gpt's dump here (default: a temporary folder)")
     ap.add_argument("--speed", action="store_true", help="compare teacher-phase tokens/s instead")
+    ap.add_argument("--compile", action="store_true", help="with --speed, time torch.compile too")
     args = ap.parse_args()
     torch.manual_seed(0)
     return speed(args) if args.speed else parity(args)

@@ -2,12 +2,15 @@
 // with AdamW, prunes it (2:4 by default), fine-tunes it with the masks kept and distills it into
 // a smaller student; prints progress lines and a summary, and optionally writes metrics (CSV),
 // checkpoints (safetensors), generated text and the replay files of bench/torch_gpt.py.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <nnops/nnops.hpp>
@@ -34,6 +37,19 @@ using nnops::DType;
 using nnops::Tensor;
 using Clock = std::chrono::steady_clock;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// This program's peak resident set: VmHWM of /proc/self/status, which belongs to this image
+// (getrusage's maxrss keeps a parent's peak across fork and exec, a Python launcher's included).
+double peak_resident_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -125,7 +141,16 @@ class Run {
     Tensor kd = Tensor::empty({1}, DType::F32, device_);
     Tensor kd_grad = Tensor::empty({B * T, model.config().vocab}, DType::F32, device_);
     Tensor window_sum = Tensor::zeros({1}, DType::F32, device_);
-    log_.step(phase, 0, steps, kNaN, heldout(model), 0, 0, 0);
+    log_.step(phase, 0, steps, kNaN, heldout(model, &ws), 0, 0, 0);
+    if (!memory_reported_) {  // the teacher phase's: the largest
+      memory_reported_ = true;
+      const double mib = 1.0 / (1 << 20);
+      std::printf(
+          "memory: weights and gradients %.1f MiB, AdamW state %.1f MiB, activations and "
+          "scratch %.1f MiB (batch %lld x %lld tokens per rank)\n",
+          2.0 * 4 * model.parameter_count() * mib, 2.0 * 4 * model.parameter_count() * mib,
+          ws.bytes() * mib, (long long)B, (long long)T);
+    }
     double train_seconds = 0;
     auto t0 = Clock::now();
     int64_t window_steps = 0;
@@ -164,7 +189,7 @@ class Run {
         train_seconds += dt;
         const double tps = static_cast<double>(window_steps * o_.batch * T) / dt;
         const double mfu = tps * model.train_flops_per_token() * 1e-9 / gemm_gflops_;
-        log_.step(phase, s, steps, mean, heldout(model), so.lr, tps, mfu);
+        log_.step(phase, s, steps, mean, heldout(model, &ws), so.lr, tps, mfu);
         nnops::fill(window_sum, 0.0f);
         window_steps = 0;
         t0 = Clock::now();  // evaluation is not training time
@@ -173,9 +198,14 @@ class Run {
     return steps > 0 ? static_cast<double>(steps * o_.batch * T) / train_seconds : kNaN;
   }
 
-  double heldout(const Model& model) {
-    Workspace ws(model, o_.batch, model.config().context);
-    return heldout_loss(model, ws, corpus_.heldout, o_.batch, o_.eval_batches);
+  // The same windows whatever the workspace's batch: a training phase lends its own (per rank,
+  // batch / ranks sequences), so evaluating never holds a second set of activations.
+  double heldout(const Model& model, Workspace* lent = nullptr) {
+    const int64_t batch = o_.batch / par_.size();
+    std::unique_ptr<Workspace> own;
+    if (!lent) own = std::make_unique<Workspace>(model, batch, model.config().context);
+    return heldout_loss(model, lent ? *lent : *own, corpus_.heldout, batch,
+                        o_.eval_batches * par_.size());
   }
 
   void print_sample(const char* name, const Model& model) {
@@ -211,6 +241,7 @@ class Run {
   Log& log_;
   double gemm_gflops_;
   DataParallel& par_;
+  bool memory_reported_ = false;
 };
 
 ckpt::Metadata dump_metadata(const Options& o, const char* phase, int64_t steps, double lr) {
@@ -371,7 +402,8 @@ int run(const Options& options) {
     save_model(o.save_dir + "/student.safetensors", student, st);
     std::printf("saved teacher.safetensors and student.safetensors to %s\n", o.save_dir.c_str());
   }
-  std::printf("total %.1f s\n", seconds_since(start));
+  std::printf("total %.1f s, peak resident memory %.1f MiB\n", seconds_since(start),
+              peak_resident_mib());
   return 0;
 }
 

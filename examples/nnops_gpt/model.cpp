@@ -317,6 +317,22 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
   return logits;
 }
 
+size_t Workspace::bytes() const {
+  size_t total = 0;
+  for (const LayerActs& a : acts_) {
+    for (const Tensor* t : {&a.resid_in, &a.ln1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.attn,
+                            &a.lse, &a.merged, &a.mid, &a.ln2, &a.mean2, &a.rstd2, &a.fc, &a.act}) {
+      total += t->nbytes();
+    }
+  }
+  for (const Tensor* t :
+       {&tokens_, &positions_, &resid_out_, &lnf_, &meanf_, &rstdf_, &logits_, &dlogits_, &tmp_c_,
+        &tmp_c2_, &heads_, &dheads_, &dq_, &dk_, &dv_, &dmlp_, &dfc_, &dresid_, &demb_}) {
+    total += t->nbytes();
+  }
+  return total;
+}
+
 Tensor Workspace::logits_grad() {
   return view(dlogits_, {b_ * t_, vocab_});
 }

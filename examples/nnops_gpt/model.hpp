@@ -88,6 +88,8 @@ class Workspace {
   // Back-propagates logits_grad() through the last forward into every parameter's grad
   // (overwritten, dense: masking them is the caller's).
   void backward(Model& model);
+  // Bytes of every buffer: the activations kept for the backward pass and the scratch.
+  size_t bytes() const;
 
  private:
   struct LayerActs {
