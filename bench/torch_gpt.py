@@ -30,9 +30,35 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, safe_open
 
 
+class RoundGrad(torch.autograd.Function):
+    """Identity forward; the gradient rounded to BF16 (nnops-gpt rounds a product's dy)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.to(torch.bfloat16).float()
+
+
+def bf(t):
+    """t rounded to BF16, in float32; its gradient reaches t unchanged (the FP32 master)."""
+    return t + (t.to(torch.bfloat16).float() - t).detach()
+
+
+def product(cfg, x, weight, bias=None):
+    """x w^T + b: in FP32, or as nnops-gpt --precision bf16 computes it (BF16 operands,
+    FP32 sums and output, the output's gradient rounded to BF16)."""
+    if not cfg.bf16:
+        return F.linear(x, weight, bias)
+    return RoundGrad.apply(F.linear(bf(x), bf(weight), bias))
+
+
 class Config:
     def __init__(self, meta):
         self.arch = meta["arch"]
+        self.bf16 = meta.get("precision", "fp32") == "bf16"
         for key in ("layers", "heads", "kv_heads", "dim", "context", "vocab"):
             setattr(self, key, int(meta[key]))
         self.norm_eps = float(meta.get("norm_eps", 1e-5))
@@ -71,30 +97,35 @@ class Attention(nn.Module):
     def forward(self, x):
         b, t, _ = x.shape
         c = self.cfg
-        q = self.q(x).view(b, t, c.heads, c.head_dim).transpose(1, 2)
-        k = self.k(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
-        v = self.v(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        q = product(c, x, self.q.weight, self.q.bias).view(b, t, c.heads, c.head_dim).transpose(1, 2)
+        k = product(c, x, self.k.weight, self.k.bias).view(b, t, c.kv_heads, c.head_dim)
+        v = product(c, x, self.v.weight, self.v.bias).view(b, t, c.kv_heads, c.head_dim)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
         if c.arch == "llama":
             q, k = rotary(q, c.rope_theta), rotary(k, c.rope_theta)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            enable_gqa=c.heads != c.kv_heads)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c.heads * c.head_dim))
+        y = y.transpose(1, 2).reshape(b, t, c.heads * c.head_dim)
+        return product(c, y, self.proj.weight, self.proj.bias)
 
 
 class Mlp(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.gpt2 = cfg.arch == "gpt2"
+        self.cfg = cfg
         width = cfg.hidden if self.gpt2 else 2 * cfg.hidden  # llama: gate rows, then up rows
         self.fc = nn.Linear(cfg.dim, width, bias=self.gpt2)
         self.proj = nn.Linear(cfg.hidden, cfg.dim, bias=self.gpt2)
 
     def forward(self, x):
-        h = self.fc(x)
+        h = product(self.cfg, x, self.fc.weight, self.fc.bias)
         if self.gpt2:
-            return self.proj(F.gelu(h, approximate="tanh"))
-        gate, up = h.chunk(2, dim=-1)
-        return self.proj(F.silu(gate) * up)
+            a = F.gelu(h, approximate="tanh")
+        else:
+            gate, up = h.chunk(2, dim=-1)
+            a = F.silu(gate) * up
+        return product(self.cfg, a, self.proj.weight, self.proj.bias)
 
 
 class Block(nn.Module):
@@ -127,7 +158,7 @@ class Gpt(nn.Module):
             x = block(x)
         x = self.ln_f(x)
         head = self.wte.weight if self.cfg.arch == "gpt2" else self.lm_head.weight
-        return x @ head.t()
+        return product(self.cfg, x, head)
 
 
 def learning_rate(step, steps, warmup, peak, min_ratio):
@@ -194,12 +225,14 @@ def parity(args):
                "--batch", "4", "--steps", str(args.steps), "--finetune-steps", str(args.steps),
                "--distill-steps", "0", "--warmup", "5", "--lr", "3e-3", "--finetune-lr", "1e-3",
                "--corpus-bytes", "100000", "--eval-batches", "1", "--log-every", str(args.steps),
-               "--student-layers", "1", "--student-dim", "32", "--dump", folder]
+               "--student-layers", "1", "--student-dim", "32", "--precision", args.precision,
+               "--dump", folder]
         if args.arch == "llama":
             cmd += ["--kv-heads", "2"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         worst = 0.0
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, arch {args.arch}")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, arch {args.arch}, "
+              f"{args.precision}")
         for phase in ("teacher", "finetune"):
             ours, theirs = replay(folder, phase)
             print(f"{phase}{' (2:4 masks)' if phase == 'finetune' else ''}:")
@@ -282,11 +315,14 @@ def main():
     ap.add_argument("--nnops-gpt", required=True, help="path to the nnops-gpt program")
     ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--rtol", type=float, help="default 1e-4 (fp32), 2e-2 (bf16)")
     ap.add_argument("--workdir", help="keep nnops-gpt's dump here (default: a temporary folder)")
     ap.add_argument("--speed", action="store_true", help="compare teacher-phase tokens/s instead")
     ap.add_argument("--compile", action="store_true", help="with --speed, time torch.compile too")
     args = ap.parse_args()
+    if args.rtol is None:
+        args.rtol = 2e-2 if args.precision == "bf16" else 1e-4
     torch.manual_seed(0)
     return speed(args) if args.speed else parity(args)
 

@@ -185,6 +185,21 @@ TEST_P(GptRun, QuickRunLearnsInEveryPhase) {
 
 NNOPS_INSTANTIATE_DEVICES(GptRun);
 
+// BF16 products (FP32 masters) follow the FP32 run: every phase's held-out loss within 2%
+// (rounding the products' operands to 8 bits perturbs each step by about 2^-9 relative).
+TEST(GptRun, Bf16MixedPrecisionTracksFp32) {
+  const ProgramRun fp32 = run_gpt("--quick --device cpu --arch llama --kv-heads 2");
+  const ProgramRun bf16 =
+      run_gpt("--quick --device cpu --arch llama --kv-heads 2 --precision bf16");
+  ASSERT_EQ(fp32.exit_code, 0) << fp32.output;
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.output;
+  for (const char* model : {"teacher", "fine-tuned", "student"}) {
+    const double a = summary_loss(fp32.output, model), b = summary_loss(bf16.output, model);
+    EXPECT_NEAR(b, a, 0.02 * a) << model;
+    EXPECT_NE(a, b) << model << ": the BF16 run computed nothing in BF16";
+  }
+}
+
 TEST(GptRun, PruningKeepsExactlyHalfOfEveryLinearWeight) {
   gpt::Config c;
   c.arch = gpt::Arch::Llama;
@@ -322,7 +337,8 @@ TEST(GptDataParallel, TwoRanksTrainLikeOneProcess) {
 }
 
 // bench/torch_gpt.py with a Python whose torch is recent enough (NNOPS_TORCH_PYTHON, else
-// python3): nnops-gpt's first 20 losses of both phases within 1e-4 of PyTorch's.
+// python3): nnops-gpt's first 20 losses of both phases within 1e-4 of PyTorch's in FP32, and
+// within 2e-2 in BF16 mixed precision (the script rounds where nnops-gpt does).
 TEST(GptParity, MatchesPyTorchStepForStep) {
   const char* env = std::getenv("NNOPS_TORCH_PYTHON");
   const std::string python = env ? env : "python3";
@@ -333,12 +349,15 @@ TEST(GptParity, MatchesPyTorchStepForStep) {
   if (probe.exit_code != 0) {
     GTEST_SKIP() << "no Python with torch >= 2.4 and safetensors (set NNOPS_TORCH_PYTHON)";
   }
-  for (const char* arch : {"gpt2", "llama"}) {
-    const ProgramRun r = run_command(
-        python + " " + NNOPS_SOURCE_DIR + "/bench/torch_gpt.py --nnops-gpt " +
-        (std::getenv("NNOPS_GPT") ? std::getenv("NNOPS_GPT") : NNOPS_GPT_PATH) + " --arch " + arch);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    EXPECT_NE(r.output.find("agree"), std::string::npos) << r.output;
+  const char* gpt = std::getenv("NNOPS_GPT") ? std::getenv("NNOPS_GPT") : NNOPS_GPT_PATH;
+  for (const char* precision : {"fp32", "bf16"}) {
+    for (const char* arch : {"gpt2", "llama"}) {
+      const ProgramRun r =
+          run_command(python + " " + NNOPS_SOURCE_DIR + "/bench/torch_gpt.py --nnops-gpt " + gpt +
+                      " --arch " + arch + " --precision " + precision);
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_NE(r.output.find("agree"), std::string::npos) << r.output;
+    }
   }
 }
 

@@ -261,6 +261,7 @@ ckpt::Metadata dump_metadata(const Options& o, const char* phase, int64_t steps,
           {"beta1", num(StepOptions{}.beta1)},
           {"beta2", num(StepOptions{}.beta2)},
           {"eps", num(StepOptions{}.eps)},
+          {"precision", o.bf16 ? "bf16" : "fp32"},
           {"norm_eps", num(o.model.norm_eps)},
           {"rope_theta", num(o.model.rope_theta)}};
 }
@@ -339,7 +340,8 @@ int run(const Options& options) {
 
   if (!o.load_dir.empty()) {
     for (const char* name : {"teacher", "student"}) {
-      const Model m = load_model(o.load_dir + "/" + name + ".safetensors", device);
+      Model m = load_model(o.load_dir + "/" + name + ".safetensors", device);
+      if (o.bf16) m.use_bf16();
       rows.push_back({name, r.heldout(m), m.parameter_count(), m.nonzero_parameters(), kNaN});
       r.print_sample(name, m);
     }
@@ -350,6 +352,7 @@ int run(const Options& options) {
 
   const Config& tc = o.model;
   Model teacher(tc, device, o.seed);
+  if (o.bf16) teacher.use_bf16();
   std::printf(
       "teacher: %s, %lld layers, dim %lld, %lld heads (%lld key/value), context %lld, "
       "%.0f MFLOP per training token\n",
@@ -383,6 +386,7 @@ int run(const Options& options) {
   std::printf("student: %lld layers, dim %lld, %lld heads (%lld key/value)\n", (long long)sc.layers,
               (long long)sc.dim, (long long)sc.heads, (long long)sc.kv_heads);
   Model student(sc, device, o.seed + 7);
+  if (o.bf16) student.use_bf16();
   tps = r.train("distill", student, o.distill_steps, o.lr, o.seed + 303, &teacher, nullptr);
   rows.push_back({"student", r.heldout(student), student.parameter_count(),
                   student.nonzero_parameters(), tps});

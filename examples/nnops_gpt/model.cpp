@@ -111,6 +111,30 @@ const Parameter& Model::find(const std::string& name) const {
   return const_cast<Model*>(this)->find(name);
 }
 
+void Model::use_bf16() {
+  for (Parameter& p : params_) {
+    // The linear weights and the output matrix (gpt2's is the token embedding); lookups read the
+    // FP32 tables.
+    const bool output =
+        p.name == "lm_head.weight" || (config_.arch == Arch::Gpt2 && p.name == "wte.weight");
+    if (p.prunable || output) p.work = Tensor::empty(p.value.shape(), DType::BF16, device_);
+  }
+  sync_working();
+}
+
+bool Model::mixed_precision() const {
+  return wte_->work.defined() || (head_ && head_->work.defined());
+}
+
+void Model::sync_working() {
+  for (Parameter& p : params_)
+    if (p.work.defined()) nnops::cast(p.work, p.value);
+}
+
+const Tensor& Model::product_weight(const Parameter* p) const {
+  return p->work.defined() ? p->work : p->value;
+}
+
 int64_t Model::parameter_count() const {
   int64_t n = 0;
   for (const Parameter& p : params_) n += p.value.numel();
@@ -189,7 +213,18 @@ Workspace::Workspace(const Model& model, int64_t batch, int64_t context) {
     a.rstd2 = flat(n, DType::F32, dev);
     a.fc = flat(n * fc_width, DType::F32, dev);
     a.act = flat(n * H, DType::F32, dev);
+    if (model.mixed_precision()) {
+      a.ln1_b = flat(n * C, DType::BF16, dev);
+      a.merged_b = flat(n * q_width, DType::BF16, dev);
+      a.ln2_b = flat(n * C, DType::BF16, dev);
+      a.act_b = flat(n * H, DType::BF16, dev);
+    }
     acts_.push_back(std::move(a));
+  }
+  bf16_ = model.mixed_precision();
+  if (bf16_) {
+    lnf_b_ = flat(n * C, DType::BF16, dev);
+    dy_b_ = flat(n * std::max({C, q_width, fc_width, c.vocab}), DType::BF16, dev);
   }
   tokens_ = flat(n, DType::I32, dev);
   positions_ = flat(n, DType::I32, dev);
@@ -234,6 +269,24 @@ void norm_backward(const Config& c, const Tensor& x, Parameter* w, Parameter* b,
 
 }  // namespace
 
+Tensor Workspace::product_input(const Tensor& x, Tensor& rounded) {
+  if (!bf16_) return x.reshape(x.shape());
+  Tensor r = view(rounded, x.shape());
+  nnops::cast(r, x);
+  return r;
+}
+
+Tensor Workspace::product_grad(const Tensor& dy) {
+  if (!bf16_) return dy.reshape(dy.shape());
+  Tensor r = view(dy_b_, dy.shape());
+  nnops::cast(r, dy);
+  return r;
+}
+
+Tensor Workspace::saved(Tensor& f32, Tensor& bf16, const Shape& shape) {
+  return view(bf16_ ? bf16 : f32, shape);
+}
+
 Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
   const Config& c = model.config();
   if (tokens.ndim() != 2 || tokens.dim(0) * tokens.dim(1) > capacity_ ||
@@ -267,6 +320,7 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     Tensor x = view(a.resid_in, {n, C}), ln1 = view(a.ln1, {n, C});
     Tensor mean1 = view(a.mean1, {n}), rstd1 = view(a.rstd1, {n});
     norm_forward(c, x, L.ln1_w, L.ln1_b, ln1, mean1, rstd1);
+    const Tensor ln1_in = product_input(ln1, a.ln1_b);
     // Projections come out as [b, t, heads, D]; attention wants [b, heads, t, D].
     Tensor q = view(a.q, {b_, Hq, t_, D}), k = view(a.k, {b_, Hkv, t_, D});
     Tensor v = view(a.v, {b_, Hkv, t_, D});
@@ -278,7 +332,7 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     for (const Projection& p : {Projection{L.q_w, L.q_b, Hq, &q}, Projection{L.k_w, L.k_b, Hkv, &k},
                                 Projection{L.v_w, L.v_b, Hkv, &v}}) {
       Tensor h = view(heads_, {n, p.heads * D});
-      nnops::linear_forward(ln1, p.w->value, value_or_null(p.b), h);
+      nnops::linear_forward(ln1_in, model.product_weight(p.w), value_or_null(p.b), h);
       nnops::permute(h.reshape({b_, t_, p.heads, D}), {0, 2, 1, 3}, *p.out);
     }
     if (!gpt2) {
@@ -290,7 +344,8 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     Tensor merged = view(a.merged, {b_, t_, Hq, D});
     nnops::permute(attn, {0, 2, 1, 3}, merged);
     Tensor y = view(tmp_c_, {n, C}), mid = view(a.mid, {n, C});
-    nnops::linear_forward(merged.reshape({n, Hq * D}), L.proj_w->value, value_or_null(L.proj_b), y);
+    nnops::linear_forward(product_input(merged.reshape({n, Hq * D}), a.merged_b),
+                          model.product_weight(L.proj_w), value_or_null(L.proj_b), y);
     nnops::copy(mid, x);
     nnops::add_scaled(mid, y, 1.0f);
 
@@ -298,14 +353,16 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     norm_forward(c, mid, L.ln2_w, L.ln2_b, ln2, mean2, rstd2);
     const int64_t H = c.hidden();
     Tensor fc = view(a.fc, {n, gpt2 ? H : 2 * H}), act = view(a.act, {n, H});
-    nnops::linear_forward(ln2, L.fc_w->value, value_or_null(L.fc_b), fc);
+    nnops::linear_forward(product_input(ln2, a.ln2_b), model.product_weight(L.fc_w),
+                          value_or_null(L.fc_b), fc);
     if (gpt2) {
       nnops::activation_forward(nnops::Activation::GELUTanh, fc, act);
     } else {
       nnops::gated_activation_forward(nnops::Activation::SiLU, fc, act);
     }
     Tensor next = view(l + 1 < acts_.size() ? acts_[l + 1].resid_in : resid_out_, {n, C});
-    nnops::linear_forward(act, L.out_w->value, value_or_null(L.out_b), next);
+    nnops::linear_forward(product_input(act, a.act_b), model.product_weight(L.out_w),
+                          value_or_null(L.out_b), next);
     nnops::add_scaled(next, mid, 1.0f);
   }
   Tensor xf = view(resid_out_, {n, C}), lnf = view(lnf_, {n, C});
@@ -313,21 +370,24 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
   norm_forward(c, xf, model.lnf_w(), model.lnf_b(), lnf, meanf, rstdf);
   Tensor logits = view(logits_, {n, c.vocab});
   const Parameter* head = gpt2 ? model.wte() : model.head();
-  nnops::linear_forward(lnf, head->value, nullptr, logits);
+  nnops::linear_forward(product_input(lnf, lnf_b_), model.product_weight(head), nullptr, logits);
   return logits;
 }
 
 size_t Workspace::bytes() const {
   size_t total = 0;
   for (const LayerActs& a : acts_) {
-    for (const Tensor* t : {&a.resid_in, &a.ln1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.attn,
-                            &a.lse, &a.merged, &a.mid, &a.ln2, &a.mean2, &a.rstd2, &a.fc, &a.act}) {
+    for (const Tensor* t :
+         {&a.resid_in, &a.ln1, &a.mean1,  &a.rstd1,    &a.q,     &a.k,     &a.v,
+          &a.attn,     &a.lse, &a.merged, &a.mid,      &a.ln2,   &a.mean2, &a.rstd2,
+          &a.fc,       &a.act, &a.ln1_b,  &a.merged_b, &a.ln2_b, &a.act_b}) {
       total += t->nbytes();
     }
   }
   for (const Tensor* t :
-       {&tokens_, &positions_, &resid_out_, &lnf_, &meanf_, &rstdf_, &logits_, &dlogits_, &tmp_c_,
-        &tmp_c2_, &heads_, &dheads_, &dq_, &dk_, &dv_, &dmlp_, &dfc_, &dresid_, &demb_}) {
+       {&tokens_,  &positions_, &resid_out_, &lnf_,    &meanf_,  &rstdf_, &logits_,
+        &dlogits_, &tmp_c_,     &tmp_c2_,    &heads_,  &dheads_, &dq_,    &dk_,
+        &dv_,      &dmlp_,      &dfc_,       &dresid_, &demb_,   &lnf_b_, &dy_b_}) {
     total += t->nbytes();
   }
   return total;
@@ -346,8 +406,8 @@ void Workspace::backward(Model& model) {
   {
     Parameter* head = gpt2 ? model.wte() : model.head();
     Tensor dlnf = view(tmp_c_, {n, C});
-    nnops::linear_backward(view(lnf_, {n, C}), head->value, logits_grad(), &dlnf, head->grad,
-                           nullptr);
+    nnops::linear_backward(saved(lnf_, lnf_b_, {n, C}), model.product_weight(head),
+                           product_grad(logits_grad()), &dlnf, head->grad, nullptr);
     norm_backward(c, view(resid_out_, {n, C}), model.lnf_w(), model.lnf_b(), view(meanf_, {n}),
                   view(rstdf_, {n}), dlnf, dres);
   }
@@ -359,8 +419,8 @@ void Workspace::backward(Model& model) {
     // MLP: resid_out = mid + out(act(fc(ln2(mid)))).
     Tensor dact = view(dmlp_, {n, H}), dfc = view(dfc_, {n, gpt2 ? H : 2 * H});
     Tensor fc = view(a.fc, {n, gpt2 ? H : 2 * H});
-    nnops::linear_backward(view(a.act, {n, H}), L.out_w->value, dres, &dact, L.out_w->grad,
-                           grad_or_null(L.out_b));
+    nnops::linear_backward(saved(a.act, a.act_b, {n, H}), model.product_weight(L.out_w),
+                           product_grad(dres), &dact, L.out_w->grad, grad_or_null(L.out_b));
     if (gpt2) {
       nnops::activation_backward(nnops::Activation::GELUTanh, fc, dact, dfc);
     } else {
@@ -368,15 +428,15 @@ void Workspace::backward(Model& model) {
     }
     Tensor dln = view(tmp_c_, {n, C}), dpart = view(tmp_c2_, {n, C});
     Tensor mid = view(a.mid, {n, C});
-    nnops::linear_backward(view(a.ln2, {n, C}), L.fc_w->value, dfc, &dln, L.fc_w->grad,
-                           grad_or_null(L.fc_b));
+    nnops::linear_backward(saved(a.ln2, a.ln2_b, {n, C}), model.product_weight(L.fc_w),
+                           product_grad(dfc), &dln, L.fc_w->grad, grad_or_null(L.fc_b));
     norm_backward(c, mid, L.ln2_w, L.ln2_b, view(a.mean2, {n}), view(a.rstd2, {n}), dln, dpart);
     nnops::add_scaled(dres, dpart, 1.0f);  // now the gradient of mid
 
     // Attention: mid = resid_in + proj(merged heads).
     Tensor dmerged = view(tmp_c_, {n, Hq * D});
-    nnops::linear_backward(view(a.merged, {n, Hq * D}), L.proj_w->value, dres, &dmerged,
-                           L.proj_w->grad, grad_or_null(L.proj_b));
+    nnops::linear_backward(saved(a.merged, a.merged_b, {n, Hq * D}), model.product_weight(L.proj_w),
+                           product_grad(dres), &dmerged, L.proj_w->grad, grad_or_null(L.proj_b));
     Tensor dattn = view(dheads_, {b_, Hq, t_, D});
     nnops::permute(dmerged.reshape({b_, t_, Hq, D}), {0, 2, 1, 3}, dattn);
     Tensor q = view(a.q, {b_, Hq, t_, D}), k = view(a.k, {b_, Hkv, t_, D});
@@ -389,7 +449,7 @@ void Workspace::backward(Model& model) {
       nnops::rope_backward(dq, 0, c.rope_theta, dq);
       nnops::rope_backward(dk, 0, c.rope_theta, dk);
     }
-    Tensor ln1 = view(a.ln1, {n, C});
+    const Tensor ln1 = saved(a.ln1, a.ln1_b, {n, C});
     dln = view(tmp_c_, {n, C});
     struct Projection {
       Parameter *w, *b;
@@ -403,7 +463,8 @@ void Workspace::backward(Model& model) {
       Tensor h = view(heads_, {b_, t_, p.heads, D});
       nnops::permute(*p.grad, {0, 2, 1, 3}, h);
       Tensor* dx = first ? &dln : &dpart;
-      nnops::linear_backward(ln1, p.w->value, h.reshape({n, p.heads * D}), dx, p.w->grad,
+      nnops::linear_backward(ln1, model.product_weight(p.w),
+                             product_grad(h.reshape({n, p.heads * D})), dx, p.w->grad,
                              grad_or_null(p.b));
       if (!first) nnops::add_scaled(dln, dpart, 1.0f);
       first = false;

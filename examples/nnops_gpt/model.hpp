@@ -35,6 +35,9 @@ struct Parameter {
   nnops::AdamState adam;  // moments of the current phase
   bool decay = false;     // matrices are decayed by AdamW; biases and norm gains are not
   bool prunable = false;  // the weights of linear layers (not embeddings or the output)
+  // BF16 mixed precision: the rounding of value that the products read (undefined in FP32, and
+  // for tensors no product reads). Adam keeps it equal to bf16(value).
+  nnops::Tensor work;
 };
 
 class Model {
@@ -48,6 +51,13 @@ class Model {
   const std::vector<Parameter>& parameters() const { return params_; }
   Parameter& find(const std::string& name);
   const Parameter& find(const std::string& name) const;
+  // BF16 mixed precision: every weight a product reads gets a BF16 working copy; the FP32
+  // values stay the masters that AdamW updates and checkpoints hold.
+  void use_bf16();
+  bool mixed_precision() const;
+  void sync_working();  // the working copies from the masters again (after pruning, loading)
+  // What the products read: the working copy in mixed precision, else the value.
+  const nnops::Tensor& product_weight(const Parameter* p) const;
   int64_t parameter_count() const;
   int64_t nonzero_parameters() const;  // pruned entries left out
   // Model FLOPs of one training token (forward and backward): 6 per weight of every product
@@ -95,8 +105,18 @@ class Workspace {
   struct LayerActs {
     nnops::Tensor resid_in, ln1, mean1, rstd1, q, k, v, attn, lse, merged, mid, ln2, mean2, rstd2,
         fc, act;
+    // Mixed precision: the BF16 roundings of the products' inputs, kept for the backward.
+    nnops::Tensor ln1_b, merged_b, ln2_b, act_b;
   };
   nnops::Tensor view(nnops::Tensor& buffer, const nnops::Shape& shape);
+  // A product's input: x itself in FP32, or its BF16 rounding written into `rounded`.
+  nnops::Tensor product_input(const nnops::Tensor& x, nnops::Tensor& rounded);
+  // A product's output gradient: dy itself in FP32, or its BF16 rounding (into dy_b_).
+  nnops::Tensor product_grad(const nnops::Tensor& dy);
+  // The input a product kept for its backward: the F32 buffer, or its BF16 rounding.
+  nnops::Tensor saved(nnops::Tensor& f32, nnops::Tensor& bf16, const nnops::Shape& shape);
+  bool bf16_ = false;
+  nnops::Tensor lnf_b_, dy_b_;
   int64_t capacity_ = 0, vocab_ = 0;
   int64_t b_ = 0, t_ = 0;
   std::vector<LayerActs> acts_;

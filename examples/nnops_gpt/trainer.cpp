@@ -70,7 +70,7 @@ void optimizer_step(Model& model, const StepOptions& options) {
     adam.eps = options.eps;
     adam.weight_decay = decay ? static_cast<float>(options.weight_decay) : 0.0f;
     adam.decoupled_weight_decay = true;
-    std::vector<Tensor*> params;
+    std::vector<Tensor*> params, working;
     std::vector<const Tensor*> group_grads, masks;
     std::vector<nnops::AdamState*> states;
     for (Parameter& p : model.parameters()) {
@@ -79,8 +79,9 @@ void optimizer_step(Model& model, const StepOptions& options) {
       group_grads.push_back(&p.grad);
       states.push_back(&p.adam);
       masks.push_back(p.mask.defined() ? &p.mask : nullptr);
+      working.push_back(p.work.defined() ? &p.work : nullptr);  // kept equal to bf16(value)
     }
-    if (!params.empty()) nnops::adam_step(adam, params, group_grads, states, masks);
+    if (!params.empty()) nnops::adam_step(adam, params, group_grads, states, masks, working);
   }
 }
 
@@ -148,6 +149,7 @@ void prune(Model& model, PrunePattern pattern, double amount) {
     }
     nnops::apply_mask(p.value, p.mask);
   }
+  model.sync_working();
 }
 
 double measured_gemm_gflops(nnops::Device device) {
