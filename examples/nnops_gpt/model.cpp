@@ -343,11 +343,10 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     nnops::attention_forward(q, k, v, attn, &lse, attention);
     Tensor merged = view(a.merged, {b_, t_, Hq, D});
     nnops::permute(attn, {0, 2, 1, 3}, merged);
-    Tensor y = view(tmp_c_, {n, C}), mid = view(a.mid, {n, C});
+    Tensor mid = view(a.mid, {n, C});  // the projection written in place, then the residual
     nnops::linear_forward(product_input(merged.reshape({n, Hq * D}), a.merged_b),
-                          model.product_weight(L.proj_w), value_or_null(L.proj_b), y);
-    nnops::copy(mid, x);
-    nnops::add_scaled(mid, y, 1.0f);
+                          model.product_weight(L.proj_w), value_or_null(L.proj_b), mid);
+    nnops::add_scaled(mid, x, 1.0f);
 
     Tensor ln2 = view(a.ln2, {n, C}), mean2 = view(a.mean2, {n}), rstd2 = view(a.rstd2, {n});
     norm_forward(c, mid, L.ln2_w, L.ln2_b, ln2, mean2, rstd2);
