@@ -226,11 +226,14 @@ BENCHMARK(fma_peak)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 
-// The linear layer on pruned weights at batch 64, beside the dense linear_forward of the same
-// (decompressed) weight: the MLP's two layers at 2:4 (NM24), and at 90% unstructured (CSR).
+// The linear layer on pruned weights at batch 64, beside the dense linear_forward (and
+// linear_backward: dx and the weight gradient) of the same (decompressed) weight: the MLP's two
+// layers at 2:4 (NM24), and at 90% unstructured (CSR).
 namespace {
 
-void sparse_time(benchmark::State& state, SparseFormat format, double amount, bool dense) {
+// Forward (y = x w^T + b), or backward (dx and the weight gradient: dense dW, or dvalues).
+void sparse_time(benchmark::State& state, SparseFormat format, double amount, bool dense,
+                 bool backward = false) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   Tensor w = random_tensor({out, in}, 1), x = random_tensor({n, in}, 2),
          b = random_tensor({out}, 3);
@@ -243,14 +246,33 @@ void sparse_time(benchmark::State& state, SparseFormat format, double amount, bo
   apply_mask(w, mask);
   SparseMatrix s = compress(w, mask, format);
   Tensor y = Tensor::empty({n, out});
+  Tensor dy = random_tensor({n, out}, 4), dx = Tensor::empty({n, in});
+  Tensor dw = Tensor::empty({out, in}), dvalues = Tensor::empty(s.values().shape());
   for (auto _ : state) {
-    if (dense) {
+    if (backward && dense) {
+      linear_backward(x, w, dy, &dx, dw, nullptr);
+    } else if (backward) {
+      sparse_linear_backward(x, s, dy, &dx, &dvalues, nullptr);
+    } else if (dense) {
       linear_forward(x, w, &b, y);
     } else {
       sparse_linear_forward(x, s, &b, y);
     }
     benchmark::DoNotOptimize(y.raw_data());
+    benchmark::DoNotOptimize(dx.raw_data());
   }
+}
+void sparse_bwd_nm24_nnops(benchmark::State& state) {
+  sparse_time(state, SparseFormat::NM24, 0.5, false, true);
+}
+void sparse_bwd_nm24_dense(benchmark::State& state) {
+  sparse_time(state, SparseFormat::NM24, 0.5, true, true);
+}
+void sparse_bwd_csr90_nnops(benchmark::State& state) {
+  sparse_time(state, SparseFormat::CSR, 0.9, false, true);
+}
+void sparse_bwd_csr90_dense(benchmark::State& state) {
+  sparse_time(state, SparseFormat::CSR, 0.9, true, true);
 }
 void sparse_nm24_nnops(benchmark::State& state) {
   sparse_time(state, SparseFormat::NM24, 0.5, false);
@@ -278,5 +300,9 @@ BENCHMARK(sparse_csr90_nnops)->SPARSE_ARGS;
 BENCHMARK(sparse_csr90_dense)->SPARSE_ARGS;
 BENCHMARK(sparse_csr50_nnops)->SPARSE_ARGS;
 BENCHMARK(sparse_csr50_dense)->SPARSE_ARGS;
+BENCHMARK(sparse_bwd_nm24_nnops)->SPARSE_ARGS;
+BENCHMARK(sparse_bwd_nm24_dense)->SPARSE_ARGS;
+BENCHMARK(sparse_bwd_csr90_nnops)->SPARSE_ARGS;
+BENCHMARK(sparse_bwd_csr90_dense)->SPARSE_ARGS;
 
 }  // namespace

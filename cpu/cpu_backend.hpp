@@ -87,6 +87,8 @@ class CpuBackend final : public Backend {
   void dropout(float* y, const float* x, int64_t n, float p, uint64_t seed) override;
   void sparse_linear_forward(float* y, const float* x, const SparseView& w, const float* bias,
                              int64_t n) override;
+  void sparse_linear_backward(float* dx, float* dvalues, float* db, const float* x,
+                              const SparseView& w, const float* dy, int64_t n) override;
   void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                          const AttentionShape& s) override;
   void attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,

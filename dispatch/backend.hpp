@@ -249,6 +249,10 @@ class Backend {
   // y[n, out] = x[n, in] w^T + bias for a compressed w (SparseView; bias may be null).
   virtual void sparse_linear_forward(float* y, const float* x, const SparseView& w,
                                      const float* bias, int64_t n);
+  // dx[n, in] = dy w, dvalues (the stored values' layout) = dy^T x at the stored entries (0 at
+  // unused NM24 slots), db[out] = column sums of dy; each may be null.
+  virtual void sparse_linear_backward(float* dx, float* dvalues, float* db, const float* x,
+                                      const SparseView& w, const float* dy, int64_t n);
 
   virtual void fill_uniform(float* t, int64_t n, float lo, float hi, uint64_t seed);
   virtual void fill_normal(float* t, int64_t n, float mean, float std, uint64_t seed);

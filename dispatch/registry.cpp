@@ -271,6 +271,10 @@ void Backend::sparse_linear_forward(float*, const float*, const SparseView&, con
                                     int64_t) {
   not_implemented("sparse_linear_forward");
 }
+void Backend::sparse_linear_backward(float*, float*, float*, const float*, const SparseView&,
+                                     const float*, int64_t) {
+  not_implemented("sparse_linear_backward");
+}
 void Backend::fill_uniform(float*, int64_t, float, float, uint64_t) {
   not_implemented("fill_uniform");
 }

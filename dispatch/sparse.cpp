@@ -77,7 +77,10 @@ SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format) 
             values[o * in / 2 + 2 * g + kept] = wv[o * in + 4 * g + j];
             ++kept;
           }
-          if (kept == 1 && pos[0] == 1) pos[1] = 0;  // the unused slot (value 0) points elsewhere
+          // Kept pairs have p0 < p1; an unused slot (value 0) is marked by the order instead:
+          // one kept at p is (p, p), none kept is (3, 2), so gradients skip those slots.
+          if (kept == 1) pos[1] = pos[0];
+          if (kept == 0) pos[0] = 3, pos[1] = 2;
           s.nnz_ += kept;
           meta[o * meta_cols + g / 2] |=
               static_cast<uint8_t>((pos[0] | pos[1] << 2) << (4 * (g % 2)));
@@ -142,20 +145,47 @@ void decompress(const SparseMatrix& s, Tensor& w) {
   });
 }
 
+namespace {
+
+// The backend's view of a compressed weight whose values are v32 (F32).
+detail::SparseView sparse_view(const SparseMatrix& w, const Tensor& v32) {
+  const bool nm24 = w.format() == SparseFormat::NM24;
+  return detail::SparseView{nm24,
+                            w.rows(),
+                            w.cols(),
+                            v32.numel() ? v32.data<float>() : nullptr,
+                            nm24 && w.metadata().numel() ? w.metadata().data<uint8_t>() : nullptr,
+                            nm24 ? nullptr : w.row_ptr().data<int64_t>(),
+                            !nm24 && w.col().numel() ? w.col().data<int32_t>() : nullptr};
+}
+
+const float* data_or_null(const Tensor* t) {
+  return t && t->numel() ? t->data<float>() : nullptr;
+}
+float* data_or_null(Tensor* t) {
+  return t && t->numel() ? t->data<float>() : nullptr;
+}
+
+// x is [N, w.cols()]; returns N.
+int64_t check_input(detail::ArgCheck& check, const Tensor& x, const SparseMatrix& w) {
+  if (!w.defined()) check.fail("w is an empty SparseMatrix");
+  check.floating("x", x).ndim("x", x, 2).floating("w.values", w.values());
+  if (x.dim(1) != w.cols()) {
+    check.fail_with("x is ", shape_to_string(x.shape()), " but w is [", w.rows(), ", ", w.cols(),
+                    "] (x must be [N, ", w.cols(), "])");
+  }
+  return x.dim(0);
+}
+
+}  // namespace
+
 void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor* bias, Tensor& y) {
   const char* fn = "nnops::sparse_linear_forward";
   detail::guarded(fn, [&] {
     detail::ArgCheck check(fn);
-    if (!w.defined()) check.fail("w is an empty SparseMatrix");
-    check.floating("x", x).ndim("x", x, 2).floating("w.values", w.values());
+    const int64_t n = check_input(check, x, w);
     if (bias) check.floating("bias", *bias).shape_is("bias", *bias, {w.rows()});
-    check.floating_output("y", y);
-    const int64_t n = x.dim(0);
-    if (x.dim(1) != w.cols()) {
-      check.fail_with("x is ", shape_to_string(x.shape()), " but w is [", w.rows(), ", ", w.cols(),
-                      "] (x must be [N, ", w.cols(), "])");
-    }
-    check.shape_is("y", y, {n, w.rows()});
+    check.floating_output("y", y).shape_is("y", y, {n, w.rows()});
     check.no_alias("y", &y, "x", x).no_alias("y", &y, "bias", bias);
     check.no_alias("y", &y, "w.values", w.values());
     if (y.numel() == 0) return;
@@ -165,17 +195,49 @@ void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor*
       const Tensor& v32 = f32.in(w.values());
       const Tensor* b32 = bias ? &f32.in(*bias) : nullptr;
       Tensor& y32 = f32.out(y);
-      const bool nm24 = w.format() == SparseFormat::NM24;
-      const detail::SparseView view{
-          nm24,
-          w.rows(),
-          w.cols(),
-          v32.numel() ? v32.data<float>() : nullptr,
-          nm24 && w.metadata().numel() ? w.metadata().data<uint8_t>() : nullptr,
-          nm24 ? nullptr : w.row_ptr().data<int64_t>(),
-          !nm24 && w.col().numel() ? w.col().data<int32_t>() : nullptr};
-      be.sparse_linear_forward(y32.data<float>(), x32.numel() ? x32.data<float>() : nullptr, view,
-                               b32 ? b32->data<float>() : nullptr, n);
+      be.sparse_linear_forward(y32.data<float>(), data_or_null(&x32), sparse_view(w, v32),
+                               data_or_null(b32), n);
+      f32.finish();
+    });
+  });
+}
+
+void sparse_linear_backward(const Tensor& x, const SparseMatrix& w, const Tensor& dy, Tensor* dx,
+                            Tensor* dvalues, Tensor* db) {
+  const char* fn = "nnops::sparse_linear_backward";
+  detail::guarded(fn, [&] {
+    detail::ArgCheck check(fn);
+    const int64_t n = check_input(check, x, w);
+    check.floating("dy", dy).shape_is("dy", dy, {n, w.rows()});
+    if (dx) check.floating_output("dx", *dx).shape_is("dx", *dx, {n, w.cols()});
+    if (dvalues) {
+      check.floating_output("dvalues", *dvalues).shape_is("dvalues", *dvalues, w.values().shape());
+    }
+    if (db) check.floating_output("db", *db).shape_is("db", *db, {w.rows()});
+    const std::pair<const char*, Tensor*> outputs[] = {
+        {"dx", dx}, {"dvalues", dvalues}, {"db", db}};
+    for (const auto& [name, out] : outputs) {
+      if (!out) continue;
+      check.no_alias(name, out, "x", x).no_alias(name, out, "dy", dy);
+      check.no_alias(name, out, "w.values", w.values());
+      for (const auto& [other_name, other] : outputs) {
+        if (other && other != out) check.no_alias(name, out, other_name, *other);
+      }
+    }
+    if ((!dx || dx->numel() == 0) && (!dvalues || dvalues->numel() == 0) &&
+        (!db || db->numel() == 0)) {
+      return;
+    }
+    check.run([&](detail::Backend& be) {
+      detail::F32Stand f32;
+      const Tensor& x32 = f32.in(x);
+      const Tensor& dy32 = f32.in(dy);
+      const Tensor& v32 = f32.in(w.values());
+      Tensor* dx32 = f32.out(dx);
+      Tensor* dv32 = f32.out(dvalues);
+      Tensor* db32 = f32.out(db);
+      be.sparse_linear_backward(data_or_null(dx32), data_or_null(dv32), data_or_null(db32),
+                                data_or_null(&x32), sparse_view(w, v32), data_or_null(&dy32), n);
       f32.finish();
     });
   });

@@ -2,11 +2,14 @@
 // and compute. A SparseMatrix holds an [out, in] weight and its mask as
 //   NM24: along `in`, each group of 4 keeps at most 2 values: values [out, in/2] (the group's
 //         kept values in position order, a zero where a group keeps fewer than 2) and metadata
-//         U8 [out, ceil(in/8)], 4 bits per group (bits 0-1 and 2-3: the two positions, low
-//         nibble first), the layout cuSPARSELt's 2:4 format describes;
+//         U8 [out, ceil(in/8)], 4 bits per group (bits 0-1 and 2-3: the two positions p0, p1,
+//         low nibble first), the layout cuSPARSELt's 2:4 format describes. Kept pairs have
+//         p0 < p1; a group keeping one value at p stores (p, p) and its second slot is unused, a
+//         group keeping none stores (3, 2) and both slots are unused (unused slots hold 0 and
+//         get no gradient);
 //   CSR:  row_ptr I64 [out + 1], col I32 [nnz], values [nnz], columns increasing in a row.
 // Values are F32 or BF16 (the weight's dtype). compress and decompress work on every device;
-// the linear layer has a CPU kernel only so far (on CUDA it is "not implemented" for now).
+// the linear layer has CPU kernels only so far (on CUDA it is "not implemented" for now).
 #pragma once
 
 #include <cstdint>
@@ -54,5 +57,12 @@ SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
 void decompress(const SparseMatrix& s, Tensor& w);
 // y = x w^T + bias, with linear_forward's shapes and semantics (w as the dense [out, in]).
 void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor* bias, Tensor& y);
+// The backward pass of sparse_linear_forward, given dy [N, out]: dx [N, in] = dy w (as
+// linear_backward's dx), dvalues (w.values()'s shape) = dy^T x at the stored entries only (0 at
+// NM24's unused slots), so that an optimizer stepping w.values() with it trains the pruned
+// model without ever giving weight to a pruned position, and db [out] = the column sums of dy.
+// Each output may be null; every given one is overwritten.
+void sparse_linear_backward(const Tensor& x, const SparseMatrix& w, const Tensor& dy, Tensor* dx,
+                            Tensor* dvalues, Tensor* db);
 
 }  // namespace nnops
