@@ -110,18 +110,52 @@ SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format) 
   });
 }
 
-void decompress(const SparseMatrix& s, Tensor& w) {
+SparseMatrix SparseMatrix::from_nm24(Tensor values, Tensor metadata, int64_t cols) {
+  const char* fn = "nnops::SparseMatrix::from_nm24";
+  return detail::guarded(fn, [&]() -> SparseMatrix {
+    detail::ArgCheck check(fn);
+    check.floating("values", values).ndim("values", values, 2);
+    check.tensor("metadata", metadata, DType::U8).ndim("metadata", metadata, 2);
+    if (cols < 0 || cols % 4 != 0) check.fail_with("cols is ", cols, ", not a multiple of 4");
+    const int64_t rows = values.dim(0);
+    check.shape_is("values", values, {rows, cols / 2});
+    check.shape_is("metadata", metadata, {rows, (cols / 4 + 1) / 2});
+    SparseMatrix s;
+    s.format_ = SparseFormat::NM24;
+    s.rows_ = rows;
+    s.cols_ = cols;
+    const auto meta = metadata.to(Device::CPU).to_vector<uint8_t>();
+    const int64_t groups = cols / 4, meta_cols = (groups + 1) / 2;
+    for (int64_t o = 0; o < rows; ++o) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const unsigned nibble = (meta[o * meta_cols + g / 2] >> (4 * (g % 2))) & 0xFu;
+        const unsigned p0 = nibble & 3u, p1 = nibble >> 2;
+        s.nnz_ += (p0 <= p1) + (p0 < p1);  // the used slots (see the layout above)
+      }
+    }
+    s.values_ = std::move(values);
+    s.metadata_ = std::move(metadata);
+    return s;
+  });
+}
+
+void decompress(const SparseMatrix& s, Tensor& w, Tensor* mask) {
   const char* fn = "nnops::decompress";
   detail::guarded(fn, [&] {
     detail::ArgCheck check(fn);
     if (!s.defined()) check.fail("the SparseMatrix is empty (default-constructed or moved from)");
     check.floating_output("w", w).shape_is("w", w, {s.rows(), s.cols()});
-    if (w.device() != s.device()) {
-      check.fail_with("w is on ", to_string(w.device()), " but the SparseMatrix is on ",
-                      to_string(s.device()));
+    if (mask) check.output("mask", *mask, DType::U8).shape_is("mask", *mask, {s.rows(), s.cols()});
+    check.no_alias("mask", mask, "w", w);
+    for (const Tensor* t : {static_cast<const Tensor*>(&w), static_cast<const Tensor*>(mask)}) {
+      if (t && t->device() != s.device()) {
+        check.fail_with(t == &w ? "w" : "mask", " is on ", to_string(t->device()),
+                        " but the SparseMatrix is on ", to_string(s.device()));
+      }
     }
     const std::vector<float> values = host_floats(s.values());
     std::vector<float> dense(static_cast<size_t>(s.rows() * s.cols()), 0.0f);
+    std::vector<uint8_t> kept(mask ? dense.size() : 0, 0);
     const int64_t in = s.cols();
     if (s.format() == SparseFormat::NM24) {
       const std::vector<uint8_t> meta = s.metadata().to(Device::CPU).to_vector<uint8_t>();
@@ -129,19 +163,30 @@ void decompress(const SparseMatrix& s, Tensor& w) {
       for (int64_t o = 0; o < s.rows(); ++o) {
         for (int64_t g = 0; g < groups; ++g) {
           const unsigned nibble = (meta[o * meta_cols + g / 2] >> (4 * (g % 2))) & 0xFu;
-          // A group keeping fewer than 2 stores 0 in the unused slot: adding it changes nothing.
-          dense[o * in + 4 * g + (nibble & 3u)] += values[o * in / 2 + 2 * g];
-          dense[o * in + 4 * g + (nibble >> 2)] += values[o * in / 2 + 2 * g + 1];
+          const unsigned p0 = nibble & 3u, p1 = nibble >> 2;
+          const size_t at = static_cast<size_t>(o * in + 4 * g);
+          // Unused slots hold 0 (adding it changes nothing) and are not kept.
+          dense[at + p0] += values[o * in / 2 + 2 * g];
+          dense[at + p1] += values[o * in / 2 + 2 * g + 1];
+          if (mask && p0 <= p1) kept[at + p0] = 1;
+          if (mask && p0 < p1) kept[at + p1] = 1;
         }
       }
     } else {
       const auto row_ptr = s.row_ptr().to(Device::CPU).to_vector<int64_t>();
       const auto col = s.col().to(Device::CPU).to_vector<int32_t>();
-      for (int64_t o = 0; o < s.rows(); ++o)
-        for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) dense[o * in + col[e]] = values[e];
+      for (int64_t o = 0; o < s.rows(); ++o) {
+        for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) {
+          dense[o * in + col[e]] = values[e];
+          if (mask) kept[o * in + col[e]] = 1;
+        }
+      }
     }
     Tensor result = to_tensor(dense, {s.rows(), s.cols()}, w.dtype(), w.device());
+    Tensor mask_result;
+    if (mask) mask_result = Tensor::from_vector(kept, {s.rows(), s.cols()}, mask->device());
     copy(w, result);
+    if (mask) copy(*mask, mask_result);
   });
 }
 

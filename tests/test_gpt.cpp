@@ -249,9 +249,11 @@ TEST(GptCheckpoint, SaveAndLoadRoundTripBitForBit) {
     }
     EXPECT_EQ(a.metadata, b.metadata);
   }
-  // The teacher holds its masks and AdamW moments, under PyTorch's names.
+  // The teacher holds its 2:4-pruned weights compressed, and AdamW moments under PyTorch's
+  // names; the dense parameters (norms, embeddings, output) whole.
   const auto teacher = ckpt::load_safetensors(dir + "/teacher.safetensors", true);
-  EXPECT_EQ(teacher.tensors.count("h.0.attn.q.weight_mask"), 1u);
+  EXPECT_EQ(teacher.tensors.count("h.0.attn.q.weight.nm24_values"), 1u);
+  EXPECT_EQ(teacher.metadata.at("nnops.pruned.h.0.attn.q.weight"), "nm24 64,64");
   EXPECT_EQ(teacher.tensors.count("optimizer.h.0.attn.q.weight.exp_avg_sq"), 1u);
   EXPECT_EQ(teacher.tensors.count("lm_head.weight"), 1u);
   // --load evaluates the saved models to the held-out losses of the run that saved them.

@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "pruned_weights.hpp"
 #include "safetensors.hpp"
 
 namespace gpt {
@@ -25,18 +26,22 @@ int64_t meta_int(const ckpt::Metadata& m, const std::string& key, const std::str
 
 }  // namespace
 
-void save_model(const std::string& path, const Model& model, const SavedState& state) {
+void save_model(const std::string& path, const Model& model, const SavedState& state, bool dense) {
   ckpt::TensorMap tensors;
+  ckpt::Metadata meta = state.extra;
   for (const Parameter& p : model.parameters()) {
-    tensors[p.name] = p.value.to(nnops::Device::CPU);
-    if (p.mask.defined()) tensors[p.name + "_mask"] = p.mask.to(nnops::Device::CPU);
+    if (dense || !p.mask.defined()) {
+      tensors[p.name] = p.value.to(nnops::Device::CPU);
+      if (p.mask.defined()) tensors[p.name + "_mask"] = p.mask.to(nnops::Device::CPU);
+    } else {
+      ckpt::put_pruned(tensors, meta, p.name, p.value, &p.mask);
+    }
     if (p.adam.exp_avg.defined()) {
       tensors["optimizer." + p.name + ".exp_avg"] = p.adam.exp_avg.to(nnops::Device::CPU);
       tensors["optimizer." + p.name + ".exp_avg_sq"] = p.adam.exp_avg_sq.to(nnops::Device::CPU);
     }
   }
   const Config& c = model.config();
-  ckpt::Metadata meta = state.extra;
   meta["arch"] = arch_name(c.arch);
   meta["layers"] = std::to_string(c.layers);
   meta["heads"] = std::to_string(c.heads);
@@ -81,10 +86,15 @@ Model load_model(const std::string& path, nnops::Device device, SavedState* stat
       into = it->second.to(device);
       return true;
     };
-    if (!take(p.name, p.value, nnops::DType::F32)) {
-      throw std::runtime_error(path + ": no tensor '" + p.name + "'");
+    // Whole or compressed; a mask only where the file holds one.
+    const bool pruned = m.count("nnops.pruned." + p.name) || file.tensors.count(p.name + "_mask");
+    ckpt::PrunedWeight w = ckpt::take_pruned(file.tensors, m, p.name, p.name + "_mask", path);
+    if (w.w.shape() != p.value.shape()) {
+      throw std::runtime_error(path + ": '" + p.name + "' is " + w.w.describe() +
+                               " but the model needs " + nnops::shape_to_string(p.value.shape()));
     }
-    take(p.name + "_mask", p.mask, nnops::DType::U8);
+    p.value = w.w.to(device);
+    if (pruned) p.mask = w.mask.to(device);
     if (take("optimizer." + p.name + ".exp_avg", p.adam.exp_avg, nnops::DType::F32) &&
         !take("optimizer." + p.name + ".exp_avg_sq", p.adam.exp_avg_sq, nnops::DType::F32)) {
       throw std::runtime_error(path + ": no tensor 'optimizer." + p.name + ".exp_avg_sq'");
@@ -94,7 +104,10 @@ Model load_model(const std::string& path, nnops::Device device, SavedState* stat
   if (state) {
     state->step = meta_int(m, "step", path);
     state->seed = static_cast<uint64_t>(std::stoull(m.at("seed")));
-    state->extra = m;
+    state->extra.clear();
+    for (const auto& [key, value] : m) {  // the compressed forms are written afresh
+      if (key.rfind("nnops.pruned.", 0) != 0) state->extra[key] = value;
+    }
   }
   return model;
 }

@@ -271,7 +271,7 @@ void write_dump_start(const Options& o, const Model& m, const char* phase, int64
   SavedState st;
   st.seed = o.seed;
   st.extra = dump_metadata(o, phase, steps, lr);
-  save_model(o.dump_dir + "/" + phase + "-start.safetensors", m, st);
+  save_model(o.dump_dir + "/" + phase + "-start.safetensors", m, st, /*dense=*/true);
 }
 
 void write_dump_steps(const Options& o, const Dump& d, const char* phase, int64_t steps) {

@@ -22,6 +22,7 @@
 #include "data.hpp"
 #include "model.hpp"
 #include "parallel.hpp"
+#include "pruned_weights.hpp"
 #include "safetensors.hpp"
 
 #ifdef NNOPS_TRAIN_WITH_MPI
@@ -258,14 +259,14 @@ void prune(Mlp& m, const Options& o) {
   m.sync_working();
 }
 
-TensorMap to_checkpoint(const Mlp& m, const Options& o) {
+// The weights of a pruned layer are stored compressed (examples/common/pruned_weights.hpp),
+// with their form in `meta`; the file shrinks with the density.
+TensorMap to_checkpoint(const Mlp& m, const Options& o, ckpt::Metadata& meta_out) {
   TensorMap t;
-  t.emplace("w1", m.w1.clone());
+  ckpt::put_pruned(t, meta_out, "w1", m.w1, &m.m1);
   t.emplace("b1", m.b1.clone());
-  t.emplace("w2", m.w2.clone());
+  ckpt::put_pruned(t, meta_out, "w2", m.w2, &m.m2);
   t.emplace("b2", m.b2.clone());
-  t.emplace("m1", m.m1.clone());
-  t.emplace("m2", m.m2.clone());
   // What evaluation needs to rebuild the same held-out data.
   const std::vector<int32_t> meta = {activation_code(m.activation),
                                      o.task == Task::Classify ? 1 : 0,
@@ -282,9 +283,17 @@ TensorMap to_checkpoint(const Mlp& m, const Options& o) {
   return t;
 }
 
-Mlp from_checkpoint(TensorMap& t, const std::string& path, nnops::Device device) {
-  for (const char* key : {"w1", "b1", "w2", "b2", "m1", "m2", "meta", "noise"}) {
+Mlp from_checkpoint(TensorMap& t, const ckpt::Metadata& metadata, const std::string& path,
+                    nnops::Device device) {
+  for (const char* key : {"b1", "b2", "meta", "noise"}) {
     if (!t.count(key)) throw std::runtime_error(path + ": missing entry '" + key + "'");
+  }
+  // Dense or compressed; before compression the masks were the dense entries m1 and m2.
+  for (const auto& [weight, mask] :
+       {std::pair<const char*, const char*>{"w1", "m1"}, {"w2", "m2"}}) {
+    ckpt::PrunedWeight p = ckpt::take_pruned(t, metadata, weight, mask, path);
+    t[weight] = std::move(p.w);
+    t[mask] = std::move(p.mask);
   }
   Mlp m;
   const Tensor& w1 = t["w1"];
@@ -389,15 +398,18 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
       // .nnops files.
       std::string path = o.load_dir + "/" + name + ".safetensors";
       TensorMap t;
+      ckpt::Metadata metadata;
       if (std::filesystem::exists(path) ||
           !std::filesystem::exists(o.load_dir + "/" + name + ".nnops")) {
-        t = ckpt::load_safetensors(path, /*require_checksum=*/true).tensors;
+        ckpt::Safetensors file = ckpt::load_safetensors(path, /*require_checksum=*/true);
+        t = std::move(file.tensors);
+        metadata = std::move(file.metadata);
       } else {
         path = o.load_dir + "/" + name + ".nnops";
         t = load_checkpoint(path);
         std::printf("read %s (the format before safetensors)\n", path.c_str());
       }
-      Mlp m = from_checkpoint(t, path, device);
+      Mlp m = from_checkpoint(t, metadata, path, device);
       if (o.bf16) m.use_bf16();
       const auto meta = t["meta"].to_vector<int32_t>();
       Options data_opts = o;
@@ -505,10 +517,12 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
 
   if (!o.save_dir.empty()) {
     std::filesystem::create_directories(o.save_dir);
-    const ckpt::Metadata meta = {{"writer", "nnops-train"},
-                                 {"precision", o.bf16 ? "bf16" : "fp32"}};
-    ckpt::save_safetensors(o.save_dir + "/teacher.safetensors", to_checkpoint(teacher, o), meta);
-    ckpt::save_safetensors(o.save_dir + "/student.safetensors", to_checkpoint(student, o), meta);
+    for (const auto& [name, model] :
+         {std::pair<const char*, const Mlp*>{"teacher", &teacher}, {"student", &student}}) {
+      ckpt::Metadata meta = {{"writer", "nnops-train"}, {"precision", o.bf16 ? "bf16" : "fp32"}};
+      TensorMap tensors = to_checkpoint(*model, o, meta);
+      ckpt::save_safetensors(o.save_dir + "/" + name + ".safetensors", tensors, meta);
+    }
     std::printf("saved teacher.safetensors and student.safetensors to %s\n", o.save_dir.c_str());
   }
   return 0;

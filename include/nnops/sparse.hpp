@@ -42,6 +42,10 @@ class SparseMatrix {
   int64_t nnz() const { return nnz_; }
   // Bytes of every array the format stores.
   size_t bytes() const;
+  // An NM24 matrix of `cols` columns from arrays stored earlier (values [out, cols/2] F32 or
+  // BF16, metadata U8 [out, ceil(cols/8)], on one device; every 4-bit code is valid), e.g. read
+  // back from a checkpoint. Throws nnops::Error on shapes or dtypes that do not fit.
+  static SparseMatrix from_nm24(Tensor values, Tensor metadata, int64_t cols);
 
  private:
   friend SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
@@ -53,8 +57,9 @@ class SparseMatrix {
 // From a dense weight [out, in] and its U8 mask (1 keep): NM24 refuses `in` not a multiple of 4
 // and a group keeping more than 2, naming the first such group.
 SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
-// The dense weight back, exactly (pruned entries 0).
-void decompress(const SparseMatrix& s, Tensor& w);
+// The dense weight back, exactly (pruned entries 0), and optionally its U8 mask (1 at the
+// stored entries: NM24's used slots, CSR's entries).
+void decompress(const SparseMatrix& s, Tensor& w, Tensor* mask = nullptr);
 // y = x w^T + bias, with linear_forward's shapes and semantics (w as the dense [out, in]).
 void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor* bias, Tensor& y);
 // The backward pass of sparse_linear_forward, given dy [N, out]: dx [N, in] = dy w (as
