@@ -426,6 +426,32 @@ TEST(Train, LegacyCheckpointsStillLoad) {
   EXPECT_EQ(summary(a.output), summary(b.output));
 }
 
+// --sparse-execution always: fine-tuning on the compressed layers (CSR at 90%, NM24 at 2:4)
+// follows the masked dense run: the same held-out losses within 1e-4 relative (the sums differ
+// only in order), and the saved teacher is the same model within rounding.
+TEST(Train, SparseExecutionTrainsLikeMaskedDense) {
+  for (const std::string pruning : {"--prune-amount 0.9", "--prune-pattern 2:4"}) {
+    SCOPED_TRACE(pruning);
+    const std::string a = scratch("dense.csv"), b = scratch("sparse.csv");
+    const std::string args = "--quick --device cpu --distill-epochs 1 " + pruning;
+    TrainerRun dense = run_trainer(args + " --metrics " + a);
+    TrainerRun sparse = run_trainer(args + " --sparse-execution always --metrics " + b);
+    ASSERT_EQ(dense.exit_code, 0) << dense.output;
+    ASSERT_EQ(sparse.exit_code, 0) << sparse.output;
+    EXPECT_NE(sparse.output.find("-> compressed"), std::string::npos) << sparse.output;
+    EXPECT_NE(sparse.output.find("inference at batch 1"), std::string::npos) << sparse.output;
+    const auto d = read_csv(a), s = read_csv(b);
+    for (const char* model : {"pruned", "fine-tuned", "student"}) {
+      const double x = std::stod(rows_of(d, "summary", model).at(0).at("heldout_loss"));
+      const double y = std::stod(rows_of(s, "summary", model).at(0).at("heldout_loss"));
+      EXPECT_NEAR(y, x, 1e-4 * x) << model;
+    }
+  }
+  const TrainerRun bad = run_trainer("--quick --sparse-execution sometimes");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("--sparse-execution must be off, auto or always"), std::string::npos);
+}
+
 // Pruned weights in checkpoints: every form reads back bit for bit with its mask, and the
 // file shrinks with the density (2:4 to about half of the dense FP32 bytes, 90% unstructured
 // to about an eighth: 10% of the values plus a bit per weight).

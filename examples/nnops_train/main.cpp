@@ -259,6 +259,86 @@ void prune(Mlp& m, const Options& o) {
   m.sync_working();
 }
 
+TensorMap to_checkpoint(const Mlp& m, const Options& o, ckpt::Metadata& meta_out);
+
+// Best of a few timed runs of `body` (after one warm-up), in milliseconds; waits for the device.
+template <class Body>
+double best_ms(nnops::Device device, Body body) {
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {
+    nnops::synchronize(device);
+    const auto t0 = Clock::now();
+    body();
+    nnops::synchronize(device);
+    if (rep > 0) best = std::min(best, seconds_since(t0) * 1e3);
+  }
+  return best;
+}
+
+// --sparse-execution: each pruned layer's training step (forward, backward with dx, weight
+// gradient) timed at the batch size dense and on its compressed form (NM24 for a 2:4 mask,
+// else CSR); the compressed form stays where it is faster. Then the whole model's forward at
+// batch 64 and 1, dense against as chosen, and the checkpoint bytes.
+void choose_sparse_execution(Mlp& m, const Options& o, nnops::Device device) {
+  std::printf("sparse execution (forward + backward per layer at batch %lld):\n",
+              (long long)o.batch);
+  struct Layer {
+    const char* name;
+    const Tensor& w;
+    const Tensor& mask;
+    const Tensor& b;
+    std::shared_ptr<nnops::SparseMatrix>& sparse;
+  };
+  for (Layer l : {Layer{"fc1", m.w1, m.m1, m.b1, m.s1}, Layer{"fc2", m.w2, m.m2, m.b2, m.s2}}) {
+    const bool two_four = o.prune_pattern == PrunePattern::TwoFour;
+    auto s = std::make_shared<nnops::SparseMatrix>(nnops::compress(
+        l.w, l.mask, two_four ? nnops::SparseFormat::NM24 : nnops::SparseFormat::CSR));
+    const int64_t out = l.w.dim(0), in = l.w.dim(1), n = o.batch;
+    Tensor x = Tensor::empty({n, in}, DType::F32, device),
+           dy = Tensor::empty({n, out}, DType::F32, device);
+    nnops::fill_uniform(x, -1, 1, 1);
+    nnops::fill_uniform(dy, -1, 1, 2);
+    Tensor y = Tensor::empty({n, out}, DType::F32, device),
+           dx = Tensor::empty({n, in}, DType::F32, device);
+    Tensor dw = Tensor::empty({out, in}, DType::F32, device),
+           db = Tensor::empty({out}, DType::F32, device);
+    Tensor dv = Tensor::empty(s->values().shape(), DType::F32, device);
+    const double dense = best_ms(device, [&] {
+      nnops::linear_forward(x, l.w, &l.b, y);
+      nnops::linear_backward(x, l.w, dy, &dx, dw, &db);
+    });
+    const double sparse = best_ms(device, [&] {
+      nnops::sparse_linear_forward(x, *s, &l.b, y);
+      nnops::sparse_linear_backward(x, *s, dy, &dx, &dv, &db);
+    });
+    const bool use = o.sparse_execution == Options::SparseExecution::Always || sparse < dense;
+    std::printf("  %s: %s, %.1f%% pruned: %.2f ms compressed, %.2f ms dense -> %s\n", l.name,
+                two_four ? "NM24" : "CSR", 100.0 * nnops::sparsity(l.mask), sparse, dense,
+                use ? "compressed" : "dense");
+    if (use) l.sparse = std::move(s);
+  }
+  // Inference of the whole model, dense against as chosen.
+  std::shared_ptr<nnops::SparseMatrix> s1 = m.s1, s2 = m.s2;
+  for (int64_t n : {int64_t(64), int64_t(1)}) {
+    Tensor x = Tensor::empty({n, m.in}, DType::F32, device);
+    nnops::fill_uniform(x, -1, 1, 3);
+    Workspace ws(m, n);
+    m.s1.reset(), m.s2.reset();
+    const double dense = best_ms(device, [&] { ws.forward(m, x); });
+    m.s1 = s1, m.s2 = s2;
+    const double chosen = best_ms(device, [&] { ws.forward(m, x); });
+    std::printf("  inference at batch %lld: %.3f ms as chosen, %.3f ms dense (%.2fx)\n",
+                (long long)n, chosen, dense, dense / chosen);
+  }
+  ckpt::Metadata meta;
+  const TensorMap compressed = to_checkpoint(m, o, meta);
+  size_t bytes = 0;
+  for (const auto& [name, t] : compressed) bytes += t.nbytes();
+  const size_t dense_bytes = 4 * static_cast<size_t>(m.parameter_count());
+  std::printf("  checkpoint tensors: %.2f MB compressed, %.2f MB dense FP32 (%.2fx)\n",
+              bytes * 1e-6, dense_bytes * 1e-6, static_cast<double>(bytes) / dense_bytes);
+}
+
 // The weights of a pruned layer are stored compressed (examples/common/pruned_weights.hpp),
 // with their form in `meta`; the file shrinks with the density.
 TensorMap to_checkpoint(const Mlp& m, const Options& o, ckpt::Metadata& meta_out) {
@@ -476,6 +556,8 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
     std::printf("masks identical on all %d ranks: %s\n", par.size(), same ? "yes" : "NO");
     if (!same) throw std::runtime_error("the ranks' pruning masks differ");
   }
+  if (o.sparse_execution != Options::SparseExecution::Off)
+    choose_sparse_execution(teacher, o, device);
   const Evaluation pruned_eval = trainer.evaluate(teacher, ws, data.heldout);
   log.epoch("prune", 0, 0, std::numeric_limits<double>::quiet_NaN(), pruned_eval, 0, 0);
   rows.push_back({"pruned", teacher.parameter_count(), teacher.nonzero_weights(), pruned_eval,
@@ -491,6 +573,7 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
   t0 = Clock::now();
   const Tensor teacher_out = trainer.outputs(teacher, data.train);
   const double teacher_out_seconds = seconds_since(t0);
+  teacher.sync_from_sparse();  // the dense weights again, for the summary and the checkpoint
   Mlp student = create_model(o, o.student_hidden, device, o.seed * 10 + 4);
   par.broadcast({&student.w1, &student.b1, &student.w2, &student.b2});
   t = trainer.run_phase("distill", student, data.train, data.heldout, o.distill_epochs,

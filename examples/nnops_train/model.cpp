@@ -46,6 +46,14 @@ int64_t Mlp::nonzero_weights() const {
   return nnops::count_nonzero(m1) + nnops::count_nonzero(m2) + b1.numel() + b2.numel();
 }
 
+void Mlp::sync_from_sparse() {
+  if (s1) nnops::decompress(*s1, w1);
+  if (s2) nnops::decompress(*s2, w2);
+  s1.reset();
+  s2.reset();
+  sync_working();
+}
+
 Workspace::Workspace(const Mlp& m, int64_t capacity) {
   const DType inner = m.mixed_precision() ? DType::BF16 : DType::F32;
   auto make = [&](int64_t rows, int64_t cols, DType dtype) {
@@ -63,7 +71,32 @@ Workspace::Workspace(const Mlp& m, int64_t capacity) {
   dw2_ = make(m.out, m.hidden, inner);
   db1_ = Tensor::empty({m.hidden}, DType::F32, m.device);
   db2_ = Tensor::empty({m.out}, DType::F32, m.device);
+  if (m.s1) dv1_ = Tensor::empty(m.s1->values().shape(), DType::F32, m.device);
+  if (m.s2) dv2_ = Tensor::empty(m.s2->values().shape(), DType::F32, m.device);
 }
+
+namespace {
+
+// y = x w^T + b on the sparse form when there is one, else on the dense weight.
+void layer_forward(const Tensor& x, const Tensor& w, const nnops::SparseMatrix* s, const Tensor& b,
+                   Tensor& y) {
+  if (s) {
+    nnops::sparse_linear_forward(x, *s, &b, y);
+  } else {
+    nnops::linear_forward(x, w, &b, y);
+  }
+}
+
+void layer_backward(const Tensor& x, const Tensor& w, const nnops::SparseMatrix* s,
+                    const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& dvalues, Tensor& db) {
+  if (s) {
+    nnops::sparse_linear_backward(x, *s, dy, dx, &dvalues, &db);
+  } else {
+    nnops::linear_backward(x, w, dy, dx, dw, &db);
+  }
+}
+
+}  // namespace
 
 Tensor Workspace::rows(Tensor& t) const {
   return t.narrow(0, rows_);
@@ -81,12 +114,12 @@ Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
   if (m.mixed_precision()) nnops::cast(in, x);
   const Tensor& w1 = m.mixed_precision() ? m.w1_work : m.w1;
   const Tensor& w2 = m.mixed_precision() ? m.w2_work : m.w2;
-  nnops::linear_forward(in, w1, &m.b1, h);
+  layer_forward(in, w1, m.s1.get(), m.b1, h);
   if (m.activation) {
     nnops::activation_forward(*m.activation, h, a);
-    nnops::linear_forward(a, w2, &m.b2, y);
+    layer_forward(a, w2, m.s2.get(), m.b2, y);
   } else {
-    nnops::linear_forward(h, w2, &m.b2, y);
+    layer_forward(h, w2, m.s2.get(), m.b2, y);
   }
   return y;
 }
@@ -101,18 +134,27 @@ void Workspace::backward(const Mlp& m, const Tensor& x, const LayerDone& layer_d
   const Tensor in = input(x);  // as the last forward left it
   const Tensor& w1 = m.mixed_precision() ? m.w1_work : m.w1;
   const Tensor& w2 = m.mixed_precision() ? m.w2_work : m.w2;
-  nnops::linear_backward(m.activation ? a : h, w2, dy, &da, dw2_, &db2_);
+  layer_backward(m.activation ? a : h, w2, m.s2.get(), dy, &da, dw2_, dv2_, db2_);
   if (layer_done) layer_done({&dw2_, &db2_});
   if (m.activation) {
     nnops::activation_backward(*m.activation, h, da, dh);
-    nnops::linear_backward(in, w1, dh, nullptr, dw1_, &db1_);
+    layer_backward(in, w1, m.s1.get(), dh, nullptr, dw1_, dv1_, db1_);
   } else {
-    nnops::linear_backward(in, w1, da, nullptr, dw1_, &db1_);
+    layer_backward(in, w1, m.s1.get(), da, nullptr, dw1_, dv1_, db1_);
   }
   if (layer_done) layer_done({&dw1_, &db1_});
 }
 
 void Workspace::adam_step(Mlp& m, const nnops::AdamOptions& options) {
+  if (m.s1 || m.s2) {  // sparse execution: the stored values step, pruned weights stay out
+    Tensor* p1 = m.s1 ? &m.s1->values() : &m.w1;
+    Tensor* p2 = m.s2 ? &m.s2->values() : &m.w2;
+    nnops::adam_step(options, {p1, &m.b1, p2, &m.b2},
+                     {m.s1 ? &dv1_ : &dw1_, &db1_, m.s2 ? &dv2_ : &dw2_, &db2_},
+                     {&states_[0], &states_[1], &states_[2], &states_[3]},
+                     {m.s1 ? nullptr : &m.m1, nullptr, m.s2 ? nullptr : &m.m2, nullptr});
+    return;
+  }
   std::vector<Tensor*> working;
   if (m.mixed_precision()) working = {&m.w1_work, nullptr, &m.w2_work, nullptr};
   nnops::adam_step(options, {&m.w1, &m.b1, &m.w2, &m.b2}, {&dw1_, &db1_, &dw2_, &db2_},

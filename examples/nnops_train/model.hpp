@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <nnops/nnops.hpp>
 #include <optional>
 #include <string>
@@ -20,6 +21,10 @@ struct Mlp {
   // w1 and w2 stay the FP32 masters that Adam updates (and that checkpoints and pruning see).
   // Undefined in FP32 training.
   nnops::Tensor w1_work, w2_work;
+  // Sparse execution (--sparse-execution): a pruned layer whose compressed form runs faster
+  // than its dense product trains and infers on it (its values are the masters then, and the
+  // dense weight is refreshed by sync_from_sparse). Null: the dense weight serves.
+  std::shared_ptr<nnops::SparseMatrix> s1, s2;
 
   // nn.Linear's default initialisation: weights and biases uniform in +-1/sqrt(fan_in).
   static Mlp create(int64_t in, int64_t hidden, int64_t out,
@@ -30,6 +35,8 @@ struct Mlp {
   void use_bf16();
   // Rounds the masters into the working copies again (after pruning or loading them).
   void sync_working();
+  // The dense weights from their sparse forms (after sparse fine-tuning), which then stop.
+  void sync_from_sparse();
   int64_t parameter_count() const;
   int64_t nonzero_weights() const;  // kept entries of the masks plus the biases
   double flops_per_sample_train() const { return 6.0 * (in * hidden + hidden * out); }
@@ -64,6 +71,7 @@ class Workspace {
   nnops::Tensor x_bf16_;  // mixed precision only
   nnops::Tensor h_, a_, y_, dy_, da_, dh_;
   nnops::Tensor dw1_, db1_, dw2_, db2_;
+  nnops::Tensor dv1_, dv2_;  // gradients of the sparse forms' values (sparse execution)
   std::vector<nnops::AdamState> states_{4};
 };
 

@@ -54,6 +54,11 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
                              mpirun -np N nnops-train --data-parallel ...; every rank takes
                              batch / N rows of each batch (needs nnops built with MPI)
   --zero 0|1                 with --data-parallel, 1 shards Adam's state across the ranks
+  --sparse-execution off|auto|always
+                             after pruning, run each layer on its compressed form (2:4: NM24,
+                             else CSR) for fine-tuning, evaluation and distillation's teacher:
+                             auto times each layer's training step both ways and keeps the
+                             faster; always forces it (default off)
   --help                     this text
 )";
 
@@ -188,6 +193,15 @@ std::optional<Options> parse_options(int argc, char** argv) {
         o.bf16 = true;
       else
         bad("--precision must be fp32 or bf16, got '" + value + "'");
+    } else if (flag == "--sparse-execution") {
+      if (value == "off")
+        o.sparse_execution = Options::SparseExecution::Off;
+      else if (value == "auto")
+        o.sparse_execution = Options::SparseExecution::Auto;
+      else if (value == "always")
+        o.sparse_execution = Options::SparseExecution::Always;
+      else
+        bad("--sparse-execution must be off, auto or always, got '" + value + "'");
     } else if (flag == "--zero") {
       o.zero = static_cast<int>(parse_int(flag, v, 0, 1));
     } else if (flag == "--metrics") {
@@ -206,6 +220,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
   }
   if (!o.save_dir.empty() && !o.load_dir.empty()) bad("--save and --load exclude each other");
   if (o.zero != 0 && !o.data_parallel) bad("--zero needs --data-parallel");
+  if (o.sparse_execution != Options::SparseExecution::Off && (o.bf16 || o.data_parallel)) {
+    bad("--sparse-execution runs FP32 in one process (drop --precision bf16 and --data-parallel)");
+  }
   if (o.bf16 && o.data_parallel) {
     bad("--precision bf16 does not combine with --data-parallel (gradients are averaged in FP32)");
   }

@@ -30,6 +30,9 @@ struct Options {
   bool data_parallel = false;  // under mpirun: each rank trains on its shard of every batch
   int zero = 0;                // 1: Adam's state sharded across the ranks
   bool bf16 = false;           // BF16 mixed precision (FP32 masters)
+  // After pruning, layers run on their compressed form: never, where timing shows it faster
+  // (auto), or always (tests use it to force the sparse kernels).
+  enum class SparseExecution { Off, Auto, Always } sparse_execution = SparseExecution::Off;
 };
 
 // Parses argv; throws std::invalid_argument with a one-line message on a bad flag or value.
