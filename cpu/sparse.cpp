@@ -13,6 +13,7 @@
 
 #include "cpu_backend.hpp"
 #include "isa_variants.hpp"
+#include "nnops/detail/sparse_layout.hpp"
 
 namespace nnops::detail {
 

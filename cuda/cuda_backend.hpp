@@ -112,6 +112,10 @@ class CudaBackend final : public Backend {
   void attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
                           const float* v, const float* out, const float* lse, const float* dout,
                           const AttentionShape& s) override;
+  void sparse_linear_forward(float* y, const float* x, const SparseView& w, const float* bias,
+                             int64_t n) override;
+  void sparse_linear_backward(float* dx, float* dvalues, float* db, const float* x,
+                              const SparseView& w, const float* dy, int64_t n) override;
 
   // The flag word kernels of this call set (bits of DeviceError), for this thread and stream.
   unsigned* error_flags();

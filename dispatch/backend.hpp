@@ -109,6 +109,7 @@ struct AttentionShape {
 struct SparseView {
   bool nm24;
   int64_t rows, cols;
+  int64_t slots;  // stored values (NM24: rows * cols / 2; CSR: the entries)
   const float* values;
   const uint8_t* metadata;
   const int64_t* row_ptr;

@@ -7,6 +7,7 @@
 #include "backend.hpp"
 #include "check.hpp"
 #include "nnops/tensor_ops.hpp"
+#include "nnops/detail/sparse_layout.hpp"
 #include "widen.hpp"
 
 namespace nnops {
@@ -125,12 +126,11 @@ SparseMatrix SparseMatrix::from_nm24(Tensor values, Tensor metadata, int64_t col
     s.rows_ = rows;
     s.cols_ = cols;
     const auto meta = metadata.to(Device::CPU).to_vector<uint8_t>();
-    const int64_t groups = cols / 4, meta_cols = (groups + 1) / 2;
+    const int64_t groups = cols / 4, meta_cols = detail::nm24_metadata_cols(cols);
     for (int64_t o = 0; o < rows; ++o) {
       for (int64_t g = 0; g < groups; ++g) {
-        const unsigned nibble = (meta[o * meta_cols + g / 2] >> (4 * (g % 2))) & 0xFu;
-        const unsigned p0 = nibble & 3u, p1 = nibble >> 2;
-        s.nnz_ += (p0 <= p1) + (p0 < p1);  // the used slots (see the layout above)
+        const detail::Nm24Group group = detail::nm24_group(meta.data() + o * meta_cols, g);
+        s.nnz_ += group.used0 + group.used1;
       }
     }
     s.values_ = std::move(values);
@@ -159,17 +159,16 @@ void decompress(const SparseMatrix& s, Tensor& w, Tensor* mask) {
     const int64_t in = s.cols();
     if (s.format() == SparseFormat::NM24) {
       const std::vector<uint8_t> meta = s.metadata().to(Device::CPU).to_vector<uint8_t>();
-      const int64_t groups = in / 4, meta_cols = (groups + 1) / 2;
+      const int64_t groups = in / 4, meta_cols = detail::nm24_metadata_cols(in);
       for (int64_t o = 0; o < s.rows(); ++o) {
         for (int64_t g = 0; g < groups; ++g) {
-          const unsigned nibble = (meta[o * meta_cols + g / 2] >> (4 * (g % 2))) & 0xFu;
-          const unsigned p0 = nibble & 3u, p1 = nibble >> 2;
+          const detail::Nm24Group group = detail::nm24_group(meta.data() + o * meta_cols, g);
           const size_t at = static_cast<size_t>(o * in + 4 * g);
           // Unused slots hold 0 (adding it changes nothing) and are not kept.
-          dense[at + p0] += values[o * in / 2 + 2 * g];
-          dense[at + p1] += values[o * in / 2 + 2 * g + 1];
-          if (mask && p0 <= p1) kept[at + p0] = 1;
-          if (mask && p0 < p1) kept[at + p1] = 1;
+          dense[at + group.p0] += values[o * in / 2 + 2 * g];
+          dense[at + group.p1] += values[o * in / 2 + 2 * g + 1];
+          if (mask && group.used0) kept[at + group.p0] = 1;
+          if (mask && group.used1) kept[at + group.p1] = 1;
         }
       }
     } else {
@@ -198,6 +197,7 @@ detail::SparseView sparse_view(const SparseMatrix& w, const Tensor& v32) {
   return detail::SparseView{nm24,
                             w.rows(),
                             w.cols(),
+                            v32.numel(),
                             v32.numel() ? v32.data<float>() : nullptr,
                             nm24 && w.metadata().numel() ? w.metadata().data<uint8_t>() : nullptr,
                             nm24 ? nullptr : w.row_ptr().data<int64_t>(),

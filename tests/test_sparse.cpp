@@ -229,6 +229,45 @@ TEST(Sparse, SparseFineTuningMatchesMaskedDense) {
   }
 }
 
+// The CUDA kernels against the CPU's on the same inputs: forward, dx, dvalues and db.
+TEST(Sparse, CudaAgreesWithCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+  for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
+    for (int64_t n : {1, 7, 64}) {
+      const int64_t out = 33, in = 100;
+      SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n));
+      Pruned p = pruned(out, in, f, 0.9, 90 + n);
+      Tensor wg = p.w.to(Device::CUDA), mg = p.mask.to(Device::CUDA);
+      SparseMatrix sc = compress(p.w, p.mask, f), sg = compress(wg, mg, f);
+      const auto xv = random_floats(n * in, 91), dyv = random_floats(n * out, 92);
+      const auto bv = random_floats(out, 93);
+      Tensor x = on(Device::CPU, xv, {n, in}), dy = on(Device::CPU, dyv, {n, out});
+      Tensor b = on(Device::CPU, bv, {out});
+      Tensor xg = x.to(Device::CUDA), dyg = dy.to(Device::CUDA), bg = b.to(Device::CUDA);
+      Tensor y = Tensor::empty({n, out}), yg = poisoned({n, out}, Device::CUDA);
+      sparse_linear_forward(x, sc, &b, y);
+      sparse_linear_forward(xg, sg, &bg, yg);
+      Tensor dx = Tensor::empty({n, in}), dxg = poisoned({n, in}, Device::CUDA);
+      Tensor dv = Tensor::empty(sc.values().shape()),
+             dvg = poisoned(sc.values().shape(), Device::CUDA);
+      Tensor db = Tensor::empty({out}), dbg = poisoned({out}, Device::CUDA);
+      sparse_linear_backward(x, sc, dy, &dx, &dv, &db);
+      sparse_linear_backward(xg, sg, dyg, &dxg, &dvg, &dbg);
+      // Both sum at most max(in, out, n) products of unit-order values in float, in orders
+      // that differ: a few hundred u apart at most.
+      const double tol = 200 * kEps32;
+      auto close = [&](const Tensor& gpu, const Tensor& cpu) {
+        const auto c = cpu.to_vector<float>();
+        return all_close(gpu, std::vector<double>(c.begin(), c.end()), tol, tol);
+      };
+      EXPECT_TRUE(close(yg, y));
+      EXPECT_TRUE(close(dxg, dx));
+      EXPECT_TRUE(close(dvg, dv));
+      EXPECT_TRUE(close(dbg, db));
+    }
+  }
+}
+
 TEST(Sparse, BitsDoNotDependOnThreadCount) {
   Pruned p = pruned(300, 400, SparseFormat::NM24, 0.5, 40);
   SparseMatrix s = compress(p.w, p.mask, SparseFormat::NM24);
