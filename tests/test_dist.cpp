@@ -108,6 +108,34 @@ TEST(Dist, ReduceScatterAndAllgather) {
                            "rank " + std::to_string(comm().rank())));
 }
 
+// split: one group of everyone (ranked in reverse by key), groups of one, and groups by parity;
+// a collective in a group reduces over its members only.
+TEST(Dist, SplitMakesGroups) {
+  const int rank = comm().rank(), size = comm().size();
+  dist::Communicator all = comm().split(0, size - 1 - rank);
+  EXPECT_EQ(all.size(), size);
+  EXPECT_EQ(all.rank(), size - 1 - rank);
+  Tensor t = Tensor::from_vector(std::vector<float>{static_cast<float>(rank + 1)}, {1});
+  all.allreduce({&t});
+  EXPECT_EQ(t.item(), static_cast<float>(size * (size + 1) / 2));
+  dist::Communicator alone = comm().split(rank, 0);
+  EXPECT_EQ(alone.size(), 1);
+  EXPECT_EQ(alone.rank(), 0);
+  Tensor u = Tensor::from_vector(std::vector<float>{static_cast<float>(rank + 1)}, {1});
+  alone.allreduce({&u});
+  EXPECT_EQ(u.item(), static_cast<float>(rank + 1));
+  dist::Communicator parity = comm().split(rank % 2, rank);
+  int members = 0, sum = 0;
+  for (int r = rank % 2; r < size; r += 2) ++members, sum += r + 1;
+  EXPECT_EQ(parity.size(), members);
+  Tensor v = Tensor::from_vector(std::vector<float>{static_cast<float>(rank + 1)}, {1});
+  parity.allreduce({&v});
+  EXPECT_EQ(v.item(), static_cast<float>(sum));
+  // A group of a group works too, and a negative color is refused.
+  EXPECT_EQ(parity.split(0, 0).size(), members);
+  EXPECT_THROW(comm().split(-1, 0), Error);
+}
+
 TEST(Dist, MismatchedTensorListsAreAnErrorOnEveryRank) {
   if (comm().size() < 2) GTEST_SKIP() << "needs two ranks to disagree";
   Tensor a = Tensor::zeros({4}), b = Tensor::zeros({comm().rank() == 0 ? 5 : 6});

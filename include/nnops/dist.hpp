@@ -53,6 +53,12 @@ class Communicator {
   // A communicator of the caller's: `mpi_comm` points to an MPI_Comm that outlives this object.
   static Communicator from_mpi(const void* mpi_comm);
 
+  // The ranks that pass the same color (>= 0) form a new communicator, ranked by key and then
+  // by rank here, like MPI_Comm_split: a world of TP x DP ranks gets its tensor-parallel and
+  // data-parallel groups. Collective over this communicator. The new one owns its MPI
+  // communicator (freed with its last copy) and, for CUDA tensors, its own NCCL communicator.
+  Communicator split(int color, int key) const;
+
   int rank() const;
   int size() const;
   // The rank among the processes on this host (for choosing a GPU: local_rank % device_count).

@@ -1,5 +1,5 @@
 // nnops::dist over MPI: bucketed allreduce (blocking and not), broadcast, reduce-scatter,
-// allgather and barrier on CPU tensors; CUDA tensors go to dist/nccl.cpp. Every call first
+// allgather and barrier on CPU tensors; CUDA tensors go to distributed/nccl.cpp. Every call first
 // agrees on the tensor list with one small reduction, so a rank that passes other shapes gets an
 // error instead of leaving the others waiting.
 #include <mpi.h>
@@ -222,6 +222,27 @@ Request Communicator::Impl::allreduce_cpu(const char* fn, const std::vector<Tens
 }
 
 Communicator::Communicator(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Communicator::Impl::~Impl() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  nccl.reset();  // before the MPI communicator it was made over
+  if (owned && !finalized) MPI_Comm_free(&comm);
+}
+
+Communicator Communicator::split(int color, int key) const {
+  const char* fn = "nnops::dist::Communicator::split";
+  if (color < 0) {
+    throw Error(std::string(fn) + ": rank " + std::to_string(impl_->rank) + ": color " +
+                std::to_string(color) + " is negative");
+  }
+  MPI_Comm part = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split(impl_->comm, color, key, &part), fn, impl_->rank);
+  Communicator c = from_mpi(&part);
+  c.impl_->owned = true;
+  c.impl_->bucket_bytes = impl_->bucket_bytes;
+  return c;
+}
 
 Communicator Communicator::world() {
   const MPI_Comm world = MPI_COMM_WORLD;  // a macro for a constant in OpenMPI

@@ -18,7 +18,12 @@ void check_mpi(int status, const char* fn, int rank);
 struct NcclState;  // defined in nccl.cpp when NCCL is built in
 
 struct Communicator::Impl : std::enable_shared_from_this<Communicator::Impl> {
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl();
   MPI_Comm comm = MPI_COMM_NULL;
+  bool owned = false;  // made by split: freed here
   int rank = 0, size = 1, local_rank = 0;
   size_t bucket_bytes = size_t(25) << 20;
   std::shared_ptr<NcclState> nccl;  // created on the first collective over CUDA tensors
