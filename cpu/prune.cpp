@@ -12,20 +12,12 @@
 
 #include "../dispatch/slice_order.hpp"
 #include "cpu_backend.hpp"
+#include "nnops/detail/prune_math.hpp"
 
 namespace nnops::detail {
 
 namespace {
 
-// The one ranking rule, (|w|, index), as integers: the bit pattern of a non-negative float grows
-// with its value, and NaN, made canonical, sits above +inf (never pruned before a number).
-uint32_t magnitude_bits(float w) {
-  float mag = std::fabs(w);
-  if (std::isnan(mag)) mag = std::numeric_limits<float>::quiet_NaN();
-  uint32_t bits;
-  std::memcpy(&bits, &mag, sizeof bits);
-  return bits;
-}
 
 }  // namespace
 

@@ -9,16 +9,11 @@
 
 #include "../dispatch/slice_order.hpp"
 #include "cuda_backend.hpp"
+#include "nnops/detail/prune_math.hpp"
 
 namespace nnops::detail {
 
 namespace {
-
-// NaN made canonical sits above +inf: never pruned before a number (as cpu/prune.cpp).
-__device__ __forceinline__ uint32_t magnitude_bits(float w) {
-  const float mag = fabsf(w);
-  return mag != mag ? 0x7fc00000u : __float_as_uint(mag);
-}
 
 // Histogram of the digit at `shift` among kept entries whose higher bits equal `prefix`.
 __global__ void radix_histogram_kernel(unsigned long long* d_hist, const float* d_w,
