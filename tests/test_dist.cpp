@@ -1,7 +1,9 @@
 // nnops::dist over MPI, run by CTest under mpiexec with two ranks (and alone): collectives against
 // sums computed locally from every rank's (seeded) data, buckets, the non-blocking form,
 // mismatched tensor lists, and a rank that dies.
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "nnops/dist.hpp"
 #include "test_util.hpp"
@@ -134,6 +136,60 @@ TEST(Dist, SplitMakesGroups) {
   // A group of a group works too, and a negative color is refused.
   EXPECT_EQ(parity.split(0, 0).size(), members);
   EXPECT_THROW(comm().split(-1, 0), Error);
+}
+
+// Pruning a weight split across the ranks, by rows (column-parallel) and by columns
+// (row-parallel): every rank's mask is exactly its part of the mask one process computes on the
+// whole weight, ties (many equal magnitudes, +0 and -0, NaN) and a prior mask included.
+TEST(Dist, ShardedL1PruningEqualsOneProcess) {
+  const int rank = comm().rank(), size = comm().size();
+  const int64_t R = 7, C = 33;
+  auto whole = random_floats(R * C, 77);
+  for (float& v : whole) v = std::round(v * 8.0f) / 8.0f;  // magnitudes repeat often
+  whole[5] = 0.0f, whole[6] = -0.0f, whole[40] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<uint8_t> prior(R * C, 1);
+  for (int64_t i = 0; i < R * C; i += 9) prior[i] = 0;  // pruned before
+  for (const PruneAmount& amount :
+       {PruneAmount::fraction(0.5), PruneAmount::fraction(0.3), PruneAmount::count(17),
+        PruneAmount::fraction(1.0), PruneAmount::fraction(0.0)}) {
+    Tensor full_mask = Tensor::from_vector(prior, {R, C});
+    l1_unstructured(Tensor::from_vector(whole, {R, C}), amount, full_mask);
+    const auto expected = full_mask.to_vector<uint8_t>();
+    for (bool by_rows : {true, false}) {
+      SCOPED_TRACE(by_rows ? "rows split" : "columns split");
+      const int64_t parts = by_rows ? R : C;
+      const int64_t lo = parts * rank / size, hi = parts * (rank + 1) / size;
+      const int64_t rows = by_rows ? hi - lo : R, cols = by_rows ? C : hi - lo;
+      std::vector<float> w(rows * cols);
+      std::vector<uint8_t> m(rows * cols);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          const int64_t at = (by_rows ? lo + r : r) * C + (by_rows ? c : lo + c);
+          w[r * cols + c] = whole[at];
+          m[r * cols + c] = prior[at];
+        }
+      Tensor shard = Tensor::from_vector(w, {rows, cols});
+      Tensor mask = Tensor::from_vector(m, {rows, cols});
+      const dist::ShardPlacement where{R, C, by_rows ? lo : 0, by_rows ? 0 : lo};
+      dist::l1_unstructured(comm(), shard, where, amount, mask);
+      const auto got = mask.to_vector<uint8_t>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          const int64_t at = (by_rows ? lo + r : r) * C + (by_rows ? c : lo + c);
+          ASSERT_EQ(got[r * cols + c], expected[at]) << "entry " << at;
+        }
+    }
+  }
+  // Shards that do not tile the weight, or a count beyond what is kept, fail on every rank.
+  Tensor shard = Tensor::from_vector(std::vector<float>(3, 1.0f), {1, 3});
+  Tensor mask = Tensor::from_vector(std::vector<uint8_t>(3, 1), {1, 3});
+  EXPECT_THROW(dist::l1_unstructured(comm(), shard, {size + 1, 3, rank, 0},
+                                     PruneAmount::fraction(0.5), mask),
+               Error);
+  EXPECT_THROW(dist::l1_unstructured(comm(), shard, {size, 3, rank, 0},
+                                     PruneAmount::count(3 * size + 1), mask),
+               Error);
+  EXPECT_EQ(mask.to_vector<uint8_t>(), std::vector<uint8_t>(3, 1));
 }
 
 TEST(Dist, MismatchedTensorListsAreAnErrorOnEveryRank) {

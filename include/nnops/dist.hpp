@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "nnops/prune.hpp"
 #include "nnops/tensor.hpp"
 
 namespace nnops::dist {
@@ -45,6 +46,8 @@ class Request {
  private:
   std::unique_ptr<State> state_;
 };
+
+struct ShardPlacement;
 
 class Communicator {
  public:
@@ -84,8 +87,29 @@ class Communicator {
   struct Impl;
 
  private:
+  friend void l1_unstructured(const Communicator&, const Tensor&, const ShardPlacement&,
+                              PruneAmount, Tensor&);
   explicit Communicator(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
+
+// Where a rank's shard lies in a weight split across a group: its [rows, cols] block sits at
+// (row0, col0) of the whole [total_rows, total_cols] weight (a column-parallel layer splits the
+// rows, a row-parallel one the columns). Flat indices are the whole weight's.
+struct ShardPlacement {
+  int64_t total_rows = 0, total_cols = 0, row0 = 0, col0 = 0;
+};
+
+// nnops::l1_unstructured over a weight whose shards the ranks of `group` hold: every rank passes
+// its shard w (F32, 2-D) and its mask shard, and every mask becomes exactly the part of the mask
+// one process computes on the whole weight (the amount counts the whole weight's kept entries;
+// ties in |w| go to the lower whole-weight index). A radix select whose histograms are summed
+// over the group (nine rounds of 256 counts: 32 magnitude bits, then 40 index bits among the
+// equal magnitudes); the shards travel nowhere. Collective over `group`; the shards must tile the
+// whole weight. nm_structured along an unsplit last dimension, or with the column split at a
+// multiple of m, needs no communication (groups are whole in every shard); ln_structured and
+// global_unstructured over shards do, and are not provided yet.
+void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
+                     PruneAmount amount, Tensor& mask);
 
 }  // namespace nnops::dist

@@ -1,0 +1,129 @@
+// Magnitude pruning of a weight split across ranks (see nnops/dist.hpp): the k smallest kept
+// entries of the whole weight in (|w| bits, whole-weight flat index) order, found by a radix
+// select whose per-digit histograms are summed over the group with MPI, so every rank marks its
+// own entries and only counts travel.
+#include <mpi.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "dist_impl.hpp"
+#include "nnops/detail/prune_math.hpp"
+#include "nnops/error.hpp"
+#include "nnops/tensor_ops.hpp"
+
+namespace nnops::dist {
+
+namespace {
+
+// One kept entry of this rank's shard: its ranking key in two parts.
+struct Entry {
+  uint32_t magnitude;
+  uint64_t index;  // in the whole weight (at most 2^40 entries)
+};
+
+}  // namespace
+
+void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
+                     PruneAmount amount, Tensor& mask) {
+  const char* fn = "nnops::dist::l1_unstructured";
+  const Communicator::Impl& g = *group.impl_;
+  auto fail = [&](const std::string& problem) {
+    throw Error(std::string(fn) + ": rank " + std::to_string(g.rank) + ": " + problem);
+  };
+  if (!w.defined() || w.dtype() != DType::F32 || w.ndim() != 2) {
+    fail("w must be a 2-D F32 shard, got " +
+         (w.defined() ? w.describe() : std::string("undefined")));
+  }
+  if (!mask.defined() || mask.dtype() != DType::U8 || mask.shape() != w.shape()) {
+    fail("mask must be U8 " + shape_to_string(w.shape()) + ", got " +
+         (mask.defined() ? mask.describe() : std::string("undefined")));
+  }
+  if (mask.is_read_only()) fail("mask is read-only");
+  const int64_t rows = w.dim(0), cols = w.dim(1);
+  if (where.row0 < 0 || where.col0 < 0 || where.row0 + rows > where.total_rows ||
+      where.col0 + cols > where.total_cols ||
+      where.total_rows * where.total_cols >= (int64_t(1) << 40)) {
+    fail("the shard " + shape_to_string(w.shape()) + " at (" + std::to_string(where.row0) + ", " +
+         std::to_string(where.col0) + ") does not lie in [" + std::to_string(where.total_rows) +
+         ", " + std::to_string(where.total_cols) + "]");
+  }
+  if (!amount.is_count() && !(amount.fraction_value() >= 0.0 && amount.fraction_value() <= 1.0)) {
+    fail("the fraction must lie in [0, 1]");
+  }
+  const auto values = w.to(Device::CPU).to_vector<float>();
+  auto m = mask.to(Device::CPU).to_vector<uint8_t>();
+  std::vector<Entry> kept;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      if (!m[r * cols + c]) continue;
+      const uint64_t index =
+          static_cast<uint64_t>((where.row0 + r) * where.total_cols + where.col0 + c);
+      kept.push_back({detail::magnitude_bits(values[r * cols + c]), index});
+    }
+  }
+  // The shards must tile the whole weight; the amount counts its kept entries.
+  int64_t local[2] = {rows * cols, static_cast<int64_t>(kept.size())}, total[2];
+  check_mpi(MPI_Allreduce(local, total, 2, MPI_INT64_T, MPI_SUM, g.comm), fn, g.rank);
+  if (total[0] != where.total_rows * where.total_cols) {
+    fail("the shards hold " + std::to_string(total[0]) + " entries but the weight has " +
+         std::to_string(where.total_rows * where.total_cols));
+  }
+  const int64_t remaining = total[1];
+  const int64_t k = amount.is_count()
+                        ? amount.count_value()
+                        : static_cast<int64_t>(std::nearbyint(amount.fraction_value() *
+                                                              static_cast<double>(remaining)));
+  if (k < 0 || k > remaining) {
+    fail("cannot prune " + std::to_string(k) + " of the " + std::to_string(remaining) +
+         " kept entries");
+  }
+  if (k > 0) {
+    // Radix select of the k-th smallest (magnitude, index): 8 bits at a time, the magnitude's
+    // 32 from the top, then the index's 40 among the entries whose magnitude matched.
+    uint32_t mag_prefix = 0;
+    uint64_t index_prefix = 0;
+    int64_t rank_left = k;  // the wanted entry's position (1-based) among those matching
+    for (int pass = 0; pass < 9; ++pass) {
+      const bool on_magnitude = pass < 4;
+      const int shift = on_magnitude ? 24 - 8 * pass : 32 - 8 * (pass - 4);
+      std::vector<int64_t> hist(256, 0), sum(256, 0);
+      for (const Entry& e : kept) {
+        if (on_magnitude) {
+          const uint32_t high = pass == 0 ? 0 : e.magnitude >> (shift + 8);
+          if (pass > 0 && high != mag_prefix >> (shift + 8)) continue;
+          ++hist[(e.magnitude >> shift) & 0xFFu];
+        } else {
+          if (e.magnitude != mag_prefix) continue;
+          const uint64_t high = pass == 4 ? 0 : e.index >> (shift + 8);
+          if (pass > 4 && high != index_prefix >> (shift + 8)) continue;
+          ++hist[(e.index >> shift) & 0xFFu];
+        }
+      }
+      check_mpi(MPI_Allreduce(hist.data(), sum.data(), 256, MPI_INT64_T, MPI_SUM, g.comm), fn,
+                g.rank);
+      int digit = 0;
+      while (rank_left > sum[digit]) rank_left -= sum[digit++];
+      if (on_magnitude) {
+        mag_prefix |= static_cast<uint32_t>(digit) << shift;
+      } else {
+        index_prefix |= static_cast<uint64_t>(digit) << shift;
+      }
+    }
+    // (mag_prefix, index_prefix) is the k-th smallest key: everything up to it is pruned.
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        uint8_t& keep = m[r * cols + c];
+        if (!keep) continue;
+        const uint32_t mag = detail::magnitude_bits(values[r * cols + c]);
+        const uint64_t index =
+            static_cast<uint64_t>((where.row0 + r) * where.total_cols + where.col0 + c);
+        if (mag < mag_prefix || (mag == mag_prefix && index <= index_prefix)) keep = 0;
+      }
+    }
+  }
+  copy(mask, Tensor::from_vector(m, mask.shape(), mask.device()));
+}
+
+}  // namespace nnops::dist
