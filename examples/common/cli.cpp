@@ -3,8 +3,15 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <stdexcept>
+
+#ifdef NNOPS_EXAMPLES_WITH_MPI
+#include <nnops/dist.hpp>
+#endif
 
 namespace cli {
 
@@ -33,6 +40,29 @@ double parse_real(const std::string& flag, const char* text, double lo, double h
         std::to_string(hi) + "], got '" + text + "'");
   }
   return v;
+}
+
+int run_program(const char* program, int argc, char** argv,
+                const std::function<int(int, char**)>& body) {
+  try {
+#ifdef NNOPS_EXAMPLES_WITH_MPI
+    // MPI starts before anything else when asked for (it may adjust argv).
+    std::unique_ptr<nnops::dist::Environment> mpi;
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--data-parallel") == 0) {
+        mpi = std::make_unique<nnops::dist::Environment>(&argc, &argv);
+        break;
+      }
+    }
+#endif
+    return body(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 1;
+  }
 }
 
 }  // namespace cli

@@ -19,16 +19,13 @@
 #include <vector>
 
 #include "checkpoint.hpp"
+#include "cli.hpp"
 #include "corpus.hpp"
 #include "model.hpp"
 #include "options.hpp"
 #include "parallel.hpp"
 #include "safetensors.hpp"
 #include "trainer.hpp"
-
-#ifdef NNOPS_GPT_WITH_MPI
-#include <nnops/dist.hpp>
-#endif
 
 namespace gpt {
 namespace {
@@ -415,25 +412,8 @@ int run(const Options& options) {
 }  // namespace gpt
 
 int main(int argc, char** argv) {
-  try {
-#ifdef NNOPS_GPT_WITH_MPI
-    // MPI starts before anything else when asked for (it may adjust argv).
-    std::unique_ptr<nnops::dist::Environment> mpi;
-    for (int i = 1; i < argc; ++i) {
-      if (std::strcmp(argv[i], "--data-parallel") == 0) {
-        mpi = std::make_unique<nnops::dist::Environment>(&argc, &argv);
-        break;
-      }
-    }
-#endif
-    const auto options = gpt::parse_options(argc, argv);
-    if (!options) return 0;
-    return gpt::run(*options);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "nnops-gpt: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "nnops-gpt: error: %s\n", e.what());
-    return 1;
-  }
+  return cli::run_program("nnops-gpt", argc, argv, [](int n, char** args) {
+    const auto options = gpt::parse_options(n, args);
+    return options ? gpt::run(*options) : 0;
+  });
 }

@@ -68,6 +68,7 @@ with its masks, then distilled into a smaller student on alpha * CE + (1 - alpha
 )";
 
 using cli::bad;
+using cli::parse_choice;
 using cli::parse_int;
 using cli::parse_real;
 
@@ -121,19 +122,11 @@ std::optional<Options> parse_options(int argc, char** argv) {
     const std::string value = v;
     const int64_t kMaxSize = int64_t(1) << 20;
     if (flag == "--device") {
-      if (value == "cpu")
-        o.device = nnops::Device::CPU;
-      else if (value == "cuda")
-        o.device = nnops::Device::CUDA;
-      else
-        bad("--device must be cpu or cuda, got '" + value + "'");
+      o.device = parse_choice<nnops::Device>(
+          flag, value, {{"cpu", nnops::Device::CPU}, {"cuda", nnops::Device::CUDA}});
     } else if (flag == "--arch") {
-      if (value == "gpt2")
-        o.model.arch = Arch::Gpt2;
-      else if (value == "llama")
-        o.model.arch = Arch::Llama;
-      else
-        bad("--arch must be gpt2 or llama, got '" + value + "'");
+      o.model.arch =
+          parse_choice<Arch>(flag, value, {{"gpt2", Arch::Gpt2}, {"llama", Arch::Llama}});
     } else if (flag == "--layers") {
       o.model.layers = parse_int(flag, v, 1, 1024);
     } else if (flag == "--dim") {
@@ -174,12 +167,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
     } else if (flag == "--clip") {
       o.clip = static_cast<float>(parse_real(flag, v, 0.0, 1e6, false));
     } else if (flag == "--prune-pattern") {
-      if (value == "2:4")
-        o.prune_pattern = PrunePattern::TwoFour;
-      else if (value == "unstructured")
-        o.prune_pattern = PrunePattern::Unstructured;
-      else
-        bad("--prune-pattern must be 2:4 or unstructured, got '" + value + "'");
+      o.prune_pattern = parse_choice<PrunePattern>(
+          flag, value,
+          {{"2:4", PrunePattern::TwoFour}, {"unstructured", PrunePattern::Unstructured}});
     } else if (flag == "--prune-amount") {
       o.prune_amount = parse_real(flag, v, 0.0, 1.0, false);
     } else if (flag == "--temperature") {
@@ -195,12 +185,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
     } else if (flag == "--sample-temperature") {
       o.sample_temperature = static_cast<float>(parse_real(flag, v, 0.0, 100.0, true));
     } else if (flag == "--precision") {
-      if (value == "fp32")
-        o.bf16 = false;
-      else if (value == "bf16")
-        o.bf16 = true;
-      else
-        bad("--precision must be fp32 or bf16, got '" + value + "'");
+      o.bf16 = parse_choice<bool>(flag, value, {{"fp32", false}, {"bf16", true}});
     } else if (flag == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(flag, v, 0, INT64_MAX));
     } else if (flag == "--metrics") {

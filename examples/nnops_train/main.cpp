@@ -19,16 +19,13 @@
 #include <vector>
 
 #include "checkpoint.hpp"
+#include "cli.hpp"
 #include "data.hpp"
 #include "model.hpp"
+#include "options.hpp"
 #include "parallel.hpp"
 #include "pruned_weights.hpp"
 #include "safetensors.hpp"
-
-#ifdef NNOPS_TRAIN_WITH_MPI
-#include <nnops/dist.hpp>
-#endif
-#include "options.hpp"
 
 namespace train {
 namespace {
@@ -615,25 +612,8 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
 }  // namespace train
 
 int main(int argc, char** argv) {
-  try {
-#ifdef NNOPS_TRAIN_WITH_MPI
-    // MPI starts before anything else when asked for (it may adjust argv).
-    std::unique_ptr<nnops::dist::Environment> mpi;
-    for (int i = 1; i < argc; ++i) {
-      if (std::strcmp(argv[i], "--data-parallel") == 0) {
-        mpi = std::make_unique<nnops::dist::Environment>(&argc, &argv);
-        break;
-      }
-    }
-#endif
-    const auto options = train::parse_options(argc, argv);
-    if (!options) return 0;
-    return train::run(*options);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "nnops-train: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "nnops-train: %s\n", e.what());
-    return 1;
-  }
+  return cli::run_program("nnops-train", argc, argv, [](int n, char** args) {
+    const auto options = train::parse_options(n, args);
+    return options ? train::run(*options) : 0;
+  });
 }

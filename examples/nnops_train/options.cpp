@@ -63,6 +63,7 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
 )";
 
 using cli::bad;
+using cli::parse_choice;
 using cli::parse_int;
 using cli::parse_real;
 
@@ -123,19 +124,11 @@ std::optional<Options> parse_options(int argc, char** argv) {
     const std::string value = v;
     const int64_t kMaxSize = int64_t(1) << 24;
     if (flag == "--device") {
-      if (value == "cpu")
-        o.device = nnops::Device::CPU;
-      else if (value == "cuda")
-        o.device = nnops::Device::CUDA;
-      else
-        bad("--device must be cpu or cuda, got '" + value + "'");
+      o.device = parse_choice<nnops::Device>(
+          flag, value, {{"cpu", nnops::Device::CPU}, {"cuda", nnops::Device::CUDA}});
     } else if (flag == "--task") {
-      if (value == "regress")
-        o.task = Task::Regress;
-      else if (value == "classify")
-        o.task = Task::Classify;
-      else
-        bad("--task must be regress or classify, got '" + value + "'");
+      o.task = parse_choice<Task>(flag, value,
+                                  {{"regress", Task::Regress}, {"classify", Task::Classify}});
     } else if (flag == "--activation") {
       o.activation = parse_activation(value);
     } else if (flag == "--in") {
@@ -167,19 +160,12 @@ std::optional<Options> parse_options(int argc, char** argv) {
     } else if (flag == "--prune-amount") {
       o.prune_amount = parse_real(flag, v, 0.0, 1.0, false);
     } else if (flag == "--prune-scope") {
-      if (value == "layer")
-        o.prune_scope = PruneScope::Layer;
-      else if (value == "global")
-        o.prune_scope = PruneScope::Global;
-      else
-        bad("--prune-scope must be layer or global, got '" + value + "'");
+      o.prune_scope = parse_choice<PruneScope>(
+          flag, value, {{"layer", PruneScope::Layer}, {"global", PruneScope::Global}});
     } else if (flag == "--prune-pattern") {
-      if (value == "unstructured")
-        o.prune_pattern = PrunePattern::Unstructured;
-      else if (value == "2:4")
-        o.prune_pattern = PrunePattern::TwoFour;
-      else
-        bad("--prune-pattern must be unstructured or 2:4, got '" + value + "'");
+      o.prune_pattern = parse_choice<PrunePattern>(
+          flag, value,
+          {{"unstructured", PrunePattern::Unstructured}, {"2:4", PrunePattern::TwoFour}});
     } else if (flag == "--temperature") {
       o.temperature = static_cast<float>(parse_real(flag, v, 0.0, 1000.0, true));
     } else if (flag == "--alpha") {
@@ -187,21 +173,11 @@ std::optional<Options> parse_options(int argc, char** argv) {
     } else if (flag == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(flag, v, 0, INT64_MAX));
     } else if (flag == "--precision") {
-      if (value == "fp32")
-        o.bf16 = false;
-      else if (value == "bf16")
-        o.bf16 = true;
-      else
-        bad("--precision must be fp32 or bf16, got '" + value + "'");
+      o.bf16 = parse_choice<bool>(flag, value, {{"fp32", false}, {"bf16", true}});
     } else if (flag == "--sparse-execution") {
-      if (value == "off")
-        o.sparse_execution = Options::SparseExecution::Off;
-      else if (value == "auto")
-        o.sparse_execution = Options::SparseExecution::Auto;
-      else if (value == "always")
-        o.sparse_execution = Options::SparseExecution::Always;
-      else
-        bad("--sparse-execution must be off, auto or always, got '" + value + "'");
+      using Mode = Options::SparseExecution;
+      o.sparse_execution = parse_choice<Mode>(
+          flag, value, {{"off", Mode::Off}, {"auto", Mode::Auto}, {"always", Mode::Always}});
     } else if (flag == "--zero") {
       o.zero = static_cast<int>(parse_int(flag, v, 0, 1));
     } else if (flag == "--metrics") {
