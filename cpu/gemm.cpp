@@ -234,6 +234,33 @@ void pack_b_transposed(float* dst, const void* b_data, int64_t k, int64_t p0, in
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// Eight rows of 8 floats (src, src + stride, ...) written transposed: column j of the block to
+// out + j * out_stride. The standard 8 x 8 transpose: interleave pairs, then quads, then swap
+// 128-bit halves.
+__attribute__((target("avx2,fma"))) inline void transpose_8x8(const float* src, int64_t stride,
+                                                              float* out, int64_t out_stride) {
+  const __m256 r0 = _mm256_loadu_ps(src + 0 * stride), r1 = _mm256_loadu_ps(src + 1 * stride);
+  const __m256 r2 = _mm256_loadu_ps(src + 2 * stride), r3 = _mm256_loadu_ps(src + 3 * stride);
+  const __m256 r4 = _mm256_loadu_ps(src + 4 * stride), r5 = _mm256_loadu_ps(src + 5 * stride);
+  const __m256 r6 = _mm256_loadu_ps(src + 6 * stride), r7 = _mm256_loadu_ps(src + 7 * stride);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(out + 0 * out_stride, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(out + 1 * out_stride, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(out + 2 * out_stride, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(out + 3 * out_stride, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(out + 4 * out_stride, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(out + 5 * out_stride, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(out + 6 * out_stride, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(out + 7 * out_stride, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
 // The same panel through 8 x 8 register transposes: eight rows of b are read 8 floats at a
 // time and written as eight 8-float pieces of packed rows. Scalar stores of the loop above
 // took a third of a batch-64 x * w^T product.
@@ -254,38 +281,7 @@ __attribute__((target("avx2,fma"))) void pack_b_transposed_avx2(float* dst, cons
   const int64_t kc8 = kc / 8 * 8;
   for (int half = 0; half < kNR / 8; ++half) {
     const float* src = b + (col0 + 8 * half) * k + p0;
-    for (int64_t p = 0; p < kc8; p += 8) {
-      __m256 r0 = _mm256_loadu_ps(src + 0 * k + p), r1 = _mm256_loadu_ps(src + 1 * k + p);
-      __m256 r2 = _mm256_loadu_ps(src + 2 * k + p), r3 = _mm256_loadu_ps(src + 3 * k + p);
-      __m256 r4 = _mm256_loadu_ps(src + 4 * k + p), r5 = _mm256_loadu_ps(src + 5 * k + p);
-      __m256 r6 = _mm256_loadu_ps(src + 6 * k + p), r7 = _mm256_loadu_ps(src + 7 * k + p);
-      // Standard 8 x 8 transpose: interleave pairs, then quads, then swap 128-bit halves.
-      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
-      r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
-      r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
-      r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
-      r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
-      r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
-      r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
-      r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
-      float* o = out + p * kNR + 8 * half;
-      _mm256_storeu_ps(o + 0 * kNR, r0);
-      _mm256_storeu_ps(o + 1 * kNR, r1);
-      _mm256_storeu_ps(o + 2 * kNR, r2);
-      _mm256_storeu_ps(o + 3 * kNR, r3);
-      _mm256_storeu_ps(o + 4 * kNR, r4);
-      _mm256_storeu_ps(o + 5 * kNR, r5);
-      _mm256_storeu_ps(o + 6 * kNR, r6);
-      _mm256_storeu_ps(o + 7 * kNR, r7);
-    }
+    for (int64_t p = 0; p < kc8; p += 8) transpose_8x8(src + p, k, out + p * kNR + 8 * half, kNR);
     for (int64_t p = kc8; p < kc; ++p) {
       for (int j = 0; j < 8; ++j) out[p * kNR + 8 * half + j] = src[j * k + p];
     }
@@ -313,29 +309,7 @@ __attribute__((target("avx2,fma"))) void pack_a_avx2(float* dst, const void* a_d
   int group = 0;
   for (; group + 8 <= MR; group += 8) {
     const float* src = a + group * k;
-    for (int64_t p = 0; p < kc8; p += 8) {
-      __m256 r0 = _mm256_loadu_ps(src + 0 * k + p), r1 = _mm256_loadu_ps(src + 1 * k + p);
-      __m256 r2 = _mm256_loadu_ps(src + 2 * k + p), r3 = _mm256_loadu_ps(src + 3 * k + p);
-      __m256 r4 = _mm256_loadu_ps(src + 4 * k + p), r5 = _mm256_loadu_ps(src + 5 * k + p);
-      __m256 r6 = _mm256_loadu_ps(src + 6 * k + p), r7 = _mm256_loadu_ps(src + 7 * k + p);
-      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      float* o = out + p * MR + group;
-      _mm256_storeu_ps(o + 0 * MR, _mm256_permute2f128_ps(u0, u4, 0x20));
-      _mm256_storeu_ps(o + 1 * MR, _mm256_permute2f128_ps(u1, u5, 0x20));
-      _mm256_storeu_ps(o + 2 * MR, _mm256_permute2f128_ps(u2, u6, 0x20));
-      _mm256_storeu_ps(o + 3 * MR, _mm256_permute2f128_ps(u3, u7, 0x20));
-      _mm256_storeu_ps(o + 4 * MR, _mm256_permute2f128_ps(u0, u4, 0x31));
-      _mm256_storeu_ps(o + 5 * MR, _mm256_permute2f128_ps(u1, u5, 0x31));
-      _mm256_storeu_ps(o + 6 * MR, _mm256_permute2f128_ps(u2, u6, 0x31));
-      _mm256_storeu_ps(o + 7 * MR, _mm256_permute2f128_ps(u3, u7, 0x31));
-    }
+    for (int64_t p = 0; p < kc8; p += 8) transpose_8x8(src + p, k, out + p * MR + group, MR);
   }
   for (; group < MR; group += 4) {
     const float* src = a + group * k;
