@@ -231,11 +231,9 @@ __attribute__((target("avx2,fma"))) void scatter_block_avx2(float* block, const 
 
 // The 16 lane sums of a[0..15], as one vector (entry j in lane j): adjacent lanes added in
 // pairs, four times over, each step halving the lanes per entry (one fixed order).
-typedef int I16 __attribute__((vector_size(64)));
 __attribute__((target("avx512f"))) NNOPS_ALWAYS_INLINE V16 halve(V16 a, V16 b) {
-  const I16 even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-  const I16 odd = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-  return __builtin_shuffle(a, b, even) + __builtin_shuffle(a, b, odd);
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
 __attribute__((target("avx512f"))) V16 sum16(const V16* a) {
   V16 s1[8], s2[4], s3[2];
@@ -325,7 +323,10 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
     for (int64_t c = 0; c < in; ++c)
       for (int64_t r = 0; r < n; ++r) xt[c * n + r] = x[r * in + c];
   }
-  const auto [scatter, slot_grads] = backward_kernels_for_active_isa();
+  // Plain variables: OpenMP regions may not capture structured bindings (clang refuses).
+  const auto kernels = backward_kernels_for_active_isa();
+  const ScatterBlock scatter = kernels.first;
+  const SlotGrads slot_grads = kernels.second;
   if (dx) {
     std::fill(dxt.begin(), dxt.end(), 0.0f);
     // Threads own blocks of 16 batch rows (a vector's worth on AVX-512).
