@@ -200,6 +200,25 @@ TEST(GptRun, Bf16MixedPrecisionTracksFp32) {
   }
 }
 
+// --sparse-execution always: the pruned products run compressed through fine-tuning and the
+// teacher's distillation outputs, and every phase's held-out loss follows the masked dense run
+// within 1e-4 relative (the sums differ only in order).
+TEST(GptRun, SparseExecutionTrainsLikeMaskedDense) {
+  const std::string args = "--quick --device cpu --prune-pattern unstructured --prune-amount 0.9";
+  const ProgramRun dense = run_gpt(args);
+  const ProgramRun sparse = run_gpt(args + " --sparse-execution always");
+  ASSERT_EQ(dense.exit_code, 0) << dense.output;
+  ASSERT_EQ(sparse.exit_code, 0) << sparse.output;
+  EXPECT_NE(sparse.output.find("12 of 12 pruned products run compressed"), std::string::npos)
+      << sparse.output;
+  for (const char* model : {"pruned L1", "fine-tuned", "student"}) {
+    const double a = summary_loss(dense.output, model), b = summary_loss(sparse.output, model);
+    EXPECT_NEAR(b, a, 1e-4 * a) << model;
+  }
+  const ProgramRun bad = run_gpt("--quick --sparse-execution always --precision bf16");
+  EXPECT_EQ(bad.exit_code, 2);
+}
+
 TEST(GptRun, PruningKeepsExactlyHalfOfEveryLinearWeight) {
   gpt::Config c;
   c.arch = gpt::Arch::Llama;

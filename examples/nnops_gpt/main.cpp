@@ -364,6 +364,11 @@ int run(const Options& options) {
                   teacher.nonzero_parameters(), tps});
 
   prune(teacher, o.prune_pattern, o.prune_amount);
+  if (o.sparse_execution != Options::SparseExecution::Off) {
+    choose_sparse_execution(teacher, o.prune_pattern,
+                            o.sparse_execution == Options::SparseExecution::Always,
+                            (o.batch / par->size()) * tc.context);
+  }
   const double pruned = r.heldout(teacher);
   log.step("prune", 0, 0, kNaN, pruned, 0, 0, 0);
   rows.push_back({o.prune_pattern == PrunePattern::TwoFour ? "pruned 2:4" : "pruned L1", pruned,
@@ -388,6 +393,7 @@ int run(const Options& options) {
   rows.push_back({"student", r.heldout(student), student.parameter_count(),
                   student.nonzero_parameters(), tps});
 
+  teacher.sync_from_sparse();  // the dense weights again, for the checkpoint
   print_summary(rows, corpus, log);
   r.print_sample("teacher", teacher);
   r.print_sample("student", student);

@@ -131,6 +131,16 @@ void Model::sync_working() {
     if (p.work.defined()) nnops::cast(p.work, p.value);
 }
 
+void Model::sync_from_sparse() {
+  for (Parameter& p : params_) {
+    if (!p.sparse) continue;
+    nnops::decompress(*p.sparse, p.value);
+    p.sparse.reset();
+    p.sparse_grad = Tensor();
+  }
+  sync_working();
+}
+
 const Tensor& Model::product_weight(const Parameter* p) const {
   return p->work.defined() ? p->work : p->value;
 }
@@ -249,6 +259,27 @@ Workspace::Workspace(const Model& model, int64_t batch, int64_t context) {
 
 namespace {
 
+// y = x w^T + b through the weight's compressed form when it has one.
+void product_forward(const Model& m, const Tensor& x, const Parameter* w, const Parameter* b,
+                     Tensor& y) {
+  if (w->sparse) {
+    nnops::sparse_linear_forward(x, *w->sparse, value_or_null(b), y);
+  } else {
+    nnops::linear_forward(x, m.product_weight(w), value_or_null(b), y);
+  }
+}
+
+// Its backward: dx (may be null), the weight's gradient (sparse_grad for a compressed form) and
+// the bias's.
+void product_backward(const Model& m, const Tensor& x, Parameter* w, Parameter* b, const Tensor& dy,
+                      Tensor* dx) {
+  if (w->sparse) {
+    nnops::sparse_linear_backward(x, *w->sparse, dy, dx, &w->sparse_grad, grad_or_null(b));
+  } else {
+    nnops::linear_backward(x, m.product_weight(w), dy, dx, w->grad, grad_or_null(b));
+  }
+}
+
 void norm_forward(const Config& c, const Tensor& x, const Parameter* w, const Parameter* b,
                   Tensor& y, Tensor& mean, Tensor& rstd) {
   if (c.arch == Arch::Gpt2) {
@@ -332,7 +363,7 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     for (const Projection& p : {Projection{L.q_w, L.q_b, Hq, &q}, Projection{L.k_w, L.k_b, Hkv, &k},
                                 Projection{L.v_w, L.v_b, Hkv, &v}}) {
       Tensor h = view(heads_, {n, p.heads * D});
-      nnops::linear_forward(ln1_in, model.product_weight(p.w), value_or_null(p.b), h);
+      product_forward(model, ln1_in, p.w, p.b, h);
       nnops::permute(h.reshape({b_, t_, p.heads, D}), {0, 2, 1, 3}, *p.out);
     }
     if (!gpt2) {
@@ -344,24 +375,22 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     Tensor merged = view(a.merged, {b_, t_, Hq, D});
     nnops::permute(attn, {0, 2, 1, 3}, merged);
     Tensor mid = view(a.mid, {n, C});  // the projection written in place, then the residual
-    nnops::linear_forward(product_input(merged.reshape({n, Hq * D}), a.merged_b),
-                          model.product_weight(L.proj_w), value_or_null(L.proj_b), mid);
+    product_forward(model, product_input(merged.reshape({n, Hq * D}), a.merged_b), L.proj_w,
+                    L.proj_b, mid);
     nnops::add_scaled(mid, x, 1.0f);
 
     Tensor ln2 = view(a.ln2, {n, C}), mean2 = view(a.mean2, {n}), rstd2 = view(a.rstd2, {n});
     norm_forward(c, mid, L.ln2_w, L.ln2_b, ln2, mean2, rstd2);
     const int64_t H = c.hidden();
     Tensor fc = view(a.fc, {n, gpt2 ? H : 2 * H}), act = view(a.act, {n, H});
-    nnops::linear_forward(product_input(ln2, a.ln2_b), model.product_weight(L.fc_w),
-                          value_or_null(L.fc_b), fc);
+    product_forward(model, product_input(ln2, a.ln2_b), L.fc_w, L.fc_b, fc);
     if (gpt2) {
       nnops::activation_forward(nnops::Activation::GELUTanh, fc, act);
     } else {
       nnops::gated_activation_forward(nnops::Activation::SiLU, fc, act);
     }
     Tensor next = view(l + 1 < acts_.size() ? acts_[l + 1].resid_in : resid_out_, {n, C});
-    nnops::linear_forward(product_input(act, a.act_b), model.product_weight(L.out_w),
-                          value_or_null(L.out_b), next);
+    product_forward(model, product_input(act, a.act_b), L.out_w, L.out_b, next);
     nnops::add_scaled(next, mid, 1.0f);
   }
   Tensor xf = view(resid_out_, {n, C}), lnf = view(lnf_, {n, C});
@@ -418,8 +447,8 @@ void Workspace::backward(Model& model) {
     // MLP: resid_out = mid + out(act(fc(ln2(mid)))).
     Tensor dact = view(dmlp_, {n, H}), dfc = view(dfc_, {n, gpt2 ? H : 2 * H});
     Tensor fc = view(a.fc, {n, gpt2 ? H : 2 * H});
-    nnops::linear_backward(saved(a.act, a.act_b, {n, H}), model.product_weight(L.out_w),
-                           product_grad(dres), &dact, L.out_w->grad, grad_or_null(L.out_b));
+    product_backward(model, saved(a.act, a.act_b, {n, H}), L.out_w, L.out_b, product_grad(dres),
+                     &dact);
     if (gpt2) {
       nnops::activation_backward(nnops::Activation::GELUTanh, fc, dact, dfc);
     } else {
@@ -427,15 +456,14 @@ void Workspace::backward(Model& model) {
     }
     Tensor dln = view(tmp_c_, {n, C}), dpart = view(tmp_c2_, {n, C});
     Tensor mid = view(a.mid, {n, C});
-    nnops::linear_backward(saved(a.ln2, a.ln2_b, {n, C}), model.product_weight(L.fc_w),
-                           product_grad(dfc), &dln, L.fc_w->grad, grad_or_null(L.fc_b));
+    product_backward(model, saved(a.ln2, a.ln2_b, {n, C}), L.fc_w, L.fc_b, product_grad(dfc), &dln);
     norm_backward(c, mid, L.ln2_w, L.ln2_b, view(a.mean2, {n}), view(a.rstd2, {n}), dln, dpart);
     nnops::add_scaled(dres, dpart, 1.0f);  // now the gradient of mid
 
     // Attention: mid = resid_in + proj(merged heads).
     Tensor dmerged = view(tmp_c_, {n, Hq * D});
-    nnops::linear_backward(saved(a.merged, a.merged_b, {n, Hq * D}), model.product_weight(L.proj_w),
-                           product_grad(dres), &dmerged, L.proj_w->grad, grad_or_null(L.proj_b));
+    product_backward(model, saved(a.merged, a.merged_b, {n, Hq * D}), L.proj_w, L.proj_b,
+                     product_grad(dres), &dmerged);
     Tensor dattn = view(dheads_, {b_, Hq, t_, D});
     nnops::permute(dmerged.reshape({b_, t_, Hq, D}), {0, 2, 1, 3}, dattn);
     Tensor q = view(a.q, {b_, Hq, t_, D}), k = view(a.k, {b_, Hkv, t_, D});
@@ -462,9 +490,7 @@ void Workspace::backward(Model& model) {
       Tensor h = view(heads_, {b_, t_, p.heads, D});
       nnops::permute(*p.grad, {0, 2, 1, 3}, h);
       Tensor* dx = first ? &dln : &dpart;
-      nnops::linear_backward(ln1, model.product_weight(p.w),
-                             product_grad(h.reshape({n, p.heads * D})), dx, p.w->grad,
-                             grad_or_null(p.b));
+      product_backward(model, ln1, p.w, p.b, product_grad(h.reshape({n, p.heads * D})), dx);
       if (!first) nnops::add_scaled(dln, dpart, 1.0f);
       first = false;
     }

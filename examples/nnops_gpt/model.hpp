@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nnops/nnops.hpp>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ struct Parameter {
   // BF16 mixed precision: the rounding of value that the products read (undefined in FP32, and
   // for tensors no product reads). Adam keeps it equal to bf16(value).
   nnops::Tensor work;
+  // Sparse execution: the compressed form the products use instead (its values then are the
+  // master that AdamW steps, with sparse_grad), until Model::sync_from_sparse.
+  std::shared_ptr<nnops::SparseMatrix> sparse;
+  nnops::Tensor sparse_grad;
 };
 
 class Model {
@@ -56,6 +61,8 @@ class Model {
   void use_bf16();
   bool mixed_precision() const;
   void sync_working();  // the working copies from the masters again (after pruning, loading)
+  // Every weight with a compressed form gets its dense value back from it, and the form goes.
+  void sync_from_sparse();
   // What the products read: the working copy in mixed precision, else the value.
   const nnops::Tensor& product_weight(const Parameter* p) const;
   int64_t parameter_count() const;

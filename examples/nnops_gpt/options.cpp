@@ -53,6 +53,11 @@ with its masks, then distilled into a smaller student on alpha * CE + (1 - alpha
                              weights (working copies of FP32 masters that AdamW updates) and
                              BF16-rounded inputs and output gradients, sums in FP32; norms,
                              attention, the residual stream and the losses stay FP32
+  --sparse-execution off|auto|always
+                             after pruning, run each pruned product on its compressed form
+                             (2:4: NM24, else CSR) for fine-tuning, evaluation and the teacher
+                             in distillation: auto times both ways per product and keeps the
+                             faster; always forces it (default off)
   --seed N                   seed of data, initialisation and batches (default 1)
   --metrics FILE             write every logged point as CSV (tools/plot-training plots it)
   --save DIR                 write teacher.safetensors and student.safetensors to DIR
@@ -186,6 +191,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
       o.sample_temperature = static_cast<float>(parse_real(flag, v, 0.0, 100.0, true));
     } else if (flag == "--precision") {
       o.bf16 = parse_choice<bool>(flag, value, {{"fp32", false}, {"bf16", true}});
+    } else if (flag == "--sparse-execution") {
+      using Mode = Options::SparseExecution;
+      o.sparse_execution = parse_choice<Mode>(
+          flag, value, {{"off", Mode::Off}, {"auto", Mode::Auto}, {"always", Mode::Always}});
     } else if (flag == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(flag, v, 0, INT64_MAX));
     } else if (flag == "--metrics") {
@@ -210,6 +219,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
   if (!o.dump_dir.empty() && !o.load_dir.empty()) bad("--dump and --load exclude each other");
   if (!o.dump_dir.empty() && o.data_parallel)
     bad("--dump replays one process; drop --data-parallel");
+  if (o.sparse_execution != Options::SparseExecution::Off && (o.bf16 || o.data_parallel)) {
+    bad("--sparse-execution runs FP32 in one process (drop --precision bf16 and --data-parallel)");
+  }
   return o;
 }
 

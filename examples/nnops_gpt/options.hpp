@@ -31,7 +31,10 @@ struct Options {
   uint64_t seed = 1;
   std::string metrics_path, save_dir, load_dir, dump_dir;
   bool quick = false;
-  bool bf16 = false;           // BF16 products, FP32 masters
+  bool bf16 = false;  // BF16 products, FP32 masters
+  // After pruning, the pruned products run compressed: never, where timing shows it faster
+  // (auto), or always (tests use it).
+  enum class SparseExecution { Off, Auto, Always } sparse_execution = SparseExecution::Off;
   bool data_parallel = false;  // under mpirun: each rank takes batch / ranks sequences
 
   // The student: the teacher's shape with fewer layers and a narrower width (same head width).

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <memory>
 #include <stdexcept>
 
 namespace gpt {
@@ -55,6 +57,10 @@ double learning_rate(int64_t step, int64_t steps, int64_t warmup, double peak, d
 void optimizer_step(Model& model, const StepOptions& options) {
   std::vector<Tensor*> grads;
   for (Parameter& p : model.parameters()) {
+    if (p.sparse) {  // a compressed weight's gradient exists at its kept entries only
+      grads.push_back(&p.sparse_grad);
+      continue;
+    }
     if (p.mask.defined()) nnops::apply_mask(p.grad, p.mask);  // the pruned weights have none
     grads.push_back(&p.grad);
   }
@@ -75,10 +81,10 @@ void optimizer_step(Model& model, const StepOptions& options) {
     std::vector<nnops::AdamState*> states;
     for (Parameter& p : model.parameters()) {
       if (p.decay != decay) continue;
-      params.push_back(&p.value);
-      group_grads.push_back(&p.grad);
+      params.push_back(p.sparse ? &p.sparse->values() : &p.value);
+      group_grads.push_back(p.sparse ? &p.sparse_grad : &p.grad);
       states.push_back(&p.adam);
-      masks.push_back(p.mask.defined() ? &p.mask : nullptr);
+      masks.push_back(p.mask.defined() && !p.sparse ? &p.mask : nullptr);
       working.push_back(p.work.defined() ? &p.work : nullptr);  // kept equal to bf16(value)
     }
     if (!params.empty()) nnops::adam_step(adam, params, group_grads, states, masks, working);
@@ -150,6 +156,73 @@ void prune(Model& model, PrunePattern pattern, double amount) {
     nnops::apply_mask(p.value, p.mask);
   }
   model.sync_working();
+}
+
+namespace {
+
+// Best of five timed runs of `body` after a warm-up, in milliseconds.
+template <class Body>
+double best_ms(nnops::Device device, Body body) {
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {
+    nnops::synchronize(device);
+    const auto t0 = std::chrono::steady_clock::now();
+    body();
+    nnops::synchronize(device);
+    const double ms =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
+    if (rep > 0) best = std::min(best, ms);
+  }
+  return best;
+}
+
+}  // namespace
+
+void choose_sparse_execution(Model& model, PrunePattern pattern, bool always, int64_t tokens) {
+  const nnops::Device device = model.device();
+  const auto format =
+      pattern == PrunePattern::TwoFour ? nnops::SparseFormat::NM24 : nnops::SparseFormat::CSR;
+  std::printf("sparse execution (forward + backward of each pruned product over %lld tokens):\n",
+              (long long)tokens);
+  int64_t chosen = 0, total = 0;
+  for (Parameter& p : model.parameters()) {
+    if (!p.mask.defined()) continue;
+    auto s = std::make_shared<nnops::SparseMatrix>(nnops::compress(p.value, p.mask, format));
+    const int64_t out = p.value.dim(0), in = p.value.dim(1);
+    Tensor x = Tensor::empty({tokens, in}, DType::F32, device);
+    Tensor dy = Tensor::empty({tokens, out}, DType::F32, device);
+    nnops::fill_uniform(x, -1, 1, 1);
+    nnops::fill_uniform(dy, -1, 1, 2);
+    Tensor y = Tensor::empty({tokens, out}, DType::F32, device);
+    Tensor dx = Tensor::empty({tokens, in}, DType::F32, device);
+    Tensor dw = Tensor::empty({out, in}, DType::F32, device);
+    Tensor dv = Tensor::empty(s->values().shape(), DType::F32, device);
+    double dense = 0, sparse = 0;
+    if (!always) {
+      dense = best_ms(device, [&] {
+        nnops::linear_forward(x, p.value, nullptr, y);
+        nnops::linear_backward(x, p.value, dy, &dx, dw, nullptr);
+      });
+      sparse = best_ms(device, [&] {
+        nnops::sparse_linear_forward(x, *s, nullptr, y);
+        nnops::sparse_linear_backward(x, *s, dy, &dx, &dv, nullptr);
+      });
+    }
+    const bool use = always || sparse < dense;
+    ++total;
+    if (use) {
+      ++chosen;
+      p.sparse_grad = std::move(dv);
+      p.sparse = std::move(s);
+    }
+    if (!always) {
+      std::printf("  %-22s %s %.2f ms compressed, %.2f ms dense -> %s\n", p.name.c_str(),
+                  format == nnops::SparseFormat::NM24 ? "NM24" : "CSR", sparse, dense,
+                  use ? "compressed" : "dense");
+    }
+  }
+  std::printf("  %lld of %lld pruned products run compressed\n", (long long)chosen,
+              (long long)total);
 }
 
 double measured_gemm_gflops(nnops::Device device) {

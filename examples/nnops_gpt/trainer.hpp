@@ -57,6 +57,11 @@ std::string sample(const Model& model, const std::string& prompt, int64_t count,
 // Prunes every prunable weight (2:4, or L1 unstructured at amount) and zeroes the pruned entries.
 void prune(Model& model, PrunePattern pattern, double amount);
 
+// Sparse execution: each pruned weight's product (forward, and backward with dx and the weight
+// gradient, over `tokens` rows) is timed dense and on its compressed form (NM24 for 2:4, else
+// CSR), and the compressed form is kept where it is faster (or always); prints the choices.
+void choose_sparse_execution(Model& model, PrunePattern pattern, bool always, int64_t tokens);
+
 // The GEMM rate of this device in GFLOP/s (the best of a few 1024^3 products), the reference of
 // model FLOPs utilisation.
 double measured_gemm_gflops(nnops::Device device);
