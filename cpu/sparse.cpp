@@ -20,19 +20,19 @@ namespace nnops::detail {
 namespace {
 
 // The kept entries of output row o, as (value, column) pairs in stored order, fed to `add`.
-#define NNOPS_FOR_EACH_ENTRY(w, o, ADD)                                  \
-  if ((w).nm24) {                                                        \
-    const int64_t groups_ = (w).cols / 4;                                \
-    const float* v_ = (w).values + (o) * ((w).cols / 2);                 \
-    const uint8_t* meta_ = (w).metadata + (o) * ((groups_ + 1) / 2);     \
-    for (int64_t g_ = 0; g_ < groups_; ++g_) {                           \
-      const unsigned nibble_ = (meta_[g_ / 2] >> (4 * (g_ % 2))) & 0xFu; \
-      ADD(v_[2 * g_], 4 * g_ + (nibble_ & 3u));                          \
-      ADD(v_[2 * g_ + 1], 4 * g_ + (nibble_ >> 2));                      \
-    }                                                                    \
-  } else {                                                               \
-    for (int64_t e_ = (w).row_ptr[o]; e_ < (w).row_ptr[(o) + 1]; ++e_)   \
-      ADD((w).values[e_], static_cast<int64_t>((w).col[e_]));            \
+#define NNOPS_FOR_EACH_ENTRY(w, o, ADD)                                     \
+  if ((w).nm24) {                                                           \
+    const int64_t groups_ = (w).cols / 4;                                   \
+    const float* v_ = (w).values + (o) * ((w).cols / 2);                    \
+    const uint8_t* meta_ = (w).metadata + (o)*nm24_metadata_cols((w).cols); \
+    for (int64_t g_ = 0; g_ < groups_; ++g_) {                              \
+      const Nm24Group grp_ = nm24_group(meta_, g_); /* unused slots: 0 */   \
+      ADD(v_[2 * g_], 4 * g_ + grp_.p0);                                    \
+      ADD(v_[2 * g_ + 1], 4 * g_ + grp_.p1);                                \
+    }                                                                       \
+  } else {                                                                  \
+    for (int64_t e_ = (w).row_ptr[o]; e_ < (w).row_ptr[(o) + 1]; ++e_)      \
+      ADD((w).values[e_], static_cast<int64_t>((w).col[e_]));               \
   }
 
 // Batch rows [r0, n) of output row o, one at a time (the reference, and every path's tail).

@@ -335,10 +335,13 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
   Tensor x0 = view(acts_[0].resid_in, {b_, t_, C});
   nnops::embedding_forward(tok, model.wte()->value, x0);
   if (gpt2) {
-    std::vector<int32_t> pos(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i % t_);
     Tensor p = view(positions_, {b_, t_});
-    nnops::copy(p, Tensor::from_vector(pos, {b_, t_}, model.device()));
+    if (positions_for_ != std::make_pair(b_, t_)) {  // uploaded once per shape, not per step
+      std::vector<int32_t> pos(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i % t_);
+      nnops::copy(p, Tensor::from_vector(pos, {b_, t_}, model.device()));
+      positions_for_ = {b_, t_};
+    }
     Tensor pe = view(tmp_c_, {b_, t_, C});
     nnops::embedding_forward(p, model.wpe()->value, pe);
     nnops::add_scaled(x0, pe, 1.0f);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <nnops/nnops.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gpt {
@@ -126,6 +127,7 @@ class Workspace {
   nnops::Tensor lnf_b_, dy_b_;
   int64_t capacity_ = 0, vocab_ = 0;
   int64_t b_ = 0, t_ = 0;
+  std::pair<int64_t, int64_t> positions_for_{0, 0};  // the [b, t] positions_ holds
   std::vector<LayerActs> acts_;
   nnops::Tensor tokens_, positions_, resid_out_, lnf_, meanf_, rstdf_, logits_, dlogits_;
   // Scratch shared by every layer.

@@ -2,11 +2,12 @@
 #include "trainer.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
+
+#include "timing.hpp"
 
 namespace gpt {
 
@@ -158,26 +159,6 @@ void prune(Model& model, PrunePattern pattern, double amount) {
   model.sync_working();
 }
 
-namespace {
-
-// Best of five timed runs of `body` after a warm-up, in milliseconds.
-template <class Body>
-double best_ms(nnops::Device device, Body body) {
-  double best = 1e30;
-  for (int rep = 0; rep < 6; ++rep) {
-    nnops::synchronize(device);
-    const auto t0 = std::chrono::steady_clock::now();
-    body();
-    nnops::synchronize(device);
-    const double ms =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
-    if (rep > 0) best = std::min(best, ms);
-  }
-  return best;
-}
-
-}  // namespace
-
 void choose_sparse_execution(Model& model, PrunePattern pattern, bool always, int64_t tokens) {
   const nnops::Device device = model.device();
   const auto format =
@@ -199,11 +180,11 @@ void choose_sparse_execution(Model& model, PrunePattern pattern, bool always, in
     Tensor dv = Tensor::empty(s->values().shape(), DType::F32, device);
     double dense = 0, sparse = 0;
     if (!always) {
-      dense = best_ms(device, [&] {
+      dense = cli::best_ms(device, [&] {
         nnops::linear_forward(x, p.value, nullptr, y);
         nnops::linear_backward(x, p.value, dy, &dx, dw, nullptr);
       });
-      sparse = best_ms(device, [&] {
+      sparse = cli::best_ms(device, [&] {
         nnops::sparse_linear_forward(x, *s, nullptr, y);
         nnops::sparse_linear_backward(x, *s, dy, &dx, &dv, nullptr);
       });
@@ -232,16 +213,8 @@ double measured_gemm_gflops(nnops::Device device) {
   Tensor c = Tensor::empty({n, n}, DType::F32, device);
   nnops::fill_uniform(a, -1, 1, 1);
   nnops::fill_uniform(b, -1, 1, 2);
-  double best = 1e30;
-  for (int rep = 0; rep < 4; ++rep) {  // the first is a warm-up
-    nnops::synchronize(device);
-    const auto t0 = std::chrono::steady_clock::now();
-    nnops::matmul(a, b, c);
-    nnops::synchronize(device);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (rep > 0) best = std::min(best, dt);
-  }
-  return 2.0 * n * n * n / best * 1e-9;
+  const double ms = cli::best_ms(device, [&] { nnops::matmul(a, b, c); });
+  return 2.0 * n * n * n / ms * 1e-6;
 }
 
 }  // namespace gpt

@@ -26,6 +26,7 @@
 #include "parallel.hpp"
 #include "pruned_weights.hpp"
 #include "safetensors.hpp"
+#include "timing.hpp"
 
 namespace train {
 namespace {
@@ -258,20 +259,6 @@ void prune(Mlp& m, const Options& o) {
 
 TensorMap to_checkpoint(const Mlp& m, const Options& o, ckpt::Metadata& meta_out);
 
-// Best of a few timed runs of `body` (after one warm-up), in milliseconds; waits for the device.
-template <class Body>
-double best_ms(nnops::Device device, Body body) {
-  double best = 1e30;
-  for (int rep = 0; rep < 6; ++rep) {
-    nnops::synchronize(device);
-    const auto t0 = Clock::now();
-    body();
-    nnops::synchronize(device);
-    if (rep > 0) best = std::min(best, seconds_since(t0) * 1e3);
-  }
-  return best;
-}
-
 // --sparse-execution: each pruned layer's training step (forward, backward with dx, weight
 // gradient) timed at the batch size dense and on its compressed form (NM24 for a 2:4 mask,
 // else CSR); the compressed form stays where it is faster. Then the whole model's forward at
@@ -300,11 +287,11 @@ void choose_sparse_execution(Mlp& m, const Options& o, nnops::Device device) {
     Tensor dw = Tensor::empty({out, in}, DType::F32, device),
            db = Tensor::empty({out}, DType::F32, device);
     Tensor dv = Tensor::empty(s->values().shape(), DType::F32, device);
-    const double dense = best_ms(device, [&] {
+    const double dense = cli::best_ms(device, [&] {
       nnops::linear_forward(x, l.w, &l.b, y);
       nnops::linear_backward(x, l.w, dy, &dx, dw, &db);
     });
-    const double sparse = best_ms(device, [&] {
+    const double sparse = cli::best_ms(device, [&] {
       nnops::sparse_linear_forward(x, *s, &l.b, y);
       nnops::sparse_linear_backward(x, *s, dy, &dx, &dv, &db);
     });
@@ -321,9 +308,9 @@ void choose_sparse_execution(Mlp& m, const Options& o, nnops::Device device) {
     nnops::fill_uniform(x, -1, 1, 3);
     Workspace ws(m, n);
     m.s1.reset(), m.s2.reset();
-    const double dense = best_ms(device, [&] { ws.forward(m, x); });
+    const double dense = cli::best_ms(device, [&] { ws.forward(m, x); });
     m.s1 = s1, m.s2 = s2;
-    const double chosen = best_ms(device, [&] { ws.forward(m, x); });
+    const double chosen = cli::best_ms(device, [&] { ws.forward(m, x); });
     std::printf("  inference at batch %lld: %.3f ms as chosen, %.3f ms dense (%.2fx)\n",
                 (long long)n, chosen, dense, dense / chosen);
   }
