@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,50 +26,88 @@ struct Entry {
 
 }  // namespace
 
-void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
-                     PruneAmount amount, Tensor& mask) {
-  const char* fn = "nnops::dist::l1_unstructured";
-  const Communicator::Impl& g = *group.impl_;
-  auto fail = [&](const std::string& problem) {
-    throw Error(std::string(fn) + ": rank " + std::to_string(g.rank) + ": " + problem);
-  };
+namespace {
+
+// The checks of one shard and its placement in the whole weight; `which` names the tensor in a
+// list.
+void check_shard(const std::function<void(const std::string&)>& fail, const Tensor& w,
+                 const Tensor& mask, const ShardPlacement& where, const std::string& which) {
   if (!w.defined() || w.dtype() != DType::F32 || w.ndim() != 2) {
-    fail("w must be a 2-D F32 shard, got " +
+    fail(which + "w must be a 2-D F32 shard, got " +
          (w.defined() ? w.describe() : std::string("undefined")));
   }
   if (!mask.defined() || mask.dtype() != DType::U8 || mask.shape() != w.shape()) {
-    fail("mask must be U8 " + shape_to_string(w.shape()) + ", got " +
+    fail(which + "mask must be U8 " + shape_to_string(w.shape()) + ", got " +
          (mask.defined() ? mask.describe() : std::string("undefined")));
   }
-  if (mask.is_read_only()) fail("mask is read-only");
+  if (mask.is_read_only()) fail(which + "mask is read-only");
   const int64_t rows = w.dim(0), cols = w.dim(1);
   if (where.row0 < 0 || where.col0 < 0 || where.row0 + rows > where.total_rows ||
       where.col0 + cols > where.total_cols ||
       where.total_rows * where.total_cols >= (int64_t(1) << 40)) {
-    fail("the shard " + shape_to_string(w.shape()) + " at (" + std::to_string(where.row0) + ", " +
-         std::to_string(where.col0) + ") does not lie in [" + std::to_string(where.total_rows) +
-         ", " + std::to_string(where.total_cols) + "]");
+    fail(which + "the shard " + shape_to_string(w.shape()) + " at (" + std::to_string(where.row0) +
+         ", " + std::to_string(where.col0) + ") does not lie in [" +
+         std::to_string(where.total_rows) + ", " + std::to_string(where.total_cols) + "]");
   }
+}
+
+// The selection behind both entry points: one ranking over the kept entries of every listed
+// shard, by (|w| bits, index in the concatenation of the whole weights).
+void prune_shards(const char* fn, const Communicator::Impl& g, const std::vector<const Tensor*>& ws,
+                  const std::vector<ShardPlacement>& places, PruneAmount amount,
+                  const std::vector<Tensor*>& masks) {
+  auto fail = [&](const std::string& problem) {
+    throw Error(std::string(fn) + ": rank " + std::to_string(g.rank) + ": " + problem);
+  };
+  if (ws.empty() || ws.size() != places.size() || ws.size() != masks.size()) {
+    fail("needs as many shards, placements and masks (at least one), got " +
+         std::to_string(ws.size()) + ", " + std::to_string(places.size()) + " and " +
+         std::to_string(masks.size()));
+  }
+  const bool several = ws.size() > 1;
+  int64_t whole_entries = 0;
+  for (size_t t = 0; t < ws.size(); ++t) {
+    if (ws[t] == nullptr || masks[t] == nullptr) fail("null tensor " + std::to_string(t));
+    check_shard(fail, *ws[t], *masks[t], places[t],
+                several ? "tensor " + std::to_string(t) + ": " : std::string());
+    whole_entries += places[t].total_rows * places[t].total_cols;
+  }
+  if (whole_entries >= (int64_t(1) << 40)) fail("more than 2^40 entries in all");
   if (!amount.is_count() && !(amount.fraction_value() >= 0.0 && amount.fraction_value() <= 1.0)) {
     fail("the fraction must lie in [0, 1]");
   }
-  const auto values = w.to(Device::CPU).to_vector<float>();
-  auto m = mask.to(Device::CPU).to_vector<uint8_t>();
+  // Each shard's kept entries with their ranking keys.
+  std::vector<std::vector<float>> values(ws.size());
+  std::vector<std::vector<uint8_t>> kept_masks(ws.size());
   std::vector<Entry> kept;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      if (!m[r * cols + c]) continue;
-      const uint64_t index =
-          static_cast<uint64_t>((where.row0 + r) * where.total_cols + where.col0 + c);
-      kept.push_back({detail::magnitude_bits(values[r * cols + c]), index});
+  int64_t local[2] = {0, 0}, total[2];
+  std::vector<int64_t> offsets(ws.size());  // where each whole weight starts in the ranking
+  for (size_t t = 0, offset = 0; t < ws.size(); ++t) {
+    offsets[t] = static_cast<int64_t>(offset);
+    offset += places[t].total_rows * places[t].total_cols;
+    values[t] = ws[t]->to(Device::CPU).to_vector<float>();
+    kept_masks[t] = masks[t]->to(Device::CPU).to_vector<uint8_t>();
+    local[0] += ws[t]->numel();
+  }
+  auto index_of = [&](size_t t, int64_t r, int64_t c) {
+    const ShardPlacement& where = places[t];
+    return static_cast<uint64_t>(offsets[t] + (where.row0 + r) * where.total_cols + where.col0 + c);
+  };
+  for (size_t t = 0; t < ws.size(); ++t) {
+    const int64_t rows = ws[t]->dim(0), cols = ws[t]->dim(1);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        if (!kept_masks[t][r * cols + c]) continue;
+        kept.push_back({detail::magnitude_bits(values[t][r * cols + c]), index_of(t, r, c)});
+      }
     }
   }
-  // The shards must tile the whole weight; the amount counts its kept entries.
-  int64_t local[2] = {rows * cols, static_cast<int64_t>(kept.size())}, total[2];
+  local[1] = static_cast<int64_t>(kept.size());
+  // The shards must tile the whole weights; the amount counts their kept entries.
   check_mpi(MPI_Allreduce(local, total, 2, MPI_INT64_T, MPI_SUM, g.comm), fn, g.rank);
-  if (total[0] != where.total_rows * where.total_cols) {
-    fail("the shards hold " + std::to_string(total[0]) + " entries but the weight has " +
-         std::to_string(where.total_rows * where.total_cols));
+  if (total[0] != whole_entries) {
+    fail("the shards hold " + std::to_string(total[0]) + " entries but the " +
+         (several ? "weights have " : "weight has ") + std::to_string(whole_entries));
   }
   const int64_t remaining = total[1];
   const int64_t k = amount.is_count()
@@ -79,51 +118,67 @@ void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlac
     fail("cannot prune " + std::to_string(k) + " of the " + std::to_string(remaining) +
          " kept entries");
   }
-  if (k > 0) {
-    // Radix select of the k-th smallest (magnitude, index): 8 bits at a time, the magnitude's
-    // 32 from the top, then the index's 40 among the entries whose magnitude matched.
-    uint32_t mag_prefix = 0;
-    uint64_t index_prefix = 0;
-    int64_t rank_left = k;  // the wanted entry's position (1-based) among those matching
-    for (int pass = 0; pass < 9; ++pass) {
-      const bool on_magnitude = pass < 4;
-      const int shift = on_magnitude ? 24 - 8 * pass : 32 - 8 * (pass - 4);
-      std::vector<int64_t> hist(256, 0), sum(256, 0);
-      for (const Entry& e : kept) {
-        if (on_magnitude) {
-          const uint32_t high = pass == 0 ? 0 : e.magnitude >> (shift + 8);
-          if (pass > 0 && high != mag_prefix >> (shift + 8)) continue;
-          ++hist[(e.magnitude >> shift) & 0xFFu];
-        } else {
-          if (e.magnitude != mag_prefix) continue;
-          const uint64_t high = pass == 4 ? 0 : e.index >> (shift + 8);
-          if (pass > 4 && high != index_prefix >> (shift + 8)) continue;
-          ++hist[(e.index >> shift) & 0xFFu];
-        }
-      }
-      check_mpi(MPI_Allreduce(hist.data(), sum.data(), 256, MPI_INT64_T, MPI_SUM, g.comm), fn,
-                g.rank);
-      int digit = 0;
-      while (rank_left > sum[digit]) rank_left -= sum[digit++];
+  if (k == 0) return;
+  // Radix select of the k-th smallest (magnitude, index): 8 bits at a time, the magnitude's
+  // 32 from the top, then the index's 40 among the entries whose magnitude matched.
+  uint32_t mag_prefix = 0;
+  uint64_t index_prefix = 0;
+  int64_t rank_left = k;  // the wanted entry's position (1-based) among those matching
+  for (int pass = 0; pass < 9; ++pass) {
+    const bool on_magnitude = pass < 4;
+    const int shift = on_magnitude ? 24 - 8 * pass : 32 - 8 * (pass - 4);
+    std::vector<int64_t> hist(256, 0), sum(256, 0);
+    for (const Entry& e : kept) {
       if (on_magnitude) {
-        mag_prefix |= static_cast<uint32_t>(digit) << shift;
+        const uint32_t high = pass == 0 ? 0 : e.magnitude >> (shift + 8);
+        if (pass > 0 && high != mag_prefix >> (shift + 8)) continue;
+        ++hist[(e.magnitude >> shift) & 0xFFu];
       } else {
-        index_prefix |= static_cast<uint64_t>(digit) << shift;
+        if (e.magnitude != mag_prefix) continue;
+        const uint64_t high = pass == 4 ? 0 : e.index >> (shift + 8);
+        if (pass > 4 && high != index_prefix >> (shift + 8)) continue;
+        ++hist[(e.index >> shift) & 0xFFu];
       }
     }
-    // (mag_prefix, index_prefix) is the k-th smallest key: everything up to it is pruned.
+    check_mpi(MPI_Allreduce(hist.data(), sum.data(), 256, MPI_INT64_T, MPI_SUM, g.comm), fn,
+              g.rank);
+    int digit = 0;
+    while (rank_left > sum[digit]) rank_left -= sum[digit++];
+    if (on_magnitude) {
+      mag_prefix |= static_cast<uint32_t>(digit) << shift;
+    } else {
+      index_prefix |= static_cast<uint64_t>(digit) << shift;
+    }
+  }
+  // (mag_prefix, index_prefix) is the k-th smallest key: everything up to it is pruned.
+  for (size_t t = 0; t < ws.size(); ++t) {
+    const int64_t rows = ws[t]->dim(0), cols = ws[t]->dim(1);
+    std::vector<uint8_t>& m = kept_masks[t];
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         uint8_t& keep = m[r * cols + c];
         if (!keep) continue;
-        const uint32_t mag = detail::magnitude_bits(values[r * cols + c]);
-        const uint64_t index =
-            static_cast<uint64_t>((where.row0 + r) * where.total_cols + where.col0 + c);
+        const uint32_t mag = detail::magnitude_bits(values[t][r * cols + c]);
+        const uint64_t index = index_of(t, r, c);
         if (mag < mag_prefix || (mag == mag_prefix && index <= index_prefix)) keep = 0;
       }
     }
   }
-  copy(mask, Tensor::from_vector(m, mask.shape(), mask.device()));
+  for (size_t t = 0; t < ws.size(); ++t)
+    copy(*masks[t], Tensor::from_vector(kept_masks[t], masks[t]->shape(), masks[t]->device()));
+}
+
+}  // namespace
+
+void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
+                     PruneAmount amount, Tensor& mask) {
+  prune_shards("nnops::dist::l1_unstructured", *group.impl_, {&w}, {where}, amount, {&mask});
+}
+
+void global_unstructured(const Communicator& group, const std::vector<const Tensor*>& ws,
+                         const std::vector<ShardPlacement>& where, PruneAmount amount,
+                         const std::vector<Tensor*>& masks) {
+  prune_shards("nnops::dist::global_unstructured", *group.impl_, ws, where, amount, masks);
 }
 
 }  // namespace nnops::dist

@@ -192,6 +192,50 @@ TEST(Dist, ShardedL1PruningEqualsOneProcess) {
   EXPECT_EQ(mask.to_vector<uint8_t>(), std::vector<uint8_t>(3, 1));
 }
 
+// Global pruning over the two layers of a tensor-parallel MLP: the first split by rows, the
+// second by columns (with a rank holding no columns when there are more ranks than columns is
+// not a case: every rank holds some). The masks are exactly one process's global_unstructured.
+TEST(Dist, ShardedGlobalPruningEqualsOneProcess) {
+  const int rank = comm().rank(), size = comm().size();
+  const int64_t H = 9, IN = 7, OUT = 5;
+  auto w1 = random_floats(H * IN, 81), w2 = random_floats(OUT * H, 82);
+  for (float& v : w1) v = std::round(v * 4.0f) / 4.0f;  // ties within and across the tensors
+  for (float& v : w2) v = std::round(v * 4.0f) / 4.0f;
+  std::vector<uint8_t> p1(H * IN, 1), p2(OUT * H, 1);
+  p1[3] = 0, p2[11] = 0;
+  for (const PruneAmount& amount : {PruneAmount::fraction(0.5), PruneAmount::count(40),
+                                    PruneAmount::fraction(1.0), PruneAmount::fraction(0.0)}) {
+    Tensor whole1 = Tensor::from_vector(w1, {H, IN}), whole2 = Tensor::from_vector(w2, {OUT, H});
+    Tensor full1 = Tensor::from_vector(p1, {H, IN}), full2 = Tensor::from_vector(p2, {OUT, H});
+    global_unstructured({&whole1, &whole2}, amount, {&full1, &full2});
+    const auto e1 = full1.to_vector<uint8_t>(), e2 = full2.to_vector<uint8_t>();
+    const int64_t lo = H * rank / size, hi = H * (rank + 1) / size, n = hi - lo;
+    std::vector<float> s1(n * IN), s2(OUT * n);
+    std::vector<uint8_t> m1(n * IN), m2(OUT * n);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < IN; ++c)
+        s1[r * IN + c] = w1[(lo + r) * IN + c], m1[r * IN + c] = p1[(lo + r) * IN + c];
+    for (int64_t r = 0; r < OUT; ++r)
+      for (int64_t c = 0; c < n; ++c)
+        s2[r * n + c] = w2[r * H + lo + c], m2[r * n + c] = p2[r * H + lo + c];
+    Tensor shard1 = Tensor::from_vector(s1, {n, IN}), shard2 = Tensor::from_vector(s2, {OUT, n});
+    Tensor mask1 = Tensor::from_vector(m1, {n, IN}), mask2 = Tensor::from_vector(m2, {OUT, n});
+    dist::global_unstructured(comm(), {&shard1, &shard2}, {{H, IN, lo, 0}, {OUT, H, 0, lo}}, amount,
+                              {&mask1, &mask2});
+    const auto g1 = mask1.to_vector<uint8_t>(), g2 = mask2.to_vector<uint8_t>();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < IN; ++c) ASSERT_EQ(g1[r * IN + c], e1[(lo + r) * IN + c]);
+    for (int64_t r = 0; r < OUT; ++r)
+      for (int64_t c = 0; c < n; ++c) ASSERT_EQ(g2[r * n + c], e2[r * H + lo + c]);
+  }
+  // Lists of different lengths are refused before anything is touched.
+  Tensor shard = Tensor::from_vector(std::vector<float>(3, 1.0f), {1, 3});
+  Tensor mask = Tensor::from_vector(std::vector<uint8_t>(3, 1), {1, 3});
+  EXPECT_THROW(dist::global_unstructured(comm(), {&shard}, {}, PruneAmount::fraction(0.5), {&mask}),
+               Error);
+  EXPECT_EQ(mask.to_vector<uint8_t>(), std::vector<uint8_t>(3, 1));
+}
+
 TEST(Dist, MismatchedTensorListsAreAnErrorOnEveryRank) {
   if (comm().size() < 2) GTEST_SKIP() << "needs two ranks to disagree";
   Tensor a = Tensor::zeros({4}), b = Tensor::zeros({comm().rank() == 0 ? 5 : 6});

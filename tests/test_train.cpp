@@ -254,50 +254,129 @@ TEST(Train, CpuAndCudaAgreeOverTheFirstSteps) {
   }
 }
 
+#ifdef NNOPS_MPIEXEC
+// nnops-train under mpiexec with `ranks` ranks and `flags`; the output, or a failure.
+TrainerRun run_under_mpi(int ranks, const std::string& flags) {
+  const std::string log = scratch("mpi_output.txt");
+  const char* env = std::getenv("NNOPS_TRAIN");
+  // One thread per rank: up to four ranks share two cores.
+  const std::string cmd = "OMP_NUM_THREADS=1 " + std::string(NNOPS_MPIEXEC) +
+                          " -x OMP_NUM_THREADS -n " + std::to_string(ranks) + " " +
+                          (env ? env : NNOPS_TRAIN_PATH) + " " + flags + " > " + log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(log);
+  const std::string out((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Whole weights and masks of a checkpoint, whichever form the pruned ones were stored in.
+auto dense_checkpoint(const std::string& path) {
+  auto file = ckpt::load_safetensors(path, true);
+  for (const auto& [w, m] : {std::pair<const char*, const char*>{"w1", "m1"}, {"w2", "m2"}}) {
+    ckpt::PrunedWeight p = ckpt::take_pruned(file.tensors, file.metadata, w, m, path);
+    file.tensors[w] = std::move(p.w);
+    file.tensors[m] = std::move(p.mask);
+  }
+  return std::move(file.tensors);
+}
+
+// Both runs' saved teacher and student: masks bit for bit, weights within 1e-5; and the
+// summary's held-out losses within 1e-5 relative.
+void expect_same_training(const std::string& one, const std::string& many) {
+  for (const char* model : {"teacher", "student"}) {
+    SCOPED_TRACE(model);
+    auto a = dense_checkpoint(one + "/" + model + ".safetensors");
+    auto b = dense_checkpoint(many + "/" + model + ".safetensors");
+    for (const char* mask : {"m1", "m2"})
+      EXPECT_EQ(a.at(mask).to_vector<uint8_t>(), b.at(mask).to_vector<uint8_t>()) << mask;
+    for (const char* w : {"w1", "b1", "w2", "b2"}) {
+      // Averaging two half-batch means instead of one full mean, or adding two halves of the
+      // hidden layer's products, changes each gradient by a few u; over the ~200 Adam steps
+      // (each moving a weight by <= lr = 3e-3) the weights stay within 1e-5 of each other (seen:
+      // all but one of 8192 within 3e-7, that one 3e-6, where Adam's m / sqrt(v) magnifies the
+      // rounding of a gradient near 0).
+      const auto bv = b.at(w).to_vector<float>();
+      EXPECT_TRUE(all_close(a.at(w), std::vector<double>(bv.begin(), bv.end()), 1e-5, 0)) << w;
+    }
+  }
+  const auto ra = read_csv(one + "/metrics.csv"), rb = read_csv(many + "/metrics.csv");
+  for (const char* model : {"teacher", "pruned", "fine-tuned", "student"}) {
+    const auto sa = rows_of(ra, "summary", model), sb = rows_of(rb, "summary", model);
+    ASSERT_EQ(sa.size(), 1u) << model;
+    ASSERT_EQ(sb.size(), 1u) << model;
+    EXPECT_NEAR(num(sa[0], "heldout_loss"), num(sb[0], "heldout_loss"),
+                1e-5 * num(sa[0], "heldout_loss"))
+        << model;
+    EXPECT_EQ(num(sa[0], "params"), num(sb[0], "params")) << model;
+    EXPECT_EQ(num(sa[0], "nonzero"), num(sb[0], "nonzero")) << model;
+  }
+}
+
+// The reference: one process on the full batches, saved with its metrics.
+std::string one_process(const std::string& name, const std::string& flags) {
+  const std::string dir = scratch(name);
+  const TrainerRun r = run_trainer("--quick --device cpu " + flags + " --save " + dir +
+                                   " --metrics " + dir + ".csv");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  fs::rename(dir + ".csv", dir + "/metrics.csv");
+  return dir;
+}
+
+std::string parallel_run(const std::string& name, int ranks, const std::string& flags,
+                         const std::string& expect_line) {
+  const std::string dir = scratch(name);
+  fs::create_directories(dir);
+  const TrainerRun r = run_under_mpi(ranks, "--quick --device cpu " + flags + " --save " + dir +
+                                                " --metrics " + dir + "/metrics.csv");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(expect_line), std::string::npos) << r.output;
+  return dir;
+}
+#endif
+
 // Data-parallel training: nnops-train under mpiexec with two ranks, each on half of every batch,
 // against one process on the full batches (teacher, 50% pruning, masked fine-tuning, student).
 TEST(Train, TwoRanksTrainLikeOneOnTheFullBatches) {
 #ifndef NNOPS_MPIEXEC
   GTEST_SKIP() << "nnops built without MPI";
 #else
-  const std::string one = scratch("one");
-  ASSERT_EQ(run_trainer("--quick --device cpu --save " + one).exit_code, 0);
+  const std::string one = one_process("one", "");
   for (const std::string zero : {"0", "1"}) {
     SCOPED_TRACE("--zero " + zero);
-    const std::string two = scratch("two" + zero), log = scratch("mpi" + zero + ".txt");
-    const char* env = std::getenv("NNOPS_TRAIN");
-    const std::string cmd = std::string(NNOPS_MPIEXEC) + " -n 2 " + (env ? env : NNOPS_TRAIN_PATH) +
-                            " --quick --device cpu --data-parallel --zero " + zero + " --save " +
-                            two + " > " + log + " 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    std::ifstream f(log);
-    const std::string out((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    EXPECT_NE(out.find("masks identical on all 2 ranks: yes"), std::string::npos) << out;
-    for (const char* model : {"teacher", "student"}) {
-      SCOPED_TRACE(model);
-      // Whole weights and masks, whichever form the pruned ones were stored in.
-      auto dense = [](const std::string& path) {
-        auto file = ckpt::load_safetensors(path, true);
-        for (const auto& [w, m] : {std::pair<const char*, const char*>{"w1", "m1"}, {"w2", "m2"}}) {
-          ckpt::PrunedWeight p = ckpt::take_pruned(file.tensors, file.metadata, w, m, path);
-          file.tensors[w] = std::move(p.w);
-          file.tensors[m] = std::move(p.mask);
-        }
-        return std::move(file.tensors);
-      };
-      auto a = dense(one + "/" + model + ".safetensors");
-      auto b = dense(two + "/" + model + ".safetensors");
-      for (const char* mask : {"m1", "m2"})
-        EXPECT_EQ(a.at(mask).to_vector<uint8_t>(), b.at(mask).to_vector<uint8_t>()) << mask;
-      for (const char* w : {"w1", "b1", "w2", "b2"}) {
-        // Averaging two half-batch means instead of one full mean changes each gradient by a
-        // few u; over the ~200 Adam steps (each moving a weight by <= lr = 3e-3) the weights
-        // stay within 1e-5 of each other (seen: all but one of 8192 within 3e-7, that one 3e-6,
-        // where Adam's m / sqrt(v) magnifies the rounding of a gradient near 0).
-        const auto bv = b.at(w).to_vector<float>();
-        EXPECT_TRUE(all_close(a.at(w), std::vector<double>(bv.begin(), bv.end()), 1e-5, 0)) << w;
-      }
+    const std::string two = parallel_run("two" + zero, 2, "--data-parallel --zero " + zero,
+                                         "masks identical on all 2 ranks: yes");
+    expect_same_training(one, two);
+  }
+#endif
+}
+
+// Tensor parallelism: the hidden layer of both models split over two ranks (fc1 by rows, fc2 by
+// columns), pruned per layer, globally and 2:4, then two tensor x two data-parallel ranks; each
+// like one process through all four phases.
+TEST(Train, TensorParallelRanksTrainLikeOneProcess) {
+#ifndef NNOPS_MPIEXEC
+  GTEST_SKIP() << "nnops built without MPI";
+#else
+  for (const std::string prune :
+       {std::string(""), std::string("--prune-scope global --prune-amount 0.7"),
+        std::string("--prune-pattern 2:4")}) {
+    SCOPED_TRACE("pruning: " + prune);
+    const std::string one = one_process("one", prune);
+    expect_same_training(one, parallel_run("tp2", 2, "--tensor-parallel 2 " + prune,
+                                           "tensor parallel: 2 ranks, 64 of the 128 hidden"));
+    if (prune.empty()) {
+      expect_same_training(one,
+                           parallel_run("tp2dp2", 4, "--tensor-parallel 2 --data-parallel --zero 1",
+                                        "4 ranks (2 tensor x 2 data parallel)"));
     }
+  }
+  // A world that is not T ranks (or a multiple of T with --data-parallel) is refused.
+  for (const auto& [ranks, flags] : {std::pair<int, std::string>{3, "--tensor-parallel 2"},
+                                     {3, "--tensor-parallel 2 --data-parallel"}}) {
+    const TrainerRun r = run_under_mpi(ranks, "--quick --device cpu " + flags);
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("nnops-train: --tensor-parallel 2 under 3 ranks"), std::string::npos)
+        << r.output;
   }
 #endif
 }
@@ -308,7 +387,9 @@ TEST(Train, BadFlagsFailWithOneLine) {
         std::string("--lr abc"), std::string("--device tpu"), std::string("--batch"),
         std::string("--temperature 0"), std::string("--quick --in 6 --prune-pattern 2:4"),
         std::string("--zero 1"), std::string("--zero 2 --data-parallel"),
-        std::string("--precision fp16")}) {
+        std::string("--precision fp16"), std::string("--quick --tensor-parallel 3"),
+        std::string("--quick --hidden 136 --tensor-parallel 8 --prune-pattern 2:4"),
+        std::string("--quick --tensor-parallel 2 --sparse-execution auto")}) {
     const TrainerRun r = run_trainer(args);
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
     EXPECT_EQ(r.output.rfind("nnops-train: ", 0), 0u) << r.output;

@@ -46,10 +46,11 @@ int run_program(const char* program, int argc, char** argv,
                 const std::function<int(int, char**)>& body) {
   try {
 #ifdef NNOPS_EXAMPLES_WITH_MPI
-    // MPI starts before anything else when asked for (it may adjust argv).
+    // MPI starts before anything else when a parallel mode is asked for (it may adjust argv).
     std::unique_ptr<nnops::dist::Environment> mpi;
     for (int i = 1; i < argc; ++i) {
-      if (std::strcmp(argv[i], "--data-parallel") == 0) {
+      if (std::strcmp(argv[i], "--data-parallel") == 0 ||
+          std::strcmp(argv[i], "--tensor-parallel") == 0) {
         mpi = std::make_unique<nnops::dist::Environment>(&argc, &argv);
         break;
       }

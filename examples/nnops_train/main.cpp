@@ -234,15 +234,33 @@ class Trainer {
   Tensor kd_grad_, kd_value_;
 };
 
-// A fresh model in the run's precision.
-Mlp create_model(const Options& o, int64_t hidden, nnops::Device device, uint64_t seed) {
+// A fresh model in the run's precision; with tensor parallelism this rank's shard of it (the
+// whole model is drawn from the seed on every rank, so the shards are one process's weights).
+Mlp create_model(const Options& o, int64_t hidden, nnops::Device device, uint64_t seed,
+                 Parallel& par) {
   Mlp m = Mlp::create(o.in, hidden, o.out, o.activation, device, seed);
   if (o.bf16) m.use_bf16();
-  return m;
+  return par.split(std::move(m));
 }
 
-void prune(Mlp& m, const Options& o) {
-  if (o.prune_pattern == PrunePattern::TwoFour) {
+// Parameters and kept weights of the whole model, from any shard of it (b2 is on every shard).
+int64_t whole_parameters(const Mlp& m, Parallel& par) {
+  if (!m.split()) return m.parameter_count();
+  return static_cast<int64_t>(par.tensor_sum(double(m.parameter_count() - m.b2.numel()))) +
+         m.b2.numel();
+}
+int64_t whole_nonzero(const Mlp& m, Parallel& par) {
+  if (!m.split()) return m.nonzero_weights();
+  return static_cast<int64_t>(par.tensor_sum(double(m.nonzero_weights() - m.b2.numel()))) +
+         m.b2.numel();
+}
+
+// 2:4 groups lie whole in every shard (fc2's columns split at multiples of 4), so a split model
+// prunes them in place; magnitude pruning ranks the whole weights across the shards.
+void prune(Mlp& m, const Options& o, Parallel& par) {
+  if (m.split() && o.prune_pattern != PrunePattern::TwoFour) {
+    par.prune_split(m, o.prune_scope == PruneScope::Global, o.prune_amount);
+  } else if (o.prune_pattern == PrunePattern::TwoFour) {
     nnops::nm_structured(m.w1, 2, 4, m.m1);
     nnops::nm_structured(m.w2, 2, 4, m.m2);
   } else if (o.prune_scope == PruneScope::Global) {
@@ -368,7 +386,7 @@ Mlp from_checkpoint(TensorMap& t, const ckpt::Metadata& metadata, const std::str
       t["meta"].shape() != nnops::Shape{6} || t["meta"].dtype() != DType::I32) {
     throw std::runtime_error(path + ": the tensors do not form a two-layer MLP");
   }
-  m.in = w1.dim(1), m.hidden = w1.dim(0), m.out = w2.dim(0), m.device = device;
+  m.in = w1.dim(1), m.hidden = m.hidden_total = w1.dim(0), m.out = w2.dim(0), m.device = device;
   m.activation = activation_from_code(t["meta"].to_vector<int32_t>()[0]);
   m.w1 = t["w1"].to(device), m.b1 = t["b1"].to(device), m.w2 = t["w2"].to(device),
   m.b2 = t["b2"].to(device);
@@ -427,7 +445,7 @@ int run(const Options& options) {
                          : nnops::cuda::device_count() > 0 ? nnops::Device::CUDA
                                                            : nnops::Device::CPU;
   const std::unique_ptr<Parallel> parallel =
-      make_parallel(options.data_parallel, options.zero, device);
+      make_parallel(options.data_parallel, options.tensor_parallel, options.zero, device);
   if (device == nnops::Device::CUDA && !nnops::cuda_available()) {
     if (chosen) {
       throw std::runtime_error("--device cuda but no usable CUDA device (" +
@@ -441,17 +459,15 @@ int run(const Options& options) {
 
 int run_on(const Options& options, const nnops::Device device, Parallel& par) {
   Options o = options;
-  if (par.size() > 1) {
-    if (o.batch % par.size() != 0) {
-      throw std::invalid_argument("--batch " + std::to_string(o.batch) +
-                                  " is not a multiple of the " + std::to_string(par.size()) +
-                                  " ranks");
-    }
-    if (par.rank() != 0) {  // rank 0 logs and saves; the others only compute
-      o.metrics_path.clear();
-      o.save_dir.clear();
-      if (!std::freopen("/dev/null", "w", stdout)) throw std::runtime_error("cannot mute rank");
-    }
+  if (o.batch % par.size() != 0) {
+    throw std::invalid_argument("--batch " + std::to_string(o.batch) +
+                                " is not a multiple of the " + std::to_string(par.size()) +
+                                " data-parallel ranks");
+  }
+  if (par.world_rank() != 0) {  // rank 0 logs and saves; the others only compute
+    o.metrics_path.clear();
+    o.save_dir.clear();
+    if (!std::freopen("/dev/null", "w", stdout)) throw std::runtime_error("cannot mute rank");
   }
   Log log(o.metrics_path, Clock::now());
 
@@ -521,19 +537,26 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
                 (long long)(o.batch / par.size()),
                 par.sharded_optimizer() ? ", Adam state sharded (--zero 1)" : "");
   }
+  if (par.tensor_size() > 1) {
+    std::printf(
+        "tensor parallel: %d ranks, %lld of the %lld hidden units (and %lld of the "
+        "student's) per rank\n",
+        par.tensor_size(), (long long)(o.hidden / par.tensor_size()), (long long)o.hidden,
+        (long long)(o.student_hidden / par.tensor_size()));
+  }
 
   // 1. Teacher (rank 0's initial weights on every rank).
-  Mlp teacher = create_model(o, o.hidden, device, o.seed * 10 + 1);
+  Mlp teacher = create_model(o, o.hidden, device, o.seed * 10 + 1, par);
   par.broadcast({&teacher.w1, &teacher.b1, &teacher.w2, &teacher.b2});
   double t = trainer.run_phase("teacher", teacher, data.train, data.heldout, o.epochs,
                                trainer.supervised_loss(data.train), o.seed * 10 + 2);
   Workspace ws(teacher, o.batch);
-  rows.push_back({"teacher", teacher.parameter_count(), teacher.nonzero_weights(),
+  rows.push_back({"teacher", whole_parameters(teacher, par), whole_nonzero(teacher, par),
                   trainer.evaluate(teacher, ws, data.heldout), t});
 
   // 2. Prune.
   auto t0 = Clock::now();
-  prune(teacher, o);
+  prune(teacher, o, par);
   if (par.size() > 1) {
     // Every rank pruned its own, identical weights: the masks must agree bit for bit.
     const bool same = par.identical_on_all_ranks({&teacher.m1, &teacher.m2});
@@ -544,13 +567,13 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
     choose_sparse_execution(teacher, o, device);
   const Evaluation pruned_eval = trainer.evaluate(teacher, ws, data.heldout);
   log.epoch("prune", 0, 0, std::numeric_limits<double>::quiet_NaN(), pruned_eval, 0, 0);
-  rows.push_back({"pruned", teacher.parameter_count(), teacher.nonzero_weights(), pruned_eval,
-                  seconds_since(t0)});
+  rows.push_back({"pruned", whole_parameters(teacher, par), whole_nonzero(teacher, par),
+                  pruned_eval, seconds_since(t0)});
 
   // 3. Fine-tune with the masks kept (masked Adam, fresh optimizer state).
   t = trainer.run_phase("finetune", teacher, data.train, data.heldout, o.finetune_epochs,
                         trainer.supervised_loss(data.train), o.seed * 10 + 3);
-  rows.push_back({"fine-tuned", teacher.parameter_count(), teacher.nonzero_weights(),
+  rows.push_back({"fine-tuned", whole_parameters(teacher, par), whole_nonzero(teacher, par),
                   trainer.evaluate(teacher, ws, data.heldout), t});
 
   // 4. Distill into the student.
@@ -558,34 +581,53 @@ int run_on(const Options& options, const nnops::Device device, Parallel& par) {
   const Tensor teacher_out = trainer.outputs(teacher, data.train);
   const double teacher_out_seconds = seconds_since(t0);
   teacher.sync_from_sparse();  // the dense weights again, for the summary and the checkpoint
-  Mlp student = create_model(o, o.student_hidden, device, o.seed * 10 + 4);
+  Mlp student = create_model(o, o.student_hidden, device, o.seed * 10 + 4, par);
   par.broadcast({&student.w1, &student.b1, &student.w2, &student.b2});
   t = trainer.run_phase("distill", student, data.train, data.heldout, o.distill_epochs,
                         trainer.distill_loss(data.train, teacher_out), o.seed * 10 + 5);
   Workspace ws_student(student, o.batch);
-  rows.push_back({"student", student.parameter_count(), student.nonzero_weights(),
+  rows.push_back({"student", whole_parameters(student, par), whole_nonzero(student, par),
                   trainer.evaluate(student, ws_student, data.heldout), t + teacher_out_seconds});
   if (o.task == Task::Classify) {
     // The same student trained from the same initialisation on the labels alone.
-    Mlp scratch = create_model(o, o.student_hidden, device, o.seed * 10 + 4);
+    Mlp scratch = create_model(o, o.student_hidden, device, o.seed * 10 + 4, par);
     par.broadcast({&scratch.w1, &scratch.b1, &scratch.w2, &scratch.b2});
     t = trainer.run_phase("scratch", scratch, data.train, data.heldout, o.distill_epochs,
                           trainer.supervised_loss(data.train), o.seed * 10 + 5);
-    rows.push_back({"scratch", scratch.parameter_count(), scratch.nonzero_weights(),
+    rows.push_back({"scratch", whole_parameters(scratch, par), whole_nonzero(scratch, par),
                     trainer.evaluate(scratch, ws_student, data.heldout), t});
   }
-  print_summary(rows, o, device, log, &teacher);
-  if (par.size() > 1) {
-    double train_seconds = 0.0;
-    for (const SummaryRow& r : rows) train_seconds += r.seconds;
-    std::printf("data parallel: %d ranks; waiting on gradient communication %.2f s of %.2f s\n",
-                par.size(), par.communication_seconds(), train_seconds);
+  // The whole models, for the summary and the checkpoints (every rank takes part).
+  Mlp gathered_teacher, gathered_student;
+  if (teacher.split())
+    gathered_teacher = par.gather(teacher), gathered_student = par.gather(student);
+  const Mlp& whole_teacher = teacher.split() ? gathered_teacher : teacher;
+  const Mlp& whole_student = student.split() ? gathered_student : student;
+  print_summary(rows, o, device, log, &whole_teacher);
+  double train_seconds = 0.0;
+  for (const SummaryRow& r : rows) train_seconds += r.seconds;
+  if (par.tensor_size() > 1) {
+    // Adam keeps two FP32 moments per trained value; --zero 1 shards them over the data ranks.
+    const int64_t local = teacher.parameter_count();
+    const double adam_bytes = 8.0 * local / (par.sharded_optimizer() ? par.size() : 1);
+    std::printf(
+        "tensor parallel: %d ranks; per rank: teacher %lld of %lld parameters, Adam state "
+        "%.2f MB (one process: %.2f MB)\n",
+        par.tensor_size(), (long long)local, (long long)whole_teacher.parameter_count(),
+        adam_bytes * 1e-6, 8e-6 * whole_teacher.parameter_count());
+  }
+  if (par.size() > 1 || par.tensor_size() > 1) {
+    std::printf(
+        "%d ranks (%d tensor x %d data parallel); waiting on communication %.2f s of "
+        "%.2f s\n",
+        par.tensor_size() * par.size(), par.tensor_size(), par.size(), par.communication_seconds(),
+        train_seconds);
   }
 
   if (!o.save_dir.empty()) {
     std::filesystem::create_directories(o.save_dir);
-    for (const auto& [name, model] :
-         {std::pair<const char*, const Mlp*>{"teacher", &teacher}, {"student", &student}}) {
+    for (const auto& [name, model] : {std::pair<const char*, const Mlp*>{"teacher", &whole_teacher},
+                                      {"student", &whole_student}}) {
       ckpt::Metadata meta = {{"writer", "nnops-train"}, {"precision", o.bf16 ? "bf16" : "fp32"}};
       TensorMap tensors = to_checkpoint(*model, o, meta);
       ckpt::save_safetensors(o.save_dir + "/" + name + ".safetensors", tensors, meta);

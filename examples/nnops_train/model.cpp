@@ -12,6 +12,7 @@ Mlp Mlp::create(int64_t in, int64_t hidden, int64_t out,
                 std::optional<nnops::Activation> activation, nnops::Device device, uint64_t seed) {
   Mlp m;
   m.in = in, m.hidden = hidden, m.out = out, m.activation = activation, m.device = device;
+  m.hidden_total = hidden;
   auto init = [&](Tensor& t, nnops::Shape shape, int64_t fan_in, uint64_t s) {
     t = Tensor::empty(shape, DType::F32, device);
     const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
@@ -36,6 +37,38 @@ void Mlp::sync_working() {
   if (!mixed_precision()) return;
   nnops::cast(w1_work, w1);
   nnops::cast(w2_work, w2);
+}
+
+namespace {
+
+// Columns [c0, c0 + n) of a 2-D tensor, through the host (done once per model).
+template <typename T>
+Tensor columns(const Tensor& t, int64_t c0, int64_t n) {
+  const auto all = t.to(nnops::Device::CPU).to_vector<T>();
+  const int64_t rows = t.dim(0), cols = t.dim(1);
+  std::vector<T> part(rows * n);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < n; ++c) part[r * n + c] = all[r * cols + c0 + c];
+  return Tensor::from_vector(part, {rows, n}, t.device());
+}
+
+}  // namespace
+
+Mlp Mlp::shard(int rank, int ranks) const {
+  Mlp s;
+  s.in = in, s.out = out, s.activation = activation, s.device = device;
+  s.hidden_total = hidden_total;
+  s.hidden = hidden / ranks;
+  s.hidden_offset = hidden_offset + rank * s.hidden;
+  s.w1 = w1.narrow(rank * s.hidden, s.hidden).clone();
+  s.b1 = b1.narrow(rank * s.hidden, s.hidden).clone();
+  s.m1 = m1.narrow(rank * s.hidden, s.hidden).clone();
+  s.w2 = columns<float>(w2, rank * s.hidden, s.hidden);
+  s.m2 = columns<uint8_t>(m2, rank * s.hidden, s.hidden);
+  s.b2 = b2.clone();
+  s.adds_output_bias = rank == 0;
+  if (mixed_precision()) s.use_bf16();
+  return s;
 }
 
 int64_t Mlp::parameter_count() const {
@@ -78,12 +111,12 @@ Workspace::Workspace(const Mlp& m, int64_t capacity) {
 namespace {
 
 // y = x w^T + b on the sparse form when there is one, else on the dense weight.
-void layer_forward(const Tensor& x, const Tensor& w, const nnops::SparseMatrix* s, const Tensor& b,
+void layer_forward(const Tensor& x, const Tensor& w, const nnops::SparseMatrix* s, const Tensor* b,
                    Tensor& y) {
   if (s) {
-    nnops::sparse_linear_forward(x, *s, &b, y);
+    nnops::sparse_linear_forward(x, *s, b, y);
   } else {
-    nnops::linear_forward(x, w, &b, y);
+    nnops::linear_forward(x, w, b, y);
   }
 }
 
@@ -114,13 +147,10 @@ Tensor Workspace::forward(const Mlp& m, const Tensor& x) {
   if (m.mixed_precision()) nnops::cast(in, x);
   const Tensor& w1 = m.mixed_precision() ? m.w1_work : m.w1;
   const Tensor& w2 = m.mixed_precision() ? m.w2_work : m.w2;
-  layer_forward(in, w1, m.s1.get(), m.b1, h);
-  if (m.activation) {
-    nnops::activation_forward(*m.activation, h, a);
-    layer_forward(a, w2, m.s2.get(), m.b2, y);
-  } else {
-    layer_forward(h, w2, m.s2.get(), m.b2, y);
-  }
+  layer_forward(in, w1, m.s1.get(), &m.b1, h);
+  if (m.activation) nnops::activation_forward(*m.activation, h, a);
+  layer_forward(m.activation ? a : h, w2, m.s2.get(), m.adds_output_bias ? &m.b2 : nullptr, y);
+  if (m.sum_partial_outputs) m.sum_partial_outputs(y);
   return y;
 }
 

@@ -25,6 +25,16 @@ struct Mlp {
   // than its dense product trains and infers on it (its values are the masters then, and the
   // dense weight is refreshed by sync_from_sparse). Null: the dense weight serves.
   std::shared_ptr<nnops::SparseMatrix> s1, s2;
+  // Tensor parallelism (Megatron-LM's MLP): this rank's shard holds hidden units
+  // [hidden_offset, hidden_offset + hidden) of hidden_total, w1 and b1 by rows (column-parallel)
+  // and w2 by columns (row-parallel); b2 is whole on every rank. Each rank's product with its
+  // columns of w2 is a partial output; sum_partial_outputs adds them over the ranks (the one
+  // all-reduce of a forward), and only the rank with adds_output_bias adds b2 before it. The
+  // backward needs no communication: every rank holds the whole output gradient, and fc1's
+  // input is the data (no dX to reduce). Unsplit: hidden_total == hidden, no hook.
+  int64_t hidden_total = 0, hidden_offset = 0;
+  std::function<void(nnops::Tensor&)> sum_partial_outputs;
+  bool adds_output_bias = true;
 
   // nn.Linear's default initialisation: weights and biases uniform in +-1/sqrt(fan_in).
   static Mlp create(int64_t in, int64_t hidden, int64_t out,
@@ -37,9 +47,13 @@ struct Mlp {
   void sync_working();
   // The dense weights from their sparse forms (after sparse fine-tuning), which then stop.
   void sync_from_sparse();
+  // This rank's shard `rank` of `ranks` of an unsplit model (copies; the hook is the caller's).
+  Mlp shard(int rank, int ranks) const;
+  bool split() const { return hidden != hidden_total; }
   int64_t parameter_count() const;
   int64_t nonzero_weights() const;  // kept entries of the masks plus the biases
-  double flops_per_sample_train() const { return 6.0 * (in * hidden + hidden * out); }
+  // The whole model's (all tensor-parallel shards together).
+  double flops_per_sample_train() const { return 6.0 * (in * hidden_total + hidden_total * out); }
 };
 
 // Activations and gradients for up to `capacity` rows; views of them serve smaller batches.

@@ -54,6 +54,10 @@ kept, then distilled into a smaller student in -> student-hidden -> out.
                              mpirun -np N nnops-train --data-parallel ...; every rank takes
                              batch / N rows of each batch (needs nnops built with MPI)
   --zero 0|1                 with --data-parallel, 1 shards Adam's state across the ranks
+  --tensor-parallel T        under mpirun -np T (or T x D with --data-parallel): each rank
+                             holds hidden / T units of both models (fc1 split by rows, fc2 by
+                             columns: one all-reduce of the output per forward); pruning
+                             ranks the whole weights across the ranks (default 1)
   --sparse-execution off|auto|always
                              after pruning, run each layer on its compressed form (2:4: NM24,
                              else CSR) for fine-tuning, evaluation and distillation's teacher:
@@ -178,6 +182,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       using Mode = Options::SparseExecution;
       o.sparse_execution = parse_choice<Mode>(
           flag, value, {{"off", Mode::Off}, {"auto", Mode::Auto}, {"always", Mode::Always}});
+    } else if (flag == "--tensor-parallel") {
+      o.tensor_parallel = static_cast<int>(parse_int(flag, v, 1, 1024));
     } else if (flag == "--zero") {
       o.zero = static_cast<int>(parse_int(flag, v, 0, 1));
     } else if (flag == "--metrics") {
@@ -198,6 +204,24 @@ std::optional<Options> parse_options(int argc, char** argv) {
   if (o.zero != 0 && !o.data_parallel) bad("--zero needs --data-parallel");
   if (o.sparse_execution != Options::SparseExecution::Off && (o.bf16 || o.data_parallel)) {
     bad("--sparse-execution runs FP32 in one process (drop --precision bf16 and --data-parallel)");
+  }
+  if (o.tensor_parallel > 1) {
+    const std::string t = std::to_string(o.tensor_parallel);
+    for (const auto& [name, size] : {std::pair<const char*, int64_t>{"--hidden", o.hidden},
+                                     {"--student-hidden", o.student_hidden}}) {
+      if (size % o.tensor_parallel != 0) {
+        bad("--tensor-parallel " + t + " needs " + name + " (" + std::to_string(size) +
+            ") to be a multiple of " + t);
+      }
+    }
+    if (o.prune_pattern == PrunePattern::TwoFour && (o.hidden / o.tensor_parallel) % 4 != 0) {
+      bad("--prune-pattern 2:4 with --tensor-parallel " + t +
+          " needs --hidden / T to be a multiple of 4 (fc2's groups of 4 may not straddle ranks)");
+    }
+    if (o.sparse_execution != Options::SparseExecution::Off) {
+      bad("--sparse-execution runs in one process (drop --tensor-parallel)");
+    }
+    if (!o.load_dir.empty()) bad("--load evaluates in one process (drop --tensor-parallel)");
   }
   if (o.bf16 && o.data_parallel) {
     bad("--precision bf16 does not combine with --data-parallel (gradients are averaged in FP32)");

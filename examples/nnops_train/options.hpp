@@ -29,7 +29,10 @@ struct Options {
   bool quick = false;
   bool data_parallel = false;  // under mpirun: each rank trains on its shard of every batch
   int zero = 0;                // 1: Adam's state sharded across the ranks
-  bool bf16 = false;           // BF16 mixed precision (FP32 masters)
+  // Under mpirun: the hidden layer split across this many ranks (fc1 by rows, fc2 by columns);
+  // with --data-parallel the rest of the world is the data-parallel factor.
+  int tensor_parallel = 1;
+  bool bf16 = false;  // BF16 mixed precision (FP32 masters)
   // After pruning, layers run on their compressed form: never, where timing shows it faster
   // (auto), or always (tests use it to force the sparse kernels).
   enum class SparseExecution { Off, Auto, Always } sparse_execution = SparseExecution::Off;

@@ -13,6 +13,14 @@
 
 namespace train {
 
+// The stand-in never splits a model.
+Mlp Parallel::gather(const Mlp&) {
+  throw std::logic_error("Parallel::gather: the model is not split");
+}
+void Parallel::prune_split(Mlp&, bool, double) {
+  throw std::logic_error("Parallel::prune_split: the model is not split");
+}
+
 #ifdef NNOPS_TRAIN_WITH_MPI
 
 // Adam over this rank's slice of each parameter: padded flat copies of parameter and gradient,
@@ -40,17 +48,119 @@ Tensor flat(Tensor& t) {
   }
 }
 
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Groups of a world of T x D ranks: tensor-parallel groups of T consecutive ranks (the ones
+// that talk every forward, so on one host where the world spans several), data-parallel groups
+// of the ranks with the same place in their tensor group.
 class MpiParallel final : public Parallel {
  public:
-  MpiParallel(int zero_stage, nnops::Device device)
-      : comm_(nnops::dist::Communicator::world()), zero_(zero_stage), device_(device) {
+  MpiParallel(bool data_parallel, int tensor_parallel, int zero_stage, nnops::Device device)
+      : world_(nnops::dist::Communicator::world()),
+        comm_(world_),
+        tensor_(world_),
+        zero_(zero_stage),
+        device_(device) {
+    const int world = world_.size(), t = tensor_parallel;
+    if (world % t != 0 || (!data_parallel && world != t)) {
+      throw std::invalid_argument("--tensor-parallel " + std::to_string(t) + " under " +
+                                  std::to_string(world) + " ranks: the world must be " +
+                                  (data_parallel
+                                       ? "a multiple of " + std::to_string(t) + " ranks"
+                                       : std::to_string(t) + " ranks (or add --data-parallel)"));
+    }
+    // With T = 1 every rank is a tensor group of its own and the data group is the world.
+    tensor_ = world_.split(world_.rank() / t, world_.rank() % t);
+    if (t > 1) comm_ = world_.split(world_.rank() % t, world_.rank() / t);
     // One GPU per rank, chosen before anything touches a GPU (device_count makes no context).
     const int gpus = nnops::cuda::device_count();
     if (device == nnops::Device::CUDA && gpus > 0)
-      nnops::cuda::set_device(comm_.local_rank() % gpus);
+      nnops::cuda::set_device(world_.local_rank() % gpus);
   }
   int rank() const override { return comm_.rank(); }
   int size() const override { return comm_.size(); }
+  int world_rank() const override { return world_.rank(); }
+  int tensor_rank() const override { return tensor_.rank(); }
+  int tensor_size() const override { return tensor_.size(); }
+
+  Mlp split(Mlp whole) override {
+    if (tensor_size() == 1) return whole;
+    Mlp shard = whole.shard(tensor_rank(), tensor_size());
+    shard.sum_partial_outputs = [this](Tensor& y) {
+      const auto t0 = Clock::now();
+      tensor_.allreduce({&y}, nnops::dist::Op::Sum);
+      waited_ += seconds_since(t0);
+    };
+    return shard;
+  }
+
+  Mlp gather(const Mlp& s) override {
+    const int t = tensor_size();
+    // Every rank's shard of a tensor, stacked by rank (through the host: once per model).
+    auto stacked = [&](const Tensor& part) {
+      const Tensor host = part.to(nnops::Device::CPU);
+      Tensor in = host.dtype() == nnops::DType::F32
+                      ? host.clone()
+                      : Tensor::from_vector(as_floats(host), {host.numel()});
+      Tensor out = Tensor::empty({host.numel() * t}, nnops::DType::F32);
+      tensor_.allgather(in.reshape({in.numel()}), out);
+      return out;
+    };
+    auto as_u8 = [](const Tensor& f, const nnops::Shape& shape) {
+      const auto v = f.to_vector<float>();
+      return Tensor::from_vector(std::vector<uint8_t>(v.begin(), v.end()), shape);
+    };
+    // fc2's shards are column blocks: [T, out, hidden / T] -> [out, T, hidden / T].
+    auto columns = [&](const Tensor& gathered) {
+      Tensor whole = Tensor::empty({s.out, t, s.hidden}, nnops::DType::F32);
+      nnops::permute(gathered.reshape({t, s.out, s.hidden}), {1, 0, 2}, whole);
+      return whole.reshape({s.out, s.hidden_total});
+    };
+    Mlp m;
+    m.in = s.in, m.out = s.out, m.activation = s.activation, m.device = s.device;
+    m.hidden = m.hidden_total = s.hidden_total;
+    m.w1 = stacked(s.w1).reshape({m.hidden, m.in}).to(m.device);
+    m.b1 = stacked(s.b1).to(m.device);
+    m.m1 = as_u8(stacked(s.m1), {m.hidden, m.in}).to(m.device);
+    m.w2 = columns(stacked(s.w2)).to(m.device);
+    m.m2 = as_u8(columns(stacked(s.m2)), {m.out, m.hidden}).to(m.device);
+    m.b2 = s.b2.clone();
+    if (s.mixed_precision()) m.use_bf16();
+    return m;
+  }
+
+  void prune_split(Mlp& m, bool global, double amount) override {
+    const nnops::dist::ShardPlacement p1{m.hidden_total, m.in, m.hidden_offset, 0},
+        p2{m.out, m.hidden_total, 0, m.hidden_offset};
+    const auto fraction = nnops::PruneAmount::fraction(amount);
+    if (global) {
+      nnops::dist::global_unstructured(tensor_, {&m.w1, &m.w2}, {p1, p2}, fraction, {&m.m1, &m.m2});
+    } else {
+      nnops::dist::l1_unstructured(tensor_, m.w1, p1, fraction, m.m1);
+      nnops::dist::l1_unstructured(tensor_, m.w2, p2, fraction, m.m2);
+    }
+  }
+
+  double tensor_sum(double value) override {
+    // Exact for integers below 2^48: each rank's value travels as three 16-bit digits (floats
+    // hold them exactly) and the sum is taken on the host.
+    const auto v = static_cast<uint64_t>(value);
+    Tensor digits = Tensor::from_vector(
+        std::vector<float>{float(v & 0xFFFF), float((v >> 16) & 0xFFFF), float(v >> 32)}, {3});
+    Tensor all = Tensor::empty({3 * tensor_size()}, nnops::DType::F32);
+    tensor_.allgather(digits, all);
+    const auto d = all.to_vector<float>();
+    uint64_t sum = 0;
+    for (int r = 0; r < tensor_size(); ++r) {
+      sum += static_cast<uint64_t>(d[3 * r]) + (static_cast<uint64_t>(d[3 * r + 1]) << 16) +
+             (static_cast<uint64_t>(d[3 * r + 2]) << 32);
+    }
+    return static_cast<double>(sum);
+  }
   bool sharded_optimizer() const override { return zero_ == 1; }
   void use_device(nnops::Device device) override { device_ = device; }
 
@@ -61,10 +171,10 @@ class MpiParallel final : public Parallel {
     pending_.push_back(comm_.allreduce_async(grads, nnops::dist::Op::Mean));
   }
   void finish_gradients() override {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     for (auto& r : pending_) r.wait();
     pending_.clear();
-    waited_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    waited_ += seconds_since(t0);
   }
   double communication_seconds() const override { return waited_; }
 
@@ -88,13 +198,11 @@ class MpiParallel final : public Parallel {
 
   void sharded_adam_step(Mlp& m, Workspace& ws, const nnops::AdamOptions& options,
                          std::shared_ptr<ShardState>& state) override {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     struct AddTime {  // the whole sharded step counts: its collectives are not overlapped
-      const std::chrono::steady_clock::time_point& start;
+      const Clock::time_point& start;
       double& total;
-      ~AddTime() {
-        total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      }
+      ~AddTime() { total += seconds_since(start); }
     } add_time{t0, waited_};
     Tensor* params[] = {&m.w1, &m.b1, &m.w2, &m.b2};
     const std::vector<Tensor*> grads = ws.gradients();
@@ -139,7 +247,13 @@ class MpiParallel final : public Parallel {
   }
 
  private:
-  nnops::dist::Communicator comm_;
+  static std::vector<float> as_floats(const Tensor& u8) {
+    const auto v = u8.to_vector<uint8_t>();
+    return std::vector<float>(v.begin(), v.end());
+  }
+  nnops::dist::Communicator world_;
+  nnops::dist::Communicator comm_;    // the data-parallel group
+  nnops::dist::Communicator tensor_;  // the tensor-parallel group
   int zero_;
   nnops::Device device_;
   std::vector<nnops::dist::Request> pending_;
@@ -148,21 +262,24 @@ class MpiParallel final : public Parallel {
 
 }  // namespace
 
-std::unique_ptr<Parallel> make_parallel(bool data_parallel, int zero_stage, nnops::Device device) {
-  if (!data_parallel) {
+std::unique_ptr<Parallel> make_parallel(bool data_parallel, int tensor_parallel, int zero_stage,
+                                        nnops::Device device) {
+  if (!data_parallel && tensor_parallel == 1) {
     if (zero_stage != 0) throw std::invalid_argument("--zero needs --data-parallel");
     return std::make_unique<Parallel>();
   }
-  return std::make_unique<MpiParallel>(zero_stage, device);
+  return std::make_unique<MpiParallel>(data_parallel, tensor_parallel, zero_stage, device);
 }
 
 #else
 
 struct Parallel::ShardState {};
 
-std::unique_ptr<Parallel> make_parallel(bool data_parallel, int zero_stage, nnops::Device) {
-  if (data_parallel || zero_stage != 0) {
-    throw std::invalid_argument("--data-parallel needs nnops built with MPI (NNOPS_MPI)");
+std::unique_ptr<Parallel> make_parallel(bool data_parallel, int tensor_parallel, int zero_stage,
+                                        nnops::Device) {
+  if (data_parallel || tensor_parallel > 1 || zero_stage != 0) {
+    throw std::invalid_argument(
+        "--data-parallel and --tensor-parallel need nnops built with MPI (NNOPS_MPI)");
   }
   return std::make_unique<Parallel>();
 }

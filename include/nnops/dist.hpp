@@ -89,6 +89,9 @@ class Communicator {
  private:
   friend void l1_unstructured(const Communicator&, const Tensor&, const ShardPlacement&,
                               PruneAmount, Tensor&);
+  friend void global_unstructured(const Communicator&, const std::vector<const Tensor*>&,
+                                  const std::vector<ShardPlacement>&, PruneAmount,
+                                  const std::vector<Tensor*>&);
   explicit Communicator(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
@@ -107,9 +110,18 @@ struct ShardPlacement {
 // over the group (nine rounds of 256 counts: 32 magnitude bits, then 40 index bits among the
 // equal magnitudes); the shards travel nowhere. Collective over `group`; the shards must tile the
 // whole weight. nm_structured along an unsplit last dimension, or with the column split at a
-// multiple of m, needs no communication (groups are whole in every shard); ln_structured and
-// global_unstructured over shards do, and are not provided yet.
+// multiple of m, needs no communication (groups are whole in every shard). ln_structured over
+// shards would need the slices' norms from every rank (ranked over the whole weight's slices):
+// not provided.
 void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
                      PruneAmount amount, Tensor& mask);
+
+// nnops::global_unstructured over several sharded weights: one ranking over the kept entries of
+// all of them, as if the whole weights were flattened and concatenated in the order given (ties
+// go to the lower index there). Every rank passes its shard of each weight, in the same order,
+// with its placement; the masks become exactly one process's. Collective over `group`.
+void global_unstructured(const Communicator& group, const std::vector<const Tensor*>& ws,
+                         const std::vector<ShardPlacement>& where, PruneAmount amount,
+                         const std::vector<Tensor*>& masks);
 
 }  // namespace nnops::dist
