@@ -41,4 +41,13 @@ timeout 120 ip netns exec "$a" "${mpi[@]}" "$train" --quick --device cpu --data-
   >"$work/train.log" 2>&1 || { cat "$work/train.log"; echo "FAILED: nnops-train over TCP"; exit 1; }
 grep -q "masks identical on all 2 ranks: yes" "$work/train.log" || { cat "$work/train.log"; exit 1; }
 grep -E "^(teacher|fine-tuned|student) " "$work/train.log"
+# Tensor parallel across the hosts: every forward all-reduces the output over TCP; the held-out
+# losses match one process's within 1e-5 relative.
+timeout 120 ip netns exec "$a" "${mpi[@]}" "$train" --quick --device cpu --tensor-parallel 2 \
+  >"$work/tp.log" 2>&1 || { cat "$work/tp.log"; echo "FAILED: tensor-parallel nnops-train over TCP"; exit 1; }
+"$train" --quick --device cpu >"$work/one.log" 2>&1 || { cat "$work/one.log"; exit 1; }
+summary() { grep -E "^(teacher|pruned|fine-tuned|student) " "$1" | awk '{print $1, $4}'; }
+paste -d' ' <(summary "$work/one.log") <(summary "$work/tp.log") | awk '
+  { n++; d = $2 - $4; if (d < 0) d = -d; if ($1 != $3 || d > 1e-5 * $2) bad = 1; print "  " $0 }
+  END { exit (n == 4 && !bad) ? 0 : 1 }' || { echo "FAILED: tensor parallel differs from one process"; exit 1; }
 echo "two hosts over TCP: passed"
