@@ -53,9 +53,10 @@ void check_shard(const std::function<void(const std::string&)>& fail, const Tens
 
 // The selection behind both entry points: one ranking over the kept entries of every listed
 // shard, by (|w| bits, index in the concatenation of the whole weights).
+// one_weight: the listed shards are blocks of a single weight (indices are that weight's).
 void prune_shards(const char* fn, const Communicator::Impl& g, const std::vector<const Tensor*>& ws,
                   const std::vector<ShardPlacement>& places, PruneAmount amount,
-                  const std::vector<Tensor*>& masks) {
+                  const std::vector<Tensor*>& masks, bool one_weight) {
   auto fail = [&](const std::string& problem) {
     throw Error(std::string(fn) + ": rank " + std::to_string(g.rank) + ": " + problem);
   };
@@ -70,7 +71,11 @@ void prune_shards(const char* fn, const Communicator::Impl& g, const std::vector
     if (ws[t] == nullptr || masks[t] == nullptr) fail("null tensor " + std::to_string(t));
     check_shard(fail, *ws[t], *masks[t], places[t],
                 several ? "tensor " + std::to_string(t) + ": " : std::string());
-    whole_entries += places[t].total_rows * places[t].total_cols;
+    if (one_weight && (places[t].total_rows != places[0].total_rows ||
+                       places[t].total_cols != places[0].total_cols)) {
+      fail("block " + std::to_string(t) + " is placed in a weight of another shape");
+    }
+    if (!one_weight || t == 0) whole_entries += places[t].total_rows * places[t].total_cols;
   }
   if (whole_entries >= (int64_t(1) << 40)) fail("more than 2^40 entries in all");
   if (!amount.is_count() && !(amount.fraction_value() >= 0.0 && amount.fraction_value() <= 1.0)) {
@@ -84,7 +89,7 @@ void prune_shards(const char* fn, const Communicator::Impl& g, const std::vector
   std::vector<int64_t> offsets(ws.size());  // where each whole weight starts in the ranking
   for (size_t t = 0, offset = 0; t < ws.size(); ++t) {
     offsets[t] = static_cast<int64_t>(offset);
-    offset += places[t].total_rows * places[t].total_cols;
+    if (!one_weight) offset += places[t].total_rows * places[t].total_cols;
     values[t] = ws[t]->to(Device::CPU).to_vector<float>();
     kept_masks[t] = masks[t]->to(Device::CPU).to_vector<uint8_t>();
     local[0] += ws[t]->numel();
@@ -172,13 +177,19 @@ void prune_shards(const char* fn, const Communicator::Impl& g, const std::vector
 
 void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
                      PruneAmount amount, Tensor& mask) {
-  prune_shards("nnops::dist::l1_unstructured", *group.impl_, {&w}, {where}, amount, {&mask});
+  prune_shards("nnops::dist::l1_unstructured", *group.impl_, {&w}, {where}, amount, {&mask}, true);
+}
+
+void l1_unstructured(const Communicator& group, const std::vector<const Tensor*>& blocks,
+                     const std::vector<ShardPlacement>& where, PruneAmount amount,
+                     const std::vector<Tensor*>& masks) {
+  prune_shards("nnops::dist::l1_unstructured", *group.impl_, blocks, where, amount, masks, true);
 }
 
 void global_unstructured(const Communicator& group, const std::vector<const Tensor*>& ws,
                          const std::vector<ShardPlacement>& where, PruneAmount amount,
                          const std::vector<Tensor*>& masks) {
-  prune_shards("nnops::dist::global_unstructured", *group.impl_, ws, where, amount, masks);
+  prune_shards("nnops::dist::global_unstructured", *group.impl_, ws, where, amount, masks, false);
 }
 
 }  // namespace nnops::dist

@@ -228,6 +228,33 @@ TEST(Dist, ShardedGlobalPruningEqualsOneProcess) {
     for (int64_t r = 0; r < OUT; ++r)
       for (int64_t c = 0; c < n; ++c) ASSERT_EQ(g2[r * n + c], e2[r * H + lo + c]);
   }
+  // One weight held as two row blocks per rank (a fused gate-and-up projection split by rows):
+  // the same masks as l1_unstructured on the whole weight.
+  {
+    Tensor whole1 = Tensor::from_vector(w1, {H, IN}), full1 = Tensor::from_vector(p1, {H, IN});
+    l1_unstructured(whole1, PruneAmount::fraction(0.5), full1);
+    const auto e1 = full1.to_vector<uint8_t>();
+    const int64_t half = H / 2 + 1;  // blocks [0, half) and [half, H), each split over the ranks
+    std::vector<Tensor> ws, ms;
+    std::vector<dist::ShardPlacement> where;
+    std::vector<int64_t> first_rows;
+    for (const auto& [start, rows] : {std::pair<int64_t, int64_t>{0, half}, {half, H - half}}) {
+      const int64_t lo = start + rows * rank / size,
+                    n = rows * (rank + 1) / size - rows * rank / size;
+      std::vector<float> s(w1.begin() + lo * IN, w1.begin() + (lo + n) * IN);
+      std::vector<uint8_t> m(p1.begin() + lo * IN, p1.begin() + (lo + n) * IN);
+      ws.push_back(Tensor::from_vector(s, {n, IN}));
+      ms.push_back(Tensor::from_vector(m, {n, IN}));
+      where.push_back({H, IN, lo, 0});
+      first_rows.push_back(lo);
+    }
+    dist::l1_unstructured(comm(), {&ws[0], &ws[1]}, where, PruneAmount::fraction(0.5),
+                          {&ms[0], &ms[1]});
+    for (int b = 0; b < 2; ++b) {
+      const auto got = ms[b].to_vector<uint8_t>();
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], e1[first_rows[b] * IN + i]);
+    }
+  }
   // Lists of different lengths are refused before anything is touched.
   Tensor shard = Tensor::from_vector(std::vector<float>(3, 1.0f), {1, 3});
   Tensor mask = Tensor::from_vector(std::vector<uint8_t>(3, 1), {1, 3});

@@ -246,13 +246,11 @@ Mlp create_model(const Options& o, int64_t hidden, nnops::Device device, uint64_
 // Parameters and kept weights of the whole model, from any shard of it (b2 is on every shard).
 int64_t whole_parameters(const Mlp& m, Parallel& par) {
   if (!m.split()) return m.parameter_count();
-  return static_cast<int64_t>(par.tensor_sum(double(m.parameter_count() - m.b2.numel()))) +
-         m.b2.numel();
+  return par.tensor_sum(m.parameter_count() - m.b2.numel()) + m.b2.numel();
 }
 int64_t whole_nonzero(const Mlp& m, Parallel& par) {
   if (!m.split()) return m.nonzero_weights();
-  return static_cast<int64_t>(par.tensor_sum(double(m.nonzero_weights() - m.b2.numel()))) +
-         m.b2.numel();
+  return par.tensor_sum(m.nonzero_weights() - m.b2.numel()) + m.b2.numel();
 }
 
 // 2:4 groups lie whole in every shard (fc2's columns split at multiples of 4), so a split model

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "shards.hpp"
+
 namespace train {
 
 using nnops::DType;
@@ -39,32 +41,18 @@ void Mlp::sync_working() {
   nnops::cast(w2_work, w2);
 }
 
-namespace {
-
-// Columns [c0, c0 + n) of a 2-D tensor, through the host (done once per model).
-template <typename T>
-Tensor columns(const Tensor& t, int64_t c0, int64_t n) {
-  const auto all = t.to(nnops::Device::CPU).to_vector<T>();
-  const int64_t rows = t.dim(0), cols = t.dim(1);
-  std::vector<T> part(rows * n);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < n; ++c) part[r * n + c] = all[r * cols + c0 + c];
-  return Tensor::from_vector(part, {rows, n}, t.device());
-}
-
-}  // namespace
-
 Mlp Mlp::shard(int rank, int ranks) const {
   Mlp s;
   s.in = in, s.out = out, s.activation = activation, s.device = device;
   s.hidden_total = hidden_total;
   s.hidden = hidden / ranks;
   s.hidden_offset = hidden_offset + rank * s.hidden;
-  s.w1 = w1.narrow(rank * s.hidden, s.hidden).clone();
-  s.b1 = b1.narrow(rank * s.hidden, s.hidden).clone();
-  s.m1 = m1.narrow(rank * s.hidden, s.hidden).clone();
-  s.w2 = columns<float>(w2, rank * s.hidden, s.hidden);
-  s.m2 = columns<uint8_t>(m2, rank * s.hidden, s.hidden);
+  // fc1 by rows (one block), fc2 by columns (one block per output row).
+  s.w1 = shards::take(w1, 1, rank, ranks).reshape({s.hidden, in});
+  s.b1 = shards::take(b1, 1, rank, ranks);
+  s.m1 = shards::take(m1, 1, rank, ranks).reshape({s.hidden, in});
+  s.w2 = shards::take(w2, out, rank, ranks).reshape({out, s.hidden});
+  s.m2 = shards::take(m2, out, rank, ranks).reshape({out, s.hidden});
   s.b2 = b2.clone();
   s.adds_output_bias = rank == 0;
   if (mixed_precision()) s.use_bf16();

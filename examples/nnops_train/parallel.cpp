@@ -9,6 +9,9 @@
 
 #ifdef NNOPS_TRAIN_WITH_MPI
 #include <nnops/dist.hpp>
+
+#include "shards.hpp"
+#include "tensor_group.hpp"
 #endif
 
 namespace train {
@@ -62,7 +65,7 @@ class MpiParallel final : public Parallel {
   MpiParallel(bool data_parallel, int tensor_parallel, int zero_stage, nnops::Device device)
       : world_(nnops::dist::Communicator::world()),
         comm_(world_),
-        tensor_(world_),
+        tensor_(world_.split(world_.rank(), 0)),
         zero_(zero_stage),
         device_(device) {
     const int world = world_.size(), t = tensor_parallel;
@@ -74,8 +77,10 @@ class MpiParallel final : public Parallel {
                                        : std::to_string(t) + " ranks (or add --data-parallel)"));
     }
     // With T = 1 every rank is a tensor group of its own and the data group is the world.
-    tensor_ = world_.split(world_.rank() / t, world_.rank() % t);
-    if (t > 1) comm_ = world_.split(world_.rank() % t, world_.rank() / t);
+    if (t > 1) {
+      tensor_ = shards::TensorGroup(world_.split(world_.rank() / t, world_.rank() % t));
+      comm_ = world_.split(world_.rank() % t, world_.rank() / t);
+    }
     // One GPU per rank, chosen before anything touches a GPU (device_count makes no context).
     const int gpus = nnops::cuda::device_count();
     if (device == nnops::Device::CUDA && gpus > 0)
@@ -90,44 +95,24 @@ class MpiParallel final : public Parallel {
   Mlp split(Mlp whole) override {
     if (tensor_size() == 1) return whole;
     Mlp shard = whole.shard(tensor_rank(), tensor_size());
-    shard.sum_partial_outputs = [this](Tensor& y) {
-      const auto t0 = Clock::now();
-      tensor_.allreduce({&y}, nnops::dist::Op::Sum);
-      waited_ += seconds_since(t0);
-    };
+    shard.sum_partial_outputs = [this](Tensor& y) { tensor_.sum(y); };
     return shard;
   }
 
   Mlp gather(const Mlp& s) override {
     const int t = tensor_size();
-    // Every rank's shard of a tensor, stacked by rank (through the host: once per model).
-    auto stacked = [&](const Tensor& part) {
-      const Tensor host = part.to(nnops::Device::CPU);
-      Tensor in = host.dtype() == nnops::DType::F32
-                      ? host.clone()
-                      : Tensor::from_vector(as_floats(host), {host.numel()});
-      Tensor out = Tensor::empty({host.numel() * t}, nnops::DType::F32);
-      tensor_.allgather(in.reshape({in.numel()}), out);
-      return out;
-    };
-    auto as_u8 = [](const Tensor& f, const nnops::Shape& shape) {
-      const auto v = f.to_vector<float>();
-      return Tensor::from_vector(std::vector<uint8_t>(v.begin(), v.end()), shape);
-    };
-    // fc2's shards are column blocks: [T, out, hidden / T] -> [out, T, hidden / T].
-    auto columns = [&](const Tensor& gathered) {
-      Tensor whole = Tensor::empty({s.out, t, s.hidden}, nnops::DType::F32);
-      nnops::permute(gathered.reshape({t, s.out, s.hidden}), {1, 0, 2}, whole);
-      return whole.reshape({s.out, s.hidden_total});
+    // fc1's shards are row blocks, fc2's column blocks (see shards.hpp).
+    auto whole = [&](const Tensor& shard, int64_t outer, const nnops::Shape& shape) {
+      return shards::assemble(tensor_.stack(shard), outer, t).reshape(shape);
     };
     Mlp m;
     m.in = s.in, m.out = s.out, m.activation = s.activation, m.device = s.device;
     m.hidden = m.hidden_total = s.hidden_total;
-    m.w1 = stacked(s.w1).reshape({m.hidden, m.in}).to(m.device);
-    m.b1 = stacked(s.b1).to(m.device);
-    m.m1 = as_u8(stacked(s.m1), {m.hidden, m.in}).to(m.device);
-    m.w2 = columns(stacked(s.w2)).to(m.device);
-    m.m2 = as_u8(columns(stacked(s.m2)), {m.out, m.hidden}).to(m.device);
+    m.w1 = whole(s.w1, 1, {m.hidden, m.in});
+    m.b1 = whole(s.b1, 1, {m.hidden});
+    m.m1 = whole(s.m1, 1, {m.hidden, m.in});
+    m.w2 = whole(s.w2, m.out, {m.out, m.hidden});
+    m.m2 = whole(s.m2, m.out, {m.out, m.hidden});
     m.b2 = s.b2.clone();
     if (s.mixed_precision()) m.use_bf16();
     return m;
@@ -138,29 +123,15 @@ class MpiParallel final : public Parallel {
         p2{m.out, m.hidden_total, 0, m.hidden_offset};
     const auto fraction = nnops::PruneAmount::fraction(amount);
     if (global) {
-      nnops::dist::global_unstructured(tensor_, {&m.w1, &m.w2}, {p1, p2}, fraction, {&m.m1, &m.m2});
+      nnops::dist::global_unstructured(tensor_.comm(), {&m.w1, &m.w2}, {p1, p2}, fraction,
+                                       {&m.m1, &m.m2});
     } else {
-      nnops::dist::l1_unstructured(tensor_, m.w1, p1, fraction, m.m1);
-      nnops::dist::l1_unstructured(tensor_, m.w2, p2, fraction, m.m2);
+      nnops::dist::l1_unstructured(tensor_.comm(), m.w1, p1, fraction, m.m1);
+      nnops::dist::l1_unstructured(tensor_.comm(), m.w2, p2, fraction, m.m2);
     }
   }
 
-  double tensor_sum(double value) override {
-    // Exact for integers below 2^48: each rank's value travels as three 16-bit digits (floats
-    // hold them exactly) and the sum is taken on the host.
-    const auto v = static_cast<uint64_t>(value);
-    Tensor digits = Tensor::from_vector(
-        std::vector<float>{float(v & 0xFFFF), float((v >> 16) & 0xFFFF), float(v >> 32)}, {3});
-    Tensor all = Tensor::empty({3 * tensor_size()}, nnops::DType::F32);
-    tensor_.allgather(digits, all);
-    const auto d = all.to_vector<float>();
-    uint64_t sum = 0;
-    for (int r = 0; r < tensor_size(); ++r) {
-      sum += static_cast<uint64_t>(d[3 * r]) + (static_cast<uint64_t>(d[3 * r + 1]) << 16) +
-             (static_cast<uint64_t>(d[3 * r + 2]) << 32);
-    }
-    return static_cast<double>(sum);
-  }
+  int64_t tensor_sum(int64_t count) override { return tensor_.sum_count(count); }
   bool sharded_optimizer() const override { return zero_ == 1; }
   void use_device(nnops::Device device) override { device_ = device; }
 
@@ -176,7 +147,7 @@ class MpiParallel final : public Parallel {
     pending_.clear();
     waited_ += seconds_since(t0);
   }
-  double communication_seconds() const override { return waited_; }
+  double communication_seconds() const override { return waited_ + tensor_.seconds(); }
 
   double average(double value) override {
     Tensor t = Tensor::from_vector(std::vector<float>{static_cast<float>(value)}, {1});
@@ -247,13 +218,9 @@ class MpiParallel final : public Parallel {
   }
 
  private:
-  static std::vector<float> as_floats(const Tensor& u8) {
-    const auto v = u8.to_vector<uint8_t>();
-    return std::vector<float>(v.begin(), v.end());
-  }
   nnops::dist::Communicator world_;
-  nnops::dist::Communicator comm_;    // the data-parallel group
-  nnops::dist::Communicator tensor_;  // the tensor-parallel group
+  nnops::dist::Communicator comm_;  // the data-parallel group
+  shards::TensorGroup tensor_;      // the tensor-parallel group
   int zero_;
   nnops::Device device_;
   std::vector<nnops::dist::Request> pending_;

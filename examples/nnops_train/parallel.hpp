@@ -35,8 +35,8 @@ class Parallel {
   // Prunes a split model's weights by L1 magnitude, per layer or globally across both, ranking
   // the whole weights across the group (the same masks as one process).
   virtual void prune_split(Mlp&, bool global, double amount);
-  // The sum of a host value over the tensor-parallel group.
-  virtual double tensor_sum(double value) { return value; }
+  // The sum of a count over the tensor-parallel group.
+  virtual int64_t tensor_sum(int64_t count) { return count; }
   virtual bool sharded_optimizer() const { return false; }
   // The device the run settled on (a rank that found no usable GPU falls back to the CPU).
   virtual void use_device(nnops::Device) {}

@@ -89,6 +89,9 @@ class Communicator {
  private:
   friend void l1_unstructured(const Communicator&, const Tensor&, const ShardPlacement&,
                               PruneAmount, Tensor&);
+  friend void l1_unstructured(const Communicator&, const std::vector<const Tensor*>&,
+                              const std::vector<ShardPlacement>&, PruneAmount,
+                              const std::vector<Tensor*>&);
   friend void global_unstructured(const Communicator&, const std::vector<const Tensor*>&,
                                   const std::vector<ShardPlacement>&, PruneAmount,
                                   const std::vector<Tensor*>&);
@@ -115,6 +118,11 @@ struct ShardPlacement {
 // not provided.
 void l1_unstructured(const Communicator& group, const Tensor& w, const ShardPlacement& where,
                      PruneAmount amount, Tensor& mask);
+// The same when a rank holds several blocks of the one weight (a fused gate-and-up projection
+// split by rows holds a block of each half): the blocks' placements all lie in one weight.
+void l1_unstructured(const Communicator& group, const std::vector<const Tensor*>& blocks,
+                     const std::vector<ShardPlacement>& where, PruneAmount amount,
+                     const std::vector<Tensor*>& masks);
 
 // nnops::global_unstructured over several sharded weights: one ranking over the kept entries of
 // all of them, as if the whole weights were flattened and concatenated in the order given (ties
