@@ -115,7 +115,7 @@ struct Dump {
 class Run {
  public:
   Run(const Options& o, nnops::Device device, const Corpus& corpus, Log& log, double gemm_gflops,
-      DataParallel& par)
+      Parallel& par)
       : o_(o), device_(device), corpus_(corpus), log_(log), gemm_gflops_(gemm_gflops), par_(par) {}
 
   // Trains `model` for `steps` steps; with a teacher, on alpha * CE + (1 - alpha) * KD against
@@ -143,8 +143,8 @@ class Run {
       memory_reported_ = true;
       const double mib = 1.0 / (1 << 20);
       std::printf(
-          "memory: weights and gradients %.1f MiB, AdamW state %.1f MiB, activations and "
-          "scratch %.1f MiB (batch %lld x %lld tokens per rank)\n",
+          "memory per rank: weights and gradients %.1f MiB, AdamW state %.1f MiB, activations "
+          "and scratch %.1f MiB (batch %lld x %lld tokens per rank)\n",
           2.0 * 4 * model.parameter_count() * mib, 2.0 * 4 * model.parameter_count() * mib,
           ws.bytes() * mib, (long long)B, (long long)T);
     }
@@ -237,7 +237,7 @@ class Run {
   const Corpus& corpus_;
   Log& log_;
   double gemm_gflops_;
-  DataParallel& par_;
+  Parallel& par_;
   bool memory_reported_ = false;
 };
 
@@ -303,16 +303,18 @@ void print_summary(const std::vector<PhaseResult>& rows, const Corpus& corpus, L
 
 int run(const Options& options) {
   const nnops::Device device = options.device.value_or(nnops::default_device());
-  const std::unique_ptr<DataParallel> par = make_data_parallel(options.data_parallel, device);
+  const std::unique_ptr<Parallel> par =
+      make_parallel(options.data_parallel, options.tensor_parallel, device);
   Options o = options;
   if (o.batch % par->size() != 0) {
     throw std::invalid_argument("--batch " + std::to_string(o.batch) + " does not split over " +
                                 std::to_string(par->size()) + " ranks");
   }
-  if (par->rank() != 0) {  // rank 0 reports and saves; the others only compute
+  if (par->world_rank() != 0) {  // rank 0 reports and saves; the others only compute
     o.metrics_path.clear();
     o.save_dir.clear();
-    o.sample_bytes = 0;
+    // A split model samples on every rank (each forward is collective).
+    if (par->tensor_size() == 1) o.sample_bytes = 0;
     if (!std::freopen("/dev/null", "w", stdout)) throw std::runtime_error("cannot silence rank");
   }
   const auto start = Clock::now();
@@ -332,6 +334,15 @@ int run(const Options& options) {
     std::printf("data parallel over %d ranks, %lld sequences each per step\n", par->size(),
                 (long long)(o.batch / par->size()));
   }
+  if (par->tensor_size() > 1) {
+    std::printf(
+        "tensor parallel over %d ranks: %lld of %lld heads, %lld of %lld key/value heads "
+        "and %lld of %lld MLP units per rank\n",
+        par->tensor_size(), (long long)(o.model.heads / par->tensor_size()),
+        (long long)o.model.heads, (long long)(o.model.kv_heads / par->tensor_size()),
+        (long long)o.model.kv_heads, (long long)(o.model.hidden() / par->tensor_size()),
+        (long long)o.model.hidden());
+  }
   Run r(o, device, corpus, log, gflops, *par);
   std::vector<PhaseResult> rows;
 
@@ -350,6 +361,7 @@ int run(const Options& options) {
   const Config& tc = o.model;
   Model teacher(tc, device, o.seed);
   if (o.bf16) teacher.use_bf16();
+  par->split(teacher);
   std::printf(
       "teacher: %s, %lld layers, dim %lld, %lld heads (%lld key/value), context %lld, "
       "%.0f MFLOP per training token\n",
@@ -360,10 +372,14 @@ int run(const Options& options) {
   double tps = r.train("teacher", teacher, o.steps, o.lr, o.seed + 101, nullptr,
                        o.dump_dir.empty() ? nullptr : &dump);
   if (!o.dump_dir.empty()) write_dump_steps(o, dump, "teacher", o.steps);
-  rows.push_back({"teacher", r.heldout(teacher), teacher.parameter_count(),
-                  teacher.nonzero_parameters(), tps});
+  rows.push_back({"teacher", r.heldout(teacher), par->parameters(teacher, false),
+                  par->parameters(teacher, true), tps});
 
-  prune(teacher, o.prune_pattern, o.prune_amount);
+  if (par->tensor_size() > 1 && o.prune_pattern == PrunePattern::Unstructured) {
+    par->prune_l1(teacher, o.prune_amount);
+  } else {  // 2:4 groups lie whole in every shard
+    prune(teacher, o.prune_pattern, o.prune_amount);
+  }
   if (o.sparse_execution != Options::SparseExecution::Off) {
     choose_sparse_execution(teacher, o.prune_pattern,
                             o.sparse_execution == Options::SparseExecution::Always,
@@ -372,7 +388,7 @@ int run(const Options& options) {
   const double pruned = r.heldout(teacher);
   log.step("prune", 0, 0, kNaN, pruned, 0, 0, 0);
   rows.push_back({o.prune_pattern == PrunePattern::TwoFour ? "pruned 2:4" : "pruned L1", pruned,
-                  teacher.parameter_count(), teacher.nonzero_parameters(), kNaN});
+                  par->parameters(teacher, false), par->parameters(teacher, true), kNaN});
 
   Dump fdump;
   if (!o.dump_dir.empty())
@@ -380,8 +396,8 @@ int run(const Options& options) {
   tps = r.train("finetune", teacher, o.finetune_steps, o.finetune_lr, o.seed + 202, nullptr,
                 o.dump_dir.empty() ? nullptr : &fdump);
   if (!o.dump_dir.empty()) write_dump_steps(o, fdump, "finetune", o.finetune_steps);
-  rows.push_back({"fine-tuned", r.heldout(teacher), teacher.parameter_count(),
-                  teacher.nonzero_parameters(), tps});
+  rows.push_back({"fine-tuned", r.heldout(teacher), par->parameters(teacher, false),
+                  par->parameters(teacher, true), tps});
   const int64_t teacher_steps = o.finetune_steps;
 
   const Config sc = o.student();
@@ -389,24 +405,35 @@ int run(const Options& options) {
               (long long)sc.dim, (long long)sc.heads, (long long)sc.kv_heads);
   Model student(sc, device, o.seed + 7);
   if (o.bf16) student.use_bf16();
+  par->split(student);
   tps = r.train("distill", student, o.distill_steps, o.lr, o.seed + 303, &teacher, nullptr);
-  rows.push_back({"student", r.heldout(student), student.parameter_count(),
-                  student.nonzero_parameters(), tps});
+  rows.push_back({"student", r.heldout(student), par->parameters(student, false),
+                  par->parameters(student, true), tps});
 
   teacher.sync_from_sparse();  // the dense weights again, for the checkpoint
   print_summary(rows, corpus, log);
   r.print_sample("teacher", teacher);
   r.print_sample("student", student);
+  if (par->tensor_size() > 1) {
+    std::printf("tensor parallel: all-reduces of the split products took %.2f s of %.1f s\n",
+                par->tensor_seconds(), seconds_since(start));
+  }
+  // A split model is gathered whole for its checkpoint (every rank takes part).
+  std::unique_ptr<Model> whole_teacher, whole_student;
+  if (par->tensor_size() > 1 && !options.save_dir.empty()) {
+    whole_teacher = par->gather(teacher);
+    whole_student = par->gather(student);
+  }
   if (!o.save_dir.empty()) {
     std::filesystem::create_directories(o.save_dir);
     SavedState st;
     st.seed = o.seed;
     st.step = teacher_steps;
     st.extra["phase"] = "finetune";
-    save_model(o.save_dir + "/teacher.safetensors", teacher, st);
+    save_model(o.save_dir + "/teacher.safetensors", whole_teacher ? *whole_teacher : teacher, st);
     st.step = o.distill_steps;
     st.extra["phase"] = "distill";
-    save_model(o.save_dir + "/student.safetensors", student, st);
+    save_model(o.save_dir + "/student.safetensors", whole_student ? *whole_student : student, st);
     std::printf("saved teacher.safetensors and student.safetensors to %s\n", o.save_dir.c_str());
   }
   std::printf("total %.1f s, peak resident memory %.1f MiB\n", seconds_since(start),

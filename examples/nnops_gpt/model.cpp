@@ -4,6 +4,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "shards.hpp"
+
 namespace gpt {
 
 using nnops::DType;
@@ -101,6 +103,31 @@ Model::Model(const Config& config, nnops::Device device, uint64_t seed)
   }
 }
 
+void Model::split(int rank, int ranks, TensorGroupOps ops) {
+  rank_ = rank, ranks_ = ranks, ops_ = std::move(ops);
+  if (ranks == 1) return;
+  const bool gpt2 = config_.arch == Arch::Gpt2;
+  for (Layer& L : layers_) {
+    for (Parameter* p : {L.q_w, L.q_b, L.k_w, L.k_b, L.v_w, L.v_b, L.fc_w, L.fc_b}) {
+      if (p) p->split_dim = 0;
+    }
+    for (Parameter* p : {L.proj_w, L.out_w}) p->split_dim = 1;
+    if (!gpt2) L.fc_w->split_outer = 2;  // the gate's rows, then the up projection's
+  }
+  for (Parameter& p : params_) {
+    if (p.split_dim < 0) continue;
+    if (p.split_dim == 1) p.split_outer = p.value.dim(0);
+    Shape shape = p.value.shape();
+    shape[p.split_dim] /= ranks;
+    p.value = shards::take(p.value, p.split_outer, rank, ranks).reshape(shape);
+    if (p.mask.defined()) p.mask = shards::take(p.mask, p.split_outer, rank, ranks).reshape(shape);
+    p.grad = Tensor::zeros(shape, DType::F32, device_);
+    p.adam = nnops::AdamState();
+    if (p.work.defined()) p.work = Tensor::empty(shape, DType::BF16, device_);
+  }
+  sync_working();
+}
+
 Parameter& Model::find(const std::string& name) {
   for (Parameter& p : params_)
     if (p.name == name) return p;
@@ -162,7 +189,8 @@ double Model::train_flops_per_token() const {
   double weights = 0;  // every weight that takes part in a product (not the lookups)
   for (const Parameter& p : params_) {
     if (p.value.ndim() == 2 && p.name != "wte.weight" && p.name != "wpe.weight") {
-      weights += static_cast<double>(p.value.numel());
+      // The whole model's: a split weight counts its every shard.
+      weights += static_cast<double>(p.value.numel()) * (p.split_dim >= 0 ? ranks_ : 1);
     }
   }
   if (config_.arch == Arch::Gpt2) weights += static_cast<double>(wte_->value.numel());  // tied
@@ -201,7 +229,9 @@ Workspace::Workspace(const Model& model, int64_t batch, int64_t context) {
   const Config& c = model.config();
   const nnops::Device dev = model.device();
   const int64_t n = batch * context, C = c.dim, D = c.head_dim();
-  const int64_t q_width = c.heads * D, kv_width = c.kv_heads * D, H = c.hidden();
+  // This rank's heads and MLP units (all of them without tensor parallelism).
+  const int64_t q_width = model.local_heads() * D, kv_width = model.local_kv_heads() * D;
+  const int64_t H = model.local_hidden();
   const int64_t fc_width = c.arch == Arch::Gpt2 ? H : 2 * H;
   capacity_ = n;
   vocab_ = c.vocab;
@@ -215,7 +245,7 @@ Workspace::Workspace(const Model& model, int64_t batch, int64_t context) {
     a.k = flat(n * kv_width, DType::F32, dev);
     a.v = flat(n * kv_width, DType::F32, dev);
     a.attn = flat(n * q_width, DType::F32, dev);
-    a.lse = flat(n * c.heads, DType::F32, dev);
+    a.lse = flat(n * model.local_heads(), DType::F32, dev);
     a.merged = flat(n * q_width, DType::F32, dev);
     a.mid = flat(n * C, DType::F32, dev);
     a.ln2 = flat(n * C, DType::F32, dev);
@@ -327,7 +357,8 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
   }
   b_ = tokens.dim(0);
   t_ = tokens.dim(1);
-  const int64_t n = b_ * t_, C = c.dim, D = c.head_dim(), Hq = c.heads, Hkv = c.kv_heads;
+  const int64_t n = b_ * t_, C = c.dim, D = c.head_dim();
+  const int64_t Hq = model.local_heads(), Hkv = model.local_kv_heads();
   const bool gpt2 = c.arch == Arch::Gpt2;
   Tensor tok = view(tokens_, {b_, t_});
   nnops::copy(tok, tokens);
@@ -379,12 +410,13 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
     nnops::permute(attn, {0, 2, 1, 3}, merged);
     Tensor mid = view(a.mid, {n, C});  // the projection written in place, then the residual
     product_forward(model, product_input(merged.reshape({n, Hq * D}), a.merged_b), L.proj_w,
-                    L.proj_b, mid);
+                    model.row_parallel_bias(L.proj_b), mid);
+    model.sum_partial(mid);
     nnops::add_scaled(mid, x, 1.0f);
 
     Tensor ln2 = view(a.ln2, {n, C}), mean2 = view(a.mean2, {n}), rstd2 = view(a.rstd2, {n});
     norm_forward(c, mid, L.ln2_w, L.ln2_b, ln2, mean2, rstd2);
-    const int64_t H = c.hidden();
+    const int64_t H = model.local_hidden();
     Tensor fc = view(a.fc, {n, gpt2 ? H : 2 * H}), act = view(a.act, {n, H});
     product_forward(model, product_input(ln2, a.ln2_b), L.fc_w, L.fc_b, fc);
     if (gpt2) {
@@ -393,7 +425,9 @@ Tensor Workspace::forward(const Model& model, const Tensor& tokens) {
       nnops::gated_activation_forward(nnops::Activation::SiLU, fc, act);
     }
     Tensor next = view(l + 1 < acts_.size() ? acts_[l + 1].resid_in : resid_out_, {n, C});
-    product_forward(model, product_input(act, a.act_b), L.out_w, L.out_b, next);
+    product_forward(model, product_input(act, a.act_b), L.out_w, model.row_parallel_bias(L.out_b),
+                    next);
+    model.sum_partial(next);
     nnops::add_scaled(next, mid, 1.0f);
   }
   Tensor xf = view(resid_out_, {n, C}), lnf = view(lnf_, {n, C});
@@ -430,8 +464,8 @@ Tensor Workspace::logits_grad() {
 
 void Workspace::backward(Model& model) {
   const Config& c = model.config();
-  const int64_t n = b_ * t_, C = c.dim, D = c.head_dim(), Hq = c.heads, Hkv = c.kv_heads;
-  const int64_t H = c.hidden();
+  const int64_t n = b_ * t_, C = c.dim, D = c.head_dim();
+  const int64_t Hq = model.local_heads(), Hkv = model.local_kv_heads(), H = model.local_hidden();
   const bool gpt2 = c.arch == Arch::Gpt2;
   Tensor dres = view(dresid_, {n, C});
   {
@@ -460,6 +494,7 @@ void Workspace::backward(Model& model) {
     Tensor dln = view(tmp_c_, {n, C}), dpart = view(tmp_c2_, {n, C});
     Tensor mid = view(a.mid, {n, C});
     product_backward(model, saved(a.ln2, a.ln2_b, {n, C}), L.fc_w, L.fc_b, product_grad(dfc), &dln);
+    model.sum_partial(dln);  // every rank's units contribute to the norm's output gradient
     norm_backward(c, mid, L.ln2_w, L.ln2_b, view(a.mean2, {n}), view(a.rstd2, {n}), dln, dpart);
     nnops::add_scaled(dres, dpart, 1.0f);  // now the gradient of mid
 
@@ -497,6 +532,7 @@ void Workspace::backward(Model& model) {
       if (!first) nnops::add_scaled(dln, dpart, 1.0f);
       first = false;
     }
+    model.sum_partial(dln);  // likewise every rank's heads
     norm_backward(c, view(a.resid_in, {n, C}), L.ln1_w, L.ln1_b, view(a.mean1, {n}),
                   view(a.rstd1, {n}), dln, dpart);
     nnops::add_scaled(dres, dpart, 1.0f);  // the gradient of this layer's input

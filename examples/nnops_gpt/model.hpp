@@ -44,6 +44,17 @@ struct Parameter {
   // master that AdamW steps, with sparse_grad), until Model::sync_from_sparse.
   std::shared_ptr<nnops::SparseMatrix> sparse;
   nnops::Tensor sparse_grad;
+  // Tensor parallelism: how the whole weight is split (see examples/common/shards.hpp): -1 not
+  // split; 0 by rows (split_outer row blocks, each split alike: 2 for llama's fused gate and up
+  // projection); 1 by columns.
+  int split_dim = -1;
+  int64_t split_outer = 1;
+};
+
+// What a tensor-parallel model needs from its group.
+struct TensorGroupOps {
+  std::function<void(nnops::Tensor&)> sum;  // adds the ranks' partial results in place
+  std::function<double(double)> sum_value;  // a host value summed over the ranks
 };
 
 class Model {
@@ -72,6 +83,25 @@ class Model {
   // plus attention's 6 * layers * dim * context / 2 (causal).
   double train_flops_per_token() const;
 
+  // Tensor parallelism after Megatron-LM: this rank keeps heads / T query heads and
+  // kv_heads / T key/value heads (q, k, v split by rows, the attention projection by columns)
+  // and hidden / T units of the MLP (fc by rows, llama's gate and up halves alike; the output
+  // projection by columns); embeddings, norms and the output matrix stay whole on every rank.
+  // A forward sums the two row-parallel products over the group (the first rank alone adds
+  // their biases), a backward the gradients of the two norms' outputs. Call on a whole model.
+  void split(int rank, int ranks, TensorGroupOps ops);
+  int tensor_rank() const { return rank_; }
+  int tensor_size() const { return ranks_; }
+  int64_t local_heads() const { return config_.heads / ranks_; }
+  int64_t local_kv_heads() const { return config_.kv_heads / ranks_; }
+  int64_t local_hidden() const { return config_.hidden() / ranks_; }
+  // The bias a row-parallel product adds here: the first rank's only.
+  const Parameter* row_parallel_bias(const Parameter* b) const { return rank_ == 0 ? b : nullptr; }
+  void sum_partial(nnops::Tensor& t) const {
+    if (ops_.sum) ops_.sum(t);
+  }
+  double sum_value(double v) const { return ops_.sum_value ? ops_.sum_value(v) : v; }
+
   // Per-layer parameter handles, in the order of the forward pass.
   struct Layer {
     Parameter *ln1_w, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *proj_w, *proj_b;
@@ -92,6 +122,8 @@ class Model {
   std::vector<Layer> layers_;
   Parameter *wte_ = nullptr, *wpe_ = nullptr, *head_ = nullptr, *lnf_w_ = nullptr,
             *lnf_b_ = nullptr;
+  int rank_ = 0, ranks_ = 1;
+  TensorGroupOps ops_;
 };
 
 // Activations kept for the backward pass, for up to batch x context tokens; smaller batches

@@ -68,6 +68,11 @@ with its masks, then distilled into a smaller student on alpha * CE + (1 - alpha
   --data-parallel            data-parallel training over MPI, launched as
                              mpirun -np N nnops-gpt --data-parallel ...; every rank takes
                              batch / N sequences of each batch (needs nnops built with MPI)
+  --tensor-parallel T        under mpirun -np T (or T x D with --data-parallel): each rank
+                             holds 1/T of every layer's heads and MLP units (q, k, v and the
+                             MLP's input split by rows, the projections by columns: two
+                             all-reduces forward and two backward per layer); embeddings,
+                             norms and the output stay whole (default 1)
   --quick                    tiny sizes that finish in seconds (tests use it)
   --help                     this text
 )";
@@ -203,6 +208,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       o.save_dir = value;
     } else if (flag == "--load") {
       o.load_dir = value;
+    } else if (flag == "--tensor-parallel") {
+      o.tensor_parallel = static_cast<int>(parse_int(flag, v, 1, 1024));
     } else if (flag == "--dump") {
       o.dump_dir = value;
     } else {
@@ -219,6 +226,28 @@ std::optional<Options> parse_options(int argc, char** argv) {
   if (!o.dump_dir.empty() && !o.load_dir.empty()) bad("--dump and --load exclude each other");
   if (!o.dump_dir.empty() && o.data_parallel)
     bad("--dump replays one process; drop --data-parallel");
+  if (o.tensor_parallel > 1) {
+    const int64_t t = o.tensor_parallel;
+    const std::string ts = std::to_string(t);
+    for (const auto& [who, c] :
+         {std::pair<const char*, Config>{"", o.model}, {"student-", o.student()}}) {
+      const std::string p = std::string("--") + who;
+      if (c.heads % t != 0 || c.kv_heads % t != 0 || c.hidden() % t != 0) {
+        bad("--tensor-parallel " + ts + " needs " + p + "heads (" + std::to_string(c.heads) +
+            "), " + p + "kv-heads (" + std::to_string(c.kv_heads) + ") and the MLP width (" +
+            std::to_string(c.hidden()) + ") to be multiples of " + ts);
+      }
+      if (o.prune_pattern == PrunePattern::TwoFour && who[0] == '\0' &&
+          ((c.heads / t) * c.head_dim() % 4 != 0 || (c.hidden() / t) % 4 != 0)) {
+        bad("--prune-pattern 2:4 with --tensor-parallel " + ts +
+            " needs each rank's heads x head width and MLP units to be multiples of 4");
+      }
+    }
+    if (!o.load_dir.empty() || !o.dump_dir.empty() ||
+        o.sparse_execution != Options::SparseExecution::Off) {
+      bad("--load, --dump and --sparse-execution run in one process (drop --tensor-parallel)");
+    }
+  }
   if (o.sparse_execution != Options::SparseExecution::Off && (o.bf16 || o.data_parallel)) {
     bad("--sparse-execution runs FP32 in one process (drop --precision bf16 and --data-parallel)");
   }

@@ -36,6 +36,7 @@ struct Options {
   // (auto), or always (tests use it).
   enum class SparseExecution { Off, Auto, Always } sparse_execution = SparseExecution::Off;
   bool data_parallel = false;  // under mpirun: each rank takes batch / ranks sequences
+  int tensor_parallel = 1;     // under mpirun: heads and MLP units split over this many ranks
 
   // The student: the teacher's shape with fewer layers and a narrower width (same head width).
   Config student() const;

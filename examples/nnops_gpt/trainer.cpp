@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 
@@ -55,6 +56,29 @@ double learning_rate(int64_t step, int64_t steps, int64_t warmup, double peak, d
   return peak * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + std::cos(pi * progress)));
 }
 
+namespace {
+
+// clip_grad_norm over a tensor-parallel model: the squares of the split gradients summed over
+// the group, the whole ones' counted once (every rank holds the same), one factor everywhere.
+// Waits for the device (the single-process path does not).
+void clip_split_gradients(const Model& model, const std::vector<Tensor*>& grads, double clip) {
+  std::vector<Tensor*> split, whole;
+  const auto& params = model.parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    (params[i].split_dim >= 0 ? split : whole).push_back(grads[i]);
+  const float inf = std::numeric_limits<float>::infinity();
+  const double split_norm = nnops::clip_grad_norm(split, inf);
+  const double whole_norm = nnops::clip_grad_norm(whole, inf);
+  const double total =
+      std::sqrt(model.sum_value(split_norm * split_norm) + whole_norm * whole_norm);
+  const double coef = clip / (total + 1e-6);
+  if (coef < 1.0 || std::isnan(coef)) {
+    for (Tensor* g : grads) nnops::add_scaled(*g, *g, static_cast<float>(coef), 0.0f);
+  }
+}
+
+}  // namespace
+
 void optimizer_step(Model& model, const StepOptions& options) {
   std::vector<Tensor*> grads;
   for (Parameter& p : model.parameters()) {
@@ -65,7 +89,9 @@ void optimizer_step(Model& model, const StepOptions& options) {
     if (p.mask.defined()) nnops::apply_mask(p.grad, p.mask);  // the pruned weights have none
     grads.push_back(&p.grad);
   }
-  if (options.clip > 0) {
+  if (options.clip > 0 && model.tensor_size() > 1) {
+    clip_split_gradients(model, grads, options.clip);
+  } else if (options.clip > 0) {
     Tensor norm = Tensor::empty({1}, DType::F32, model.device());
     nnops::clip_grad_norm(grads, static_cast<float>(options.clip), norm);
   }
