@@ -329,7 +329,10 @@ int run(const Options& options) {
   }
   std::printf("\n");
   const double gflops = measured_gemm_gflops(device);
-  std::printf("GEMM rate at start-up: %.1f GFLOP/s (the reference of MFU)\n", gflops);
+  // Each rank measures its own share of the machine; the job's peak is all ranks' together.
+  const int ranks = par->size() * par->tensor_size();
+  std::printf("GEMM rate at start-up: %.1f GFLOP/s%s (the reference of MFU)\n", gflops,
+              ranks > 1 ? (" per rank, x " + std::to_string(ranks) + " ranks").c_str() : "");
   if (par->size() > 1) {
     std::printf("data parallel over %d ranks, %lld sequences each per step\n", par->size(),
                 (long long)(o.batch / par->size()));
@@ -343,7 +346,7 @@ int run(const Options& options) {
         (long long)o.model.kv_heads, (long long)(o.model.hidden() / par->tensor_size()),
         (long long)o.model.hidden());
   }
-  Run r(o, device, corpus, log, gflops, *par);
+  Run r(o, device, corpus, log, gflops * ranks, *par);
   std::vector<PhaseResult> rows;
 
   if (!o.load_dir.empty()) {
