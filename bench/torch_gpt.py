@@ -258,13 +258,16 @@ def status_mib(field):
 
 def speed(args):
     """Teacher-phase tokens/s and peak memory: nnops-gpt's own figures against PyTorch eager (and
-    torch.compile with --compile) on the same model, batch and thread count, FP32."""
+    torch.compile with --compile) on the same model, batch and thread count, in FP32 or in BF16
+    mixed precision (nnops-gpt --precision bf16 against torch.autocast to bfloat16: both keep
+    FP32 weights and run the products in BF16)."""
+    bf16 = args.precision == "bf16"
     steps = args.steps
     before_model = status_mib("VmRSS")  # torch and its libraries loaded, no model yet
     out = subprocess.run([args.nnops_gpt, "--device", "cpu", "--arch", args.arch,
                           "--steps", str(steps), "--finetune-steps", "0", "--distill-steps", "0",
                           "--log-every", str(steps), "--eval-batches", "1",
-                          "--corpus-bytes", "400000"],
+                          "--corpus-bytes", "400000", "--precision", args.precision],
                          check=True, capture_output=True, text=True).stdout
     row = re.search(r"^\s+teacher\s+\S+\s+\S+\s+\S+\s+\d+\s+\d+\s+(\d+)", out, re.M)
     nnops_tps = float(row.group(1))
@@ -279,7 +282,9 @@ def speed(args):
 
         def step():
             w = torch.randint(0, 256, (batch, cfg.context + 1), generator=gen)
-            loss = F.cross_entropy(model(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(w[:, :-1])
+            loss = F.cross_entropy(logits.float().reshape(-1, 256), w[:, 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -294,7 +299,8 @@ def speed(args):
 
     eager = tokens_per_second(Gpt(cfg))
     torch_mib = status_mib("VmHWM")
-    print(f"teacher phase, {args.arch} 4 layers dim 256 context 256 batch 8, FP32, "
+    print(f"teacher phase, {args.arch} 4 layers dim 256 context 256 batch 8, "
+          f"{'BF16 mixed precision' if bf16 else 'FP32'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"  nnops-gpt         {nnops_tps:8.0f} tok/s   peak RSS {nnops_mib:7.1f} MiB")
     print(f"  PyTorch eager     {eager:8.0f} tok/s   peak RSS {torch_mib:7.1f} MiB "

@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "../dispatch/backend.hpp"
@@ -116,9 +117,10 @@ CpuIsa active_cpu_isa();  // after resolving Auto against the CPU
 bool cpu_supports_avx2();
 bool cpu_supports_avx512();
 bool cpu_supports_avx512bf16();  // VDPBF16PS: the pair kernel can run
-// Whether BF16 products on AVX512_BF16 take the VDPBF16PS pair kernel (NNOPS_CPU_BF16=pairs)
-// rather than widening into the FP32 kernel (the default: faster where VDPBF16PS is half-rate).
-void set_cpu_bf16_pairs(bool pairs);
+// Whether BF16 products on AVX512_BF16 take the VDPBF16PS pair kernel (true) or widen into the
+// FP32 kernel (false); nullopt: measured once against the FMA (the default; NNOPS_CPU_BF16=pairs
+// or widen sets it at start-up).
+void set_cpu_bf16_pairs(std::optional<bool> pairs);
 bool cpu_isa_has_avx2();  // the active level runs the AVX2 paths (all but Generic)
 
 // c[m, n] = alpha * op(a) * op(b) + beta * c on contiguous row-major F32 matrices, through the

@@ -164,16 +164,40 @@ CpuIsa isa_from_env() {
   return CpuIsa::Auto;
 }
 
-// BF16 products on AVX512_BF16: VDPBF16PS pair kernels only when asked (NNOPS_CPU_BF16=pairs or
-// set_cpu_bf16_pairs). On an Intel Xeon with AVX512_BF16 (2026-12-02) VDPBF16PS ran at half the
-// FP32 FMA rate (bench_ops dpbf16_peak 165 against fma_peak 340 GFLOP/s on two cores), and BF16
-// operands widened into the FP32 AVX-512 kernel were 1.8-2.1x faster than the pair kernel.
-std::atomic<bool>& bf16_pairs_requested() {
-  static std::atomic<bool> pairs{[] {
+// BF16 products on AVX512_BF16: the VDPBF16PS pair kernel where the instruction runs near the
+// FP32 FMA's rate, else BF16 operands widened into the FP32 kernel. Measured, not assumed: on an
+// AMD EPYC (2 cores, 2026-12-02) VDPBF16PS ran at the FMA's instruction rate (bench_ops
+// dpbf16_peak 462 against fma_peak 230 GFLOP/s) and the pair kernel was 1.6-2.0x the widened
+// one; on an Intel Xeon it ran at a quarter (165 against 340) and widening was 1.8-2.1x faster.
+// NNOPS_CPU_BF16=pairs|widen (or set_cpu_bf16_pairs) overrides the measurement.
+enum class Bf16Kernel { Measure, Pairs, Widen };
+
+std::atomic<Bf16Kernel>& bf16_kernel_requested() {
+  static std::atomic<Bf16Kernel> kernel{[] {
     const char* env = std::getenv("NNOPS_CPU_BF16");
-    return env != nullptr && std::strcmp(env, "pairs") == 0;
+    if (env && std::strcmp(env, "pairs") == 0) return Bf16Kernel::Pairs;
+    if (env && std::strcmp(env, "widen") == 0) return Bf16Kernel::Widen;
+    return Bf16Kernel::Measure;
   }()};
-  return pairs;
+  return kernel;
+}
+
+bool bf16_pairs_chosen() {
+  switch (bf16_kernel_requested().load()) {
+    case Bf16Kernel::Pairs:
+      return true;
+    case Bf16Kernel::Widen:
+      return false;
+    case Bf16Kernel::Measure:
+      break;
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+  // The pair kernel wins where a pair's two multiply-adds cost at most 1.5 FMAs' time.
+  static const bool pairs_fast = dpbf16_time_per_fma_time() <= 1.5;
+  return pairs_fast;
+#else
+  return false;
+#endif
 }
 
 std::atomic<CpuIsa>& requested_isa() {
@@ -463,6 +487,24 @@ inline uint32_t bf16_pair(uint16_t even, uint16_t odd) {
   return even | (static_cast<uint32_t>(odd) << 16);
 }
 
+// Depths 2q and 2q + 1 from two rows of the stored matrix (a transposed a, a non-transposed
+// b): `width` valid values of each row interleaved into words, zeros up to `full`. The whole-
+// width loop is what the compiler vectorizes.
+template <int64_t full>
+inline void interleave_rows(uint32_t* out, const uint16_t* even, const uint16_t* odd,
+                            int64_t width) {
+  if (width == full && odd) {
+    for (int64_t j = 0; j < full; ++j) out[j] = bf16_pair(even[j], odd[j]);
+    return;
+  }
+  for (int64_t j = 0; j < full; ++j)
+    out[j] = j < width ? bf16_pair(even[j], odd ? odd[j] : uint16_t(0)) : 0u;
+}
+
+// With an even depth the pair of depths 2q, 2q + 1 of a row of a non-transposed a (or of a
+// transposed b) is one 32-bit word of the stored row, and every depth block starts and ends on
+// a pair: the F32 packers' 8 x 8 register transposes move those words unchanged. They are
+// called on the word view (half the depth) and placed at the pair layout's panel offsets.
 template <int MR>
 void pack_a_pairs(float* dst, const void* a_data, bool trans, int64_t m, int64_t k, int64_t i0,
                   int64_t mc, int64_t p0, int64_t kc, int64_t panel) {
@@ -470,6 +512,20 @@ void pack_a_pairs(float* dst, const void* a_data, bool trans, int64_t m, int64_t
   uint32_t* out = reinterpret_cast<uint32_t*>(dst + panel * MR * kc);
   const int64_t row0 = i0 + panel * MR;
   const int64_t rows = std::min<int64_t>(MR, i0 + mc - row0);
+  if constexpr (MR % 4 == 0) {
+    if (!trans && k % 2 == 0) {
+      float* const base = dst + panel * MR * (kc - kc / 2);  // + panel * MR * kc / 2 inside
+      pack_a_avx2<MR>(base, a_data, false, m, k / 2, i0, mc, p0 / 2, kc / 2, panel);
+      return;
+    }
+  }
+  if (trans) {  // the pair's two values lie in consecutive rows of the stored a
+    for (int64_t q = 0; q < (kc + 1) / 2; ++q) {
+      const uint16_t* even = a + (p0 + 2 * q) * m + row0;
+      interleave_rows<MR>(out + q * MR, even, 2 * q + 1 < kc ? even + m : nullptr, rows);
+    }
+    return;
+  }
   auto at = [&](int64_t i, int64_t p) -> uint16_t {
     if (i >= rows || p >= kc) return 0;
     return trans ? a[(p0 + p) * m + row0 + i] : a[(row0 + i) * k + p0 + p];
@@ -485,6 +541,18 @@ void pack_b_pairs(float* dst, const SgemmProblem& g, int64_t p0, int64_t kc, int
   const uint16_t* b = static_cast<const uint16_t*>(g.b);
   uint32_t* out = reinterpret_cast<uint32_t*>(dst + panel * NR * kc);
   const int64_t col0 = j0 + panel * NR, cols = std::min<int64_t>(NR, j0 + nc - col0);
+  if (g.trans_b && g.k % 2 == 0) {
+    float* const base = dst + panel * NR * (kc - kc / 2);
+    pack_b_transposed_avx2<NR>(base, g.b, g.k / 2, p0 / 2, kc / 2, j0, nc, panel);
+    return;
+  }
+  if (!g.trans_b) {  // the pair's two values lie in consecutive rows of b
+    for (int64_t q = 0; q < (kc + 1) / 2; ++q) {
+      const uint16_t* even = b + (p0 + 2 * q) * g.n + col0;
+      interleave_rows<NR>(out + q * NR, even, 2 * q + 1 < kc ? even + g.n : nullptr, cols);
+    }
+    return;
+  }
   auto at = [&](int64_t p, int64_t j) -> uint16_t {
     if (j >= cols || p >= kc) return 0;
     return g.trans_b ? b[(col0 + j) * g.k + p0 + p] : b[(p0 + p) * g.n + col0 + j];
@@ -591,6 +659,9 @@ template <int MR, int NR>
 void run_tiles(SgemmProblem g, MicroKernel kernel) {
   g.kernel = kernel;
   g.blocking = blocking_for_caches<MR, NR>();
+  // Pair-packed BF16 panels hold two depths per float slot: the same bytes cover twice the depth
+  // (half as many passes over c).
+  if (g.pairs) g.blocking.kc = std::min<int64_t>(2 * g.blocking.kc, 1024);
   // Inside another op's parallel region (attention's blocks) a product runs on its thread alone.
   const int threads =
       g.m * g.n * g.k >= kParallelThreshold && !omp_in_parallel() ? omp_get_max_threads() : 1;
@@ -667,7 +738,7 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
 #if defined(__x86_64__) && defined(__GNUC__)
   // BF16 operands on AVX512_BF16 when asked (or the pair kernel's emulation under test).
   const bool native_pairs =
-      isa == CpuIsa::AVX512 && cpu_supports_avx512bf16() && bf16_pairs_requested().load();
+      bf16 && isa == CpuIsa::AVX512 && cpu_supports_avx512bf16() && bf16_pairs_chosen();
   if (bf16 && (native_pairs || isa == CpuIsa::AVX2WideTiles)) {
     g.pack_a = pack_a_pairs<kWideMR>;
     g.pairs = true;
@@ -728,8 +799,10 @@ class F32Staging {
 
 }  // namespace
 
-void set_cpu_bf16_pairs(bool pairs) {
-  bf16_pairs_requested().store(pairs);
+void set_cpu_bf16_pairs(std::optional<bool> pairs) {
+  bf16_kernel_requested().store(!pairs   ? Bf16Kernel::Measure
+                                : *pairs ? Bf16Kernel::Pairs
+                                         : Bf16Kernel::Widen);
 }
 
 void cpu_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -5,6 +5,8 @@
 // instruction for CPUs that have it, and for AVX2 with the pair products emulated by two FMAs
 // (the same order and rounding, except that VDPBF16PS treats subnormal inputs as zero and
 // flushes subnormal sums), so that the packing and the kernel run in the tests of any machine.
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 
@@ -34,11 +36,46 @@ inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   return (F16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
 }
 #include "gemm_bf16_pairs.inc"
+double time_chains(bool dot, int64_t rounds);
 }  // namespace native_pairs
 
 void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                               float alpha, float beta, int mr, int nr) {
   native_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+}
+
+// The time of `rounds` x 12 independent VDPBF16PS (dot) or VFMADD231PS (fma) on 16 lanes: 12
+// chains hide either instruction's latency, so the time is their throughput.
+double native_pairs::time_chains(bool dot, int64_t rounds) {
+  F16 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = F16{} + static_cast<float>(i);
+  const U16 x = U16{} + 0x3F803F80u;  // the pair (1, 1)
+  const F16 xf = F16{} + 1e-7f;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) {
+      acc[i] = dot ? native_pairs::dot_pairs(acc[i], x, x)
+                   : (F16)_mm512_fmadd_ps((__m512)acc[i], (__m512)xf, (__m512)xf);
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  F16 sum = F16{};
+  for (int i = 0; i < 12; ++i) sum += acc[i];
+  volatile float sink = sum[0];  // the chains' results are used
+  (void)sink;
+  return seconds;
+}
+
+double dpbf16_time_per_fma_time() {
+  constexpr int64_t kRounds = 20000;  // ~0.1 ms each at two instructions a cycle
+  double dot = 1e30, fma = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {  // the fastest of three: another thread may interrupt one
+    dot = std::min(dot, native_pairs::time_chains(true, kRounds));
+    fma = std::min(fma, native_pairs::time_chains(false, kRounds));
+  }
+  return dot / fma;
 }
 #if defined(__clang__)
 #pragma clang attribute pop

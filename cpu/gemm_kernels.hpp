@@ -26,6 +26,10 @@ void micro_kernel_wide_on_avx2(int64_t kc, const float* a, const float* b, float
 // kernel, and the same code with the pair products emulated on AVX2 (for tests).
 void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                               float alpha, float beta, int mr, int nr);
+// VDPBF16PS's time over an FP32 FMA's (same lanes, throughput), measured in a few tenths of a
+// millisecond: 1 where the instruction runs at the FMA's rate (two multiply-adds per lane for
+// one), 2 or more where it does not. AVX512_BF16 CPUs only.
+double dpbf16_time_per_fma_time();
 void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b, float* c,
                                      int64_t ldc, float alpha, float beta, int mr, int nr);
 #endif

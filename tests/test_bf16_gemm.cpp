@@ -58,12 +58,15 @@ void expect_within(const Tensor& out, const std::vector<double>& ref,
 
 TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
   check_products();
-  // On AVX512_BF16 the VDPBF16PS pair kernel is opt-in: run it too.
+  // On AVX512_BF16 the kernel is chosen by measurement: run both the VDPBF16PS pair kernel and
+  // the widened FP32 one whichever was chosen.
   if (path() == GemmPath::CpuAvx512 && detail::cpu_supports_avx512bf16()) {
-    SCOPED_TRACE("VDPBF16PS pair kernel");
-    detail::set_cpu_bf16_pairs(true);
-    check_products();
-    detail::set_cpu_bf16_pairs(false);
+    for (bool pairs : {true, false}) {
+      SCOPED_TRACE(pairs ? "VDPBF16PS pair kernel" : "widened into the FP32 kernel");
+      detail::set_cpu_bf16_pairs(pairs);
+      check_products();
+    }
+    detail::set_cpu_bf16_pairs(std::nullopt);
   }
 }
 
