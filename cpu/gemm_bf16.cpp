@@ -39,8 +39,9 @@ inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
 double time_chains(bool dot, int64_t rounds);
 }  // namespace native_pairs
 
-void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                              float alpha, float beta, int mr, int nr) {
+// Pair panels are always packed (ldb = kWideNR).
+void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, int64_t, float* c,
+                              int64_t ldc, float alpha, float beta, int mr, int nr) {
   native_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
@@ -96,7 +97,7 @@ inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
 #include "gemm_bf16_pairs.inc"
 }  // namespace emulated_pairs
 
-void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b, float* c,
+void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b, int64_t, float* c,
                                      int64_t ldc, float alpha, float beta, int mr, int nr) {
   emulated_pairs::pairs_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
 }

@@ -32,9 +32,9 @@ __attribute__((always_inline)) inline F16 splat(float x) {
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c, as the other kernels:
 // per element the sum runs over p in order with one fused multiply-add each.
 __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __restrict a,
-                                                     const float* __restrict b, float* c,
-                                                     int64_t ldc, float alpha, float beta, int mr,
-                                                     int nr) {
+                                                     const float* __restrict b, int64_t ldb,
+                                                     float* c, int64_t ldc, float alpha, float beta,
+                                                     int mr, int nr) {
   F16 acc[kWideMR][kVectors];
 #pragma GCC unroll 12
   for (int i = 0; i < kWideMR; ++i)
@@ -43,7 +43,7 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
   for (int64_t p = 0; p < kc; ++p) {
     F16 bv[kVectors];
 #pragma GCC unroll 2
-    for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * kWideNR + v * kVec, 64);
+    for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * ldb + v * kVec, 64);
     const float* ap = a + p * kWideMR;
 #pragma GCC unroll 12
     for (int i = 0; i < kWideMR; ++i) {
@@ -82,17 +82,18 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
 }  // namespace
 
 __attribute__((target("avx512f"))) void micro_kernel_avx512(int64_t kc, const float* a,
-                                                            const float* b, float* c, int64_t ldc,
-                                                            float alpha, float beta, int mr,
-                                                            int nr) {
-  wide_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+                                                            const float* b, int64_t ldb, float* c,
+                                                            int64_t ldc, float alpha, float beta,
+                                                            int mr, int nr) {
+  wide_body(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
 }
 
 __attribute__((target("avx2,fma"))) void micro_kernel_wide_on_avx2(int64_t kc, const float* a,
-                                                                  const float* b, float* c,
-                                                                  int64_t ldc, float alpha,
-                                                                  float beta, int mr, int nr) {
-  wide_body(kc, a, b, c, ldc, alpha, beta, mr, nr);
+                                                                   const float* b, int64_t ldb,
+                                                                   float* c, int64_t ldc,
+                                                                   float alpha, float beta, int mr,
+                                                                   int nr) {
+  wide_body(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
 }
 #endif
 
