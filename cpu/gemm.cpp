@@ -328,8 +328,14 @@ __attribute__((target("avx2,fma"))) void pack_a_avx2(float* dst, const void* a_d
                                                      int64_t p0, int64_t kc, int64_t panel) {
   static_assert(MR % 4 == 0, "whole groups of 4 rows");
   const int64_t row0 = i0 + panel * MR;
-  if (trans || i0 + mc - row0 < MR) {  // contiguous already, or an edge panel to zero-pad
+  if (i0 + mc - row0 < MR) {  // an edge panel to zero-pad
     pack_a<float, MR>(dst, a_data, trans, m, k, i0, mc, p0, kc, panel);
+    return;
+  }
+  if (trans) {  // each depth's MR values are contiguous already: one copy per depth
+    const float* a = static_cast<const float*>(a_data) + p0 * m + row0;
+    float* out = dst + panel * MR * kc;
+    for (int64_t p = 0; p < kc; ++p) std::memcpy(out + p * MR, a + p * m, sizeof(float) * MR);
     return;
   }
   const float* a = static_cast<const float*>(a_data) + row0 * k + p0;

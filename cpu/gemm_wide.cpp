@@ -21,6 +21,7 @@ typedef float F16 __attribute__((vector_size(64)));
 constexpr int kVec = 16;
 constexpr int kVectors = kWideNR / kVec;
 static_assert(kWideNR % kVec == 0, "whole vectors per B row");
+constexpr int64_t kPrefetchDepth = 8;
 
 // x in every lane, as one broadcast (F16{} + x would add 0, an extra instruction that also
 // turns -0 into +0).
@@ -40,7 +41,14 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
   for (int i = 0; i < kWideMR; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < kVectors; ++v) acc[i][v] = F16{};
+  // A B panel read in place (ldb is b's row stride) may still be in L3 or memory: its rows are
+  // prefetched a few depths ahead (both cache lines a 128-byte row may span).
+  const bool in_place = ldb != kWideNR;
   for (int64_t p = 0; p < kc; ++p) {
+    if (in_place) {
+      __builtin_prefetch(b + (p + kPrefetchDepth) * ldb);
+      __builtin_prefetch(b + (p + kPrefetchDepth) * ldb + kWideNR - 1);
+    }
     F16 bv[kVectors];
 #pragma GCC unroll 2
     for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * ldb + v * kVec, 64);
@@ -69,11 +77,17 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
     }
     return;
   }
-  // An edge tile: only the valid corner is written.
+  // An edge tile: only the valid corner is written. The sums go through a plain array first:
+  // indexing acc by run-time values would keep all 24 accumulators in memory for every tile.
+  alignas(64) float tile[kWideMR][kWideNR];
+#pragma GCC unroll 12
+  for (int i = 0; i < kWideMR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < kVectors; ++v) std::memcpy(&tile[i][v * kVec], &acc[i][v], 64);
   for (int i = 0; i < mr; ++i) {
     float* ci = c + i * ldc;
     for (int j = 0; j < nr; ++j) {
-      const float r = alpha * acc[i][j / kVec][j % kVec];
+      const float r = alpha * tile[i][j];
       ci[j] = beta == 0.0f ? r : __builtin_fmaf(beta, ci[j], r);
     }
   }
