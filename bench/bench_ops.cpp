@@ -243,6 +243,23 @@ void gelu_ceiling(benchmark::State& state) {
 }
 BENCHMARK(gelu_ceiling)->SIZES->UseRealTime();
 
+// SiLU (the gate of llama's MLP), the same traffic as GELU.
+void silu_nnops(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor x = random_tensor({n}, 1), y = Tensor::empty({n});
+  for (auto _ : state) {
+    activation_forward(Activation::SiLU, x, y);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["bytes/s"] =
+      benchmark::Counter(8.0 * n, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(silu_nnops)->SIZES->UseRealTime();
+void silu_ceiling(benchmark::State& state) {
+  copy_bytes(state, 4 * state.range(0));
+}
+BENCHMARK(silu_ceiling)->SIZES->UseRealTime();
+
 // Softmax and cross-entropy over [4096, 1000] rows (the reference model's output layer at a
 // large batch): read x, write y or the gradient, 8 bytes per element at the least.
 void softmax_nnops(benchmark::State& state) {
