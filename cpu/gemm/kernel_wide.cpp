@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "gemm_kernels.hpp"
+#include "kernels.hpp"
 
 // 64-byte vectors cross inlined helpers only, never an ABI boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"

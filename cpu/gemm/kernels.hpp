@@ -12,18 +12,23 @@ namespace nnops::detail {
 using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                              int64_t ldc, float alpha, float beta, int mr, int nr);
 
-// The portable and AVX2 kernels (cpu/gemm.cpp): 6 x 16 tiles.
+// The portable and AVX2 kernels (cpu/gemm/kernel_narrow.cpp): 6 x 16 tiles.
 constexpr int kNarrowMR = 6, kNarrowNR = 16;
-// The AVX-512 kernel (cpu/gemm_wide.cpp): 12 x 32 tiles.
+// The AVX-512 kernel (cpu/gemm/kernel_wide.cpp): 12 x 32 tiles.
 constexpr int kWideMR = 12, kWideNR = 32;
 
+void micro_kernel_generic(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                          int64_t ldc, float alpha, float beta, int mr, int nr);
+
 #if defined(__x86_64__) && defined(__GNUC__)
+void micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, float alpha, float beta, int mr, int nr);
 void micro_kernel_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                          int64_t ldc, float alpha, float beta, int mr, int nr);
 // The same code compiled for AVX2, so that machines without AVX-512 test the wide tiles.
 void micro_kernel_wide_on_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                                int64_t ldc, float alpha, float beta, int mr, int nr);
-// BF16 operands packed in depth pairs (cpu/gemm_bf16.cpp), 12 x 32 tiles: the AVX512_BF16
+// BF16 operands packed in depth pairs (cpu/gemm/kernel_bf16.cpp), 12 x 32 tiles: the AVX512_BF16
 // kernel, and the same code with the pair products emulated on AVX2 (for tests).
 void micro_kernel_avx512_bf16(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                               int64_t ldc, float alpha, float beta, int mr, int nr);

@@ -1,7 +1,7 @@
 // BF16 products on AVX512_BF16: VDPBF16PS multiplies pairs of BF16 values and adds both
 // products to FP32 accumulators, twice the multiply-adds of an FP32 FMA per instruction. The
-// operands are packed in pairs along the depth (cpu/gemm.cpp), and a 12 x 32 tile of FP32
-// accumulators runs over them. The kernel body (gemm_bf16_pairs.inc) is compiled twice: with the
+// operands are packed in pairs along the depth (cpu/gemm/pack.hpp), and a 12 x 32 tile of FP32
+// accumulators runs over them. The kernel body (bf16_pairs.inc) is compiled twice: with the
 // instruction for CPUs that have it, and for AVX2 with the pair products emulated by two FMAs
 // (the same order and rounding, except that VDPBF16PS treats subnormal inputs as zero and
 // flushes subnormal sums), so that the packing and the kernel run in the tests of any machine.
@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "gemm_kernels.hpp"
+#include "kernels.hpp"
 
 // 64-byte vectors cross inlined helpers only, never an ABI boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -35,7 +35,7 @@ namespace native_pairs {
 inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   return (F16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
 }
-#include "gemm_bf16_pairs.inc"
+#include "bf16_pairs.inc"
 double time_chains(bool dot, int64_t rounds);
 }  // namespace native_pairs
 
@@ -94,7 +94,7 @@ inline F16 dot_pairs(const F16& acc, const U16& a, const U16& b) {
   sum += (F16)(a << 16) * (F16)(b << 16);
   return sum;
 }
-#include "gemm_bf16_pairs.inc"
+#include "bf16_pairs.inc"
 }  // namespace emulated_pairs
 
 void micro_kernel_bf16_pairs_on_avx2(int64_t kc, const float* a, const float* b, int64_t, float* c,
