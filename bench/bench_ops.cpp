@@ -27,7 +27,6 @@ using namespace nnops;
 using nnops::bench::copy_bytes;
 using nnops::bench::random_tensor;
 
-
 // Times c[m, n] = op(a) op(b) for state.range() = (m, n, k) on random operands laid out as
 // the transpose flags say, with `product(a, b, c, m, n, k, ta, tb)` from the library under test.
 template <class Product>
@@ -181,10 +180,10 @@ void gemm_bf16_onednn(benchmark::State& state, bool ta, bool tb) {
 #endif
 
 // The training step's three products at batch 64 (forward NT, dX NN, dW TN) and squares.
-#define BF16_BENCH(name, ta, tb, ARGS, fn)              \
-  void name(benchmark::State& state) {                   \
-    fn(state, ta, tb);                                   \
-  }                                                      \
+#define BF16_BENCH(name, ta, tb, ARGS, fn) \
+  void name(benchmark::State& state) {     \
+    fn(state, ta, tb);                     \
+  }                                        \
   BENCHMARK(name)->ARGS->Unit(benchmark::kMillisecond)->UseRealTime()
 #define BF16_SQUARES Args({1024, 1024, 1024})->Args({2048, 2048, 2048})
 void f32_product(benchmark::State& state, bool ta, bool tb) {
@@ -226,33 +225,28 @@ void adam_ceiling(benchmark::State& state) {
 }
 BENCHMARK(adam_ceiling)->SIZES->UseRealTime();
 
-// GELU reads x and writes y: 8 bytes per element.
-void gelu_nnops(benchmark::State& state) {
+// An activation reads x and writes y: 8 bytes per element, against a copy of the same bytes.
+// GELU (erf), and SiLU (the gate of llama's MLP).
+void time_activation(benchmark::State& state, Activation activation) {
   const int64_t n = state.range(0);
   Tensor x = random_tensor({n}, 1), y = Tensor::empty({n});
   for (auto _ : state) {
-    activation_forward(Activation::GELU, x, y);
+    activation_forward(activation, x, y);
     benchmark::DoNotOptimize(y.raw_data());
   }
   state.counters["bytes/s"] =
       benchmark::Counter(8.0 * n, benchmark::Counter::kIsIterationInvariantRate);
+}
+void gelu_nnops(benchmark::State& state) {
+  time_activation(state, Activation::GELU);
 }
 BENCHMARK(gelu_nnops)->SIZES->UseRealTime();
 void gelu_ceiling(benchmark::State& state) {
   copy_bytes(state, 4 * state.range(0));
 }
 BENCHMARK(gelu_ceiling)->SIZES->UseRealTime();
-
-// SiLU (the gate of llama's MLP), the same traffic as GELU.
 void silu_nnops(benchmark::State& state) {
-  const int64_t n = state.range(0);
-  Tensor x = random_tensor({n}, 1), y = Tensor::empty({n});
-  for (auto _ : state) {
-    activation_forward(Activation::SiLU, x, y);
-    benchmark::DoNotOptimize(y.raw_data());
-  }
-  state.counters["bytes/s"] =
-      benchmark::Counter(8.0 * n, benchmark::Counter::kIsIterationInvariantRate);
+  time_activation(state, Activation::SiLU);
 }
 BENCHMARK(silu_nnops)->SIZES->UseRealTime();
 void silu_ceiling(benchmark::State& state) {

@@ -2,6 +2,8 @@
 #include "tensor_group.hpp"
 
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace shards {
@@ -56,6 +58,21 @@ Tensor TensorGroup::stack(const Tensor& shard) {
   const auto f = all.to_vector<float>();
   return Tensor::from_vector(std::vector<uint8_t>(f.begin(), f.end()), {all.numel()},
                              shard.device());
+}
+
+ParallelGroups make_groups(bool data_parallel, int t) {
+  nnops::dist::Communicator world = nnops::dist::Communicator::world();
+  const int size = world.size(), rank = world.rank();
+  if (size % t != 0 || (!data_parallel && size != t)) {
+    throw std::invalid_argument("--tensor-parallel " + std::to_string(t) + " under " +
+                                std::to_string(size) + " ranks: the world must be " +
+                                (data_parallel
+                                     ? "a multiple of " + std::to_string(t) + " ranks"
+                                     : std::to_string(t) + " ranks (or add --data-parallel)"));
+  }
+  TensorGroup tensor(world.split(rank / t, rank % t));
+  nnops::dist::Communicator data = t > 1 ? world.split(rank % t, rank / t) : world;
+  return {world, data, std::move(tensor)};
 }
 
 }  // namespace shards

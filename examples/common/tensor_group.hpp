@@ -30,4 +30,15 @@ class TensorGroup {
   double seconds_ = 0.0;
 };
 
+// The groups of a world of T x D ranks: tensor groups of T consecutive ranks (the ones that talk
+// every forward, so on one host where the world spans several), data groups of the ranks with
+// the same place in their tensor group. With T = 1 every rank is a tensor group of its own and
+// the data group is the world. Collective; throws std::invalid_argument (naming the flags) when
+// the world is not T ranks, or a multiple of T with data parallelism.
+struct ParallelGroups {
+  nnops::dist::Communicator world, data;
+  TensorGroup tensor;
+};
+ParallelGroups make_groups(bool data_parallel, int tensor_parallel);
+
 }  // namespace shards

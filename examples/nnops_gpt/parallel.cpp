@@ -35,21 +35,10 @@ namespace {
 class MpiParallel final : public Parallel {
  public:
   MpiParallel(bool data_parallel, int t, nnops::Device device)
-      : world_(nnops::dist::Communicator::world()),
-        data_(world_),
-        tensor_(world_.split(world_.rank(), 0)) {
-    const int world = world_.size();
-    if (world % t != 0 || (!data_parallel && world != t)) {
-      throw std::invalid_argument("--tensor-parallel " + std::to_string(t) + " under " +
-                                  std::to_string(world) + " ranks: the world must be " +
-                                  (data_parallel
-                                       ? "a multiple of " + std::to_string(t) + " ranks"
-                                       : std::to_string(t) + " ranks (or add --data-parallel)"));
-    }
-    if (t > 1) {  // tensor groups of consecutive ranks, data groups across them
-      tensor_ = shards::TensorGroup(world_.split(world_.rank() / t, world_.rank() % t));
-      data_ = world_.split(world_.rank() % t, world_.rank() / t);
-    }
+      : groups_(shards::make_groups(data_parallel, t)),
+        world_(groups_.world),
+        data_(groups_.data),
+        tensor_(groups_.tensor) {
     // One GPU per rank, chosen before anything touches a GPU.
     const int gpus = nnops::cuda::device_count();
     if (device == nnops::Device::CUDA && gpus > 0)
@@ -149,9 +138,10 @@ class MpiParallel final : public Parallel {
   double tensor_seconds() const override { return tensor_.seconds(); }
 
  private:
-  nnops::dist::Communicator world_;
-  nnops::dist::Communicator data_;
-  mutable shards::TensorGroup tensor_;
+  shards::ParallelGroups groups_;
+  nnops::dist::Communicator& world_;
+  nnops::dist::Communicator& data_;
+  shards::TensorGroup& tensor_;
 };
 
 }  // namespace

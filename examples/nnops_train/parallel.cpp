@@ -57,30 +57,16 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Groups of a world of T x D ranks: tensor-parallel groups of T consecutive ranks (the ones
-// that talk every forward, so on one host where the world spans several), data-parallel groups
-// of the ranks with the same place in their tensor group.
+// Over the data and tensor groups of shards::make_groups.
 class MpiParallel final : public Parallel {
  public:
   MpiParallel(bool data_parallel, int tensor_parallel, int zero_stage, nnops::Device device)
-      : world_(nnops::dist::Communicator::world()),
-        comm_(world_),
-        tensor_(world_.split(world_.rank(), 0)),
+      : groups_(shards::make_groups(data_parallel, tensor_parallel)),
+        world_(groups_.world),
+        comm_(groups_.data),
+        tensor_(groups_.tensor),
         zero_(zero_stage),
         device_(device) {
-    const int world = world_.size(), t = tensor_parallel;
-    if (world % t != 0 || (!data_parallel && world != t)) {
-      throw std::invalid_argument("--tensor-parallel " + std::to_string(t) + " under " +
-                                  std::to_string(world) + " ranks: the world must be " +
-                                  (data_parallel
-                                       ? "a multiple of " + std::to_string(t) + " ranks"
-                                       : std::to_string(t) + " ranks (or add --data-parallel)"));
-    }
-    // With T = 1 every rank is a tensor group of its own and the data group is the world.
-    if (t > 1) {
-      tensor_ = shards::TensorGroup(world_.split(world_.rank() / t, world_.rank() % t));
-      comm_ = world_.split(world_.rank() % t, world_.rank() / t);
-    }
     // One GPU per rank, chosen before anything touches a GPU (device_count makes no context).
     const int gpus = nnops::cuda::device_count();
     if (device == nnops::Device::CUDA && gpus > 0)
@@ -218,9 +204,10 @@ class MpiParallel final : public Parallel {
   }
 
  private:
-  nnops::dist::Communicator world_;
-  nnops::dist::Communicator comm_;  // the data-parallel group
-  shards::TensorGroup tensor_;      // the tensor-parallel group
+  shards::ParallelGroups groups_;
+  nnops::dist::Communicator& world_;
+  nnops::dist::Communicator& comm_;  // the data-parallel group
+  shards::TensorGroup& tensor_;      // the tensor-parallel group
   int zero_;
   nnops::Device device_;
   std::vector<nnops::dist::Request> pending_;
