@@ -119,20 +119,21 @@ void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int6
           const float* panel = b_pack + jp * NR * kc;
           int64_t ldb = NR;
           if (g.b_in_place) {
-            const float* rows = static_cast<const float*>(g.b) + pc * g.n + col;
+            const float* b_rows = static_cast<const float*>(g.b) + pc * g.n + col;
             // The next panel's rows into L2 while this one computes: read where they lie, its
             // first tile would otherwise wait on L3 for every row.
             if (col + NR < jc + nc) {
               for (int64_t p = 0; p < kc; ++p) {
-                __builtin_prefetch(rows + NR + p * g.n, 0, 2);
-                __builtin_prefetch(rows + 2 * NR - 1 + p * g.n, 0, 2);
+                __builtin_prefetch(b_rows + NR + p * g.n, 0, 2);
+                __builtin_prefetch(b_rows + 2 * NR - 1 + p * g.n, 0, 2);
               }
             }
             if (nr == NR) {
-              panel = rows, ldb = g.n;
+              panel = b_rows, ldb = g.n;
             } else {  // the edge panel, zero-padded
               for (int64_t p = 0; p < kc; ++p)
-                for (int j = 0; j < NR; ++j) b_pack[p * NR + j] = j < nr ? rows[p * g.n + j] : 0.0f;
+                for (int j = 0; j < NR; ++j)
+                  b_pack[p * NR + j] = j < nr ? b_rows[p * g.n + j] : 0.0f;
               panel = b_pack;
             }
           } else if (b_per_panel) {
