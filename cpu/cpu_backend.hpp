@@ -3,6 +3,7 @@
 #pragma once
 
 #include <exception>
+#include <memory>
 #include <new>
 #include <optional>
 #include <vector>
@@ -155,6 +156,27 @@ void parallel_tasks(int64_t count, int threads, Task task) {
 // like every other host allocation of the library, so one allocation hook sees them all.
 void* host_alloc(size_t bytes) noexcept;
 void host_free(void* ptr) noexcept;
+
+// A float buffer that grows and is kept (thread_local at the caller) between calls, not
+// initialised: a fresh allocation per call is an mmap plus page faults, and zeroing it a pass
+// over memory, in the hottest calls (GEMM packing and staging, the sparse transposes). get()
+// throws OutOfMemory when it cannot grow, before the caller writes anything.
+struct ScratchBuffer {
+  struct Free {
+    void operator()(float* p) const { host_free(p); }
+  };
+  std::unique_ptr<float, Free> data;
+  int64_t capacity = 0;
+  float* get(int64_t count) {
+    if (count > capacity) {
+      const size_t bytes = static_cast<size_t>(count) * sizeof(float);
+      data.reset(static_cast<float*>(host_alloc(bytes)));
+      capacity = data ? count : 0;
+      if (!data) throw OutOfMemory("host", bytes);
+    }
+    return data.get();
+  }
+};
 
 // A scratch vector of n elements; running out of memory is an OutOfMemory with the byte count.
 template <class T>

@@ -14,6 +14,7 @@
 #include "cpu_backend.hpp"
 #include "isa_variants.hpp"
 #include "nnops/detail/sparse_layout.hpp"
+#include "transpose.hpp"
 
 namespace nnops::detail {
 
@@ -124,13 +125,12 @@ SparseRow sparse_row_for_active_isa() {
 void CpuBackend::sparse_linear_forward(float* y, const float* x, const SparseView& w,
                                        const float* bias, int64_t n) {
   // x^T [in, n], allocated before y is written.
-  std::vector<float> xt = scratch_vector<float>(static_cast<size_t>(w.cols * n));
-#pragma omp parallel for schedule(static) if (w.cols * n >= kParallelThreshold)
-  for (int64_t c = 0; c < w.cols; ++c)
-    for (int64_t r = 0; r < n; ++r) xt[c * n + r] = x[r * w.cols + c];
+  thread_local ScratchBuffer xt_buffer;
+  float* const xt = xt_buffer.get(w.cols * n);
+  transpose(xt, x, n, w.cols, cpu_isa_has_avx2());
   const SparseRow row = sparse_row_for_active_isa();
 #pragma omp parallel for schedule(static) if (w.rows * w.cols * n >= kParallelThreshold)
-  for (int64_t o = 0; o < w.rows; ++o) row(y, xt.data(), w, bias, n, o);
+  for (int64_t o = 0; o < w.rows; ++o) row(y, xt, w, bias, n, o);
 }
 
 namespace {
@@ -310,34 +310,28 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   const int64_t in = w.cols, out = w.rows;
   const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
   // Every scratch array before the first output is written.
-  std::vector<float> dyt = scratch_vector<float>(static_cast<size_t>(out * n));
-  std::vector<float> xt = scratch_vector<float>(dvalues ? static_cast<size_t>(in * n) : 0);
-  std::vector<float> dxt =
-      scratch_vector<float>(dx ? static_cast<size_t>(blocks * in * kRowBlock) : 0);
+  thread_local ScratchBuffer dyt_buffer, xt_buffer, dxt_buffer;
+  float* const dyt = dyt_buffer.get(out * n);
+  float* const xt = dvalues ? xt_buffer.get(in * n) : nullptr;
+  float* const dxt = dx ? dxt_buffer.get(blocks * in * kRowBlock) : nullptr;
   const bool parallel = in * out * n >= kParallelThreshold;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t r = 0; r < n; ++r) dyt[o * n + r] = dy[r * out + o];
-  if (dvalues) {
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t c = 0; c < in; ++c)
-      for (int64_t r = 0; r < n; ++r) xt[c * n + r] = x[r * in + c];
-  }
+  transpose(dyt, dy, n, out, cpu_isa_has_avx2());
+  if (dvalues) transpose(xt, x, n, in, cpu_isa_has_avx2());
   // Plain variables: OpenMP regions may not capture structured bindings (clang refuses).
   const auto kernels = backward_kernels_for_active_isa();
   const ScatterBlock scatter = kernels.first;
   const SlotGrads slot_grads = kernels.second;
   if (dx) {
-    std::fill(dxt.begin(), dxt.end(), 0.0f);
+    std::fill(dxt, dxt + blocks * in * kRowBlock, 0.0f);
     // Threads own blocks of 16 batch rows (a vector's worth on AVX-512).
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t b = 0; b < blocks; ++b) {
-      scatter(dxt.data() + b * in * kRowBlock, dyt.data(), w, n, b * kRowBlock,
+      scatter(dxt + b * in * kRowBlock, dyt, w, n, b * kRowBlock,
               std::min(kRowBlock, n - b * kRowBlock));
     }
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t r = 0; r < n; ++r) {
-      const float* block = dxt.data() + (r / kRowBlock) * in * kRowBlock + r % kRowBlock;
+      const float* block = dxt + (r / kRowBlock) * in * kRowBlock + r % kRowBlock;
       for (int64_t c = 0; c < in; ++c) dx[r * in + c] = block[c * kRowBlock];
     }
   }
@@ -346,7 +340,7 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
 #pragma omp parallel for schedule(dynamic, 16) if (parallel)
     for (int64_t o = 0; o < out; ++o) {
       const auto [s0, s1] = row_slots(w, o);
-      slot_grads(dvalues, xt.data(), dyt.data(), w, n, o, s0, s1);
+      slot_grads(dvalues, xt, dyt, w, n, o, s0, s1);
     }
   }
   if (db) {

@@ -1,4 +1,4 @@
-// Block sizes and packing buffers of the CPU GEMM (cpu/gemm/driver.cpp).
+// Block sizes of the CPU GEMM (cpu/gemm/driver.cpp).
 #pragma once
 
 #include <unistd.h>
@@ -40,24 +40,5 @@ Blocking blocking_for_caches() {
   }();
   return b;
 }
-
-// Packing buffers of the calling thread, kept between calls: a fresh 2 MiB allocation per
-// GEMM is an mmap plus page faults every time, in a training loop's hottest call.
-struct PackingBuffer {
-  struct Free {
-    void operator()(float* p) const { host_free(p); }
-  };
-  std::unique_ptr<float, Free> data;
-  int64_t capacity = 0;
-  float* get(int64_t count) {
-    if (count > capacity) {
-      const size_t bytes = static_cast<size_t>(count) * sizeof(float);
-      data.reset(static_cast<float*>(host_alloc(bytes)));
-      capacity = data ? count : 0;
-      if (!data) throw OutOfMemory("host", bytes);
-    }
-    return data.get();
-  }
-};
 
 }  // namespace nnops::detail

@@ -74,7 +74,7 @@ void pack_b_block(float* dst, const SgemmProblem& g, int64_t pc, int64_t kc, int
 // thread count.
 // The packing buffers of one thread's share, sized by pack_sizes.
 struct PackingBuffers {
-  PackingBuffer a, b;
+  ScratchBuffer a, b;
 };
 
 // Floats of packed A and packed B that a share of at most `rows` rows and `cols` columns needs.

@@ -21,8 +21,8 @@ inline float to_f32(uint16_t v) {
 
 // The calling thread's F32 staging for BF16 outputs, kept between calls (a training step stages
 // every BF16 product); one staging at a time.
-PackingBuffer& staging_scratch() {
-  thread_local PackingBuffer scratch;
+ScratchBuffer& staging_scratch() {
+  thread_local ScratchBuffer scratch;
   return scratch;
 }
 
