@@ -9,7 +9,6 @@
 // x^T[column] (AVX-512: 16 entries at a time, reduced together).
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "cpu_backend.hpp"
 #include "isa_variants.hpp"

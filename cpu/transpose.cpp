@@ -27,10 +27,13 @@ __attribute__((target("avx2,fma"))) void transpose_column_block(float* out, cons
 }  // namespace
 
 void transpose(float* out, const float* in, int64_t rows, int64_t cols, bool avx2) {
-  const int64_t blocks = avx2 ? cols / 8 : 0;
 #if defined(__x86_64__) && defined(__GNUC__)
+  const int64_t blocks = avx2 ? cols / 8 : 0;
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelThreshold)
   for (int64_t b = 0; b < blocks; ++b) transpose_column_block(out, in, rows, cols, 8 * b);
+#else
+  const int64_t blocks = 0;  // no register transposes off x86-64
+  (void)avx2;
 #endif
   transpose_scalar(out, in, rows, cols, 8 * blocks, cols, 0);
 }

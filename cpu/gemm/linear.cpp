@@ -12,13 +12,6 @@ namespace nnops::detail {
 
 namespace {
 
-inline float to_f32(float v) {
-  return v;
-}
-inline float to_f32(uint16_t v) {
-  return bf16_bits_to_float(v);
-}
-
 // The calling thread's F32 staging for BF16 outputs, kept between calls (a training step stages
 // every BF16 product); one staging at a time.
 ScratchBuffer& staging_scratch() {
@@ -128,7 +121,7 @@ void CpuBackend::linear_backward(View dx, View dw, View db, ConstView x, ConstVi
       for (int64_t r = 0; r < rows; ++r) {
         if (dy_bf16) {
           const uint16_t* row = dy16 + r * out + o0;
-          for (int64_t o = 0; o < width; ++o) sum[o] += to_f32(row[o]);
+          for (int64_t o = 0; o < width; ++o) sum[o] += bf16_bits_to_float(row[o]);
         } else {
           const float* row = dy32 + r * out + o0;
 #pragma omp simd

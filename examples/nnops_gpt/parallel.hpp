@@ -28,8 +28,8 @@ class Parallel {
   virtual double average(double value) { return value; }
   // Makes a whole model this rank's shard of it (nothing without tensor parallelism).
   virtual void split(Model&) {}
-  // The whole model from the group's shards, on every rank (collective); `seed` only shapes the
-  // temporary whole model that receives them.
+  // The whole model from the group's shards (weights, masks, AdamW moments), on every rank
+  // (collective).
   virtual std::unique_ptr<Model> gather(const Model& shard);
   // L1 magnitude pruning of every prunable weight, ranked over the whole weight across the
   // group (the same masks as one process); 2:4 needs no communication.
