@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cub/device/device_radix_sort.cuh>
+#include <nnops/cuda.hpp>
 #include <nnops/nnops.hpp>
 #include <vector>
 
@@ -93,7 +94,10 @@ void cublas_product(const Tensor& a, const Tensor& b, Tensor& c, int64_t m, int6
               static_cast<int>(n));
 }
 
-void time_gemm(benchmark::State& state, bool ta, bool tb, bool tf32, bool use_cublas) {
+// `kernel` picks nnops' tensor-core family for the run (the cuBLAS side ignores it).
+void time_gemm(benchmark::State& state, bool ta, bool tb, bool tf32, bool use_cublas,
+               nnops::cuda::GemmKernel kernel = nnops::cuda::GemmKernel::Default) {
+  nnops::cuda::set_gemm_kernel(kernel);
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   Tensor a = device_random(ta ? Shape{k, m} : Shape{m, k}, 1);
   Tensor b = device_random(tb ? Shape{n, k} : Shape{k, n}, 2);
@@ -106,6 +110,7 @@ void time_gemm(benchmark::State& state, bool ta, bool tb, bool tf32, bool use_cu
     else
       matmul(a, b, c, o);
   });
+  nnops::cuda::set_gemm_kernel(nnops::cuda::GemmKernel::Default);
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
 }
@@ -115,18 +120,23 @@ void time_gemm(benchmark::State& state, bool ta, bool tb, bool tf32, bool use_cu
       ->Args({2048, 2048, 2048}) \
       ->Args({4096, 4096, 4096}) \
       ->Args({8192, 8192, 8192})
-#define GEMM_PAIR(name, ta, tb, tf32, ARGS)                                      \
+#define GEMM_PAIR_WITH(name, ta, tb, tf32, kernel, ARGS)                         \
   void name##_nnops(benchmark::State& s) {                                       \
-    time_gemm(s, ta, tb, tf32, false);                                           \
+    time_gemm(s, ta, tb, tf32, false, kernel);                                   \
   }                                                                              \
   void name##_cublas(benchmark::State& s) {                                      \
     time_gemm(s, ta, tb, tf32, true);                                            \
   }                                                                              \
   BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond); \
   BENCHMARK(name##_cublas)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
+#define GEMM_PAIR(name, ta, tb, tf32, ARGS) \
+  GEMM_PAIR_WITH(name, ta, tb, tf32, nnops::cuda::GemmKernel::Default, ARGS)
+// The multistage mma.sync kernels (NNOPS_CUDA_GEMM=mma) at the sizes the targets name.
+#define LARGE_SQUARES Args({4096, 4096, 4096})->Args({8192, 8192, 8192})
 
 GEMM_PAIR(gemm, false, false, false, SQUARES);
 GEMM_PAIR(gemm_tf32, false, false, true, SQUARES);
+GEMM_PAIR_WITH(gemm_tf32_mma, false, false, true, nnops::cuda::GemmKernel::Mma, LARGE_SQUARES);
 // The reference MLP's products at batch 64: forward x w^T (NT), dx = dy w (NN), dw = dy^T x (TN).
 GEMM_PAIR(linear_fwd, false, true, false, Args({64, 2000, 1000})->Args({64, 1000, 2000}));
 GEMM_PAIR(linear_dx, false, false, false, Args({64, 1000, 2000})->Args({64, 2000, 1000}));
@@ -140,7 +150,9 @@ Tensor device_random_bf16(const Shape& shape, uint64_t seed) {
   return narrow;
 }
 
-void time_gemm_bf16(benchmark::State& state, bool ta, bool tb, bool use_cublas) {
+void time_gemm_bf16(benchmark::State& state, bool ta, bool tb, bool use_cublas,
+                    nnops::cuda::GemmKernel kernel = nnops::cuda::GemmKernel::Default) {
+  nnops::cuda::set_gemm_kernel(kernel);
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   Tensor a = device_random_bf16(ta ? Shape{k, m} : Shape{m, k}, 1);
   Tensor b = device_random_bf16(tb ? Shape{n, k} : Shape{k, n}, 2);
@@ -157,20 +169,26 @@ void time_gemm_bf16(benchmark::State& state, bool ta, bool tb, bool use_cublas) 
       matmul(a, b, c, GemmOptions{ta, tb});
     }
   });
+  nnops::cuda::set_gemm_kernel(nnops::cuda::GemmKernel::Default);
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
 }
-#define BF16_PAIR(name, ta, tb, ARGS)                                            \
+#define BF16_PAIR_WITH(name, ta, tb, kernel, ARGS)                              \
   void name##_nnops(benchmark::State& s) {                                       \
-    time_gemm_bf16(s, ta, tb, false);                                            \
+    time_gemm_bf16(s, ta, tb, false, kernel);                                    \
   }                                                                              \
   void name##_cublas(benchmark::State& s) {                                      \
     time_gemm_bf16(s, ta, tb, true);                                             \
   }                                                                              \
   BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond); \
   BENCHMARK(name##_cublas)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
+#define BF16_PAIR(name, ta, tb, ARGS) BF16_PAIR_WITH(name, ta, tb, nnops::cuda::GemmKernel::Default, ARGS)
 BF16_PAIR(gemm_bf16, false, false, SQUARES);
 BF16_PAIR(linear_fwd_bf16, false, true, Args({64, 2000, 1000})->Args({64, 1000, 2000}));
+BF16_PAIR_WITH(gemm_bf16_mma, false, false, nnops::cuda::GemmKernel::Mma, LARGE_SQUARES);
+BF16_PAIR_WITH(gemm_bf16_nt_mma, false, true, nnops::cuda::GemmKernel::Mma, LARGE_SQUARES);
+BF16_PAIR_WITH(linear_fwd_bf16_mma, false, true, nnops::cuda::GemmKernel::Mma,
+               Args({64, 2000, 1000})->Args({64, 1000, 2000}));
 
 // The ceiling: a device-to-device copy moving `bytes` read plus `bytes` written.
 void copy_ceiling(benchmark::State& state, size_t bytes) {

@@ -40,13 +40,18 @@ __global__ void mse_kernel(double* d_partial, float* d_grad, const float* d_pred
   if (threadIdx.x == 0) d_partial[blockIdx.x] = s;
 }
 
+// The rows whose target is not ignore_index, over as many blocks as the rows need: block
+// counts meet in one zeroed counter by integer atomics (exact in any order).
 __global__ void count_kept_kernel(int64_t* d_count, const int32_t* d_targets, int64_t rows,
                                   int32_t ignore_index) {
   __shared__ int64_t s_sum[32];
   int64_t c = 0;
-  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) c += d_targets[r] != ignore_index;
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
+       r += int64_t(gridDim.x) * blockDim.x)
+    c += d_targets[r] != ignore_index;
   c = block_reduce(c, SumOp{}, s_sum);
-  if (threadIdx.x == 0) *d_count = c;
+  if (threadIdx.x == 0 && c != 0)
+    atomicAdd(reinterpret_cast<unsigned long long*>(d_count), static_cast<unsigned long long>(c));
 }
 
 template <int kT>
@@ -156,7 +161,9 @@ void CudaBackend::cross_entropy_loss(float* loss, float* grad, const float* logi
   unsigned* d_error_flags = error_flags();  // before any launch: getting it may allocate
   DeviceScratch kept(sizeof(int64_t)), row_loss(static_cast<size_t>(rows) * sizeof(double));
   const bool mean = reduction == Reduction::Mean;
-  count_kept_kernel<<<1, 256, 0, t_stream>>>(kept.as<int64_t>(), targets, rows, ignore_index);
+  NNOPS_CUDA_CHECK(cudaMemsetAsync(kept.as<void>(), 0, sizeof(int64_t), t_stream));
+  count_kept_kernel<<<grid_for(rows, 256, 1024), 256, 0, t_stream>>>(kept.as<int64_t>(), targets,
+                                                                     rows, ignore_index);
   check_launch("count_kept_kernel");
   if (rows > 0) {
     launch_rows(rows, classes, "cross_entropy_loss", [&](auto t, unsigned blocks) {

@@ -1,6 +1,8 @@
 // CUDA optimizer steps with the shared per-element updates of include/nnops/detail/optim_math.hpp.
 // The multi-tensor Adam passes up to kTensorsPerLaunch tensors by value in the kernel parameters
-// (as a multi-tensor apply does), one launch for all of them; the grid's y index picks the tensor.
+// (as a multi-tensor apply does), one launch for all of them over a flat list of chunks: every
+// tensor gets as many blocks as its own size needs, and a block finds its tensor from the
+// tensors' first-block offsets (a grid sized for the largest tensor would idle on the others).
 #include <vector>
 
 #include "cuda_backend.hpp"
@@ -20,15 +22,25 @@ __device__ inline float grad_at(const void* grad, DType dtype, int64_t i) {
                               : load_elem(static_cast<const float*>(grad), i);
 }
 
+constexpr int kAdamThreads = 256;
+constexpr int64_t kAdamChunk = kAdamThreads * 8;  // elements per block
+
 struct AdamBatch {
   AdamTensor t[kTensorsPerLaunch];
+  int64_t first_block[kTensorsPerLaunch + 1];  // tensor i's blocks: [first_block[i], [i + 1])
+  int count;
 };
 static_assert(sizeof(AdamBatch) <= 4096, "kernel parameters are limited to 4 KiB");
 
-__global__ void adam_kernel(const AdamBatch batch) {
-  const AdamTensor& a = batch.t[blockIdx.y];
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+// __grid_constant__: the batch is read in place from the parameter space, though indexed by a
+// run-time value (without it, that indexing may copy the whole batch per thread).
+__global__ void __launch_bounds__(kAdamThreads) adam_kernel(const __grid_constant__ AdamBatch batch) {
+  int t = 0;
+  while (t + 1 < batch.count && int64_t(blockIdx.x) >= batch.first_block[t + 1]) ++t;
+  const AdamTensor& a = batch.t[t];
+  const int64_t begin = (int64_t(blockIdx.x) - batch.first_block[t]) * kAdamChunk;
+  const int64_t end = begin + kAdamChunk < a.n ? begin + kAdamChunk : a.n;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kAdamThreads) {
     const float m0 = a.exp_avg[i], v0 = a.exp_avg_sq[i];
     const float vmax0 = a.max_exp_avg_sq ? a.max_exp_avg_sq[i] : 0.0f;
     float p = a.param[i], m = m0, v = v0, vmax = vmax0;
@@ -116,15 +128,17 @@ __global__ void scale_kernel(T* d_x, int64_t n, float factor) {
 void CudaBackend::adam_step(const AdamTensor* tensors, int64_t count) {
   for (int64_t first = 0; first < count; first += kTensorsPerLaunch) {
     AdamBatch batch{};
-    const int64_t in_batch = std::min<int64_t>(kTensorsPerLaunch, count - first);
-    int64_t largest = 0;
-    for (int64_t i = 0; i < in_batch; ++i) {
+    batch.count = static_cast<int>(std::min<int64_t>(kTensorsPerLaunch, count - first));
+    int64_t blocks = 0;
+    for (int i = 0; i < batch.count; ++i) {
       batch.t[i] = tensors[first + i];
-      largest = std::max(largest, batch.t[i].n);
+      batch.first_block[i] = blocks;
+      blocks += (batch.t[i].n + kAdamChunk - 1) / kAdamChunk;
     }
-    if (largest == 0) continue;
-    const dim3 grid(grid_for(largest, 256, 4096), static_cast<unsigned>(in_batch));
-    adam_kernel<<<grid, 256, 0, t_stream>>>(batch);
+    batch.first_block[batch.count] = blocks;
+    if (blocks == 0) continue;
+    if (blocks > 2147483647) throw Error("nnops::adam_step: tensors too large for one launch");
+    adam_kernel<<<static_cast<unsigned>(blocks), kAdamThreads, 0, t_stream>>>(batch);
     check_launch("adam_kernel");
   }
 }

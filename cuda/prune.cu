@@ -1,7 +1,13 @@
 // CUDA pruning masks with the CPU's ranking rule, (|w| bits, flat index): the k-th smallest
 // magnitude among the kept entries is found by a radix select (four 8-bit histogram passes over
-// the float bits, never a full sort); entries below it are pruned, and among entries equal to it
-// the lowest flat indices, found by a scan. Structured masks rank per-slice norms as the CPU does.
+// the float bits, never a full sort), digit choices made on the device; entries below it are
+// pruned, and among entries equal to it the lowest flat indices, found by a scan of tie flags
+// computed on the fly. One host wait per call (to learn whether any tie survives; usually none
+// does and the scan is skipped), at most 8 bytes of scratch per weight (the scan's ranks).
+// Structured masks rank per-slice norms as the CPU does.
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cub/device/device_scan.cuh>
@@ -15,13 +21,23 @@ namespace nnops::detail {
 
 namespace {
 
-// Histogram of the digit at `shift` among kept entries whose higher bits equal `prefix`.
+// The radix select's state, on the device: the digits chosen so far (prefix under prefix_mask),
+// the threshold's 1-based rank among the kept entries matching the prefix, how many kept entries
+// equal the final threshold, how many of those are still to prune (the tie scan's budget), and
+// the budget of the tensor being pruned.
+struct SelectState {
+  uint32_t prefix, prefix_mask;
+  int64_t rank, ties, ties_left, budget;
+};
+
+// Histogram of the digit at `shift` among kept entries whose higher bits equal the prefix.
 __global__ void radix_histogram_kernel(unsigned long long* d_hist, const float* d_w,
-                                       const uint8_t* d_mask, int64_t n, uint32_t prefix,
-                                       uint32_t prefix_mask, int shift) {
+                                       const uint8_t* d_mask, int64_t n, const SelectState* d_st,
+                                       int shift) {
   __shared__ unsigned int local[256];
   for (int i = threadIdx.x; i < 256; i += blockDim.x) local[i] = 0;
   __syncthreads();
+  const uint32_t prefix = d_st->prefix, prefix_mask = d_st->prefix_mask;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     if (d_mask[i] == 0) continue;
@@ -33,24 +49,59 @@ __global__ void radix_histogram_kernel(unsigned long long* d_hist, const float* 
     if (local[i]) atomicAdd(&d_hist[i], static_cast<unsigned long long>(local[i]));
 }
 
-// Prunes kept entries below the threshold and flags those equal to it (for the tie scan).
-__global__ void prune_below_kernel(uint8_t* d_mask, int64_t* d_tie, const float* d_w, int64_t n,
-                                   uint32_t threshold) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const bool kept = d_mask[i] != 0;
-    const uint32_t bits = magnitude_bits(d_w[i]);
-    d_tie[i] = kept && bits == threshold;
-    if (kept && bits < threshold) d_mask[i] = 0;
-  }
+// One thread: the digit at `shift` holding the rank-th entry; clears the histogram for the next
+// pass.
+__global__ void radix_choose_digit_kernel(SelectState* d_st, unsigned long long* d_hist,
+                                          int shift) {
+  int64_t rank = d_st->rank;
+  int digit = 0;
+  for (; digit < 255 && rank > static_cast<int64_t>(d_hist[digit]); ++digit)
+    rank -= static_cast<int64_t>(d_hist[digit]);
+  d_st->ties = static_cast<int64_t>(d_hist[digit]);
+  d_st->rank = rank;
+  d_st->ties_left = rank;
+  d_st->prefix |= static_cast<uint32_t>(digit) << shift;
+  d_st->prefix_mask |= 0xFFu << shift;
+  for (int i = 0; i < 256; ++i) d_hist[i] = 0;
 }
 
-// d_rank is the exclusive scan of the tie flags: prune the first `ties_left` ties.
-__global__ void prune_ties_kernel(uint8_t* d_mask, const int64_t* d_tie, const int64_t* d_rank,
-                                  int64_t n, int64_t ties_left) {
+// Whether entry i is a kept entry equal to the threshold (a tie), as the scan's input.
+struct TieFlag {
+  const float* w;
+  const uint8_t* mask;
+  uint32_t threshold;
+  __device__ int64_t operator()(int64_t i) const {
+    return mask[i] != 0 && magnitude_bits(w[i]) == threshold;
+  }
+};
+
+// One thread, before the tensor's ties are pruned (the last flag reads its mask): this tensor's
+// budget is what is left, and what is left drops by its ties (the scan is exclusive, so they
+// number rank[n - 1] + flag[n - 1]).
+__global__ void take_tie_budget_kernel(SelectState* d_st, const int64_t* d_rank, TieFlag tie,
+                                       int64_t n) {
+  d_st->budget = d_st->ties_left;
+  d_st->ties_left -= d_rank[n - 1] + tie(n - 1);
+}
+
+// Ties pruned in flat order: d_rank is the exclusive scan of the tie flags, so a tie goes while
+// its rank is below the tensor's budget.
+__global__ void prune_ties_kernel(uint8_t* d_mask, const int64_t* d_rank, TieFlag tie, int64_t n,
+                                  const SelectState* d_st) {
+  const int64_t budget = d_st->budget;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    if (d_tie[i] && d_rank[i] < ties_left) d_mask[i] = 0;
+    if (d_rank[i] < budget && tie(i)) d_mask[i] = 0;
+}
+
+// Prunes kept entries below the threshold, or at or below it (`and_equal`: every tie goes).
+__global__ void prune_below_kernel(uint8_t* d_mask, const float* d_w, int64_t n,
+                                   uint32_t threshold, bool and_equal) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t bits = magnitude_bits(d_w[i]);
+    if (d_mask[i] != 0 && (bits < threshold || (and_equal && bits == threshold))) d_mask[i] = 0;
+  }
 }
 
 // Blocks stride over the slices of w viewed as [outer, slices, inner] (any count fits one
@@ -123,50 +174,67 @@ __global__ void nm_kernel(uint8_t* d_mask, const float* d_w, int64_t groups, int
 
 void CudaBackend::prune_unstructured(uint8_t* const* masks, const float* const* ws,
                                      const int64_t* sizes, int64_t tensor_count, int64_t k) {
-  // Radix select of the k-th smallest key bits, most significant digit first.
-  DeviceScratch hist(256 * sizeof(unsigned long long));
-  uint32_t prefix = 0, prefix_mask = 0;
-  int64_t rank = k;  // 1-based rank of the threshold among the entries matching the prefix
+  if (k == 0) return;
+  // Radix select of the k-th smallest key bits, most significant digit first, on the device.
+  DeviceScratch hist(256 * sizeof(unsigned long long)), state(sizeof(SelectState));
+  const SelectState start{0u, 0u, k, 0, 0, 0};
+  NNOPS_CUDA_CHECK(
+      cudaMemsetAsync(hist.as<void>(), 0, 256 * sizeof(unsigned long long), t_stream));
+  copy_from_host(state.as<void>(), &start, sizeof start);
   for (int shift = 24; shift >= 0; shift -= 8) {
-    NNOPS_CUDA_CHECK(
-        cudaMemsetAsync(hist.as<void>(), 0, 256 * sizeof(unsigned long long), t_stream));
     for (int64_t t = 0; t < tensor_count; ++t) {
       if (sizes[t] == 0) continue;
       radix_histogram_kernel<<<grid_for(sizes[t], 256, 1024), 256, 0, t_stream>>>(
-          hist.as<unsigned long long>(), ws[t], masks[t], sizes[t], prefix, prefix_mask, shift);
+          hist.as<unsigned long long>(), ws[t], masks[t], sizes[t], state.as<SelectState>(),
+          shift);
       check_launch("radix_histogram_kernel");
     }
-    unsigned long long host[256];
-    copy_to_host(host, hist.as<void>(), sizeof host);
-    int digit = 0;
-    for (; digit < 255 && rank > static_cast<int64_t>(host[digit]); ++digit)
-      rank -= static_cast<int64_t>(host[digit]);
-    prefix |= static_cast<uint32_t>(digit) << shift;
-    prefix_mask |= 0xFFu << shift;
+    radix_choose_digit_kernel<<<1, 1, 0, t_stream>>>(state.as<SelectState>(),
+                                                     hist.as<unsigned long long>(), shift);
+    check_launch("radix_choose_digit_kernel");
   }
-  // Everything below `prefix` goes; of the entries equal to it, the first `rank` in flat order.
-  int64_t ties_left = rank;
+  SelectState st;
+  copy_to_host(&st, state.as<void>(), sizeof st);  // the call's one wait
+  // Everything below the threshold goes; of the entries equal to it, the first `rank` in flat
+  // order: all of them when rank == ties (distinct magnitudes: the usual case), else a scan.
+  const bool all_ties = st.rank == st.ties;
+  int64_t largest = 0;
+  for (int64_t t = 0; t < tensor_count; ++t) {
+    if (sizes[t] == 0) continue;
+    largest = std::max(largest, sizes[t]);
+    prune_below_kernel<<<grid_for(sizes[t], 256), 256, 0, t_stream>>>(masks[t], ws[t], sizes[t],
+                                                                      st.prefix, all_ties);
+    check_launch("prune_below_kernel");
+  }
+  if (all_ties || st.rank == 0) return;
+  // Masks still hold the ties (prune_below_kernel spares them), so the flags read them as kept.
+  DeviceScratch tie_rank(largest * sizeof(int64_t));
+  size_t temp_bytes = 0;
   for (int64_t t = 0; t < tensor_count; ++t) {
     const int64_t n = sizes[t];
     if (n == 0) continue;
-    DeviceScratch tie(n * sizeof(int64_t)), tie_rank(n * sizeof(int64_t));
-    prune_below_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(masks[t], tie.as<int64_t>(), ws[t],
-                                                               n, prefix);
-    check_launch("prune_below_kernel");
-    if (ties_left == 0) continue;
-    size_t temp_bytes = 0;
-    NNOPS_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, tie.as<int64_t>(),
+    const TieFlag tie{ws[t], masks[t], st.prefix};
+    auto flags = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), tie);
+    size_t bytes = 0;
+    NNOPS_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, bytes, flags,
                                                    tie_rank.as<int64_t>(), n, t_stream));
-    DeviceScratch temp(temp_bytes);
-    NNOPS_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(temp.as<void>(), temp_bytes, tie.as<int64_t>(),
+    temp_bytes = std::max(temp_bytes, bytes);
+  }
+  DeviceScratch temp(temp_bytes);
+  for (int64_t t = 0; t < tensor_count; ++t) {
+    const int64_t n = sizes[t];
+    if (n == 0) continue;
+    const TieFlag tie{ws[t], masks[t], st.prefix};
+    auto flags = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), tie);
+    size_t bytes = temp_bytes;
+    NNOPS_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(temp.as<void>(), bytes, flags,
                                                    tie_rank.as<int64_t>(), n, t_stream));
-    prune_ties_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(masks[t], tie.as<int64_t>(),
-                                                              tie_rank.as<int64_t>(), n, ties_left);
+    take_tie_budget_kernel<<<1, 1, 0, t_stream>>>(state.as<SelectState>(),
+                                                  tie_rank.as<int64_t>(), tie, n);
+    check_launch("take_tie_budget_kernel");
+    prune_ties_kernel<<<grid_for(n, 256), 256, 0, t_stream>>>(masks[t], tie_rank.as<int64_t>(),
+                                                              tie, n, state.as<SelectState>());
     check_launch("prune_ties_kernel");
-    int64_t last[2];
-    copy_to_host(&last[0], tie_rank.as<int64_t>() + n - 1, sizeof(int64_t));
-    copy_to_host(&last[1], tie.as<int64_t>() + n - 1, sizeof(int64_t));
-    ties_left -= last[0] + last[1];  // the ties this tensor held
   }
 }
 

@@ -1,5 +1,6 @@
 // Backend selection and device queries. The CPU backend always exists; the CUDA backend is
 // present when the library is built with CUDA and the first probe finds a usable GPU.
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -75,6 +76,36 @@ Device default_device() {
   }
   return cuda_available() ? Device::CUDA : Device::CPU;
 }
+
+namespace cuda {
+
+namespace {
+
+// What set_gemm_kernel last chose (Default: none).
+std::atomic<GemmKernel> g_gemm_kernel{GemmKernel::Default};
+
+GemmKernel gemm_kernel_from_env() {
+  const char* env = std::getenv("NNOPS_CUDA_GEMM");
+  if (env == nullptr || *env == '\0') return GemmKernel::Default;
+  if (std::strcmp(env, "simt") == 0) return GemmKernel::Simt;
+  if (std::strcmp(env, "wmma") == 0) return GemmKernel::Wmma;
+  if (std::strcmp(env, "mma") == 0) return GemmKernel::Mma;
+  throw Error(std::string("nnops::matmul: NNOPS_CUDA_GEMM is '") + env +
+              "' but must be 'simt', 'wmma' or 'mma'");
+}
+
+}  // namespace
+
+void set_gemm_kernel(GemmKernel kernel) {
+  g_gemm_kernel.store(kernel);
+}
+
+GemmKernel gemm_kernel() {
+  const GemmKernel set = g_gemm_kernel.load();
+  return set != GemmKernel::Default ? set : gemm_kernel_from_env();
+}
+
+}  // namespace cuda
 
 #ifndef NNOPS_WITH_CUDA
 namespace cuda {

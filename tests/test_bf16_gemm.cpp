@@ -13,7 +13,7 @@ class Bf16GemmTest : public GemmPathFixture {
   // The FP32 sum of k exact products (a product of two BF16 values fits a float): the usual
   // gamma_k bound. Tensor cores may truncate inside their adds, so CUDA gets twice the unit.
   double gamma(int64_t k) const {
-    const double u = path() == GemmPath::Cuda ? 2 * kEps32 : kEps32;
+    const double u = is_cuda_path(path()) ? 2 * kEps32 : kEps32;
     return k * u / (1 - k * u);
   }
 };
@@ -73,7 +73,11 @@ TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
 void Bf16GemmTest::check_products() {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
       {1, 1, 1},      {7, 33, 7},      {33, 7, 257},  {97, 33, 300},
-      {127, 129, 31}, {129, 127, 100}, {13, 1023, 3}, {64, 200, 1000}};
+      {127, 129, 31}, {129, 127, 100}, {13, 1023, 3}, {64, 200, 1000},
+      // Tensor-core tile edges (16 x 8 fragments, 128 x 128 blocks, 32-deep slices), with every
+      // contiguous extent a multiple of 8 (the cp.async path) or not (staged through registers).
+      {16, 16, 16},   {17, 15, 129},   {128, 128, 128}, {129, 136, 48},
+      {4097, 16, 24}, {15, 4097, 8},   {136, 72, 520}};
   uint32_t seed = 300;
   for (auto [m, n, k] : sizes) {
     for (DType out_dtype : {DType::F32, DType::BF16}) {

@@ -35,6 +35,34 @@ TEST(CudaContext, UnusableReasonSaysWhyThereIsNoGpu) {
   cuda::empty_cache();  // nothing to give back: not an error
 }
 
+// NNOPS_CUDA_GEMM and set_gemm_kernel pick the tensor-core GEMM family in any build; an unknown
+// value of the variable is an error that names it, at the first product that asks (the GEMM
+// tests run every family on a GPU: GemmPath::CudaMma).
+TEST(CudaContext, GemmKernelChoice) {
+  const char* saved = std::getenv("NNOPS_CUDA_GEMM");
+  const std::string restore = saved ? saved : "";
+  ::unsetenv("NNOPS_CUDA_GEMM");
+  EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::Default);
+  ::setenv("NNOPS_CUDA_GEMM", "mma", 1);
+  EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::Mma);
+  cuda::set_gemm_kernel(cuda::GemmKernel::Simt);  // the call wins over the variable
+  EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::Simt);
+  cuda::set_gemm_kernel(cuda::GemmKernel::Default);
+  ::setenv("NNOPS_CUDA_GEMM", "wmma", 1);
+  EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::Wmma);
+  ::setenv("NNOPS_CUDA_GEMM", "cutlass", 1);
+  EXPECT_TRUE(throws_error([] { cuda::gemm_kernel(); }, "nnops::matmul: NNOPS_CUDA_GEMM", "cutlass"));
+  if (cuda_available()) {
+    Tensor a = Tensor::zeros({4, 4}, DType::F32, Device::CUDA);
+    Tensor c = Tensor::zeros({4, 4}, DType::F32, Device::CUDA);
+    EXPECT_TRUE(throws_error([&] { matmul(a, a, c); }, "nnops::matmul", "NNOPS_CUDA_GEMM"));
+  }
+  if (saved)
+    ::setenv("NNOPS_CUDA_GEMM", restore.c_str(), 1);
+  else
+    ::unsetenv("NNOPS_CUDA_GEMM");
+}
+
 // A cross-entropy target out of range, enqueued and not waited for.
 void enqueue_bad_target(Tensor& loss) {
   Tensor logits = Tensor::zeros({4, 5}, DType::F32, Device::CUDA);

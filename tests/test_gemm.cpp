@@ -121,7 +121,8 @@ TEST_P(GemmPathTest, Tf32IsWithinItsDocumentedBound) {
   // each, so a product errs by up to 2 * 2^-11 relative; FP32 sums). The CPU stays exact, which
   // the bound also admits.
   for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {1, 1, 1}, {33, 129, 65}, {128, 128, 16}, {257, 31, 1000}}) {
+           {1, 1, 1}, {33, 129, 65}, {128, 128, 16}, {257, 31, 1000}, {16, 16, 8},
+           {17, 15, 129}, {129, 136, 40}, {4097, 8, 24}, {136, 72, 260}}) {
     SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
     const auto a = random_floats(m * k, 70), b = random_floats(k * n, 71);
     Tensor c = poisoned({m, n}, device());
@@ -138,7 +139,7 @@ TEST_P(GemmPathTest, Tf32IsWithinItsDocumentedBound) {
 }
 
 TEST_P(GemmPathTest, Cuda4096CubedAgainstVectorProbe) {
-  if (path() != GemmPath::Cuda) GTEST_SKIP() << "GPU-sized; the CPU paths are probed at 1023^3";
+  if (!is_cuda_path(path())) GTEST_SKIP() << "GPU-sized; the CPU paths are probed at 1023^3";
   const int64_t m = 4096, n = 4096, k = 4096;
   Tensor a = Tensor::empty(ta() ? Shape{k, m} : Shape{m, k}, DType::F32, device());
   Tensor b = Tensor::empty(tb() ? Shape{n, k} : Shape{k, n}, DType::F32, device());

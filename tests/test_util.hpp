@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../cpu/cpu_backend.hpp"
+#include "nnops/cuda.hpp"
 #include "nnops/nnops.hpp"
 
 namespace nnops::test {
@@ -183,8 +184,13 @@ void for_each_cpu_isa(Device device, Body body) {
 }
 
 // The GEMM code paths: every CPU micro-kernel (the AVX-512 kernel's tiles also compiled for
-// AVX2, so machines without AVX-512 test its code) and CUDA.
-enum class GemmPath { CpuGeneric, CpuAvx2, CpuAvx512, CpuWideOnAvx2, Cuda };
+// AVX2, so machines without AVX-512 test its code) and CUDA, with the default kernels and with
+// the multistage mma.sync ones (cuda::GemmKernel::Mma; F32 without TF32 is SIMT in both).
+enum class GemmPath { CpuGeneric, CpuAvx2, CpuAvx512, CpuWideOnAvx2, Cuda, CudaMma };
+
+inline bool is_cuda_path(GemmPath p) {
+  return p == GemmPath::Cuda || p == GemmPath::CudaMma;
+}
 
 inline std::string gemm_path_name(GemmPath p) {
   switch (p) {
@@ -196,6 +202,8 @@ inline std::string gemm_path_name(GemmPath p) {
       return "CpuAvx512";
     case GemmPath::CpuWideOnAvx2:
       return "CpuWideOnAvx2";
+    case GemmPath::CudaMma:
+      return "CudaMma";
     default:
       return "Cuda";
   }
@@ -206,6 +214,10 @@ inline std::string select_gemm_path(GemmPath p) {
   switch (p) {
     case GemmPath::Cuda:
       return cuda_available() ? "" : "no usable CUDA device";
+    case GemmPath::CudaMma:
+      if (!cuda_available()) return "no usable CUDA device";
+      cuda::set_gemm_kernel(cuda::GemmKernel::Mma);
+      return "";
     case GemmPath::CpuGeneric:
       detail::set_cpu_isa(detail::CpuIsa::Generic);
       return "";
@@ -223,7 +235,7 @@ inline std::string select_gemm_path(GemmPath p) {
 
 inline auto all_gemm_paths() {
   return ::testing::Values(GemmPath::CpuGeneric, GemmPath::CpuAvx2, GemmPath::CpuAvx512,
-                           GemmPath::CpuWideOnAvx2, GemmPath::Cuda);
+                           GemmPath::CpuWideOnAvx2, GemmPath::Cuda, GemmPath::CudaMma);
 }
 
 // A test on one GEMM path and transpose case (trans_a, trans_b): selects the CPU code path, or
@@ -234,9 +246,12 @@ class GemmPathFixture : public ::testing::TestWithParam<std::tuple<GemmPath, boo
     const std::string missing = select_gemm_path(path());
     if (!missing.empty()) GTEST_SKIP() << missing;
   }
-  void TearDown() override { detail::set_cpu_isa(detail::CpuIsa::Auto); }
+  void TearDown() override {
+    detail::set_cpu_isa(detail::CpuIsa::Auto);
+    cuda::set_gemm_kernel(cuda::GemmKernel::Default);
+  }
   GemmPath path() const { return std::get<0>(GetParam()); }
-  Device device() const { return path() == GemmPath::Cuda ? Device::CUDA : Device::CPU; }
+  Device device() const { return is_cuda_path(path()) ? Device::CUDA : Device::CPU; }
   bool ta() const { return std::get<1>(GetParam()); }
   bool tb() const { return std::get<2>(GetParam()); }
 };

@@ -47,6 +47,17 @@ std::string unusable_reason();
 // whole GPU), then throws for any error a kernel recorded on that stream for this thread.
 void synchronize_stream();
 
+// The kernel family of CUDA tensor-core products (BF16 operands, and F32 with
+// GemmOptions::allow_tf32): Wmma (the portable kernels), Mma (multistage cp.async + ldmatrix +
+// mma.sync), or Simt (F32 on the SIMT cores even where TF32 is allowed; BF16 takes Wmma).
+// Default: Wmma for now. NNOPS_CUDA_GEMM=simt|wmma|mma chooses for the process; set_gemm_kernel
+// overrides it (Default returns to the variable's choice). An unknown value of the variable makes
+// every CUDA product throw nnops::Error naming it. Usable in any build.
+enum class GemmKernel { Default, Simt, Wmma, Mma };
+void set_gemm_kernel(GemmKernel kernel);
+// The family in force: the last set_gemm_kernel, else NNOPS_CUDA_GEMM, else Default.
+GemmKernel gemm_kernel();
+
 // Returns the memory the stream-ordered pool of the calling thread's GPU keeps for reuse to the
 // driver (waits for the GPU first), for processes that share the GPU with other libraries.
 void empty_cache();
