@@ -2,7 +2,9 @@
 // device), and validation and dispatch for the linear layer on compressed weights.
 #include "nnops/sparse.hpp"
 
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "backend.hpp"
 #include "check.hpp"
@@ -11,6 +13,18 @@
 #include "widen.hpp"
 
 namespace nnops {
+
+namespace detail {
+
+// The pattern's transpose for the CPU backward: entry e of column c (rows increasing) is at row
+// rows[e] and stored slot slots[e]. Eight bytes per kept entry, never stored in checkpoints.
+struct SparseColumnIndex {
+  std::once_flag built;
+  std::vector<int64_t> ptr;  // [cols + 1]
+  std::vector<int32_t> rows, slots;
+};
+
+}  // namespace detail
 
 size_t SparseMatrix::bytes() const {
   size_t total = 0;
@@ -58,6 +72,7 @@ SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format) 
     const std::vector<float> wv = host_floats(w);
     const std::vector<uint8_t> mv = mask.to(Device::CPU).to_vector<uint8_t>();
     SparseMatrix s;
+    s.by_column_ = std::make_shared<detail::SparseColumnIndex>();
     s.format_ = format;
     s.rows_ = out;
     s.cols_ = in;
@@ -122,6 +137,7 @@ SparseMatrix SparseMatrix::from_nm24(Tensor values, Tensor metadata, int64_t col
     check.shape_is("values", values, {rows, cols / 2});
     check.shape_is("metadata", metadata, {rows, (cols / 4 + 1) / 2});
     SparseMatrix s;
+    s.by_column_ = std::make_shared<detail::SparseColumnIndex>();
     s.format_ = SparseFormat::NM24;
     s.rows_ = rows;
     s.cols_ = cols;
@@ -187,6 +203,49 @@ void decompress(const SparseMatrix& s, Tensor& w, Tensor* mask) {
     copy(w, result);
     if (mask) copy(*mask, mask_result);
   });
+}
+
+const detail::SparseColumnIndex* SparseMatrix::column_index() const {
+  if (!by_column_ || device() != Device::CPU) return nullptr;
+  detail::SparseColumnIndex& index = *by_column_;
+  std::call_once(index.built, [&] {
+    // A counting sort of the kept entries by column; rows are visited in order, so each
+    // column's entries come out with rows increasing.
+    if (rows_ > INT32_MAX || (format_ == SparseFormat::NM24 ? values_.numel() : nnz_) > INT32_MAX)
+      throw Error("nnops::sparse_linear_backward: more than 2^31 rows or slots in a CPU matrix");
+    std::vector<int64_t> ptr(static_cast<size_t>(cols_ + 1), 0);
+    std::vector<int32_t> rows(static_cast<size_t>(nnz_)), slots(static_cast<size_t>(nnz_));
+    auto for_each_kept = [&](auto visit) {  // visit(row, column, slot)
+      if (format_ == SparseFormat::NM24) {
+        const uint8_t* meta = metadata_.numel() ? metadata_.data<uint8_t>() : nullptr;
+        const int64_t groups = cols_ / 4, meta_cols = detail::nm24_metadata_cols(cols_);
+        for (int64_t o = 0; o < rows_; ++o)
+          for (int64_t g = 0; g < groups; ++g) {
+            const detail::Nm24Group grp = detail::nm24_group(meta + o * meta_cols, g);
+            const int64_t slot = o * (cols_ / 2) + 2 * g;
+            if (grp.used0) visit(o, 4 * g + grp.p0, slot);
+            if (grp.used1) visit(o, 4 * g + grp.p1, slot + 1);
+          }
+      } else {
+        const int64_t* row_ptr = row_ptr_.data<int64_t>();
+        const int32_t* col = col_.numel() ? col_.data<int32_t>() : nullptr;
+        for (int64_t o = 0; o < rows_; ++o)
+          for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) visit(o, int64_t(col[e]), e);
+      }
+    };
+    for_each_kept([&](int64_t, int64_t c, int64_t) { ++ptr[c + 1]; });
+    for (int64_t c = 0; c < cols_; ++c) ptr[c + 1] += ptr[c];
+    std::vector<int64_t> next(ptr.begin(), ptr.end() - 1);
+    for_each_kept([&](int64_t o, int64_t c, int64_t slot) {
+      const int64_t e = next[c]++;
+      rows[e] = static_cast<int32_t>(o);
+      slots[e] = static_cast<int32_t>(slot);
+    });
+    index.ptr = std::move(ptr);
+    index.rows = std::move(rows);
+    index.slots = std::move(slots);
+  });
+  return &index;
 }
 
 namespace {
@@ -281,8 +340,16 @@ void sparse_linear_backward(const Tensor& x, const SparseMatrix& w, const Tensor
       Tensor* dx32 = f32.out(dx);
       Tensor* dv32 = f32.out(dvalues);
       Tensor* db32 = f32.out(db);
+      detail::SparseView view = sparse_view(w, v32);
+      if (dx32 && be.device() == Device::CPU) {
+        if (const detail::SparseColumnIndex* index = w.column_index()) {
+          view.col_ptr = index->ptr.data();
+          view.col_rows = index->rows.data();
+          view.col_slots = index->slots.data();
+        }
+      }
       be.sparse_linear_backward(data_or_null(dx32), data_or_null(dv32), data_or_null(db32),
-                                data_or_null(&x32), sparse_view(w, v32), data_or_null(&dy32), n);
+                                data_or_null(&x32), view, data_or_null(&dy32), n);
       f32.finish();
     });
   });

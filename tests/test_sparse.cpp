@@ -83,10 +83,12 @@ TEST(Sparse, CompressWorksOnEveryDevice) {
 TEST(Sparse, LinearForwardMatchesDenseOnTheDecompressedWeight) {
   for_each_cpu_isa(Device::CPU, [&] {
     for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
+      for (auto [out, in, amount] : {std::tuple<int64_t, int64_t, double>{33, 100, 0.9},
+                                     std::tuple<int64_t, int64_t, double>{130, 200, 0.5}})
       for (int64_t n : {1, 7, 64, 65, 130}) {
-        const int64_t out = 33, in = 100;
-        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n));
-        Pruned p = pruned(out, in, f, 0.9, 20 + n);
+        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
+                     " out=" + std::to_string(out));
+        Pruned p = pruned(out, in, f, amount, 20 + n);
         SparseMatrix s = compress(p.w, p.mask, f);
         const auto xv = random_floats(n * in, 30 + n), bv = random_floats(out, 31);
         Tensor x = on(Device::CPU, xv, {n, in}), b = on(Device::CPU, bv, {out});
@@ -136,10 +138,16 @@ std::vector<std::pair<int64_t, int64_t>> slot_positions(const SparseMatrix& s) {
 TEST(Sparse, LinearBackwardMatchesDenseOnTheDecompressedWeight) {
   for_each_cpu_isa(Device::CPU, [&] {
     for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
-      for (int64_t n : {1, 7, 16, 33, 64}) {
-        const int64_t out = 33, in = 100;
-        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n));
-        Pruned p = pruned(out, in, f, 0.9, 60 + n);
+      // Shapes across the kernels' blocks (96 source rows, 256 output rows per dense block of
+      // dvalues) and both dvalues paths (a dot product per slot below a quarter kept, the
+      // dense gradient's blocks at or above).
+      const std::tuple<int64_t, int64_t, double> shapes[] = {
+          {33, 100, 0.9}, {130, 104, 0.5}, {300, 40, 0.6}};
+      for (auto [out, in, amount] : shapes)
+      for (int64_t n : {1, 7, 16, 33, 64, 65}) {
+        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
+                     " out=" + std::to_string(out) + " in=" + std::to_string(in));
+        Pruned p = pruned(out, in, f, amount, 60 + n);
         if (f == SparseFormat::NM24) {  // a group keeping one and one keeping none
           uint8_t* m = p.mask.data<uint8_t>();
           m[0] = m[1] = m[2] = 0, m[3] = 1;
@@ -269,8 +277,10 @@ TEST(Sparse, CudaAgreesWithCpu) {
 }
 
 TEST(Sparse, BitsDoNotDependOnThreadCount) {
-  Pruned p = pruned(300, 400, SparseFormat::NM24, 0.5, 40);
-  SparseMatrix s = compress(p.w, p.mask, SparseFormat::NM24);
+  for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {  // CSR at 90%: the dot path
+  SCOPED_TRACE(f == SparseFormat::NM24 ? "NM24" : "CSR");
+  Pruned p = pruned(300, 400, f, 0.9, 40);
+  SparseMatrix s = compress(p.w, p.mask, f);
   Tensor x = on(Device::CPU, random_floats(96 * 400, 41), {96, 400});
   Tensor a = Tensor::empty({96, 300}), b = Tensor::empty({96, 300});
   const int threads = omp_get_max_threads();
@@ -286,6 +296,7 @@ TEST(Sparse, BitsDoNotDependOnThreadCount) {
   EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
   EXPECT_EQ(dx_a.to_vector<float>(), dx_b.to_vector<float>());
   EXPECT_EQ(dv_a.to_vector<float>(), dv_b.to_vector<float>());
+  }
 }
 
 TEST(Sparse, HostileArguments) {

@@ -13,12 +13,17 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "nnops/tensor.hpp"
 
 namespace nnops {
 
 enum class SparseFormat { NM24, CSR };
+
+namespace detail {
+struct SparseColumnIndex;  // the kept entries by column, for the CPU backward (built on first use)
+}
 
 class SparseMatrix {
  public:
@@ -47,11 +52,16 @@ class SparseMatrix {
   // back from a checkpoint. Throws nnops::Error on shapes or dtypes that do not fit.
   static SparseMatrix from_nm24(Tensor values, Tensor metadata, int64_t cols);
 
+  // The kept entries of a CPU matrix listed by column (the pattern's transpose, which the CPU
+  // backward's dx walks), built on the first call from any thread and kept; null elsewhere.
+  const detail::SparseColumnIndex* column_index() const;
+
  private:
   friend SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
   SparseFormat format_ = SparseFormat::CSR;
   int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
   Tensor values_, metadata_, row_ptr_, col_;
+  std::shared_ptr<detail::SparseColumnIndex> by_column_;
 };
 
 // From a dense weight [out, in] and its U8 mask (1 keep): NM24 refuses `in` not a multiple of 4

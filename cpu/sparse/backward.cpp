@@ -1,0 +1,328 @@
+// CPU linear layer on compressed weights, backward, on transposes so the batch is the vector
+// dimension (as the forward):
+// - dx^T[column] = the sum of value * dy^T[row] over the column's kept entries, rows increasing:
+//   the forward's kernel on the pattern's transpose (SparseView::col_ptr, built once per
+//   matrix), blocks of dy^T rows outermost so they come from L1, the accumulators [in, n] in
+//   scratch between blocks;
+// - each stored value's gradient is the dot product of dy^T[row] and x^T[column] (AVX-512: 16
+//   slots at a time, reduced together), blocks of x^T rows outermost for the same reason;
+// - db = the column sums of dy in double.
+// Every output sums in one fixed order whatever the thread: the same bits for any thread count.
+// Scalar loops are the reference, and the path for the batch rows that fill no vector chunk.
+#include <omp.h>
+
+#include <cstring>
+#include <vector>
+
+#include "../cpu_backend.hpp"
+#include "../transpose.hpp"
+#include "layout.hpp"
+
+namespace nnops::detail {
+
+namespace {
+
+using namespace sparse;
+
+// dx[r, c] for batch rows [r0, n) of column c, one at a time.
+void scalar_columns(float* dx, const float* dyt, const SparseView& w, int64_t n, int64_t c,
+                    int64_t r0) {
+  for (int64_t r = r0; r < n; ++r) {
+    float acc = 0.0f;
+    for (int64_t e = w.col_ptr[c]; e < w.col_ptr[c + 1]; ++e)
+      acc += w.values[w.col_slots[e]] * dyt[w.col_rows[e] * n + r];
+    dx[r * w.cols + c] = acc;
+  }
+}
+
+// dvalues of row o's slots [s0, s1): dot(dy^T[o], x^T[column]) each, 0 for unused slots.
+void slot_grads_generic(float* dvalues, const float* xt, const float* dyt, const SparseView& w,
+                        int64_t n, int64_t o, int64_t s0, int64_t s1) {
+  const float* d = dyt + o * n;
+  for (int64_t s = s0; s < s1; ++s) {
+    bool used;
+    const int64_t c = slot_column(w, o, s, used);
+    float acc = 0.0f;
+    if (used)
+      for (int64_t r = 0; r < n; ++r) acc += d[r] * xt[c * n + r];
+    dvalues[s] = acc;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// acc[c, r0 .. r0 + 4 * kLanes) = the sum of value * dy^T[row, r0 ..] over column c's entries,
+// for columns [c_lo, c_hi), blocks of dy^T rows outermost (rows increasing within a column: one
+// order, whatever the blocking).
+template <class V, int kLanes>
+NNOPS_ALWAYS_INLINE void blocked_columns(float* acc, const float* dyt, const SparseView& w,
+                                         int64_t n, int64_t r0, int64_t c_lo, int64_t c_hi,
+                                         int64_t* cursor) {
+  const int64_t block = block_rows(4 * kLanes);
+  for (int64_t c = c_lo; c < c_hi; ++c) cursor[c - c_lo] = w.col_ptr[c];
+  for (int64_t o0 = 0; o0 < w.rows; o0 += block) {
+    const int64_t o1 = std::min(o0 + block, w.rows);
+    for (int64_t c = c_lo; c < c_hi; ++c) {
+      float* out = acc + c * n + r0;
+      V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      if (o0 > 0) {
+        std::memcpy(&a0, out, sizeof(V));
+        std::memcpy(&a1, out + kLanes, sizeof(V));
+        std::memcpy(&a2, out + 2 * kLanes, sizeof(V));
+        std::memcpy(&a3, out + 3 * kLanes, sizeof(V));
+      }
+      int64_t e = cursor[c - c_lo];
+      const int64_t end = w.col_ptr[c + 1];
+      for (; e < end && w.col_rows[e] < o1; ++e) {
+        const V v = w.values[w.col_slots[e]] - V{};  // a broadcast: x - 0 == x
+        const float* d = dyt + int64_t(w.col_rows[e]) * n + r0;
+        V d0, d1, d2, d3;
+        std::memcpy(&d0, d, sizeof(V));
+        std::memcpy(&d1, d + kLanes, sizeof(V));
+        std::memcpy(&d2, d + 2 * kLanes, sizeof(V));
+        std::memcpy(&d3, d + 3 * kLanes, sizeof(V));
+        a0 += v * d0;
+        a1 += v * d1;
+        a2 += v * d2;
+        a3 += v * d3;
+      }
+      cursor[c - c_lo] = e;
+      std::memcpy(out, &a0, sizeof(V));
+      std::memcpy(out + kLanes, &a1, sizeof(V));
+      std::memcpy(out + 2 * kLanes, &a2, sizeof(V));
+      std::memcpy(out + 3 * kLanes, &a3, sizeof(V));
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void blocked_columns_avx512(float* acc, const float* dyt,
+                                                               const SparseView& w, int64_t n,
+                                                               int64_t r0, int64_t c_lo,
+                                                               int64_t c_hi, int64_t* cursor) {
+  blocked_columns<V16, 16>(acc, dyt, w, n, r0, c_lo, c_hi, cursor);
+}
+__attribute__((target("avx2,fma"))) void blocked_columns_avx2(float* acc, const float* dyt,
+                                                              const SparseView& w, int64_t n,
+                                                              int64_t r0, int64_t c_lo,
+                                                              int64_t c_hi, int64_t* cursor) {
+  blocked_columns<V8, 8>(acc, dyt, w, n, r0, c_lo, c_hi, cursor);
+}
+
+// The 16 lane sums of a[0..15], as one vector (entry j in lane j): adjacent lanes added in
+// pairs, four times over, each step halving the lanes per entry (one fixed order).
+__attribute__((target("avx512f"))) NNOPS_ALWAYS_INLINE V16 halve(V16 a, V16 b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+__attribute__((target("avx512f"))) V16 sum16(const V16* a) {
+  V16 s1[8], s2[4], s3[2];
+  for (int i = 0; i < 8; ++i) s1[i] = halve(a[2 * i], a[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) s2[i] = halve(s1[2 * i], s1[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) s3[i] = halve(s2[2 * i], s2[2 * i + 1]);
+  return halve(s3[0], s3[1]);
+}
+
+// Up to 16 slots of one row, at columns cols[0 .. count) (bit j of `used`: slot j holds a kept
+// entry): a 16-lane accumulator each over the batch's whole vectors, reduced together, then the
+// batch's last n % 16 rows one by one. (A bit mask, not bools: bytes stored one by one and read
+// back as one word stall store forwarding, which made this 5x slower.)
+__attribute__((target("avx512f"))) void sixteen_slot_grads(float* dvalues, const float* xt,
+                                                           const float* d, int64_t n,
+                                                           const int64_t* cols, uint32_t used,
+                                                           int count) {
+  const int64_t whole = n / 16 * 16;
+  const float* xs[16];
+  for (int j = 0; j < 16; ++j) xs[j] = xt + cols[j] * n;
+  V16 acc[16] = {};
+  for (int64_t r = 0; r < whole; r += 16) {
+    V16 dv;
+    std::memcpy(&dv, d + r, sizeof(V16));
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      V16 xv;
+      std::memcpy(&xv, xs[j] + r, sizeof(V16));
+      acc[j] += dv * xv;
+    }
+  }
+  float sums[16];
+  const V16 total = sum16(acc);
+  std::memcpy(sums, &total, sizeof(sums));
+  for (int j = 0; j < count; ++j) {
+    float s = sums[j];
+    for (int64_t r = whole; r < n; ++r) s += d[r] * xt[cols[j] * n + r];
+    dvalues[j] = (used >> j) & 1u ? s : 0.0f;
+  }
+}
+
+// dvalues of rows [o0, o1), blocks of x^T rows outermost: each row's slots in the block, 16 at
+// a time. Every slot's dot product lies in one block: the same bits as one pass.
+__attribute__((target("avx512f"))) void blocked_slot_grads_avx512(float* dvalues, const float* xt,
+                                                                  const float* dyt,
+                                                                  const SparseView& w, int64_t n,
+                                                                  int64_t o0, int64_t o1,
+                                                                  int64_t* cursor) {
+  const int64_t block = block_rows(n);
+  if (!w.nm24)
+    for (int64_t o = o0; o < o1; ++o) cursor[o - o0] = w.row_ptr[o];
+  int64_t cols[16];
+  for (int64_t c0 = 0; c0 < w.cols; c0 += block) {
+    const int64_t c1 = std::min(c0 + block, w.cols);
+    for (int64_t o = o0; o < o1; ++o) {
+      // The row's slots with columns in [c0, c1): NM24 blocks hold whole groups.
+      int64_t s0, s1;
+      if (w.nm24) {
+        s0 = o * (w.cols / 2) + c0 / 2;
+        s1 = o * (w.cols / 2) + c1 / 2;
+      } else {
+        s0 = s1 = cursor[o - o0];
+        while (s1 < w.row_ptr[o + 1] && w.col[s1] < c1) ++s1;
+        cursor[o - o0] = s1;
+      }
+      const uint8_t* meta = w.nm24 ? w.metadata + o * nm24_metadata_cols(w.cols) : nullptr;
+      for (int64_t s = s0; s < s1; s += 16) {
+        const int count = static_cast<int>(std::min<int64_t>(16, s1 - s));
+        uint32_t used = 0;
+        if (w.nm24) {  // whole groups: decode each once for its two slots
+          const int64_t g0 = (s - o * (w.cols / 2)) / 2;
+          for (int k = 0; k < count / 2; ++k) {
+            const Nm24Group grp = nm24_group(meta, g0 + k);
+            cols[2 * k] = 4 * (g0 + k) + grp.p0;
+            cols[2 * k + 1] = 4 * (g0 + k) + grp.p1;
+            used |= uint32_t(grp.used0) << (2 * k) | uint32_t(grp.used1) << (2 * k + 1);
+          }
+        } else {
+          for (int j = 0; j < count; ++j) cols[j] = w.col[s + j];
+          used = (1u << count) - 1;
+        }
+        for (int j = count; j < 16; ++j) cols[j] = cols[0];
+        sixteen_slot_grads(dvalues + s, xt, dyt + o * n, n, cols, used, count);
+      }
+    }
+  }
+}
+#endif
+
+using BlockedColumns = void (*)(float*, const float*, const SparseView&, int64_t, int64_t, int64_t,
+                                int64_t, int64_t*);
+using BlockedSlotGrads = void (*)(float*, const float*, const float*, const SparseView&, int64_t,
+                                  int64_t, int64_t, int64_t*);
+
+struct BackwardKernels {
+  BlockedColumns columns = nullptr;  // dx, with its chunk of batch rows
+  int64_t chunk = 0;
+  BlockedSlotGrads slot_grads = nullptr;  // dvalues (null: slot_grads_generic row by row)
+};
+
+BackwardKernels backward_kernels_for_active_isa() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  switch (active_cpu_isa()) {
+    case CpuIsa::AVX512:
+      return {blocked_columns_avx512, 64, blocked_slot_grads_avx512};
+    case CpuIsa::AVX2:
+    case CpuIsa::AVX2WideTiles:
+      return {blocked_columns_avx2, 32, nullptr};
+    default:
+      break;
+  }
+#endif
+  return {};
+}
+
+// Output rows per block of the dense weight gradient (a block of [rows, in] stays in L2).
+constexpr int64_t kDenseRows = 256;
+
+// This thread's share [begin, end) of `count` items.
+std::pair<int64_t, int64_t> thread_share(int64_t count) {
+  const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+  return {count * t / threads, count * (t + 1) / threads};
+}
+
+}  // namespace
+
+void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, const float* x,
+                                        const SparseView& w, const float* dy, int64_t n) {
+  const int64_t in = w.cols, out = w.rows;
+  if (dx && !w.col_ptr)
+    throw Error("nnops::sparse_linear_backward: dx needs the matrix's column index");
+  const BackwardKernels kernels = backward_kernels_for_active_isa();
+  const int64_t whole = kernels.chunk ? n / kernels.chunk * kernels.chunk : 0;
+  // dvalues: where at least a quarter of the weight is kept (2:4, for one) the dense product's
+  // reuse of every load wins over one dot product per slot, whose loads feed one multiply-add
+  // each, and the dense weight gradient in row blocks costs about what dense training does.
+  const bool dense_enough = 4 * w.slots >= w.rows * w.cols;
+  // Every scratch array before the first output is written.
+  thread_local ScratchBuffer dyt_buffer, xt_buffer, acc_buffer, dw_buffer;
+  float* const dyt = dyt_buffer.get(out * n);
+  float* const xt = dvalues && !dense_enough ? xt_buffer.get(in * n) : nullptr;
+  float* const dw =
+      dvalues && dense_enough ? dw_buffer.get(std::min(kDenseRows, out) * in) : nullptr;
+  float* const acc = dx && whole ? acc_buffer.get(in * n) : nullptr;
+  const bool parallel = in * out * n >= kParallelThreshold;
+  transpose(dyt, dy, n, out, cpu_isa_has_avx2());
+  if (xt) transpose(xt, x, n, in, cpu_isa_has_avx2());
+  if (dx) {
+#pragma omp parallel if (parallel)
+    {
+      // Each thread its own columns of dx, every batch chunk of them.
+      const auto share = thread_share(in);
+      const int64_t c_lo = share.first, c_hi = share.second;
+      thread_local std::vector<int64_t> cursor;  // each column's next entry
+      cursor.resize(static_cast<size_t>(c_hi - c_lo));
+      for (int64_t r0 = 0; r0 < whole; r0 += kernels.chunk)
+        kernels.columns(acc, dyt, w, n, r0, c_lo, c_hi, cursor.data());
+      for (int64_t r = 0; r < whole; ++r)
+        for (int64_t c = c_lo; c < c_hi; ++c) dx[r * in + c] = acc[c * n + r];
+      for (int64_t c = c_lo; c < c_hi; ++c) scalar_columns(dx, dyt, w, n, c, whole);
+    }
+  }
+  if (dvalues && dense_enough) {
+    // Blocks of rows of the dense dy^T x through the GEMM, then the stored slots picked out.
+    for (int64_t o0 = 0; o0 < out; o0 += kDenseRows) {
+      const int64_t rows = std::min(kDenseRows, out - o0);
+      gemm(View{dw, DType::F32}, ConstView{dyt + o0 * n, DType::F32}, ConstView{x, DType::F32},
+           rows, in, n, GemmOptions{});
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int64_t o = o0; o < o0 + rows; ++o) {
+        const float* g = dw + (o - o0) * in;
+        if (w.nm24) {  // group by group: each code decoded once for its two slots
+          float* dv = dvalues + o * (in / 2);
+          const uint8_t* meta = w.metadata + o * nm24_metadata_cols(in);
+          for (int64_t q = 0; q < in / 4; ++q) {
+            const Nm24Group grp = nm24_group(meta, q);
+            dv[2 * q] = grp.used0 ? g[4 * q + grp.p0] : 0.0f;
+            dv[2 * q + 1] = grp.used1 ? g[4 * q + grp.p1] : 0.0f;
+          }
+        } else {
+          for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e) dvalues[e] = g[w.col[e]];
+        }
+      }
+    }
+  } else if (dvalues) {
+    if (kernels.slot_grads) {
+#pragma omp parallel if (parallel)
+      {
+        const auto share = thread_share(out);
+        thread_local std::vector<int64_t> cursor;  // CSR: each row's next slot
+        cursor.resize(static_cast<size_t>(share.second - share.first));
+        kernels.slot_grads(dvalues, xt, dyt, w, n, share.first, share.second, cursor.data());
+      }
+    } else {
+      // Every slot is one dot product, whatever the thread.
+#pragma omp parallel for schedule(dynamic, 16) if (parallel)
+      for (int64_t o = 0; o < out; ++o) {
+        const auto [s0, s1] = row_slots(w, o);
+        slot_grads_generic(dvalues, xt, dyt, w, n, o, s0, s1);
+      }
+    }
+  }
+  if (db) {
+    // Column sums of dy in double, rows in order (as linear_backward's db).
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t o = 0; o < out; ++o) {
+      double sum = 0.0;
+      for (int64_t r = 0; r < n; ++r) sum += dyt[o * n + r];
+      db[o] = static_cast<float>(sum);
+    }
+  }
+}
+
+}  // namespace nnops::detail
