@@ -6,10 +6,9 @@
 // mma.sync kernels (mma.cu). F32 operands take the SIMT kernel unless GemmOptions::allow_tf32;
 // BF16 operands always take tensor cores. Until a GPU has compared them, TF32 and BF16 default to
 // the WMMA kernels and NNOPS_CUDA_GEMM=mma opts into the multistage ones.
-#include "nnops/cuda.hpp"
-
 #include "../elementwise.cuh"
 #include "kernels.hpp"
+#include "nnops/cuda.hpp"
 
 namespace nnops::detail {
 
@@ -54,11 +53,11 @@ void column_sum(TDb* db, const TDy* dy, int64_t rows, int64_t cols) {
   DeviceScratch partial(sizeof(double) * blocks * cols);
   const dim3 grid(static_cast<unsigned>((cols + kColumnThreads - 1) / kColumnThreads),
                   static_cast<unsigned>(blocks));
-  column_partial_sums_kernel<<<grid, kColumnThreads, 0, t_stream>>>(partial.as<double>(), dy,
-                                                                     rows, cols, span);
+  column_partial_sums_kernel<<<grid, kColumnThreads, 0, t_stream>>>(partial.as<double>(), dy, rows,
+                                                                    cols, span);
   check_launch("column_partial_sums_kernel");
-  column_finish_kernel<<<grid_for(cols, 256), 256, 0, t_stream>>>(db, partial.as<double>(),
-                                                                  blocks, cols);
+  column_finish_kernel<<<grid_for(cols, 256), 256, 0, t_stream>>>(db, partial.as<double>(), blocks,
+                                                                  cols);
   check_launch("column_finish_kernel");
 }
 

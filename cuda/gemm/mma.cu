@@ -92,7 +92,8 @@ __device__ void load_tile(T* tile, const T* __restrict__ src, int64_t outer_exte
       alignas(16) T v[S::kVec];
 #pragma unroll
       for (int x = 0; x < S::kVec; ++x)
-        v[x] = (go < outer_extent && gi + x < inner_extent) ? src[go * inner_extent + gi + x] : T(0);
+        v[x] =
+            (go < outer_extent && gi + x < inner_extent) ? src[go * inner_extent + gi + x] : T(0);
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
     }
   }
@@ -137,8 +138,7 @@ __device__ inline void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t
 // g, g + 8 at k pairs 2t, 2t, 2t + 8, 2t + 8; TF32 a0..a3 hold (g, t), (g + 8, t), (g, t + 4),
 // (g + 8, t + 4).
 template <bool kTransA>
-__device__ void load_a(uint32_t (&a)[kFragsM][4], const uint16_t* tile, int wm, int ks,
-                       int lane) {
+__device__ void load_a(uint32_t (&a)[kFragsM][4], const uint16_t* tile, int wm, int ks, int lane) {
   using S = TileShape<uint16_t, !kTransA>;
 #pragma unroll
   for (int i = 0; i < kFragsM; ++i) {
@@ -172,8 +172,7 @@ __device__ void load_a(uint32_t (&a)[kFragsM][4], const float* tile, int wm, int
 // The B fragments (kStep x 8, "col": k runs within a column) of the warp's 4 column tiles. BF16
 // b0, b1 hold column g at k pairs 2t and 2t + 8; TF32 b0, b1 hold (k t, n g) and (k t + 4, n g).
 template <bool kTransB>
-__device__ void load_b(uint32_t (&b)[kFragsN][2], const uint16_t* tile, int wn, int ks,
-                       int lane) {
+__device__ void load_b(uint32_t (&b)[kFragsN][2], const uint16_t* tile, int wn, int ks, int lane) {
   using S = TileShape<uint16_t, kTransB>;
 #pragma unroll
   for (int j = 0; j < kFragsN; j += 2) {
@@ -210,8 +209,8 @@ __device__ void load_b(uint32_t (&b)[kFragsN][2], const float* tile, int wn, int
 template <class T, bool kTransA, bool kTransB, class TOut>
 __global__ void __launch_bounds__(kThreads, 2)
     mma_gemm_kernel(TOut* __restrict__ d_c, const T* __restrict__ d_a, const T* __restrict__ d_b,
-                    const float* __restrict__ d_bias, int64_t m, int64_t n, int64_t k,
-                    float alpha, float beta, bool async) {
+                    const float* __restrict__ d_bias, int64_t m, int64_t n, int64_t k, float alpha,
+                    float beta, bool async) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   constexpr int kBK = MmaTraits<T>::kBK, kStep = MmaTraits<T>::kStep;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -301,7 +300,7 @@ void launch_mma(bool trans_a, bool trans_b, TOut* c, const T* a, const T* b, con
     NNOPS_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
     kernel<<<output_grid(m, n), kThreads, kSharedBytes, t_stream>>>(c, a, b, bias, m, n, k, alpha,
-                                                                     beta, async);
+                                                                    beta, async);
   });
   check_launch(what);
 }
@@ -310,22 +309,20 @@ void launch_mma(bool trans_a, bool trans_b, TOut* c, const T* a, const T* b, con
 
 template <class TOut>
 void launch_mma_tf32(bool trans_a, bool trans_b, TOut* c, const float* a, const float* b,
-                     const float* bias, int64_t m, int64_t n, int64_t k, float alpha,
-                     float beta) {
+                     const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
   launch_mma(trans_a, trans_b, c, a, b, bias, m, n, k, alpha, beta, "mma_gemm_kernel (TF32)");
 }
 
 template <class TOut>
 void launch_mma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a, const uint16_t* b,
-                     const float* bias, int64_t m, int64_t n, int64_t k, float alpha,
-                     float beta) {
+                     const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
   launch_mma(trans_a, trans_b, c, a, b, bias, m, n, k, alpha, beta, "mma_gemm_kernel (BF16)");
 }
 
-#define NNOPS_MMA_INSTANCES(TOut)                                                             \
-  template void launch_mma_tf32<TOut>(bool, bool, TOut*, const float*, const float*,          \
-                                      const float*, int64_t, int64_t, int64_t, float, float); \
-  template void launch_mma_bf16<TOut>(bool, bool, TOut*, const uint16_t*, const uint16_t*,    \
+#define NNOPS_MMA_INSTANCES(TOut)                                                                  \
+  template void launch_mma_tf32<TOut>(bool, bool, TOut*, const float*, const float*, const float*, \
+                                      int64_t, int64_t, int64_t, float, float);                    \
+  template void launch_mma_bf16<TOut>(bool, bool, TOut*, const uint16_t*, const uint16_t*,         \
                                       const float*, int64_t, int64_t, int64_t, float, float);
 NNOPS_MMA_INSTANCES(float)
 NNOPS_MMA_INSTANCES(uint16_t)

@@ -90,8 +90,7 @@ __global__ void __launch_bounds__(kThreads)
       *reinterpret_cast<float4*>(ar + 4) =
           *reinterpret_cast<const float4*>(&as[buf][p][ty * kTM + 4]);
       *reinterpret_cast<float4*>(br) = *reinterpret_cast<const float4*>(&bs[buf][p][col_of(0)]);
-      *reinterpret_cast<float4*>(br + 4) =
-          *reinterpret_cast<const float4*>(&bs[buf][p][col_of(4)]);
+      *reinterpret_cast<float4*>(br + 4) = *reinterpret_cast<const float4*>(&bs[buf][p][col_of(4)]);
 #pragma unroll
       for (int i = 0; i < kTM; ++i)
 #pragma unroll
@@ -131,7 +130,7 @@ void launch_simt(bool trans_a, bool trans_b, TOut* c, const float* a, const floa
 
 template void launch_simt<float>(bool, bool, float*, const float*, const float*, const float*,
                                  int64_t, int64_t, int64_t, float, float);
-template void launch_simt<uint16_t>(bool, bool, uint16_t*, const float*, const float*,
-                                    const float*, int64_t, int64_t, int64_t, float, float);
+template void launch_simt<uint16_t>(bool, bool, uint16_t*, const float*, const float*, const float*,
+                                    int64_t, int64_t, int64_t, float, float);
 
 }  // namespace nnops::detail::gemm

@@ -162,8 +162,7 @@ __global__ void __launch_bounds__(kTcThreads)
 
 template <class TOut>
 void launch_wmma_tf32(bool trans_a, bool trans_b, TOut* c, const float* a, const float* b,
-                      const float* bias, int64_t m, int64_t n, int64_t k, float alpha,
-                      float beta) {
+                      const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
   by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
     tensor_core_gemm_kernel<Tf32Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
         <<<output_grid(m, n), kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
@@ -173,8 +172,7 @@ void launch_wmma_tf32(bool trans_a, bool trans_b, TOut* c, const float* a, const
 
 template <class TOut>
 void launch_wmma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a, const uint16_t* b,
-                      const float* bias, int64_t m, int64_t n, int64_t k, float alpha,
-                      float beta) {
+                      const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
   by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
     tensor_core_gemm_kernel<Bf16Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
         <<<output_grid(m, n), kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
