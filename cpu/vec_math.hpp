@@ -167,14 +167,16 @@ inline V vtanh(V x) {
   return L::select(x != x, x, y);
 }
 
-// 1 / (1 + e^-x) without overflow: the exponential is only taken of -|x|.
+// 1 / (1 + e^-x) without overflow: the exponential is only taken of -|x|. One division: e^-|x|
+// / (1 + e^-|x|) as e^-|x| times the reciprocal (one rounding more, for half the divider's time).
 template <class V>
 inline V vsigmoid(V x) {
   using L = Lanes<V>;
   const V a = L::select(x < L::splat(0.0f), -x, x);
   const V e = vexp(-a);
   const V one = L::splat(1.0f);
-  const V y = L::select(x >= L::splat(0.0f), one / (one + e), e / (one + e));
+  const V r = one / (one + e);
+  const V y = L::select(x >= L::splat(0.0f), r, e * r);
   return L::select(x != x, x, y);
 }
 
