@@ -1,17 +1,20 @@
 // CUDA benchmarks of nnops beside what a user would pick instead, in one run: GEMM against
 // cuBLAS (FP32, TF32 and BF16), streaming ops against a device-to-device copy of the same bytes
-// (the bandwidth ceiling), cross-entropy against the bytes it must move, and pruning's radix select
-// against one CUB radix sort of the same magnitudes. Timed with CUDA events on the per-thread
+// (the bandwidth ceiling), cross-entropy against the bytes it must move, pruning's radix select
+// against one CUB radix sort of the same magnitudes, and the sparse layer against cuSPARSE's SpMM
+// and the dense product. Timed with CUDA events on the per-thread
 // default stream, where nnops enqueues its work; the ratio table closes the output.
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <cusparse.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cub/device/device_radix_sort.cuh>
 #include <nnops/cuda.hpp>
 #include <nnops/nnops.hpp>
+#include <nnops/sparse.hpp>
 #include <vector>
 
 #include "ratio_reporter.hpp"
@@ -173,7 +176,7 @@ void time_gemm_bf16(benchmark::State& state, bool ta, bool tb, bool use_cublas,
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
 }
-#define BF16_PAIR_WITH(name, ta, tb, kernel, ARGS)                              \
+#define BF16_PAIR_WITH(name, ta, tb, kernel, ARGS)                               \
   void name##_nnops(benchmark::State& s) {                                       \
     time_gemm_bf16(s, ta, tb, false, kernel);                                    \
   }                                                                              \
@@ -182,13 +185,90 @@ void time_gemm_bf16(benchmark::State& state, bool ta, bool tb, bool use_cublas,
   }                                                                              \
   BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond); \
   BENCHMARK(name##_cublas)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
-#define BF16_PAIR(name, ta, tb, ARGS) BF16_PAIR_WITH(name, ta, tb, nnops::cuda::GemmKernel::Default, ARGS)
+#define BF16_PAIR(name, ta, tb, ARGS) \
+  BF16_PAIR_WITH(name, ta, tb, nnops::cuda::GemmKernel::Default, ARGS)
 BF16_PAIR(gemm_bf16, false, false, SQUARES);
 BF16_PAIR(linear_fwd_bf16, false, true, Args({64, 2000, 1000})->Args({64, 1000, 2000}));
 BF16_PAIR_WITH(gemm_bf16_mma, false, false, nnops::cuda::GemmKernel::Mma, LARGE_SQUARES);
 BF16_PAIR_WITH(gemm_bf16_nt_mma, false, true, nnops::cuda::GemmKernel::Mma, LARGE_SQUARES);
 BF16_PAIR_WITH(linear_fwd_bf16_mma, false, true, nnops::cuda::GemmKernel::Mma,
                Args({64, 2000, 1000})->Args({64, 1000, 2000}));
+
+// The sparse layer's forward at batch 64 on the MLP's layers: nnops' kernels (2:4 as NM24, 90%
+// unstructured as CSR) beside cuSPARSE's SpMM on the same weight as CSR, and beside the dense
+// linear_forward of the decompressed weight. y^T [out, n] = W [out, in] x^T, with x^T and y^T
+// the column-major views of the row-major x and y, so cuSPARSE reads and writes them in place.
+enum class SparseSide { Nnops, Cusparse, Dense };
+
+void sparse_forward_time(benchmark::State& state, SparseFormat format, double amount,
+                         SparseSide side) {
+  const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
+  Tensor w = Tensor::empty({out, in});
+  fill_uniform(w, -1.0f, 1.0f, 1);
+  Tensor mask = Tensor::from_vector(std::vector<uint8_t>(out * in, 1), {out, in});
+  if (format == SparseFormat::NM24)
+    nm_structured(w, 2, 4, mask);
+  else
+    l1_unstructured(w, PruneAmount::fraction(amount), mask);
+  apply_mask(w, mask);
+  Tensor wd = w.to(Device::CUDA), maskd = mask.to(Device::CUDA);
+  SparseMatrix s = compress(wd, maskd, format);
+  SparseMatrix csr = compress(wd, maskd, SparseFormat::CSR);
+  Tensor x = device_random({n, in}, 2), y = Tensor::empty({n, out}, DType::F32, Device::CUDA);
+  if (side == SparseSide::Nnops) {
+    time_on_device(state, [&] { sparse_linear_forward(x, s, nullptr, y); });
+  } else if (side == SparseSide::Dense) {
+    time_on_device(state, [&] { linear_forward(x, wd, nullptr, y); });
+  } else {
+    // cuSPARSE wants one index type: the I64 row pointers narrowed to I32.
+    std::vector<int32_t> rows32;
+    for (int64_t v : csr.row_ptr().to_vector<int64_t>()) rows32.push_back(static_cast<int32_t>(v));
+    Tensor row_ptr = Tensor::from_vector(rows32, {out + 1}, Device::CUDA);
+    cusparseHandle_t handle;
+    cusparseSpMatDescr_t a;
+    cusparseDnMatDescr_t b, c;
+    if (cusparseCreate(&handle) != CUSPARSE_STATUS_SUCCESS) std::exit(1);
+    cusparseSetStream(handle, cudaStreamPerThread);
+    cusparseCreateCsr(&a, out, in, csr.nnz(), row_ptr.raw_data(),
+                      const_cast<void*>(csr.col().raw_data()),
+                      const_cast<void*>(csr.values().raw_data()), CUSPARSE_INDEX_32I,
+                      CUSPARSE_INDEX_32I, CUSPARSE_INDEX_BASE_ZERO, CUDA_R_32F);
+    cusparseCreateDnMat(&b, in, n, in, x.raw_data(), CUDA_R_32F, CUSPARSE_ORDER_COL);
+    cusparseCreateDnMat(&c, out, n, out, y.raw_data(), CUDA_R_32F, CUSPARSE_ORDER_COL);
+    const float one = 1.0f, zero = 0.0f;
+    size_t bytes = 0;
+    cusparseSpMM_bufferSize(handle, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                            CUSPARSE_OPERATION_NON_TRANSPOSE, &one, a, b, &zero, c, CUDA_R_32F,
+                            CUSPARSE_SPMM_ALG_DEFAULT, &bytes);
+    void* buffer = nullptr;
+    BENCH_CUDA_CHECK(cudaMalloc(&buffer, bytes ? bytes : 1));
+    time_on_device(state, [&] {
+      cusparseSpMM(handle, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, &one,
+                   a, b, &zero, c, CUDA_R_32F, CUSPARSE_SPMM_ALG_DEFAULT, buffer);
+    });
+    cudaFree(buffer);
+    cusparseDestroySpMat(a);
+    cusparseDestroyDnMat(b);
+    cusparseDestroyDnMat(c);
+    cusparseDestroy(handle);
+  }
+}
+#define SPARSE_TRIO(name, format, amount)                         \
+  void name##_nnops(benchmark::State& s) {                        \
+    sparse_forward_time(s, format, amount, SparseSide::Nnops);    \
+  }                                                               \
+  void name##_cusparse(benchmark::State& s) {                     \
+    sparse_forward_time(s, format, amount, SparseSide::Cusparse); \
+  }                                                               \
+  void name##_dense(benchmark::State& s) {                        \
+    sparse_forward_time(s, format, amount, SparseSide::Dense);    \
+  }                                                               \
+  BENCHMARK(name##_nnops)->SPARSE_SHAPES->UseManualTime();        \
+  BENCHMARK(name##_cusparse)->SPARSE_SHAPES->UseManualTime();     \
+  BENCHMARK(name##_dense)->SPARSE_SHAPES->UseManualTime()
+#define SPARSE_SHAPES Args({64, 1000, 2000})->Args({64, 2000, 1000})
+SPARSE_TRIO(sparse_fwd_nm24, SparseFormat::NM24, 0.5);
+SPARSE_TRIO(sparse_fwd_csr90, SparseFormat::CSR, 0.9);
 
 // The ceiling: a device-to-device copy moving `bytes` read plus `bytes` written.
 void copy_ceiling(benchmark::State& state, size_t bytes) {
@@ -324,7 +404,8 @@ BENCHMARK(layer_norm_fwd_ceiling)->Args({8192, 4096})->UseManualTime();
 // RoPE over [4, 12, 1024, 64] and the embedding lookup of 8192 tokens of width 768 from a
 // 50257-row table: 8 bytes per element each.
 void rope_nnops(benchmark::State& state) {
-  Tensor x = device_random({4, 12, 1024, 64}, 1), y = Tensor::empty({4, 12, 1024, 64}, DType::F32, Device::CUDA);
+  Tensor x = device_random({4, 12, 1024, 64}, 1),
+         y = Tensor::empty({4, 12, 1024, 64}, DType::F32, Device::CUDA);
   time_on_device(state, [&] { rope_forward(x, 0, 10000.0f, y); });
   state.counters["bytes/s"] =
       benchmark::Counter(8.0 * x.numel() * state.iterations(), benchmark::Counter::kIsRate);
@@ -388,9 +469,18 @@ void attention_fwd_bf16_nnops(benchmark::State& state) {
 void attention_fwd_bwd_f32_nnops(benchmark::State& state) {
   attention_time(state, DType::F32, true);
 }
-BENCHMARK(attention_fwd_f32_nnops)->Args({4, 12, 1024, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(attention_fwd_bf16_nnops)->Args({1, 16, 4096, 128})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(attention_fwd_bwd_f32_nnops)->Args({4, 12, 1024, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(attention_fwd_f32_nnops)
+    ->Args({4, 12, 1024, 64})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(attention_fwd_bf16_nnops)
+    ->Args({1, 16, 4096, 128})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(attention_fwd_bwd_f32_nnops)
+    ->Args({4, 12, 1024, 64})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -1,7 +1,13 @@
-// CUDA linear layer on compressed weights (nnops/sparse.hpp), in the simplest correct form: one
+// CUDA linear layer on compressed weights (nnops/sparse.hpp). The simplest correct form: one
 // thread per output element, each summing its entries in stored order (the same bits on every
-// run, no atomics). They are the reference for the tensor-core kernels (mma.sp for NM24) and
-// have not run on a GPU yet.
+// run, no atomics). The forward also has a tiled kernel for batches of 8 rows or more (x
+// transposed once, a warp per output row with the batch rows across its lanes, so every entry
+// is one coalesced 128-byte read; outputs staged in shared memory and written row-wise); it sums
+// in the same order, so it gives the same bits. NNOPS_CUDA_SPARSE=simple forces the simple
+// kernels. None of them has run on a GPU yet; the tensor-core (mma.sp) kernels are not written.
+#include <cstdlib>
+#include <cstring>
+
 #include "cuda_backend.hpp"
 #include "nnops/detail/sparse_layout.hpp"
 
@@ -52,6 +58,67 @@ __global__ void sparse_forward_kernel(float* d_y, const float* d_x, SparseView w
     }
     d_y[t] = acc + (d_bias ? d_bias[o] : 0.0f);
   }
+}
+
+// out [cols, rows] = in [rows, cols] transposed, through 32 x 32 shared tiles (padded against
+// bank conflicts) so both the reads and the writes coalesce. Blocks of 32 x 8 threads.
+__global__ void transpose_kernel(float* d_out, const float* d_in, int64_t rows, int64_t cols) {
+  __shared__ float tile[32][33];
+  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int64_t r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = d_in[r * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int64_t c = c0 + i, r = r0 + threadIdx.x;
+    if (c < cols && r < rows) d_out[c * rows + r] = tile[threadIdx.x][i];
+  }
+}
+
+// The tiled forward: a block computes 32 output rows x 32 batch rows, each of its 8 warps 4
+// output rows, lane l batch row r0 + l; every lane walks the same entries (value and column
+// broadcast) and reads x^T[column, r0 .. r0 + 31] in one transaction.
+constexpr int kTileRows = 32, kTileBatch = 32, kTileThreads = 256;
+
+__global__ void __launch_bounds__(kTileThreads)
+    sparse_forward_tiled_kernel(float* d_y, const float* d_xt, SparseView w, const float* d_bias,
+                                int64_t n) {
+  __shared__ float tile[kTileBatch][kTileRows + 1];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t o0 = int64_t(blockIdx.x) * kTileRows, r0 = int64_t(blockIdx.y) * kTileBatch;
+  const int64_t r = r0 + lane;
+  const bool live = r < n;
+  for (int k = warp; k < kTileRows; k += kTileThreads / 32) {
+    const int64_t o = o0 + k;
+    float acc = 0.0f;
+    if (o < w.rows) {
+      if (w.nm24) {
+        const uint8_t* meta = w.metadata + o * nm24_metadata_cols(w.cols);
+        const float* v = w.values + o * (w.cols / 2);
+        for (int64_t g = 0; g < w.cols / 4; ++g) {
+          const Nm24Group grp = nm24_group(meta, g);
+          acc += v[2 * g] * (live ? d_xt[(4 * g + grp.p0) * n + r] : 0.0f);  // unused: 0
+          acc += v[2 * g + 1] * (live ? d_xt[(4 * g + grp.p1) * n + r] : 0.0f);
+        }
+      } else {
+        for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e)
+          acc += w.values[e] * (live ? d_xt[int64_t(w.col[e]) * n + r] : 0.0f);
+      }
+    }
+    tile[lane][k] = acc;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < kTileBatch * kTileRows; idx += kTileThreads) {
+    const int rr = idx / kTileRows, cc = idx % kTileRows;
+    const int64_t ry = r0 + rr, oy = o0 + cc;
+    if (ry < n && oy < w.rows) d_y[ry * w.rows + oy] = tile[rr][cc] + (d_bias ? d_bias[oy] : 0.0f);
+  }
+}
+
+bool simple_kernels_forced() {
+  const char* env = std::getenv("NNOPS_CUDA_SPARSE");
+  return env != nullptr && std::strcmp(env, "simple") == 0;
 }
 
 // dx[r, c] = the sum over rows o, in order, of w[o, c] * dy[r, o].
@@ -114,6 +181,18 @@ __global__ void sparse_db_kernel(float* d_db, const float* d_dy, int64_t n, int6
 
 void CudaBackend::sparse_linear_forward(float* y, const float* x, const SparseView& w,
                                         const float* bias, int64_t n) {
+  const int64_t batch_tiles = (n + kTileBatch - 1) / kTileBatch;
+  if (n >= 8 && batch_tiles <= 65535 && !simple_kernels_forced()) {
+    DeviceScratch xt(sizeof(float) * n * w.cols);
+    const dim3 tgrid(static_cast<unsigned>((w.cols + 31) / 32), static_cast<unsigned>(batch_tiles));
+    transpose_kernel<<<tgrid, dim3(32, 8), 0, t_stream>>>(xt.as<float>(), x, n, w.cols);
+    check_launch("transpose_kernel");
+    const dim3 grid(static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows),
+                    static_cast<unsigned>(batch_tiles));
+    sparse_forward_tiled_kernel<<<grid, kTileThreads, 0, t_stream>>>(y, xt.as<float>(), w, bias, n);
+    check_launch("sparse_forward_tiled_kernel");
+    return;
+  }
   sparse_forward_kernel<<<grid_for(n * w.rows, 256), 256, 0, t_stream>>>(y, x, w, bias, n);
   check_launch("sparse_forward_kernel");
 }

@@ -85,29 +85,29 @@ TEST(Sparse, LinearForwardMatchesDenseOnTheDecompressedWeight) {
     for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
       for (auto [out, in, amount] : {std::tuple<int64_t, int64_t, double>{33, 100, 0.9},
                                      std::tuple<int64_t, int64_t, double>{130, 200, 0.5}})
-      for (int64_t n : {1, 7, 64, 65, 130}) {
-        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
-                     " out=" + std::to_string(out));
-        Pruned p = pruned(out, in, f, amount, 20 + n);
-        SparseMatrix s = compress(p.w, p.mask, f);
-        const auto xv = random_floats(n * in, 30 + n), bv = random_floats(out, 31);
-        Tensor x = on(Device::CPU, xv, {n, in}), b = on(Device::CPU, bv, {out});
-        Tensor y = poisoned({n, out}, Device::CPU);
-        sparse_linear_forward(x, s, &b, y);
-        const auto wv = masked(p);
-        std::vector<double> ref(n * out), bound(n * out);
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t o = 0; o < out; ++o) {
-            double acc = bv[o], mag = std::fabs(bv[o]);
-            for (int64_t c = 0; c < in; ++c) {
-              acc += double(xv[r * in + c]) * wv[o * in + c];
-              mag += std::fabs(double(xv[r * in + c]) * wv[o * in + c]);
+        for (int64_t n : {1, 7, 64, 65, 130}) {
+          SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
+                       " out=" + std::to_string(out));
+          Pruned p = pruned(out, in, f, amount, 20 + n);
+          SparseMatrix s = compress(p.w, p.mask, f);
+          const auto xv = random_floats(n * in, 30 + n), bv = random_floats(out, 31);
+          Tensor x = on(Device::CPU, xv, {n, in}), b = on(Device::CPU, bv, {out});
+          Tensor y = poisoned({n, out}, Device::CPU);
+          sparse_linear_forward(x, s, &b, y);
+          const auto wv = masked(p);
+          std::vector<double> ref(n * out), bound(n * out);
+          for (int64_t r = 0; r < n; ++r)
+            for (int64_t o = 0; o < out; ++o) {
+              double acc = bv[o], mag = std::fabs(bv[o]);
+              for (int64_t c = 0; c < in; ++c) {
+                acc += double(xv[r * in + c]) * wv[o * in + c];
+                mag += std::fabs(double(xv[r * in + c]) * wv[o * in + c]);
+              }
+              ref[r * out + o] = acc;
+              bound[r * out + o] = (in + 1) * kEps32 * mag;
             }
-            ref[r * out + o] = acc;
-            bound[r * out + o] = (in + 1) * kEps32 * mag;
-          }
-        EXPECT_TRUE(all_within(y, ref, bound));
-      }
+          EXPECT_TRUE(all_within(y, ref, bound));
+        }
     }
   });
 }
@@ -144,62 +144,62 @@ TEST(Sparse, LinearBackwardMatchesDenseOnTheDecompressedWeight) {
       const std::tuple<int64_t, int64_t, double> shapes[] = {
           {33, 100, 0.9}, {130, 104, 0.5}, {300, 40, 0.6}};
       for (auto [out, in, amount] : shapes)
-      for (int64_t n : {1, 7, 16, 33, 64, 65}) {
-        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
-                     " out=" + std::to_string(out) + " in=" + std::to_string(in));
-        Pruned p = pruned(out, in, f, amount, 60 + n);
-        if (f == SparseFormat::NM24) {  // a group keeping one and one keeping none
-          uint8_t* m = p.mask.data<uint8_t>();
-          m[0] = m[1] = m[2] = 0, m[3] = 1;
-          m[in + 4] = m[in + 5] = m[in + 6] = m[in + 7] = 0;
-        }
-        SparseMatrix s = compress(p.w, p.mask, f);
-        const auto xv = random_floats(n * in, 70 + n), dyv = random_floats(n * out, 71 + n);
-        Tensor x = on(Device::CPU, xv, {n, in}), dy = on(Device::CPU, dyv, {n, out});
-        Tensor dx = poisoned({n, in}, Device::CPU), db = poisoned({out}, Device::CPU);
-        Tensor dvalues = poisoned(s.values().shape(), Device::CPU);
-        sparse_linear_backward(x, s, dy, &dx, &dvalues, &db);
-        const auto wv = masked(p);
-        // dx: sums of `out` products; dvalues: sums of n products; db in double.
-        std::vector<double> dx_ref(n * in), dx_bound(n * in);
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t c = 0; c < in; ++c) {
-            double acc = 0, mag = 0;
-            for (int64_t o = 0; o < out; ++o) {
-              acc += double(dyv[r * out + o]) * wv[o * in + c];
-              mag += std::fabs(double(dyv[r * out + o]) * wv[o * in + c]);
+        for (int64_t n : {1, 7, 16, 33, 64, 65}) {
+          SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
+                       " out=" + std::to_string(out) + " in=" + std::to_string(in));
+          Pruned p = pruned(out, in, f, amount, 60 + n);
+          if (f == SparseFormat::NM24) {  // a group keeping one and one keeping none
+            uint8_t* m = p.mask.data<uint8_t>();
+            m[0] = m[1] = m[2] = 0, m[3] = 1;
+            m[in + 4] = m[in + 5] = m[in + 6] = m[in + 7] = 0;
+          }
+          SparseMatrix s = compress(p.w, p.mask, f);
+          const auto xv = random_floats(n * in, 70 + n), dyv = random_floats(n * out, 71 + n);
+          Tensor x = on(Device::CPU, xv, {n, in}), dy = on(Device::CPU, dyv, {n, out});
+          Tensor dx = poisoned({n, in}, Device::CPU), db = poisoned({out}, Device::CPU);
+          Tensor dvalues = poisoned(s.values().shape(), Device::CPU);
+          sparse_linear_backward(x, s, dy, &dx, &dvalues, &db);
+          const auto wv = masked(p);
+          // dx: sums of `out` products; dvalues: sums of n products; db in double.
+          std::vector<double> dx_ref(n * in), dx_bound(n * in);
+          for (int64_t r = 0; r < n; ++r)
+            for (int64_t c = 0; c < in; ++c) {
+              double acc = 0, mag = 0;
+              for (int64_t o = 0; o < out; ++o) {
+                acc += double(dyv[r * out + o]) * wv[o * in + c];
+                mag += std::fabs(double(dyv[r * out + o]) * wv[o * in + c]);
+              }
+              dx_ref[r * in + c] = acc;
+              dx_bound[r * in + c] = (out + 1) * kEps32 * mag;
             }
-            dx_ref[r * in + c] = acc;
-            dx_bound[r * in + c] = (out + 1) * kEps32 * mag;
+          EXPECT_TRUE(all_within(dx, dx_ref, dx_bound));
+          const auto pos = slot_positions(s);
+          std::vector<double> dv_ref(pos.size(), 0.0), dv_bound(pos.size(), 0.0);
+          for (size_t e = 0; e < pos.size(); ++e) {
+            if (pos[e].first < 0) continue;  // unused: exactly 0
+            double acc = 0, mag = 0;
+            for (int64_t r = 0; r < n; ++r) {
+              const double t = double(dyv[r * out + pos[e].first]) * xv[r * in + pos[e].second];
+              acc += t;
+              mag += std::fabs(t);
+            }
+            dv_ref[e] = acc;
+            dv_bound[e] = (n + 1) * kEps32 * mag;
           }
-        EXPECT_TRUE(all_within(dx, dx_ref, dx_bound));
-        const auto pos = slot_positions(s);
-        std::vector<double> dv_ref(pos.size(), 0.0), dv_bound(pos.size(), 0.0);
-        for (size_t e = 0; e < pos.size(); ++e) {
-          if (pos[e].first < 0) continue;  // unused: exactly 0
-          double acc = 0, mag = 0;
-          for (int64_t r = 0; r < n; ++r) {
-            const double t = double(dyv[r * out + pos[e].first]) * xv[r * in + pos[e].second];
-            acc += t;
-            mag += std::fabs(t);
+          EXPECT_TRUE(all_within(dvalues, dv_ref, dv_bound));
+          std::vector<double> db_ref(out), db_bound(out);
+          for (int64_t o = 0; o < out; ++o) {
+            double acc = 0;
+            for (int64_t r = 0; r < n; ++r) acc += dyv[r * out + o];
+            db_ref[o] = acc;
+            db_bound[o] = kEps32 * std::fabs(acc);  // summed in double, rounded once
           }
-          dv_ref[e] = acc;
-          dv_bound[e] = (n + 1) * kEps32 * mag;
+          EXPECT_TRUE(all_within(db, db_ref, db_bound));
+          // Each output on its own gives the same bits.
+          Tensor dv_only = poisoned(s.values().shape(), Device::CPU);
+          sparse_linear_backward(x, s, dy, nullptr, &dv_only, nullptr);
+          EXPECT_EQ(dv_only.to_vector<float>(), dvalues.to_vector<float>());
         }
-        EXPECT_TRUE(all_within(dvalues, dv_ref, dv_bound));
-        std::vector<double> db_ref(out), db_bound(out);
-        for (int64_t o = 0; o < out; ++o) {
-          double acc = 0;
-          for (int64_t r = 0; r < n; ++r) acc += dyv[r * out + o];
-          db_ref[o] = acc;
-          db_bound[o] = kEps32 * std::fabs(acc);  // summed in double, rounded once
-        }
-        EXPECT_TRUE(all_within(db, db_ref, db_bound));
-        // Each output on its own gives the same bits.
-        Tensor dv_only = poisoned(s.values().shape(), Device::CPU);
-        sparse_linear_backward(x, s, dy, nullptr, &dv_only, nullptr);
-        EXPECT_EQ(dv_only.to_vector<float>(), dvalues.to_vector<float>());
-      }
     }
   });
 }
@@ -237,65 +237,71 @@ TEST(Sparse, SparseFineTuningMatchesMaskedDense) {
   }
 }
 
-// The CUDA kernels against the CPU's on the same inputs: forward, dx, dvalues and db.
+// The CUDA kernels against the CPU's on the same inputs: forward, dx, dvalues and db, with the
+// default kernels (the tiled forward from 8 batch rows) and with NNOPS_CUDA_SPARSE=simple.
 TEST(Sparse, CudaAgreesWithCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
-  for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
-    for (int64_t n : {1, 7, 64}) {
-      const int64_t out = 33, in = 100;
-      SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n));
-      Pruned p = pruned(out, in, f, 0.9, 90 + n);
-      Tensor wg = p.w.to(Device::CUDA), mg = p.mask.to(Device::CUDA);
-      SparseMatrix sc = compress(p.w, p.mask, f), sg = compress(wg, mg, f);
-      const auto xv = random_floats(n * in, 91), dyv = random_floats(n * out, 92);
-      const auto bv = random_floats(out, 93);
-      Tensor x = on(Device::CPU, xv, {n, in}), dy = on(Device::CPU, dyv, {n, out});
-      Tensor b = on(Device::CPU, bv, {out});
-      Tensor xg = x.to(Device::CUDA), dyg = dy.to(Device::CUDA), bg = b.to(Device::CUDA);
-      Tensor y = Tensor::empty({n, out}), yg = poisoned({n, out}, Device::CUDA);
-      sparse_linear_forward(x, sc, &b, y);
-      sparse_linear_forward(xg, sg, &bg, yg);
-      Tensor dx = Tensor::empty({n, in}), dxg = poisoned({n, in}, Device::CUDA);
-      Tensor dv = Tensor::empty(sc.values().shape()),
-             dvg = poisoned(sc.values().shape(), Device::CUDA);
-      Tensor db = Tensor::empty({out}), dbg = poisoned({out}, Device::CUDA);
-      sparse_linear_backward(x, sc, dy, &dx, &dv, &db);
-      sparse_linear_backward(xg, sg, dyg, &dxg, &dvg, &dbg);
-      // Both sum at most max(in, out, n) products of unit-order values in float, in orders
-      // that differ: a few hundred u apart at most.
-      const double tol = 200 * kEps32;
-      auto close = [&](const Tensor& gpu, const Tensor& cpu) {
-        const auto c = cpu.to_vector<float>();
-        return all_close(gpu, std::vector<double>(c.begin(), c.end()), tol, tol);
-      };
-      EXPECT_TRUE(close(yg, y));
-      EXPECT_TRUE(close(dxg, dx));
-      EXPECT_TRUE(close(dvg, dv));
-      EXPECT_TRUE(close(dbg, db));
+  for (const char* kernels : {"default", "simple"}) {
+    SCOPED_TRACE(std::string("NNOPS_CUDA_SPARSE=") + kernels);
+    ::setenv("NNOPS_CUDA_SPARSE", kernels, 1);
+    for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
+      for (int64_t n : {1, 7, 8, 33, 64, 65}) {
+        const int64_t out = 33, in = 100;
+        SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n));
+        Pruned p = pruned(out, in, f, 0.9, 90 + n);
+        Tensor wg = p.w.to(Device::CUDA), mg = p.mask.to(Device::CUDA);
+        SparseMatrix sc = compress(p.w, p.mask, f), sg = compress(wg, mg, f);
+        const auto xv = random_floats(n * in, 91), dyv = random_floats(n * out, 92);
+        const auto bv = random_floats(out, 93);
+        Tensor x = on(Device::CPU, xv, {n, in}), dy = on(Device::CPU, dyv, {n, out});
+        Tensor b = on(Device::CPU, bv, {out});
+        Tensor xg = x.to(Device::CUDA), dyg = dy.to(Device::CUDA), bg = b.to(Device::CUDA);
+        Tensor y = Tensor::empty({n, out}), yg = poisoned({n, out}, Device::CUDA);
+        sparse_linear_forward(x, sc, &b, y);
+        sparse_linear_forward(xg, sg, &bg, yg);
+        Tensor dx = Tensor::empty({n, in}), dxg = poisoned({n, in}, Device::CUDA);
+        Tensor dv = Tensor::empty(sc.values().shape()),
+               dvg = poisoned(sc.values().shape(), Device::CUDA);
+        Tensor db = Tensor::empty({out}), dbg = poisoned({out}, Device::CUDA);
+        sparse_linear_backward(x, sc, dy, &dx, &dv, &db);
+        sparse_linear_backward(xg, sg, dyg, &dxg, &dvg, &dbg);
+        // Both sum at most max(in, out, n) products of unit-order values in float, in orders
+        // that differ: a few hundred u apart at most.
+        const double tol = 200 * kEps32;
+        auto close = [&](const Tensor& gpu, const Tensor& cpu) {
+          const auto c = cpu.to_vector<float>();
+          return all_close(gpu, std::vector<double>(c.begin(), c.end()), tol, tol);
+        };
+        EXPECT_TRUE(close(yg, y));
+        EXPECT_TRUE(close(dxg, dx));
+        EXPECT_TRUE(close(dvg, dv));
+        EXPECT_TRUE(close(dbg, db));
+      }
     }
   }
+  ::unsetenv("NNOPS_CUDA_SPARSE");
 }
 
 TEST(Sparse, BitsDoNotDependOnThreadCount) {
   for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {  // CSR at 90%: the dot path
-  SCOPED_TRACE(f == SparseFormat::NM24 ? "NM24" : "CSR");
-  Pruned p = pruned(300, 400, f, 0.9, 40);
-  SparseMatrix s = compress(p.w, p.mask, f);
-  Tensor x = on(Device::CPU, random_floats(96 * 400, 41), {96, 400});
-  Tensor a = Tensor::empty({96, 300}), b = Tensor::empty({96, 300});
-  const int threads = omp_get_max_threads();
-  Tensor dy = on(Device::CPU, random_floats(96 * 300, 42), {96, 300});
-  Tensor dx_a = Tensor::empty({96, 400}), dx_b = Tensor::empty({96, 400});
-  Tensor dv_a = Tensor::empty(s.values().shape()), dv_b = Tensor::empty(s.values().shape());
-  sparse_linear_forward(x, s, nullptr, a);
-  sparse_linear_backward(x, s, dy, &dx_a, &dv_a, nullptr);
-  omp_set_num_threads(1);
-  sparse_linear_forward(x, s, nullptr, b);
-  sparse_linear_backward(x, s, dy, &dx_b, &dv_b, nullptr);
-  omp_set_num_threads(threads);
-  EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
-  EXPECT_EQ(dx_a.to_vector<float>(), dx_b.to_vector<float>());
-  EXPECT_EQ(dv_a.to_vector<float>(), dv_b.to_vector<float>());
+    SCOPED_TRACE(f == SparseFormat::NM24 ? "NM24" : "CSR");
+    Pruned p = pruned(300, 400, f, 0.9, 40);
+    SparseMatrix s = compress(p.w, p.mask, f);
+    Tensor x = on(Device::CPU, random_floats(96 * 400, 41), {96, 400});
+    Tensor a = Tensor::empty({96, 300}), b = Tensor::empty({96, 300});
+    const int threads = omp_get_max_threads();
+    Tensor dy = on(Device::CPU, random_floats(96 * 300, 42), {96, 300});
+    Tensor dx_a = Tensor::empty({96, 400}), dx_b = Tensor::empty({96, 400});
+    Tensor dv_a = Tensor::empty(s.values().shape()), dv_b = Tensor::empty(s.values().shape());
+    sparse_linear_forward(x, s, nullptr, a);
+    sparse_linear_backward(x, s, dy, &dx_a, &dv_a, nullptr);
+    omp_set_num_threads(1);
+    sparse_linear_forward(x, s, nullptr, b);
+    sparse_linear_backward(x, s, dy, &dx_b, &dv_b, nullptr);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
+    EXPECT_EQ(dx_a.to_vector<float>(), dx_b.to_vector<float>());
+    EXPECT_EQ(dv_a.to_vector<float>(), dv_b.to_vector<float>());
   }
 }
 
