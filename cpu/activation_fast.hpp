@@ -13,7 +13,7 @@ namespace nnops::detail {
 enum class FastActivation { GELU, GELUTanh, SiLU, Sigmoid, Tanh };
 
 // The raw functions, for tests and benchmarks.
-enum class VecFunction { Exp, Erf, Tanh };
+enum class VecFunction { Exp, Erf, Tanh, NormalCdf };
 
 struct VecKernels {
   void (*activation_forward)(float* y, const float* x, int64_t n, FastActivation a);

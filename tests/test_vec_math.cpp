@@ -133,6 +133,39 @@ TEST(VecMath, WholeFloatRangeWithinTheDocumentedUlps) {
   }
 }
 
+// The normal CDF behind GELU is held to an absolute bound (GELU = x Phi(x) is tested with an
+// absolute tolerance): 1.2e-7, two ulp of Phi near 1; the polynomial fit's own error is 5e-8.
+TEST(VecMath, NormalCdfWithinItsAbsoluteBound) {
+  const std::vector<float> x = sweep(sweep_stride());
+  auto worst = [&](const std::vector<float>& y) {
+    Worst w;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double ref = 0.5 * std::erfc(-static_cast<double>(x[i]) / std::sqrt(2.0));
+      const double e = std::isnan(x[i]) ? (std::isnan(y[i]) ? 0.0 : INFINITY)
+                                        : std::fabs(static_cast<double>(y[i]) - ref);
+      if (!(e <= w.ulps)) w = {e, x[i]};
+    }
+    return w;
+  };
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = detail::vnormal_cdf(x[i]);
+  const Worst p = worst(y);
+  std::printf("Phi   portable: max abs error %.3g at %.9g\n", p.ulps, p.at);
+  EXPECT_LE(p.ulps, 1.2e-7) << "portable, worst at x = " << p.at;
+  for (const auto& [label, kernels] : vector_paths()) {
+    kernels->vec_math(VecFunction::NormalCdf, y.data(), x.data(), static_cast<int64_t>(x.size()));
+    const Worst v = worst(y);
+    std::printf("Phi   %-13s max abs error %.3g at %.9g\n", label, v.ulps, v.at);
+    EXPECT_LE(v.ulps, 1.2e-7) << label << ", worst at x = " << v.at;
+    for (auto [in, want] : std::vector<std::pair<float, float>>{
+             {INFINITY, 1.0f}, {-INFINITY, 0.0f}, {6.0f, 1.0f}, {-6.0f, 0.0f}}) {
+      float out;
+      kernels->vec_math(VecFunction::NormalCdf, &out, &in, 1);
+      EXPECT_EQ(out, want) << "Phi(" << in << ") " << label;
+    }
+  }
+}
+
 TEST(VecMath, SpecialValuesAreExact) {
   for (auto [f, x, want] :
        std::vector<std::tuple<VecFunction, float, float>>{{VecFunction::Exp, 0.0f, 1.0f},
