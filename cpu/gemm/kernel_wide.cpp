@@ -31,14 +31,17 @@ __attribute__((always_inline)) inline F16 splat(float x) {
 }
 
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c, as the other kernels:
-// per element the sum runs over p in order with one fused multiply-add each.
+// per element the sum runs over p in order with one fused multiply-add each. ROWS <= 12 of the
+// panel's rows are computed (mr <= ROWS): a short last tile (m = 64 is five tiles of 12 and one
+// of 4) then costs its own rows, not twelve; the bits are the same for any ROWS.
+template <int ROWS>
 __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __restrict a,
                                                      const float* __restrict b, int64_t ldb,
                                                      float* c, int64_t ldc, float alpha, float beta,
                                                      int mr, int nr) {
-  F16 acc[kWideMR][kVectors];
+  F16 acc[ROWS][kVectors];
 #pragma GCC unroll 12
-  for (int i = 0; i < kWideMR; ++i)
+  for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < kVectors; ++v) acc[i][v] = F16{};
   // A B panel read in place (ldb is b's row stride) may still be in L3 or memory: its rows are
@@ -54,15 +57,15 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
     for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * ldb + v * kVec, 64);
     const float* ap = a + p * kWideMR;
 #pragma GCC unroll 12
-    for (int i = 0; i < kWideMR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       const F16 ai = splat(ap[i]);
 #pragma GCC unroll 2
       for (int v = 0; v < kVectors; ++v) acc[i][v] += ai * bv[v];  // contracted to an FMA
     }
   }
-  if (mr == kWideMR && nr == kWideNR) {
+  if (mr == ROWS && nr == kWideNR) {
 #pragma GCC unroll 12
-    for (int i = 0; i < kWideMR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
 #pragma GCC unroll 2
       for (int v = 0; v < kVectors; ++v) {
         float* cv = c + i * ldc + v * kVec;
@@ -78,10 +81,10 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
     return;
   }
   // An edge tile: only the valid corner is written. The sums go through a plain array first:
-  // indexing acc by run-time values would keep all 24 accumulators in memory for every tile.
-  alignas(64) float tile[kWideMR][kWideNR];
+  // indexing acc by run-time values would keep all the accumulators in memory for every tile.
+  alignas(64) float tile[ROWS][kWideNR];
 #pragma GCC unroll 12
-  for (int i = 0; i < kWideMR; ++i)
+  for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < kVectors; ++v) std::memcpy(&tile[i][v * kVec], &acc[i][v], 64);
   for (int i = 0; i < mr; ++i) {
@@ -93,13 +96,22 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
   }
 }
 
+// The body for the tile's rows: 4, 8 or all 12.
+__attribute__((always_inline)) inline void wide_rows(int64_t kc, const float* a, const float* b,
+                                                     int64_t ldb, float* c, int64_t ldc,
+                                                     float alpha, float beta, int mr, int nr) {
+  if (mr <= 4) return wide_body<4>(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
+  if (mr <= 8) return wide_body<8>(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
+  wide_body<kWideMR>(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
+}
+
 }  // namespace
 
 __attribute__((target("avx512f"))) void micro_kernel_avx512(int64_t kc, const float* a,
                                                             const float* b, int64_t ldb, float* c,
                                                             int64_t ldc, float alpha, float beta,
                                                             int mr, int nr) {
-  wide_body(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
+  wide_rows(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
 }
 
 __attribute__((target("avx2,fma"))) void micro_kernel_wide_on_avx2(int64_t kc, const float* a,
@@ -107,7 +119,7 @@ __attribute__((target("avx2,fma"))) void micro_kernel_wide_on_avx2(int64_t kc, c
                                                                    float* c, int64_t ldc,
                                                                    float alpha, float beta, int mr,
                                                                    int nr) {
-  wide_body(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
+  wide_rows(kc, a, b, ldb, c, ldc, alpha, beta, mr, nr);
 }
 #endif
 
