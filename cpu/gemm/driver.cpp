@@ -200,7 +200,10 @@ void run_tiles(SgemmProblem g, MicroKernel kernel) {
   // side is split (a 2048-token step's products have m = 2048 against n = 256: splitting their
   // columns packed all of A on every thread, a third of the product's time).
   const int64_t col_panels = (g.n + NR - 1) / NR, row_panels = (g.m + MR - 1) / MR;
-  const bool split_rows = g.m > g.n && row_panels >= threads;
+  // A b read in place is not packed at all: splitting rows then costs each thread half of A's
+  // packing and a read of all of b (about half a packing's cost per element), which wins over
+  // packing all of A while n < 2m (the transformer's 256 x 256 weight gradients over 2048 tokens).
+  const bool split_rows = row_panels >= threads && (g.b_in_place ? g.n < 2 * g.m : g.m > g.n);
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), parts = omp_get_num_threads();
