@@ -125,6 +125,7 @@ void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int6
             if (col + NR < jc + nc) {
               for (int64_t p = 0; p < kc; ++p) {
                 __builtin_prefetch(b_rows + NR + p * g.n, 0, 2);
+                __builtin_prefetch(b_rows + NR + NR / 2 + p * g.n, 0, 2);
                 __builtin_prefetch(b_rows + 2 * NR - 1 + p * g.n, 0, 2);
               }
             }
