@@ -30,6 +30,20 @@ __attribute__((always_inline)) inline F16 splat(float x) {
   return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
+// The c tile's lines (three per 128-byte row, which may straddle them) toward L1 for writing,
+// while the depth loop runs: a shallow product (the weight gradient over a batch of 64, k = 64)
+// is a stream of c stores, each of which otherwise waits for its line from memory.
+// 2000 x 1000 x 64 TN ran 144 GFLOP/s without, 173 with (AMD EPYC); deep products unchanged.
+template <int ROWS>
+__attribute__((always_inline)) inline void prefetch_c_tile(const float* c, int64_t ldc) {
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + kWideNR / 2, 1, 3);
+    __builtin_prefetch(c + i * ldc + kWideNR - 1, 1, 3);
+  }
+}
+
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c, as the other kernels:
 // per element the sum runs over p in order with one fused multiply-add each. ROWS <= 12 of the
 // panel's rows are computed (mr <= ROWS): a short last tile (m = 64 is five tiles of 12 and one
@@ -49,6 +63,7 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
   // not 64-byte aligned (n = 1000: every other row). With the first and last only, the middle
   // line came from L3 on demand: 64 x 1000 x 2000 ran 145 GFLOP/s, 180 with it (AMD EPYC).
   const bool in_place = ldb != kWideNR;
+  prefetch_c_tile<ROWS>(c, ldc);
   for (int64_t p = 0; p < kc; ++p) {
     if (in_place) {
       __builtin_prefetch(b + (p + kPrefetchDepth) * ldb);
