@@ -71,6 +71,7 @@ void onednn_product(Tensor& a, Tensor& b, Tensor& c, int64_t m, int64_t n, int64
       ->Args({512, 512, 512})    \
       ->Args({1024, 1024, 1024}) \
       ->Args({2048, 2048, 2048}) \
+      ->Args({4096, 4096, 4096}) \
       ->Args({2048, 256, 1024})  \
       ->Args({2048, 1024, 256})
 // The linear layer's forward product x[m, k] * w[n, k]^T (nn.Linear's layout): the MLP's, then
