@@ -253,10 +253,14 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   thread_local ScratchBuffer dyt_buffer, xt_buffer, acc_buffer, dw_buffer;
   float* const dyt = dyt_buffer.get(out * n);
   float* const xt = dvalues && !dense_enough ? xt_buffer.get(in * n) : nullptr;
-  float* const dw =
-      dvalues && dense_enough ? dw_buffer.get(std::min(kDenseRows, out) * in) : nullptr;
-  float* const acc = dx && whole ? acc_buffer.get(in * n) : nullptr;
   const bool parallel = in * out * n >= kParallelThreshold;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  float* const dw =
+      dvalues && dense_enough ? dw_buffer.get(threads * std::min(kDenseRows, out) * in) : nullptr;
+  // The GEMM's packing buffers of every thread, grown before the region (nothing may throw in
+  // it).
+  if (dw) reserve_thread_gemm_buffers(threads, std::min(kDenseRows, out), in, n);
+  float* const acc = dx && whole ? acc_buffer.get(in * n) : nullptr;
   transpose(dyt, dy, n, out, cpu_isa_has_avx2());
   if (xt) transpose(xt, x, n, in, cpu_isa_has_avx2());
   if (dx) {
@@ -275,24 +279,33 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
     }
   }
   if (dvalues && dense_enough) {
-    // Blocks of rows of the dense dy^T x through the GEMM, then the stored slots picked out.
-    for (int64_t o0 = 0; o0 < out; o0 += kDenseRows) {
-      const int64_t rows = std::min(kDenseRows, out - o0);
-      gemm(View{dw, DType::F32}, ConstView{dyt + o0 * n, DType::F32}, ConstView{x, DType::F32},
-           rows, in, n, GemmOptions{});
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t o = o0; o < o0 + rows; ++o) {
-        const float* g = dw + (o - o0) * in;
-        if (w.nm24) {  // group by group: each code decoded once for its two slots
-          float* dv = dvalues + o * (in / 2);
-          const uint8_t* meta = w.metadata + o * nm24_metadata_cols(in);
-          for (int64_t q = 0; q < in / 4; ++q) {
-            const Nm24Group grp = nm24_group(meta, q);
-            dv[2 * q] = grp.used0 ? g[4 * q + grp.p0] : 0.0f;
-            dv[2 * q + 1] = grp.used1 ? g[4 * q + grp.p1] : 0.0f;
+    // Each thread its own rows, in blocks: the block's dense dy^T x through the GEMM (on this
+    // thread alone) into its own scratch, which stays in its L2, then the stored slots picked
+    // out. One parallel region: blocks handed to both threads in turn (a GEMM region and a
+    // gather region per block) left the threads waiting on each other and moved every block
+    // between their caches. The dense values do not depend on the blocking (each is one sum
+    // over the batch, in order), so neither do the bits.
+#pragma omp parallel if (parallel)
+    {
+      const auto [lo, hi] = thread_share(out);
+      float* const block = dw + omp_get_thread_num() * std::min(kDenseRows, out) * in;
+      for (int64_t o0 = lo; o0 < hi; o0 += kDenseRows) {
+        const int64_t rows = std::min(kDenseRows, hi - o0);
+        gemm(View{block, DType::F32}, ConstView{dyt + o0 * n, DType::F32}, ConstView{x, DType::F32},
+             rows, in, n, GemmOptions{});
+        for (int64_t o = o0; o < o0 + rows; ++o) {
+          const float* g = block + (o - o0) * in;
+          if (w.nm24) {  // group by group: each code decoded once for its two slots
+            float* dv = dvalues + o * (in / 2);
+            const uint8_t* meta = w.metadata + o * nm24_metadata_cols(in);
+            for (int64_t q = 0; q < in / 4; ++q) {
+              const Nm24Group grp = nm24_group(meta, q);
+              dv[2 * q] = grp.used0 ? g[4 * q + grp.p0] : 0.0f;
+              dv[2 * q + 1] = grp.used1 ? g[4 * q + grp.p1] : 0.0f;
+            }
+          } else {
+            for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e) dvalues[e] = g[w.col[e]];
           }
-        } else {
-          for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e) dvalues[e] = g[w.col[e]];
         }
       }
     }
