@@ -292,6 +292,27 @@ void sparse_csr50_nnops(benchmark::State& state) {
 void sparse_csr50_dense(benchmark::State& state) {
   sparse_time(state, SparseFormat::CSR, 0.5, true);
 }
+// The crossover: CSR at pruned fractions from 20% to 90% (state.range(3) percent), forward and
+// backward, beside the dense layer on the same arguments.
+void sparse_csr_density_nnops(benchmark::State& state) {
+  sparse_time(state, SparseFormat::CSR, state.range(3) / 100.0, false);
+}
+void sparse_csr_density_dense(benchmark::State& state) {
+  sparse_time(state, SparseFormat::CSR, state.range(3) / 100.0, true);
+}
+void sparse_bwd_csr_density_nnops(benchmark::State& state) {
+  sparse_time(state, SparseFormat::CSR, state.range(3) / 100.0, false, true);
+}
+void sparse_bwd_csr_density_dense(benchmark::State& state) {
+  sparse_time(state, SparseFormat::CSR, state.range(3) / 100.0, true, true);
+}
+void density_args(benchmark::internal::Benchmark* b) {
+  for (int64_t pct : {20, 30, 40, 50, 60, 70, 80, 85, 90}) {
+    b->Args({64, 1000, 2000, pct});
+    b->Args({64, 2000, 1000, pct});
+  }
+}
+#define SPARSE_DENSITY_ARGS Apply(density_args)->Unit(benchmark::kMillisecond)->UseRealTime()
 #define SPARSE_ARGS \
   Args({64, 1000, 2000})->Args({64, 2000, 1000})->Unit(benchmark::kMillisecond)->UseRealTime()
 BENCHMARK(sparse_nm24_nnops)->SPARSE_ARGS;
@@ -304,5 +325,9 @@ BENCHMARK(sparse_bwd_nm24_nnops)->SPARSE_ARGS;
 BENCHMARK(sparse_bwd_nm24_dense)->SPARSE_ARGS;
 BENCHMARK(sparse_bwd_csr90_nnops)->SPARSE_ARGS;
 BENCHMARK(sparse_bwd_csr90_dense)->SPARSE_ARGS;
+BENCHMARK(sparse_csr_density_nnops)->SPARSE_DENSITY_ARGS;
+BENCHMARK(sparse_csr_density_dense)->SPARSE_DENSITY_ARGS;
+BENCHMARK(sparse_bwd_csr_density_nnops)->SPARSE_DENSITY_ARGS;
+BENCHMARK(sparse_bwd_csr_density_dense)->SPARSE_DENSITY_ARGS;
 
 }  // namespace
