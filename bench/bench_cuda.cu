@@ -270,6 +270,41 @@ void sparse_forward_time(benchmark::State& state, SparseFormat format, double am
 SPARSE_TRIO(sparse_fwd_nm24, SparseFormat::NM24, 0.5);
 SPARSE_TRIO(sparse_fwd_csr90, SparseFormat::CSR, 0.9);
 
+// The 2:4 forward on sparse tensor cores (NNOPS_CUDA_SPARSE=mma, BF16 x and values, F32 y)
+// beside the dense BF16 tensor-core linear_forward of the decompressed weight: the MLP's layer
+// at batch 64 and the 4096^3 product.
+void sparse_bf16_time(benchmark::State& state, bool dense) {
+  const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
+  Tensor w = Tensor::empty({out, in});
+  fill_uniform(w, -1.0f, 1.0f, 1);
+  Tensor mask = Tensor::from_vector(std::vector<uint8_t>(out * in, 1), {out, in});
+  nm_structured(w, 2, 4, mask);
+  apply_mask(w, mask);
+  Tensor wb = Tensor::empty({out, in}, DType::BF16);
+  cast(wb, w);
+  Tensor wd = wb.to(Device::CUDA);
+  SparseMatrix s = compress(wd, mask.to(Device::CUDA), SparseFormat::NM24);
+  Tensor x = device_random_bf16({n, in}, 2), y = Tensor::empty({n, out}, DType::F32, Device::CUDA);
+  if (dense) {
+    time_on_device(state, [&] { linear_forward(x, wd, nullptr, y); });
+  } else {
+    ::setenv("NNOPS_CUDA_SPARSE", "mma", 1);
+    time_on_device(state, [&] { sparse_linear_forward(x, s, nullptr, y); });
+    ::unsetenv("NNOPS_CUDA_SPARSE");
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * n * in * out,  // dense-equivalent
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+void sparse_nm24_bf16_nnops(benchmark::State& s) {
+  sparse_bf16_time(s, false);
+}
+void sparse_nm24_bf16_dense(benchmark::State& s) {
+  sparse_bf16_time(s, true);
+}
+#define SPARSE_BF16_SHAPES Args({64, 1000, 2000})->Args({4096, 4096, 4096})
+BENCHMARK(sparse_nm24_bf16_nnops)->SPARSE_BF16_SHAPES->UseManualTime();
+BENCHMARK(sparse_nm24_bf16_dense)->SPARSE_BF16_SHAPES->UseManualTime();
+
 // The ceiling: a device-to-device copy moving `bytes` read plus `bytes` written.
 void copy_ceiling(benchmark::State& state, size_t bytes) {
   void *src, *dst;

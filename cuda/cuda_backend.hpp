@@ -112,6 +112,9 @@ class CudaBackend final : public Backend {
   void attention_backward(float* dq, float* dk, float* dv, const float* q, const float* k,
                           const float* v, const float* out, const float* lse, const float* dout,
                           const AttentionShape& s) override;
+  bool sparse_forward_nm24_bf16(float* y, const uint16_t* x, const uint16_t* values,
+                                const uint8_t* metadata, int64_t rows, int64_t cols,
+                                const float* bias, int64_t n) override;
   void sparse_linear_forward(float* y, const float* x, const SparseView& w, const float* bias,
                              int64_t n) override;
   void sparse_linear_backward(float* dx, float* dvalues, float* db, const float* x,

@@ -4,7 +4,8 @@
 // transposed once, a warp per output row with the batch rows across its lanes, so every entry
 // is one coalesced 128-byte read; outputs staged in shared memory and written row-wise); it sums
 // in the same order, so it gives the same bits. NNOPS_CUDA_SPARSE=simple forces the simple
-// kernels. None of them has run on a GPU yet; the tensor-core (mma.sp) kernels are not written.
+// kernels. None of them has run on a GPU yet; the 2:4 BF16 forward on sparse tensor cores is in
+// sparse_mma.cu (opt-in).
 #include <cstdlib>
 #include <cstring>
 

@@ -234,12 +234,12 @@ class Backend {
   // out[n, dim] = weight[idx[s], :]; indices are known to be in range on the CPU only.
   virtual void embedding_forward(float* out, const int32_t* idx, const float* weight, int64_t n,
                                  int64_t vocab, int64_t dim);
-  virtual void embedding_backward(float* dweight, const int32_t* idx, const float* dout,
-                                  int64_t n, int64_t vocab, int64_t dim);
+  virtual void embedding_backward(float* dweight, const int32_t* idx, const float* dout, int64_t n,
+                                  int64_t vocab, int64_t dim);
   // x viewed as [batch, t, d]: the pair rotations of positions offset .. offset + t - 1 (inverse:
   // the opposite angles). y may be x.
-  virtual void rope(float* y, const float* x, int64_t batch, int64_t t, int64_t d,
-                    int64_t offset, float theta, bool inverse);
+  virtual void rope(float* y, const float* x, int64_t batch, int64_t t, int64_t d, int64_t offset,
+                    float theta, bool inverse);
   // x [rows, 2h] -> y [rows, h]; backward: dx [rows, 2h].
   virtual void gated_activation_forward(float* y, const float* x, int64_t rows, int64_t h,
                                         Activation activation);
@@ -256,6 +256,12 @@ class Backend {
   // y[n, out] = x[n, in] w^T + bias for a compressed w (SparseView; bias may be null).
   virtual void sparse_linear_forward(float* y, const float* x, const SparseView& w,
                                      const float* bias, int64_t n);
+  // The same for an NM24 w with BF16 values and a BF16 x (F32 y and bias), where the backend has
+  // a kernel for it and selects it; false (nothing written) otherwise, and the caller widens.
+  virtual bool sparse_forward_nm24_bf16(float*, const uint16_t*, const uint16_t*, const uint8_t*,
+                                        int64_t, int64_t, const float*, int64_t) {
+    return false;
+  }
   // dx[n, in] = dy w, dvalues (the stored values' layout) = dy^T x at the stored entries (0 at
   // unused NM24 slots), db[out] = column sums of dy; each may be null.
   virtual void sparse_linear_backward(float* dx, float* dvalues, float* db, const float* x,

@@ -8,8 +8,8 @@
 
 #include "backend.hpp"
 #include "check.hpp"
-#include "nnops/tensor_ops.hpp"
 #include "nnops/detail/sparse_layout.hpp"
+#include "nnops/tensor_ops.hpp"
 #include "widen.hpp"
 
 namespace nnops {
@@ -294,6 +294,17 @@ void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor*
     check.no_alias("y", &y, "w.values", w.values());
     if (y.numel() == 0) return;
     check.run([&](detail::Backend& be) {
+      // BF16 operands of a 2:4 weight: the backend's sparse tensor-core kernel, where it has one.
+      const bool bf16_nm24 = w.format() == SparseFormat::NM24 && x.dtype() == DType::BF16 &&
+                             w.values().dtype() == DType::BF16 && y.dtype() == DType::F32 &&
+                             (!bias || bias->dtype() == DType::F32);
+      if (bf16_nm24 && be.sparse_forward_nm24_bf16(
+                           y.data<float>(), static_cast<const uint16_t*>(x.raw_data()),
+                           static_cast<const uint16_t*>(w.values().raw_data()),
+                           w.metadata().numel() ? w.metadata().data<uint8_t>() : nullptr, w.rows(),
+                           w.cols(), bias ? bias->data<float>() : nullptr, n)) {
+        return;
+      }
       detail::F32Stand f32;
       const Tensor& x32 = f32.in(x);
       const Tensor& v32 = f32.in(w.values());

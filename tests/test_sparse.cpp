@@ -282,6 +282,69 @@ TEST(Sparse, CudaAgreesWithCpu) {
   ::unsetenv("NNOPS_CUDA_SPARSE");
 }
 
+// The 2:4 forward on sparse tensor cores (NNOPS_CUDA_SPARSE=mma: BF16 x and values, FP32 sums)
+// against double sums of the same BF16 values. The metadata register's layout is run in both
+// readings (NNOPS_CUDA_SPARSE_META); the default, halves, must be the one that holds.
+TEST(Sparse, CudaTensorCoreForwardMatchesDoubleSums) {
+  if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+  struct Shape3 {
+    int64_t out, in, n;
+  };
+  bool passes[2] = {true, true};
+  const char* layouts[2] = {"halves", "rows"};
+  for (int layout = 0; layout < 2; ++layout) {
+    ::setenv("NNOPS_CUDA_SPARSE", "mma", 1);
+    ::setenv("NNOPS_CUDA_SPARSE_META", layouts[layout], 1);
+    for (const Shape3 sh : {Shape3{16, 32, 8}, Shape3{33, 100, 1}, Shape3{17, 36, 7},
+                            Shape3{64, 128, 32}, Shape3{130, 260, 65}}) {
+      SCOPED_TRACE(std::string(layouts[layout]) + " out=" + std::to_string(sh.out) +
+                   " in=" + std::to_string(sh.in) + " n=" + std::to_string(sh.n));
+      Pruned p = pruned(sh.out, sh.in, SparseFormat::NM24, 0.5, 70 + sh.in);
+      Tensor wb = Tensor::empty({sh.out, sh.in}, DType::BF16),
+             xb = Tensor::empty({sh.n, sh.in}, DType::BF16);
+      cast(wb, p.w);
+      cast(xb, on(Device::CPU, random_floats(sh.n * sh.in, 71), {sh.n, sh.in}));
+      const auto bv = random_floats(sh.out, 72);
+      SparseMatrix sg = compress(wb.to(Device::CUDA), p.mask.to(Device::CUDA), SparseFormat::NM24);
+      Tensor yg = poisoned({sh.n, sh.out}, Device::CUDA);
+      const Tensor bg = on(Device::CUDA, bv, {sh.out});
+      sparse_linear_forward(xb.to(Device::CUDA), sg, &bg, yg);
+      // Reference and bound: the kept products in double; FP32 sums of in/2 products are
+      // within (in/2) u of the sum of their magnitudes (4x margin for the tensor cores' order).
+      Tensor w32 = Tensor::empty({sh.out, sh.in}), x32 = Tensor::empty({sh.n, sh.in});
+      cast(w32, wb);
+      cast(x32, xb);
+      const auto w = w32.to_vector<float>(), x = x32.to_vector<float>();
+      const auto m = p.mask.to_vector<uint8_t>();
+      std::vector<double> ref(sh.n * sh.out), bound(sh.n * sh.out);
+      for (int64_t r = 0; r < sh.n; ++r) {
+        for (int64_t o = 0; o < sh.out; ++o) {
+          double sum = bv[o], mag = std::fabs(bv[o]);
+          for (int64_t c = 0; c < sh.in; ++c) {
+            if (!m[o * sh.in + c]) continue;
+            const double prod = double(w[o * sh.in + c]) * x[r * sh.in + c];
+            sum += prod;
+            mag += std::fabs(prod);
+          }
+          ref[r * sh.out + o] = sum;
+          bound[r * sh.out + o] = 4.0 * (sh.in / 2 + 2) * kEps32 * mag + 1e-6;
+        }
+      }
+      const ::testing::AssertionResult ok = all_within(yg, ref, bound);
+      if (!ok) {
+        passes[layout] = false;
+        std::printf("metadata layout %s: %s\n", layouts[layout], ok.message());
+      }
+    }
+  }
+  ::unsetenv("NNOPS_CUDA_SPARSE");
+  ::unsetenv("NNOPS_CUDA_SPARSE_META");
+  std::printf("mma.sp metadata layouts: halves %s, rows %s\n", passes[0] ? "match" : "differ",
+              passes[1] ? "match" : "differ");
+  EXPECT_TRUE(passes[0]) << "the default metadata layout (halves) is wrong"
+                         << (passes[1] ? "; rows matches: make it the default" : ", rows too");
+}
+
 TEST(Sparse, BitsDoNotDependOnThreadCount) {
   for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {  // CSR at 90%: the dot path
     SCOPED_TRACE(f == SparseFormat::NM24 ? "NM24" : "CSR");
