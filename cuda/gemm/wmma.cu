@@ -160,24 +160,33 @@ __global__ void __launch_bounds__(kTcThreads)
 
 }  // namespace
 
+namespace {
+
+// One launch of the WMMA kernel for the tiles (and so the operand type) of Tiles.
+template <class Tiles, class TIn, class TOut>
+void launch_wmma(bool trans_a, bool trans_b, TOut* c, const TIn* a, const TIn* b, const float* bias,
+                 int64_t m, int64_t n, int64_t k, float alpha, float beta, const char* name) {
+  by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
+    tensor_core_gemm_kernel<Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
+        <<<output_grid(m, n), kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
+  });
+  check_launch(name);
+}
+
+}  // namespace
+
 template <class TOut>
 void launch_wmma_tf32(bool trans_a, bool trans_b, TOut* c, const float* a, const float* b,
                       const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
-  by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
-    tensor_core_gemm_kernel<Tf32Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
-        <<<output_grid(m, n), kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
-  });
-  check_launch("tensor_core_gemm_kernel (TF32)");
+  launch_wmma<Tf32Tiles>(trans_a, trans_b, c, a, b, bias, m, n, k, alpha, beta,
+                         "tensor_core_gemm_kernel (TF32)");
 }
 
 template <class TOut>
 void launch_wmma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a, const uint16_t* b,
                       const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
-  by_transpose(trans_a, trans_b, [&](auto ta, auto tb) {
-    tensor_core_gemm_kernel<Bf16Tiles, decltype(ta)::value, decltype(tb)::value, TOut>
-        <<<output_grid(m, n), kTcThreads, 0, t_stream>>>(c, a, b, bias, m, n, k, alpha, beta);
-  });
-  check_launch("tensor_core_gemm_kernel (BF16)");
+  launch_wmma<Bf16Tiles>(trans_a, trans_b, c, a, b, bias, m, n, k, alpha, beta,
+                         "tensor_core_gemm_kernel (BF16)");
 }
 
 #define NNOPS_WMMA_INSTANCES(TOut)                                                             \
