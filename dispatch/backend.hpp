@@ -120,7 +120,16 @@ struct SparseView {
   const int64_t* col_ptr = nullptr;
   const int32_t* col_rows = nullptr;
   const int32_t* col_slots = nullptr;
+  // NM24 (CPU matrices, for the backward): each group q of four columns lists its rows
+  // (group_rows[q * rows + i]) by block of kNm24RowBlock rows, then by 4-bit code, rows
+  // increasing; block b's rows with code k are i in [start[b * 16 + k], start[b * 16 + k + 1]),
+  // start = group_start + q * (16 * blocks + 1).
+  const int32_t* group_rows = nullptr;
+  const int32_t* group_start = nullptr;
 };
+
+// Rows per block of NM24's backward index: a block of dy^T's batch chunk stays in L1.
+constexpr int64_t kNm24RowBlock = 128;
 
 class Backend {
  public:

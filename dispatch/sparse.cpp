@@ -2,6 +2,7 @@
 // device), and validation and dispatch for the linear layer on compressed weights.
 #include "nnops/sparse.hpp"
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -16,12 +17,15 @@ namespace nnops {
 
 namespace detail {
 
-// The pattern's transpose for the CPU backward: entry e of column c (rows increasing) is at row
-// rows[e] and stored slot slots[e]. Eight bytes per kept entry, never stored in checkpoints.
+// The pattern's transpose for the CPU backward, never stored in checkpoints. CSR: entry e of
+// column c (rows increasing) is at row rows[e] and stored slot slots[e] (eight bytes per kept
+// entry). NM24: for each group q of four columns, its rows by block of kNm24RowBlock rows, then
+// by 4-bit code, rows increasing (see SparseView::group_rows).
 struct SparseColumnIndex {
   std::once_flag built;
   std::vector<int64_t> ptr;  // [cols + 1]
   std::vector<int32_t> rows, slots;
+  std::vector<int32_t> group_rows, group_start;
 };
 
 }  // namespace detail
@@ -213,6 +217,31 @@ const detail::SparseColumnIndex* SparseMatrix::column_index() const {
     // column's entries come out with rows increasing.
     if (rows_ > INT32_MAX || (format_ == SparseFormat::NM24 ? values_.numel() : nnz_) > INT32_MAX)
       throw Error("nnops::sparse_linear_backward: more than 2^31 rows or slots in a CPU matrix");
+    if (format_ == SparseFormat::NM24) {
+      // A counting sort of each group's rows by (row block, code).
+      const uint8_t* meta = metadata_.numel() ? metadata_.data<uint8_t>() : nullptr;
+      const int64_t groups = cols_ / 4, meta_cols = detail::nm24_metadata_cols(cols_);
+      const int64_t blocks = (rows_ + detail::kNm24RowBlock - 1) / detail::kNm24RowBlock;
+      const int64_t keys = blocks * 16;
+      std::vector<int32_t> group_rows(static_cast<size_t>(groups * rows_));
+      std::vector<int32_t> group_start(static_cast<size_t>(groups * (keys + 1)), 0);
+      std::vector<int32_t> next(static_cast<size_t>(keys));
+      auto key = [&](int64_t o, int64_t q) {
+        const int code = (meta[o * meta_cols + q / 2] >> (4 * (q % 2))) & 0xF;
+        return (o / detail::kNm24RowBlock) * 16 + code;
+      };
+      for (int64_t q = 0; q < groups; ++q) {
+        int32_t* start = group_start.data() + q * (keys + 1);
+        for (int64_t o = 0; o < rows_; ++o) ++start[key(o, q) + 1];
+        for (int64_t k = 0; k < keys; ++k) start[k + 1] += start[k];
+        std::copy(start, start + keys, next.begin());
+        for (int64_t o = 0; o < rows_; ++o)
+          group_rows[static_cast<size_t>(q * rows_ + next[key(o, q)]++)] = static_cast<int32_t>(o);
+      }
+      index.group_rows = std::move(group_rows);
+      index.group_start = std::move(group_start);
+      return;
+    }
     std::vector<int64_t> ptr(static_cast<size_t>(cols_ + 1), 0);
     std::vector<int32_t> rows(static_cast<size_t>(nnz_)), slots(static_cast<size_t>(nnz_));
     auto for_each_kept = [&](auto visit) {  // visit(row, column, slot)
@@ -357,6 +386,8 @@ void sparse_linear_backward(const Tensor& x, const SparseMatrix& w, const Tensor
           view.col_ptr = index->ptr.data();
           view.col_rows = index->rows.data();
           view.col_slots = index->slots.data();
+          view.group_rows = index->group_rows.data();
+          view.group_start = index->group_start.data();
         }
       }
       be.sparse_linear_backward(data_or_null(dx32), data_or_null(dv32), data_or_null(db32),

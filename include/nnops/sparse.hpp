@@ -53,7 +53,8 @@ class SparseMatrix {
   static SparseMatrix from_nm24(Tensor values, Tensor metadata, int64_t cols);
 
   // The kept entries of a CPU matrix listed by column (the pattern's transpose, which the CPU
-  // backward's dx walks), built on the first call from any thread and kept; null elsewhere.
+  // backward's dx walks; for NM24, each group's rows by block and 2:4 code), built on the first
+  // call from any thread and kept; null elsewhere.
   const detail::SparseColumnIndex* column_index() const;
 
  private:
