@@ -27,8 +27,8 @@ constexpr int kMmaWarps = 4, kRowsPerWarp = 16, kBatchPerWarp = 32;
 // different indices, slot 0's then slot 1's. An unused slot holds 0, so any free position will
 // do for it (the unordered mma.sp accepts either order).
 __device__ __forceinline__ uint32_t mma_nibble(uint32_t code) {
-  const uint32_t p0 = code & 3u, p1 = code >> 2;
-  return p0 == p1 ? (p0 | ((p0 == 0u ? 1u : 0u) << 2)) : code;
+  const Nm24Group g = nm24_decode(code);
+  return g.p0 == g.p1 ? (g.p0 | ((g.p0 == 0u ? 1u : 0u) << 2)) : code;
 }
 
 // The mma.sp metadata nibble of row o, group q (a padding row or group: indices 0 and 1).
@@ -36,7 +36,7 @@ __device__ __forceinline__ uint32_t meta_nibble(const uint8_t* meta, int64_t met
                                                 int64_t rows, int64_t groups, int64_t o,
                                                 int64_t q) {
   if (o >= rows || q >= groups) return 0x4u;
-  return mma_nibble((meta[o * meta_cols + q / 2] >> (4 * (q % 2))) & 0xFu);
+  return mma_nibble(nm24_code(meta + o * meta_cols, q));
 }
 
 // Two BF16 values at p (an even element index) as one 32-bit register, 0 when out of range.

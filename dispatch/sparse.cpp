@@ -227,8 +227,7 @@ const detail::SparseColumnIndex* SparseMatrix::column_index() const {
       std::vector<int32_t> group_start(static_cast<size_t>(groups * (keys + 1)), 0);
       std::vector<int32_t> next(static_cast<size_t>(keys));
       auto key = [&](int64_t o, int64_t q) {
-        const int code = (meta[o * meta_cols + q / 2] >> (4 * (q % 2))) & 0xF;
-        return (o / detail::kNm24RowBlock) * 16 + code;
+        return (o / detail::kNm24RowBlock) * 16 + detail::nm24_code(meta + o * meta_cols, q);
       };
       for (int64_t q = 0; q < groups; ++q) {
         int32_t* start = group_start.data() + q * (keys + 1);

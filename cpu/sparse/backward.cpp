@@ -17,6 +17,7 @@
 #include <omp.h>
 
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "../cpu_backend.hpp"
@@ -211,31 +212,10 @@ __attribute__((target("avx512f"))) void blocked_slot_grads_avx512(float* dvalues
 // adds its two values' products with one read of dy^T[row] (half the multiply-adds of the dense
 // product, none on pruned weights). Column 4q + p sums over the codes in order, rows increasing
 // within a code: one order, whatever the thread or the batch chunk.
-template <int CODE>
-constexpr bool nm24_uses0() {
-  return (CODE & 3) <= (CODE >> 2);
-}
-template <int CODE>
-constexpr bool nm24_uses1() {
-  return (CODE & 3) < (CODE >> 2);
-}
-
-// Calls body.template run<CODE>() for the run-time code k (0..15).
-template <class Body>
-NNOPS_ALWAYS_INLINE void for_code(int k, Body& body) {
-  switch (k) {
-#define NNOPS_CODE_CASE(K) \
-  case K:                  \
-    return body.template run<K>();
-    NNOPS_CODE_CASE(0)
-    NNOPS_CODE_CASE(1)
-    NNOPS_CODE_CASE(2) NNOPS_CODE_CASE(3) NNOPS_CODE_CASE(4) NNOPS_CODE_CASE(5) NNOPS_CODE_CASE(6)
-        NNOPS_CODE_CASE(7) NNOPS_CODE_CASE(8) NNOPS_CODE_CASE(9) NNOPS_CODE_CASE(10)
-            NNOPS_CODE_CASE(11) NNOPS_CODE_CASE(12) NNOPS_CODE_CASE(13) NNOPS_CODE_CASE(14)
-                NNOPS_CODE_CASE(15)
-#undef NNOPS_CODE_CASE
-                    default : return;
-  }
+// Runs body.template run<K>() for every code K, in order.
+template <class Body, int... K>
+NNOPS_ALWAYS_INLINE void for_each_code(Body& body, std::integer_sequence<int, K...>) {
+  (body.template run<K>(), ...);
 }
 
 // dx[r, 4q .. 4q + 3] for batch rows [r0, n) one at a time, groups [q_lo, q_hi): the vector
@@ -250,13 +230,13 @@ void nm24_scalar_groups(float* dx, const float* dyt, const SparseView& w, int64_
       const int32_t* rows = w.group_rows + q * w.rows;
       const int32_t* start = w.group_start + q * (keys + 1);
       for (int64_t k = 0; k < keys; ++k) {
-        const int p0 = k % 16 & 3, p1 = k % 16 >> 2;
+        const Nm24Group c = nm24_decode(static_cast<unsigned>(k % 16));
         for (int32_t i = start[k]; i < start[k + 1]; ++i) {
           const int64_t o = rows[i];
           const float d = dyt[o * n + r];
           const float* v = w.values + o * half + 2 * q;
-          if (p0 <= p1) acc[p0] += v[0] * d;
-          if (p0 < p1) acc[p1] += v[1] * d;
+          if (c.used0) acc[c.p0] += v[0] * d;
+          if (c.used1) acc[c.p1] += v[1] * d;
         }
       }
       for (int p = 0; p < 4; ++p) dx[r * w.cols + 4 * q + p] = acc[p];
@@ -277,8 +257,9 @@ struct Nm24Group4 {
 
   template <int CODE>
   NNOPS_ALWAYS_INLINE void run() {
-    constexpr int p0 = CODE & 3, p1 = CODE >> 2;
-    constexpr bool use0 = nm24_uses0<CODE>(), use1 = nm24_uses1<CODE>();
+    constexpr Nm24Group c = nm24_decode(CODE);
+    constexpr unsigned p0 = c.p0, p1 = c.p1;
+    constexpr bool use0 = c.used0, use1 = c.used1;
     if constexpr (use0 || use1) {
       const int32_t end = start[CODE + 1];
       for (int32_t i = start[CODE]; i < end; ++i) {
@@ -326,7 +307,7 @@ NNOPS_ALWAYS_INLINE void nm24_groups(float* acc, const float* dyt, const SparseV
           for (int j = 0; j < VECS; ++j)
             std::memcpy(&g.sum[p][j], acc + (4 * q + p) * n + r0 + j * kLanes, sizeof(V));
       }
-      for (int k = 0; k < 16; ++k) for_code(k, g);
+      for_each_code(g, std::make_integer_sequence<int, 16>{});
       for (int p = 0; p < 4; ++p)
 #pragma GCC unroll 4
         for (int j = 0; j < VECS; ++j)

@@ -15,13 +15,23 @@ struct Nm24Group {
   bool used0, used1;  // whether each slot holds a kept entry
 };
 
-NNOPS_HD inline int64_t nm24_metadata_cols(int64_t cols) { return (cols / 4 + 1) / 2; }
+NNOPS_HD inline int64_t nm24_metadata_cols(int64_t cols) {
+  return (cols / 4 + 1) / 2;
+}
+
+// The 4-bit code of group g of the row whose metadata starts at `row_metadata`.
+NNOPS_HD inline unsigned nm24_code(const uint8_t* row_metadata, int64_t g) {
+  return (row_metadata[g / 2] >> (4 * (g % 2))) & 0xFu;
+}
+
+// What a code keeps.
+NNOPS_HD constexpr Nm24Group nm24_decode(unsigned code) {
+  return {code & 3u, code >> 2, (code & 3u) <= (code >> 2), (code & 3u) < (code >> 2)};
+}
 
 // Group g of the row whose metadata starts at `row_metadata`.
 NNOPS_HD inline Nm24Group nm24_group(const uint8_t* row_metadata, int64_t g) {
-  const unsigned nibble = (row_metadata[g / 2] >> (4 * (g % 2))) & 0xFu;
-  const unsigned p0 = nibble & 3u, p1 = nibble >> 2;
-  return {p0, p1, p0 <= p1, p0 < p1};
+  return nm24_decode(nm24_code(row_metadata, g));
 }
 
 }  // namespace nnops::detail
