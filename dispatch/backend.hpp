@@ -114,8 +114,8 @@ struct SparseView {
   const uint8_t* metadata;
   const int64_t* row_ptr;
   const int32_t* col;
-  // The kept entries by column (CPU matrices, for the backward; null when not given): column c's
-  // entries are [col_ptr[c], col_ptr[c + 1]), rows increasing, entry e at row col_rows[e] and
+  // CSR: the kept entries by column (CPU matrices, for the backward; null when not given): column
+  // c's entries are [col_ptr[c], col_ptr[c + 1]), rows increasing, entry e at row col_rows[e] and
   // stored slot col_slots[e].
   const int64_t* col_ptr = nullptr;
   const int32_t* col_rows = nullptr;

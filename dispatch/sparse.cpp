@@ -213,8 +213,6 @@ const detail::SparseColumnIndex* SparseMatrix::column_index() const {
   if (!by_column_ || device() != Device::CPU) return nullptr;
   detail::SparseColumnIndex& index = *by_column_;
   std::call_once(index.built, [&] {
-    // A counting sort of the kept entries by column; rows are visited in order, so each
-    // column's entries come out with rows increasing.
     if (rows_ > INT32_MAX || (format_ == SparseFormat::NM24 ? values_.numel() : nnz_) > INT32_MAX)
       throw Error("nnops::sparse_linear_backward: more than 2^31 rows or slots in a CPU matrix");
     if (format_ == SparseFormat::NM24) {
@@ -241,34 +239,22 @@ const detail::SparseColumnIndex* SparseMatrix::column_index() const {
       index.group_start = std::move(group_start);
       return;
     }
+    // CSR: a counting sort of the entries by column; rows are visited in order, so each
+    // column's entries come out with rows increasing.
     std::vector<int64_t> ptr(static_cast<size_t>(cols_ + 1), 0);
     std::vector<int32_t> rows(static_cast<size_t>(nnz_)), slots(static_cast<size_t>(nnz_));
-    auto for_each_kept = [&](auto visit) {  // visit(row, column, slot)
-      if (format_ == SparseFormat::NM24) {
-        const uint8_t* meta = metadata_.numel() ? metadata_.data<uint8_t>() : nullptr;
-        const int64_t groups = cols_ / 4, meta_cols = detail::nm24_metadata_cols(cols_);
-        for (int64_t o = 0; o < rows_; ++o)
-          for (int64_t g = 0; g < groups; ++g) {
-            const detail::Nm24Group grp = detail::nm24_group(meta + o * meta_cols, g);
-            const int64_t slot = o * (cols_ / 2) + 2 * g;
-            if (grp.used0) visit(o, 4 * g + grp.p0, slot);
-            if (grp.used1) visit(o, 4 * g + grp.p1, slot + 1);
-          }
-      } else {
-        const int64_t* row_ptr = row_ptr_.data<int64_t>();
-        const int32_t* col = col_.numel() ? col_.data<int32_t>() : nullptr;
-        for (int64_t o = 0; o < rows_; ++o)
-          for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) visit(o, int64_t(col[e]), e);
-      }
-    };
-    for_each_kept([&](int64_t, int64_t c, int64_t) { ++ptr[c + 1]; });
+    const int64_t* row_ptr = row_ptr_.data<int64_t>();
+    const int32_t* col = col_.numel() ? col_.data<int32_t>() : nullptr;
+    for (int64_t e = 0; e < nnz_; ++e) ++ptr[col[e] + 1];
     for (int64_t c = 0; c < cols_; ++c) ptr[c + 1] += ptr[c];
     std::vector<int64_t> next(ptr.begin(), ptr.end() - 1);
-    for_each_kept([&](int64_t o, int64_t c, int64_t slot) {
-      const int64_t e = next[c]++;
-      rows[e] = static_cast<int32_t>(o);
-      slots[e] = static_cast<int32_t>(slot);
-    });
+    for (int64_t o = 0; o < rows_; ++o) {
+      for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) {
+        const int64_t at = next[col[e]]++;
+        rows[at] = static_cast<int32_t>(o);
+        slots[at] = static_cast<int32_t>(e);
+      }
+    }
     index.ptr = std::move(ptr);
     index.rows = std::move(rows);
     index.slots = std::move(slots);
