@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "activation_fast.hpp"
 #include "cpu_backend.hpp"
@@ -79,6 +80,38 @@ struct ThreadScratch {
   float* mine() { return data.data() + omp_get_thread_num() * per_thread; }
 };
 
+// The parts of a (query block, key block) pair that causal masking leaves, in order: the whole
+// pair, or, where the block's first query row does not see all of the block's keys, its two
+// halves of keys, each with only the query rows that see any of its keys (row r sees key j
+// from r = j - i0 on). The diagonal pair of equal blocks so computes three quarters of its
+// scores and products instead of all of them. f(i0, rows, j0, cols) per part.
+template <class F>
+void for_each_part(const AttentionShape& s, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                   F&& f) {
+  constexpr int64_t kMinSplit = 64;  // narrower halves cost more in tile edges than they save
+  if (!s.causal || j0 + cols <= i0 + 1 || cols < kMinSplit) {
+    f(i0, rows, j0, cols);
+    return;
+  }
+  const int64_t half = cols / 2;
+  for (const auto& [j, width] : {std::pair{j0, half}, std::pair{j0 + half, cols - half}}) {
+    const int64_t skip = std::clamp<int64_t>(j - i0, 0, rows);
+    if (skip < rows) f(i0 + skip, rows - skip, j, width);
+  }
+}
+
+// The sum of x[0, n) in eight interleaved partial sums, combined in a fixed order: the
+// compiler keeps them in one vector register (a single running float sum is one add latency
+// per element).
+float lane_sum(const float* x, int64_t n) {
+  float part[8] = {};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int j = 0; j < 8; ++j) part[j] += x[c + j];
+  for (; c < n; ++c) part[c % 8] += x[c];
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
 bool worth_threads(const AttentionShape& s) {
   return s.tq * s.tk * s.d * s.batch * s.q_heads >= kParallelThreshold;
 }
@@ -109,12 +142,15 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* q, const
     std::fill(l, l + rows, 0.0f);
     const float* qb = q + at.q_row(b, h, i0);
     const int64_t key_end = visible_keys(s, i0 + rows - 1);
-    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
-      const int64_t cols = std::min(kKeyBlock, key_end - j0);
-      // scores[rows, cols] = scale * q_block k_block^T
-      cpu_sgemm(false, true, rows, cols, d, s.scale, qb, k + at.kv_row(b, g, j0), 0.0f, scores);
-      for (int64_t r = 0; r < rows; ++r) {
-        float* sr = scores + r * cols;
+    // One block of keys (or one part of it: for_each_part) into the running softmax of the rows
+    // [i1, i1 + part_rows) that see any of its keys; the rows above see none of them.
+    auto add_keys = [&](int64_t i1, int64_t part_rows, int64_t j0, int64_t cols) {
+      const int64_t r0 = i1 - i0;
+      // scores[part_rows, cols] = scale * q_rows k_block^T
+      cpu_sgemm(false, true, part_rows, cols, d, s.scale, qb + r0 * d, k + at.kv_row(b, g, j0),
+                0.0f, scores);
+      for (int64_t r = r0; r < rows; ++r) {
+        float* sr = scores + (r - r0) * cols;
         const int64_t seen = std::min(cols, visible_keys(s, i0 + r) - j0);
         const float m_new = nan_max(m[r], row_max(sr, std::max<int64_t>(seen, 0)));
         if (m_new == -kInf) {  // no key of this row seen yet
@@ -123,17 +159,18 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* q, const
         }
         exp_row(sr, seen, cols, m_new);
         const float correction = std::exp(m[r] - m_new);  // 0 while m[r] is -inf
-        float sum = 0.0f;
-        for (int64_t c = 0; c < seen; ++c) sum += sr[c];
-        l[r] = l[r] * correction + sum;
+        l[r] = l[r] * correction + lane_sum(sr, std::max<int64_t>(seen, 0));
         m[r] = m_new;
         if (correction != 1.0f) {
           for (int64_t c = 0; c < d; ++c) acc[r * d + c] *= correction;
         }
       }
       // acc += p v_block
-      cpu_sgemm(false, false, rows, d, cols, 1.0f, scores, v + at.kv_row(b, g, j0), 1.0f, acc);
-    }
+      cpu_sgemm(false, false, part_rows, d, cols, 1.0f, scores, v + at.kv_row(b, g, j0), 1.0f,
+                acc + r0 * d);
+    };
+    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock)
+      for_each_part(s, i0, rows, j0, std::min(kKeyBlock, key_end - j0), add_keys);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       if (out) {
@@ -193,14 +230,19 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
     const int64_t first = s.causal ? j0 / kQueryBlock * kQueryBlock : 0;
     for (int64_t h = g * at.group(); h < (g + 1) * at.group(); ++h) {
       for (int64_t i0 = first; i0 < s.tq; i0 += kQueryBlock) {
-        const int64_t rows = std::min(kQueryBlock, s.tq - i0);
-        probabilities(p, ds, b, h, g, i0, rows, j0, cols);
-        cpu_sgemm(true, false, cols, d, rows, 1.0f, p, dout + at.q_row(b, h, i0), 1.0f, acc_v);
-        cpu_sgemm(true, false, cols, d, rows, s.scale, ds, q + at.q_row(b, h, i0), 1.0f, acc_k);
-        if (with_dq) {
-          cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f,
-                    dq + at.q_row(b, h, i0));
-        }
+        for_each_part(s, i0, std::min(kQueryBlock, s.tq - i0), j0, cols,
+                      [&](int64_t i1, int64_t rows, int64_t j1, int64_t width) {
+                        const int64_t key = (j1 - j0) * d;  // the part's first key's row in acc
+                        probabilities(p, ds, b, h, g, i1, rows, j1, width);
+                        cpu_sgemm(true, false, width, d, rows, 1.0f, p, dout + at.q_row(b, h, i1),
+                                  1.0f, acc_v + key);
+                        cpu_sgemm(true, false, width, d, rows, s.scale, ds,
+                                  q + at.q_row(b, h, i1), 1.0f, acc_k + key);
+                        if (with_dq) {
+                          cpu_sgemm(false, false, rows, d, width, s.scale, ds,
+                                    k + at.kv_row(b, g, j1), 1.0f, dq + at.q_row(b, h, i1));
+                        }
+                      });
       }
     }
     std::copy(acc_k, acc_k + cols * d, dk + at.kv_row(b, g, j0));
@@ -241,9 +283,13 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
     std::fill(acc, acc + rows * d, 0.0f);
     const int64_t key_end = visible_keys(s, i0 + rows - 1);
     for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
-      const int64_t cols = std::min(kKeyBlock, key_end - j0);
-      probabilities(p, ds, b, h, g, i0, rows, j0, cols);
-      cpu_sgemm(false, false, rows, d, cols, s.scale, ds, k + at.kv_row(b, g, j0), 1.0f, acc);
+      // The key block's columns as key_block splits them (the same parts, the same bits).
+      for_each_part(s, i0, rows, j0, std::min(kKeyBlock, s.tk - j0),
+                    [&](int64_t i1, int64_t part_rows, int64_t j1, int64_t width) {
+                      probabilities(p, ds, b, h, g, i1, part_rows, j1, width);
+                      cpu_sgemm(false, false, part_rows, d, width, s.scale, ds,
+                                k + at.kv_row(b, g, j1), 1.0f, acc + (i1 - i0) * d);
+                    });
     }
     std::copy(acc, acc + rows * d, dq + at.q_row(b, h, i0));
   });

@@ -138,6 +138,10 @@ void AttentionTest::check_all_shapes() {
     }
     for (int64_t d : {1, 2, 80, 96, 128, 256}) check({1, 2, 1, 37, 45, d, causal}, 1.0, seed++);
     check({1, 4, 2, 70, 70, 64, causal}, 30.0, seed++);  // sharp: nearly one-hot rows
+    // Several blocks of 128 with lengths that differ: causal key blocks that only some query
+    // rows see are computed in halves, each for the rows that see it.
+    for (auto [tq, tk] : std::vector<std::pair<int64_t, int64_t>>{{150, 260}, {260, 150}})
+      check({1, 2, 1, tq, tk, 32, causal}, 1.0, seed++);
   }
 }
 
