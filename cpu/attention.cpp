@@ -236,8 +236,8 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
                         probabilities(p, ds, b, h, g, i1, rows, j1, width);
                         cpu_sgemm(true, false, width, d, rows, 1.0f, p, dout + at.q_row(b, h, i1),
                                   1.0f, acc_v + key);
-                        cpu_sgemm(true, false, width, d, rows, s.scale, ds,
-                                  q + at.q_row(b, h, i1), 1.0f, acc_k + key);
+                        cpu_sgemm(true, false, width, d, rows, s.scale, ds, q + at.q_row(b, h, i1),
+                                  1.0f, acc_k + key);
                         if (with_dq) {
                           cpu_sgemm(false, false, rows, d, width, s.scale, ds,
                                     k + at.kv_row(b, g, j1), 1.0f, dq + at.q_row(b, h, i1));

@@ -60,43 +60,47 @@ TEST_P(TransformerOpsTest, RopeAgainstTheRotationAtAnyPosition) {
 }
 
 TEST_P(TransformerOpsTest, GatedActivationsAgainstDefinitionAndFiniteDifferences) {
-  for (Activation act : {Activation::SiLU, Activation::GELU, Activation::GELUTanh, Activation::ReLU,
-                         Activation::Sigmoid}) {
-    SCOPED_TRACE(to_string(act));
-    const int64_t rows = 7, h = 33;
-    const auto xv = random_floats(rows * 2 * h, 80, -3, 3), gv = random_floats(rows * h, 81);
-    Tensor x = on(device(), xv, {rows, 2 * h}), y = poisoned({rows, h}, device());
-    gated_activation_forward(act, x, y);
-    Tensor dx = poisoned({rows, 2 * h}, device());
-    gated_activation_backward(act, x, on(device(), gv, {rows, h}), dx);
-    auto f = [&](double a) {  // the activations in double
-      switch (act) {
-        case Activation::SiLU:
-          return a / (1 + std::exp(-a));
-        case Activation::GELU:
-          return 0.5 * a * (1 + std::erf(a / std::sqrt(2.0)));
-        case Activation::GELUTanh:
-          return 0.5 * a * (1 + std::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a * a * a)));
-        case Activation::ReLU:
-          return a > 0 ? a : 0.0;
-        default:
-          return 1 / (1 + std::exp(-a));
+  for_each_cpu_isa(device(), [&] {
+    for (Activation act : {Activation::SiLU, Activation::GELU, Activation::GELUTanh,
+                           Activation::ReLU, Activation::Sigmoid}) {
+      // h = 1100: rows the CPU takes in pieces of 1024 (a piece and a tail).
+      for (auto [rows, h] : std::vector<std::pair<int64_t, int64_t>>{{7, 33}, {3, 1100}}) {
+        SCOPED_TRACE(std::string(to_string(act)) + " h=" + std::to_string(h));
+        const auto xv = random_floats(rows * 2 * h, 80, -3, 3), gv = random_floats(rows * h, 81);
+        Tensor x = on(device(), xv, {rows, 2 * h}), y = poisoned({rows, h}, device());
+        gated_activation_forward(act, x, y);
+        Tensor dx = poisoned({rows, 2 * h}, device());
+        gated_activation_backward(act, x, on(device(), gv, {rows, h}), dx);
+        auto f = [&](double a) {  // the activations in double
+          switch (act) {
+            case Activation::SiLU:
+              return a / (1 + std::exp(-a));
+            case Activation::GELU:
+              return 0.5 * a * (1 + std::erf(a / std::sqrt(2.0)));
+            case Activation::GELUTanh:
+              return 0.5 * a * (1 + std::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a * a * a)));
+            case Activation::ReLU:
+              return a > 0 ? a : 0.0;
+            default:
+              return 1 / (1 + std::exp(-a));
+          }
+        };
+        std::vector<double> ref(rows * h), ref_dx(rows * 2 * h);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < h; ++j) {
+            const double a = xv[r * 2 * h + j], b = xv[r * 2 * h + h + j], g = gv[r * h + j];
+            ref[r * h + j] = f(a) * b;
+            const double e = 1e-6;
+            ref_dx[r * 2 * h + j] = g * b * (f(a + e) - f(a - e)) / (2 * e);
+            ref_dx[r * 2 * h + h + j] = g * f(a);
+          }
+        // The activations' float formulas are within a few ulps; the derivative by central
+        // differences within ~1e-8.
+        EXPECT_TRUE(all_close(y, ref, 1e-6, 16 * kEps32));
+        EXPECT_TRUE(all_close(dx, ref_dx, 1e-5, 1e-4));
       }
-    };
-    std::vector<double> ref(rows * h), ref_dx(rows * 2 * h);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < h; ++j) {
-        const double a = xv[r * 2 * h + j], b = xv[r * 2 * h + h + j], g = gv[r * h + j];
-        ref[r * h + j] = f(a) * b;
-        const double e = 1e-6;
-        ref_dx[r * 2 * h + j] = g * b * (f(a + e) - f(a - e)) / (2 * e);
-        ref_dx[r * 2 * h + h + j] = g * f(a);
-      }
-    // The activations' float formulas are within a few ulps; the derivative by central
-    // differences within ~1e-8.
-    EXPECT_TRUE(all_close(y, ref, 1e-6, 16 * kEps32));
-    EXPECT_TRUE(all_close(dx, ref_dx, 1e-5, 1e-4));
-  }
+    }
+  });
   Tensor odd = on(device(), random_floats(6, 1), {2, 3}), y = poisoned({2, 1}, device());
   EXPECT_TRUE(throws_error([&] { gated_activation_forward(Activation::SiLU, odd, y); },
                            "nnops::gated_activation_forward", "even"));
