@@ -115,6 +115,15 @@ TEST_P(ActivationTest, SpecialValues) {
     v = y.to_vector<float>();
     EXPECT_EQ(v[5], 100.0f);
     EXPECT_FALSE(std::isnan(v[6]));
+    // GELU (tanh): x (1 + tanh(u)) / 2 at the ends, as PyTorch: -inf * 0 is NaN.
+    activation_forward(Activation::GELUTanh, on(device(), x, {7}), y);
+    v = y.to_vector<float>();
+    EXPECT_TRUE(std::isnan(v[0]));
+    EXPECT_EQ(v[1], 0.0f);
+    EXPECT_EQ(v[3], inf);
+    EXPECT_TRUE(std::isnan(v[4]));
+    EXPECT_EQ(v[5], 100.0f);
+    EXPECT_EQ(v[6], 0.0f);
     Tensor dx = poisoned({7}, device());
     activation_backward(Activation::ReLU, on(device(), x, {7}),
                         on(device(), std::vector<float>(7, 1.0f), {7}), dx);
