@@ -15,11 +15,12 @@ constexpr uint16_t kBf16NaN = 0xFFFF;
 NNOPS_HD inline uint16_t float_to_bf16_bits(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return kBf16NaN;
   // Adding 0x7FFF, plus 1 when the kept half is odd, carries into it exactly when the dropped
-  // half is above one half, or exactly one half with an odd kept half.
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
+  // half is above one half, or exactly one half with an odd kept half. A select, not an early
+  // return, for NaN: loops over arrays of it then vectorize (an F32 -> BF16 cast of 8 MB ran at
+  // half a copy's speed with the branch).
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? uint32_t{kBf16NaN} : rounded);
 }
 
 NNOPS_HD inline float bf16_bits_to_float(uint16_t b) {
