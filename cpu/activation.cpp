@@ -60,18 +60,6 @@ FastActivation fast(Activation a) {
   }
 }
 
-// Splits [0, n) into fixed chunks across threads (one thread below the threshold).
-template <class Range>
-void for_chunks(int64_t n, Range range) {
-  constexpr int64_t kChunk = 16384;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * kChunk, end = begin + kChunk < n ? begin + kChunk : n;
-    range(begin, end);
-  }
-}
-
 }  // namespace
 
 namespace {

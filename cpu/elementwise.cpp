@@ -1,5 +1,4 @@
 // CPU element-wise helpers and argmax over rows.
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -65,13 +64,7 @@ void CpuBackend::cast(void* dst, DType dst_dtype, const void* src, DType src_dty
     auto* d = static_cast<uint16_t*>(dst);
     const auto* s = static_cast<const float*>(src);
     const auto convert = to_bf16_for_active_isa();
-    constexpr int64_t kChunk = 16384;
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t begin = c * kChunk;
-      convert(d + begin, s + begin, std::min(kChunk, n - begin));
-    }
+    for_chunks(n, [&](int64_t begin, int64_t end) { convert(d + begin, s + begin, end - begin); });
   } else {
     auto* d = static_cast<float*>(dst);
     const auto* s = static_cast<const uint16_t*>(src);
