@@ -132,7 +132,7 @@ void attention_nnops(benchmark::State& state) {
   state.counters["FLOP/s"] = benchmark::Counter(3.5 * 4.0 * b * h * t * t * d / 2,
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(attention_nnops)->Args({4, 12, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(attention_nnops)->Args({4, 12, 1024})->Args({8, 4, 256})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 
