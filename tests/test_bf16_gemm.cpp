@@ -73,7 +73,7 @@ TEST_P(Bf16GemmTest, ProductsAgainstDoubleReference) {
 void Bf16GemmTest::check_products() {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
       {1, 1, 1},      {7, 33, 7},      {33, 7, 257},  {97, 33, 300},
-      {127, 129, 31}, {129, 127, 100}, {13, 1023, 3}, {64, 200, 1000},
+      {127, 129, 31}, {129, 127, 100}, {13, 1023, 3}, {64, 200, 1000}, {70, 150, 2100},
       // Tensor-core tile edges (16 x 8 fragments, 128 x 128 blocks, 32-deep slices), with every
       // contiguous extent a multiple of 8 (the cp.async path) or not (staged through registers).
       {16, 16, 16},   {17, 15, 129},   {128, 128, 128}, {129, 136, 48},

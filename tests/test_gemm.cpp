@@ -96,11 +96,13 @@ TEST_P(GemmPathTest, OddSizesAgainstDoubleReference) {
 }
 
 // Sizes on both sides of the tile edges of every kernel (CPU 6 x 16 and 96/256/2048 blocks,
-// CUDA 128 x 128 x 8 and 16).
+// CUDA 128 x 128 x 8 and 16). 70 rows: one row block a little past the CPU's mc (60 with a
+// 1 MiB L2), over two depth blocks.
 TEST_P(GemmPathTest, TileEdgeSizes) {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
       {31, 33, 127},   {127, 129, 31}, {129, 127, 1000}, {1000, 33, 129},
-      {33, 1023, 129}, {2048, 7, 33},  {31, 2048, 129},  {1, 1023, 2048}};
+      {33, 1023, 129}, {2048, 7, 33},  {31, 2048, 129},  {1, 1023, 2048},
+      {70, 150, 1100}};
   uint32_t seed = 40;
   for (auto [m, n, k] : sizes) check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
 }
