@@ -21,6 +21,7 @@
 #include "pack.hpp"
 
 namespace nnops::detail {
+
 namespace {
 
 constexpr int kMR = kNarrowMR;
@@ -178,7 +179,9 @@ void run_tiles(SgemmProblem g, MicroKernel kernel) {
   // and a sliver of 4 rows streamed all of packed B twice, and a share over mc rows packs its
   // whole B block (2 MiB at 500 columns, out of L2) instead of a few panels at a time.
   // 64 x 2000 x 1000 NT: 128-143 -> 160-173 GFLOP/s (AMD EPYC); NN (b in place) unchanged.
-  if (g.m <= g.blocking.mc + 2 * MR) g.blocking.mc = std::max(g.blocking.mc, (g.m + MR - 1) / MR * MR);
+  if (g.m <= g.blocking.mc + 2 * MR) {
+    g.blocking.mc = std::max(g.blocking.mc, (g.m + MR - 1) / MR * MR);
+  }
   // Inside another op's parallel region (attention's blocks) a product runs on its thread alone.
   const int threads =
       g.m * g.n * g.k >= kParallelThreshold && !omp_in_parallel() ? omp_get_max_threads() : 1;
