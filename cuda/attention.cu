@@ -1,12 +1,15 @@
 // CUDA scaled dot-product attention with grouped-query heads: the simplest correct form of
-// FlashAttention-2's algorithm, kept as the reference for the tiled tensor-core kernels to come.
+// FlashAttention-2's algorithm, kept as the reference for the tiled kernels (attention_tiled.cu,
+// chosen by NNOPS_CUDA_ATTENTION=tiled) and for the shapes they do not take.
 // Forward: a block per query row streams the visible keys in chunks with an online softmax (the
 // chunk's scores in shared memory, the running max and sum, the output accumulated per column).
 // Backward: D_i = dout_i . out_i, then a block per query row for dq and a block per key row for
 // dk and dv (over the query heads of its group and their queries in order), recomputing the
 // probabilities from logsumexp. No Tq x Tk matrix, no floating-point atomics: the same bits on
 // every run.
+#include "attention_tiled.hpp"
 #include "cuda_backend.hpp"
+#include "nnops/cuda.hpp"
 #include "nnops/detail/transformer_math.hpp"
 #include "row_reduce.cuh"
 
@@ -176,12 +179,22 @@ void check_head_size(const AttentionShape& s, const char* fn) {
   }
 }
 
+// Whether NNOPS_CUDA_ATTENTION / set_attention_kernel chose the tiled kernels (an unknown
+// value of the variable throws here, before anything runs).
+bool tiled_chosen() {
+  return cuda::attention_kernel() == cuda::AttentionKernel::Tiled;
+}
+
 }  // namespace
 
 void CudaBackend::attention_forward(float* out, float* lse, const float* q, const float* k,
                                     const float* v, const AttentionShape& s) {
   check_head_size(s, "nnops::attention_forward");
   const int64_t rows = s.batch * s.q_heads * s.tq;
+  if (tiled_chosen() && tiled_attention_fits(s, {out, q, k, v})) {
+    if (rows > 0) tiled_attention_forward(out, lse, q, k, v, s);
+    return;
+  }
   const size_t smem = static_cast<size_t>(s.d + kChunk) * sizeof(float);
   attention_forward_kernel<<<grid_for(rows, 1, 1u << 30), kAttnThreads, smem, t_stream>>>(
       out, lse, q, k, v, s);
@@ -198,6 +211,12 @@ void CudaBackend::attention_backward(float* dq, float* dk, float* dv, const floa
     attention_delta_kernel<<<grid_for(q_rows, 256), 256, 0, t_stream>>>(delta.as<float>(), out,
                                                                         dout, q_rows, s.d);
     check_launch("attention_delta_kernel");
+  }
+  if (tiled_chosen() && tiled_attention_fits(s, {dq, dk, dv, q, k, v, dout})) {
+    tiled_attention_backward(dq, dk, dv, q, k, v, lse, dout, delta.as<float>(), s);
+    return;
+  }
+  if (q_rows > 0) {
     attention_dq_kernel<<<grid_for(q_rows, 1, 1u << 30), kAttnThreads,
                           static_cast<size_t>(s.d + kChunk) * sizeof(float), t_stream>>>(
         dq, q, k, v, lse, dout, delta.as<float>(), s);

@@ -94,7 +94,28 @@ GemmKernel gemm_kernel_from_env() {
               "' but must be 'simt', 'wmma' or 'mma'");
 }
 
+// What set_attention_kernel last chose (Default: none).
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::Default};
+
+AttentionKernel attention_kernel_from_env() {
+  const char* env = std::getenv("NNOPS_CUDA_ATTENTION");
+  if (env == nullptr || *env == '\0') return AttentionKernel::Default;
+  if (std::strcmp(env, "simple") == 0) return AttentionKernel::Simple;
+  if (std::strcmp(env, "tiled") == 0) return AttentionKernel::Tiled;
+  throw Error(std::string("nnops::attention_forward/backward: NNOPS_CUDA_ATTENTION is '") + env +
+              "' but must be 'simple' or 'tiled'");
+}
+
 }  // namespace
+
+void set_attention_kernel(AttentionKernel kernel) {
+  g_attention_kernel.store(kernel);
+}
+
+AttentionKernel attention_kernel() {
+  const AttentionKernel set = g_attention_kernel.load();
+  return set != AttentionKernel::Default ? set : attention_kernel_from_env();
+}
 
 void set_gemm_kernel(GemmKernel kernel) {
   g_gemm_kernel.store(kernel);

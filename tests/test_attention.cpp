@@ -73,6 +73,19 @@ AttnRef attention_ref(const Dims& s, const std::vector<double>& q, const std::ve
   return r;
 }
 
+// f once on the CPU; on CUDA once per attention kernel (the tiled ones take head sizes 32, 64 and
+// 128 and leave the others to the simple ones).
+template <class F>
+void for_each_attention_kernel(Device device, F&& f) {
+  if (device != Device::CUDA) return f();
+  for (auto kernel : {cuda::AttentionKernel::Simple, cuda::AttentionKernel::Tiled}) {
+    SCOPED_TRACE(kernel == cuda::AttentionKernel::Tiled ? "tiled CUDA kernels" : "simple CUDA kernels");
+    cuda::set_attention_kernel(kernel);
+    f();
+  }
+  cuda::set_attention_kernel(cuda::AttentionKernel::Default);
+}
+
 double max_abs(const std::vector<double>& v) {
   double m = 0;
   for (double x : v) m = std::max(m, std::fabs(x));
@@ -119,11 +132,39 @@ class AttentionTest : public DeviceTest {
 };
 
 TEST_P(AttentionTest, HeadsAndLengthsAgainstDoubleReference) {
-  for_each_cpu_isa(device(), [&] { check_all_shapes(); });
+  for_each_attention_kernel(device(),
+                            [&] { for_each_cpu_isa(device(), [&] { check_all_shapes(); }); });
 }
 
 TEST_P(AttentionTest, LongSequence) {
-  check({1, 2, 1, 1000, 1000, 64, true}, 1.0, 77);
+  for_each_attention_kernel(device(), [&] { check({1, 2, 1, 1000, 1000, 64, true}, 1.0, 77); });
+}
+
+// Views that start 4 bytes into their buffer: the tiled CUDA kernels read 16-byte words, so
+// such tensors take the simple kernels (on the CPU: any alignment). 33 x 65 keys, head size 64.
+TEST_P(AttentionTest, ViewsOffByOneFloat) {
+  for_each_attention_kernel(device(), [&] {
+    const Shape qs = {1, 2, 33, 64}, ks = {1, 1, 65, 64};
+    const int64_t nq = numel_of(qs), nk = numel_of(ks);
+    const auto qv = random_floats(nq, 21, -1, 1), kv = random_floats(nk, 22, -1, 1),
+               vv = random_floats(nk, 23, -1, 1);
+    auto shifted = [&](const std::vector<float>& values, const Shape& shape) {
+      std::vector<float> padded(values.size() + 1, 0.0f);
+      std::copy(values.begin(), values.end(), padded.begin() + 1);
+      return on(device(), padded, {int64_t(padded.size())});
+    };
+    Tensor qb = shifted(qv, qs), kb = shifted(kv, ks), vb = shifted(vv, ks);
+    Tensor ob = poisoned({nq + 1}, device());
+    Tensor out = ob.narrow(1, nq).reshape(qs);
+    AttentionOptions opt;
+    opt.causal = true;
+    attention_forward(qb.narrow(1, nq).reshape(qs), kb.narrow(1, nk).reshape(ks),
+                      vb.narrow(1, nk).reshape(ks), out, nullptr, opt);
+    Tensor want = Tensor::empty(qs, DType::F32, device());
+    attention_forward(on(device(), qv, qs), on(device(), kv, ks), on(device(), vv, ks), want,
+                      nullptr, opt);
+    EXPECT_TRUE(all_close(out, to_double(want.to_vector<float>()), 1e-6, 1e-5));
+  });
 }
 
 void AttentionTest::check_all_shapes() {

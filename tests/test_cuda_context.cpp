@@ -35,6 +35,33 @@ TEST(CudaContext, UnusableReasonSaysWhyThereIsNoGpu) {
   cuda::empty_cache();  // nothing to give back: not an error
 }
 
+// NNOPS_CUDA_ATTENTION and set_attention_kernel pick the CUDA attention kernels in any build,
+// as for the GEMM below (the attention tests run both kernels on a GPU).
+TEST(CudaContext, AttentionKernelChoice) {
+  const char* saved = std::getenv("NNOPS_CUDA_ATTENTION");
+  const std::string restore = saved ? saved : "";
+  ::unsetenv("NNOPS_CUDA_ATTENTION");
+  EXPECT_EQ(cuda::attention_kernel(), cuda::AttentionKernel::Default);
+  ::setenv("NNOPS_CUDA_ATTENTION", "tiled", 1);
+  EXPECT_EQ(cuda::attention_kernel(), cuda::AttentionKernel::Tiled);
+  cuda::set_attention_kernel(cuda::AttentionKernel::Simple);  // the call wins over the variable
+  EXPECT_EQ(cuda::attention_kernel(), cuda::AttentionKernel::Simple);
+  cuda::set_attention_kernel(cuda::AttentionKernel::Default);
+  ::setenv("NNOPS_CUDA_ATTENTION", "flash", 1);
+  EXPECT_TRUE(throws_error([] { cuda::attention_kernel(); },
+                           "nnops::attention_forward/backward: NNOPS_CUDA_ATTENTION", "flash"));
+  if (cuda_available()) {
+    Tensor q = Tensor::zeros({1, 1, 4, 32}, DType::F32, Device::CUDA);
+    Tensor out = Tensor::zeros({1, 1, 4, 32}, DType::F32, Device::CUDA);
+    EXPECT_TRUE(throws_error([&] { attention_forward(q, q, q, out, nullptr); },
+                             "nnops::attention_forward", "NNOPS_CUDA_ATTENTION"));
+  }
+  if (saved)
+    ::setenv("NNOPS_CUDA_ATTENTION", restore.c_str(), 1);
+  else
+    ::unsetenv("NNOPS_CUDA_ATTENTION");
+}
+
 // NNOPS_CUDA_GEMM and set_gemm_kernel pick the tensor-core GEMM family in any build; an unknown
 // value of the variable is an error that names it, at the first product that asks (the GEMM
 // tests run every family on a GPU: GemmPath::CudaMma).

@@ -58,6 +58,17 @@ void set_gemm_kernel(GemmKernel kernel);
 // The family in force: the last set_gemm_kernel, else NNOPS_CUDA_GEMM, else Default.
 GemmKernel gemm_kernel();
 
+// The kernels of CUDA attention_forward / attention_backward: Simple (a block per query row or
+// key row: the reference) or Tiled (blocks of rows streaming 32-key tiles through shared memory;
+// head sizes 32, 64 and 128 with 16-byte aligned tensors, other shapes take Simple). Default:
+// Simple until a GPU has compared them. NNOPS_CUDA_ATTENTION=simple|tiled chooses for the
+// process; set_attention_kernel overrides it (Default returns to the variable's choice). An
+// unknown value of the variable makes every CUDA attention call throw nnops::Error naming it.
+enum class AttentionKernel { Default, Simple, Tiled };
+void set_attention_kernel(AttentionKernel kernel);
+// The kernels in force: the last set_attention_kernel, else NNOPS_CUDA_ATTENTION, else Default.
+AttentionKernel attention_kernel();
+
 // Returns the memory the stream-ordered pool of the calling thread's GPU keeps for reuse to the
 // driver (waits for the GPU first), for processes that share the GPU with other libraries.
 void empty_cache();
