@@ -90,8 +90,9 @@ GemmKernel gemm_kernel_from_env() {
   if (std::strcmp(env, "simt") == 0) return GemmKernel::Simt;
   if (std::strcmp(env, "wmma") == 0) return GemmKernel::Wmma;
   if (std::strcmp(env, "mma") == 0) return GemmKernel::Mma;
+  if (std::strcmp(env, "wgmma") == 0) return GemmKernel::Wgmma;
   throw Error(std::string("nnops::matmul: NNOPS_CUDA_GEMM is '") + env +
-              "' but must be 'simt', 'wmma' or 'mma'");
+              "' but must be 'simt', 'wmma', 'mma' or 'wgmma'");
 }
 
 // What set_attention_kernel last chose (Default: none).

@@ -185,11 +185,13 @@ void for_each_cpu_isa(Device device, Body body) {
 
 // The GEMM code paths: every CPU micro-kernel (the AVX-512 kernel's tiles also compiled for
 // AVX2, so machines without AVX-512 test its code) and CUDA, with the default kernels and with
-// the multistage mma.sync ones (cuda::GemmKernel::Mma; F32 without TF32 is SIMT in both).
-enum class GemmPath { CpuGeneric, CpuAvx2, CpuAvx512, CpuWideOnAvx2, Cuda, CudaMma };
+// the multistage mma.sync ones (cuda::GemmKernel::Mma; F32 without TF32 is SIMT in both), and
+// with the sm_90a warpgroup-MMA one (cuda::GemmKernel::Wgmma: BF16 on compute capability 9.0;
+// elsewhere, and for TF32, it runs the mma.sync kernels).
+enum class GemmPath { CpuGeneric, CpuAvx2, CpuAvx512, CpuWideOnAvx2, Cuda, CudaMma, CudaWgmma };
 
 inline bool is_cuda_path(GemmPath p) {
-  return p == GemmPath::Cuda || p == GemmPath::CudaMma;
+  return p == GemmPath::Cuda || p == GemmPath::CudaMma || p == GemmPath::CudaWgmma;
 }
 
 inline std::string gemm_path_name(GemmPath p) {
@@ -204,6 +206,8 @@ inline std::string gemm_path_name(GemmPath p) {
       return "CpuWideOnAvx2";
     case GemmPath::CudaMma:
       return "CudaMma";
+    case GemmPath::CudaWgmma:
+      return "CudaWgmma";
     default:
       return "Cuda";
   }
@@ -217,6 +221,10 @@ inline std::string select_gemm_path(GemmPath p) {
     case GemmPath::CudaMma:
       if (!cuda_available()) return "no usable CUDA device";
       cuda::set_gemm_kernel(cuda::GemmKernel::Mma);
+      return "";
+    case GemmPath::CudaWgmma:
+      if (!cuda_available()) return "no usable CUDA device";
+      cuda::set_gemm_kernel(cuda::GemmKernel::Wgmma);
       return "";
     case GemmPath::CpuGeneric:
       detail::set_cpu_isa(detail::CpuIsa::Generic);
@@ -235,7 +243,8 @@ inline std::string select_gemm_path(GemmPath p) {
 
 inline auto all_gemm_paths() {
   return ::testing::Values(GemmPath::CpuGeneric, GemmPath::CpuAvx2, GemmPath::CpuAvx512,
-                           GemmPath::CpuWideOnAvx2, GemmPath::Cuda, GemmPath::CudaMma);
+                           GemmPath::CpuWideOnAvx2, GemmPath::Cuda, GemmPath::CudaMma,
+                           GemmPath::CudaWgmma);
 }
 
 // A test on one GEMM path and transpose case (trans_a, trans_b): selects the CPU code path, or

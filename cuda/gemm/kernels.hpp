@@ -36,6 +36,13 @@ template <class TOut>
 void launch_mma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a, const uint16_t* b,
                      const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta);
 
+// The sm_90a warpgroup-MMA kernel (wgmma.cu): BF16 operands staged K-major in a 3-stage
+// cp.async ring, wgmma.mma_async m64n128k16, FP32 sums. Built only when sm_90 is among the CUDA
+// architectures (NNOPS_WITH_WGMMA) and launched only on compute capability 9.0.
+template <class TOut>
+void launch_wgmma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a, const uint16_t* b,
+                       const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta);
+
 // The launch grid: row tiles in x (up to 2^31 - 1), column tiles in y (up to 65535).
 inline dim3 output_grid(int64_t m, int64_t n) {
   return dim3(static_cast<unsigned>((m + kTileM - 1) / kTileM),
