@@ -141,29 +141,48 @@ TEST_P(AttentionTest, LongSequence) {
 }
 
 // Views that start 4 bytes into their buffer: the tiled CUDA kernels read 16-byte words, so
-// such tensors take the simple kernels (on the CPU: any alignment). 33 x 65 keys, head size 64.
+// such tensors take the simple kernels (on the CPU: any alignment), and agree with the aligned
+// tensors' run (the tiled kernels when chosen), forward and backward. 33 queries x 65 keys, head
+// size 64; the orders of the float sums differ, hence the tolerances.
 TEST_P(AttentionTest, ViewsOffByOneFloat) {
   for_each_attention_kernel(device(), [&] {
     const Shape qs = {1, 2, 33, 64}, ks = {1, 1, 65, 64};
     const int64_t nq = numel_of(qs), nk = numel_of(ks);
     const auto qv = random_floats(nq, 21, -1, 1), kv = random_floats(nk, 22, -1, 1),
-               vv = random_floats(nk, 23, -1, 1);
+               vv = random_floats(nk, 23, -1, 1), gv = random_floats(nq, 24, -1, 1);
     auto shifted = [&](const std::vector<float>& values, const Shape& shape) {
       std::vector<float> padded(values.size() + 1, 0.0f);
       std::copy(values.begin(), values.end(), padded.begin() + 1);
       return on(device(), padded, {int64_t(padded.size())});
     };
-    Tensor qb = shifted(qv, qs), kb = shifted(kv, ks), vb = shifted(vv, ks);
+    Tensor qb = shifted(qv, qs), kb = shifted(kv, ks), vb = shifted(vv, ks), gb = shifted(gv, qs);
     Tensor ob = poisoned({nq + 1}, device());
+    const Tensor q = qb.narrow(1, nq).reshape(qs), k = kb.narrow(1, nk).reshape(ks),
+                 v = vb.narrow(1, nk).reshape(ks), dout = gb.narrow(1, nq).reshape(qs);
     Tensor out = ob.narrow(1, nq).reshape(qs);
+    Tensor lse = poisoned({1, 2, 33}, device());
     AttentionOptions opt;
     opt.causal = true;
-    attention_forward(qb.narrow(1, nq).reshape(qs), kb.narrow(1, nk).reshape(ks),
-                      vb.narrow(1, nk).reshape(ks), out, nullptr, opt);
+    attention_forward(q, k, v, out, &lse, opt);
+    Tensor dqb = poisoned({nq + 1}, device()), dkb = poisoned({nk + 1}, device()),
+           dvb = poisoned({nk + 1}, device());
+    Tensor dq = dqb.narrow(1, nq).reshape(qs), dk = dkb.narrow(1, nk).reshape(ks),
+           dv = dvb.narrow(1, nk).reshape(ks);
+    attention_backward(q, k, v, out, lse, dout, dq, dk, dv, opt);
+
+    const Tensor qa = on(device(), qv, qs), ka = on(device(), kv, ks), va = on(device(), vv, ks);
     Tensor want = Tensor::empty(qs, DType::F32, device());
-    attention_forward(on(device(), qv, qs), on(device(), kv, ks), on(device(), vv, ks), want,
-                      nullptr, opt);
+    Tensor want_lse = Tensor::empty({1, 2, 33}, DType::F32, device());
+    attention_forward(qa, ka, va, want, &want_lse, opt);
+    Tensor dq_a = Tensor::empty(qs, DType::F32, device()),
+           dk_a = Tensor::empty(ks, DType::F32, device()),
+           dv_a = Tensor::empty(ks, DType::F32, device());
+    attention_backward(qa, ka, va, want, want_lse, on(device(), gv, qs), dq_a, dk_a, dv_a, opt);
     EXPECT_TRUE(all_close(out, to_double(want.to_vector<float>()), 1e-6, 1e-5));
+    EXPECT_TRUE(all_close(lse, to_double(want_lse.to_vector<float>()), 1e-6, 1e-5));
+    EXPECT_TRUE(all_close(dq, to_double(dq_a.to_vector<float>()), 1e-5, 1e-4));
+    EXPECT_TRUE(all_close(dk, to_double(dk_a.to_vector<float>()), 1e-5, 1e-4));
+    EXPECT_TRUE(all_close(dv, to_double(dv_a.to_vector<float>()), 1e-5, 1e-4));
   });
 }
 
