@@ -81,34 +81,63 @@ struct Rows {
   __device__ int64_t visible(int64_t i) const { return attention_visible_keys(s.causal, s.tk, i); }
 };
 
+// A block's task in the forward and dq kernels: query rows [i0, i0 + 128 / TPR) of head h of
+// batch b (key head g), this thread's row i (live when i < Tq) and the keys it sees, and the
+// keys any row of the block sees (the same for the whole block).
+template <int TPR>
+struct QueryRows {
+  static constexpr int kRows = kThreads / TPR;
+  int64_t b, h, g, i, row, seen, key_end;
+  bool live;
+  __device__ static int64_t tasks(const AttentionShape& s) {
+    return s.batch * s.q_heads * ((s.tq + kRows - 1) / kRows);
+  }
+  __device__ QueryRows(const AttentionShape& s, int64_t task) {
+    const Rows at{s};
+    const int64_t q_tiles = (s.tq + kRows - 1) / kRows;
+    b = task / (s.q_heads * q_tiles);
+    h = task / q_tiles % s.q_heads;
+    g = h / (s.q_heads / s.kv_heads);
+    const int64_t i0 = task % q_tiles * kRows;
+    i = i0 + threadIdx.x / TPR;
+    live = i < s.tq;
+    row = (b * s.q_heads + h) * s.tq + (live ? i : 0);  // a live row of the head otherwise
+    seen = live ? at.visible(i) : 0;
+    key_end = at.visible((i0 + kRows < s.tq ? i0 + kRows : s.tq) - 1);
+  }
+};
+
+// Keys [j0, j0 + 32) of key head g (zeros past key_end) and their values into the block's tiles,
+// after every thread is done with the previous ones.
+template <int TPR>
+__device__ void load_key_tiles(float4 (*k_tile)[kPerThread * TPR],
+                                  float4 (*v_tile)[kPerThread * TPR], const float* d_k,
+                                  const float* d_v, const AttentionShape& s, int64_t b, int64_t g,
+                                  int64_t j0, int64_t key_end) {
+  const Rows at{s};
+  __syncthreads();  // the previous tile's readers are done
+  const int64_t count = key_end - j0 < kTile ? key_end - j0 : kTile;
+  load_tile<TPR>(k_tile, d_k + at.kv(b, g, 0), j0, count);
+  load_tile<TPR>(v_tile, d_v + at.kv(b, g, 0), j0, count);
+  __syncthreads();
+}
+
 template <int TPR>
 __global__ void __launch_bounds__(kThreads)
     tiled_forward_kernel(float* d_out, float* d_lse, const float* d_q, const float* d_k,
                          const float* d_v, AttentionShape s) {
-  constexpr int kRows = kThreads / TPR;
   __shared__ float4 k_tile[kTile][kPerThread * TPR];
   __shared__ float4 v_tile[kTile][kPerThread * TPR];
-  const Rows at{s};
-  const int lane = threadIdx.x % TPR, r = threadIdx.x / TPR;
-  const int64_t q_tiles = (s.tq + kRows - 1) / kRows, group = s.q_heads / s.kv_heads;
-  for (int64_t task = blockIdx.x; task < s.batch * s.q_heads * q_tiles; task += gridDim.x) {
-    const int64_t b = task / (s.q_heads * q_tiles), h = task / q_tiles % s.q_heads;
-    const int64_t i0 = task % q_tiles * kRows, i = i0 + r, g = h / group;
-    const bool live = i < s.tq;
+  const int lane = threadIdx.x % TPR;
+  for (int64_t task = blockIdx.x; task < QueryRows<TPR>::tasks(s); task += gridDim.x) {
+    const QueryRows<TPR> t(s, task);
     float4 q[kPerThread], acc[kPerThread];
-    load_row<TPR>(q, d_q + at.q(b, h, live ? i : 0), lane, live);
+    load_row<TPR>(q, d_q + t.row * s.d, lane, t.live);
 #pragma unroll
     for (int c = 0; c < kPerThread; ++c) acc[c] = zero4();
     float m = -INFINITY, l = 0.0f;
-    const int64_t seen = live ? at.visible(i) : 0;
-    const int64_t last_row = (i0 + kRows < s.tq ? i0 + kRows : s.tq) - 1;
-    const int64_t key_end = at.visible(last_row);  // the same for the whole block
-    for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
-      __syncthreads();  // the previous tile's readers are done
-      const int64_t count = key_end - j0 < kTile ? key_end - j0 : kTile;
-      load_tile<TPR>(k_tile, d_k + at.kv(b, g, 0), j0, count);
-      load_tile<TPR>(v_tile, d_v + at.kv(b, g, 0), j0, count);
-      __syncthreads();
+    for (int64_t j0 = 0; j0 < t.key_end; j0 += kTile) {
+      load_key_tiles<TPR>(k_tile, v_tile, d_k, d_v, s, t.b, t.g, j0, t.key_end);
       float score[kTile];
       float tile_max = -INFINITY;
 #pragma unroll
@@ -117,7 +146,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int c = 0; c < kPerThread; ++c) part += dot4(q[c], k_tile[j][lane + TPR * c]);
         const float full = row_sum<TPR>(part);
-        score[j] = j0 + j < seen ? s.scale * full : -INFINITY;
+        score[j] = j0 + j < t.seen ? s.scale * full : -INFINITY;
         tile_max = nan_max(tile_max, score[j]);
       }
       const float m_new = nan_max(m, tile_max);
@@ -140,9 +169,9 @@ __global__ void __launch_bounds__(kThreads)
       }
       m = m_new;
     }
-    if (!live) continue;
+    if (!t.live) continue;
     if (d_out) {
-      float4* o = reinterpret_cast<float4*>(d_out + at.q(b, h, i));
+      float4* o = reinterpret_cast<float4*>(d_out + t.row * s.d);
       const float inv = 1.0f / l;
 #pragma unroll
       for (int c = 0; c < kPerThread; ++c) {
@@ -152,7 +181,7 @@ __global__ void __launch_bounds__(kThreads)
                                      : make_float4(NAN, NAN, NAN, NAN);
       }
     }
-    if (d_lse && lane == 0) d_lse[(b * s.q_heads + h) * s.tq + i] = m + logf(l);
+    if (d_lse && lane == 0) d_lse[t.row] = m + logf(l);
   }
 }
 
@@ -162,32 +191,19 @@ __global__ void __launch_bounds__(kThreads)
     tiled_dq_kernel(float* d_dq, const float* d_q, const float* d_k, const float* d_v,
                     const float* d_lse, const float* d_dout, const float* d_delta,
                     AttentionShape s) {
-  constexpr int kRows = kThreads / TPR;
   __shared__ float4 k_tile[kTile][kPerThread * TPR];
   __shared__ float4 v_tile[kTile][kPerThread * TPR];
-  const Rows at{s};
-  const int lane = threadIdx.x % TPR, r = threadIdx.x / TPR;
-  const int64_t q_tiles = (s.tq + kRows - 1) / kRows, group = s.q_heads / s.kv_heads;
-  for (int64_t task = blockIdx.x; task < s.batch * s.q_heads * q_tiles; task += gridDim.x) {
-    const int64_t b = task / (s.q_heads * q_tiles), h = task / q_tiles % s.q_heads;
-    const int64_t i0 = task % q_tiles * kRows, i = i0 + r, g = h / group;
-    const bool live = i < s.tq;
-    const int64_t row = (b * s.q_heads + h) * s.tq + (live ? i : 0);
+  const int lane = threadIdx.x % TPR;
+  for (int64_t task = blockIdx.x; task < QueryRows<TPR>::tasks(s); task += gridDim.x) {
+    const QueryRows<TPR> t(s, task);
     float4 q[kPerThread], dout[kPerThread], acc[kPerThread];
-    load_row<TPR>(q, d_q + row * s.d, lane, live);
-    load_row<TPR>(dout, d_dout + row * s.d, lane, live);
+    load_row<TPR>(q, d_q + t.row * s.d, lane, t.live);
+    load_row<TPR>(dout, d_dout + t.row * s.d, lane, t.live);
 #pragma unroll
     for (int c = 0; c < kPerThread; ++c) acc[c] = zero4();
-    const float lse = live ? d_lse[row] : 0.0f, delta = live ? d_delta[row] : 0.0f;
-    const int64_t seen = live ? at.visible(i) : 0;
-    const int64_t last_row = (i0 + kRows < s.tq ? i0 + kRows : s.tq) - 1;
-    const int64_t key_end = at.visible(last_row);
-    for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
-      __syncthreads();
-      const int64_t count = key_end - j0 < kTile ? key_end - j0 : kTile;
-      load_tile<TPR>(k_tile, d_k + at.kv(b, g, 0), j0, count);
-      load_tile<TPR>(v_tile, d_v + at.kv(b, g, 0), j0, count);
-      __syncthreads();
+    const float lse = t.live ? d_lse[t.row] : 0.0f, delta = t.live ? d_delta[t.row] : 0.0f;
+    for (int64_t j0 = 0; j0 < t.key_end; j0 += kTile) {
+      load_key_tiles<TPR>(k_tile, v_tile, d_k, d_v, s, t.b, t.g, j0, t.key_end);
 #pragma unroll 2
       for (int j = 0; j < kTile; ++j) {
         float qk = 0.0f, dv = 0.0f;
@@ -198,7 +214,7 @@ __global__ void __launch_bounds__(kThreads)
         }
         qk = row_sum<TPR>(qk);
         dv = row_sum<TPR>(dv);
-        const bool seen_j = j0 + j < seen;
+        const bool seen_j = j0 + j < t.seen;
         const float p = seen_j ? expf(s.scale * qk - lse) : 0.0f;
         const float ds = seen_j ? p * (dv - delta) : 0.0f;
 #pragma unroll
@@ -206,8 +222,8 @@ __global__ void __launch_bounds__(kThreads)
           add_scaled4(acc[c], s.scale * ds, k_tile[j][lane + TPR * c]);
       }
     }
-    if (!live) continue;
-    float4* o = reinterpret_cast<float4*>(d_dq + row * s.d);
+    if (!t.live) continue;
+    float4* o = reinterpret_cast<float4*>(d_dq + t.row * s.d);
 #pragma unroll
     for (int c = 0; c < kPerThread; ++c) o[lane + TPR * c] = acc[c];
   }

@@ -15,6 +15,7 @@
 // base addresses. Other shapes stage the same tiles through registers with bounds-checked element
 // loads (synchronous, so no overlap), which keeps every size correct.
 #include "../elementwise.cuh"
+#include "cp_async.cuh"
 #include "kernels.hpp"
 
 namespace nnops::detail::gemm {
@@ -53,23 +54,6 @@ struct TileShape {
   static_assert(kChunks % kThreads == 0, "whole chunks per thread");
   static_assert((kStride * sizeof(T)) % 16 == 0, "rows start 16-byte aligned");
 };
-
-__device__ inline uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, or 16 zero bytes when !inside (src-size 0 reads nothing).
-__device__ inline void cp_async_16(void* dst, const void* src, bool inside) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)),
-               "l"(src), "r"(inside ? 16 : 0));
-}
-__device__ inline void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int kPending>
-__device__ inline void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
 
 // Copies one operand tile: rows [outer0, outer0 + kOuter) and elements [inner0, inner0 + kInner)
 // of a row-major matrix of `outer_extent` rows of `inner_extent` elements into `tile`.
@@ -280,10 +264,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
 #endif
-}
-
-bool aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
 }
 
 template <class T, class TOut>

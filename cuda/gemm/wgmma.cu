@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "../elementwise.cuh"
+#include "cp_async.cuh"
 #include "kernels.hpp"
 
 namespace nnops::detail::gemm {
@@ -38,22 +39,6 @@ static_assert(kTileM == kTileN, "one layout serves a and b");
 __device__ inline int canonical_offset(int row, int kk) {
   return (kk >> 4) * 4096 + (row >> 3) * 256 + ((kk >> 3) & 1) * 128 + (row & 7) * 16 +
          (kk & 7) * 2;
-}
-
-__device__ inline uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ inline void cp_async_16(void* dst, const void* src, bool inside) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)),
-               "l"(src), "r"(inside ? 16 : 0));
-}
-__device__ inline void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int kPending>
-__device__ inline void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 // A shared-memory matrix descriptor: start address, leading-dimension byte offset 128 (the next
@@ -200,10 +185,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       store_elem(d_c, gi * n + gj, v);
     }
   }
-}
-
-bool aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
 }
 
 }  // namespace

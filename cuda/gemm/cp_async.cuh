@@ -1,0 +1,31 @@
+// cp.async (sm_80+) for the multistage GEMM kernels (mma.cu, wgmma.cu): 16-byte global -> shared
+// copies that run while the block computes, committed and waited for in groups.
+#pragma once
+
+#include <cstdint>
+
+namespace nnops::detail::gemm {
+
+__device__ inline uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, or 16 zero bytes when !inside (src-size 0 reads nothing).
+__device__ inline void cp_async_16(void* dst, const void* src, bool inside) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)),
+               "l"(src), "r"(inside ? 16 : 0));
+}
+__device__ inline void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+// Waits until at most kPending of this thread's groups are still in flight.
+template <int kPending>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
+
+}  // namespace nnops::detail::gemm
