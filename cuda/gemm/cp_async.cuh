@@ -24,6 +24,17 @@ __device__ inline void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// The ring's prologue: slices 0 .. kStages - 2 in flight through load_stage(stage, slice), a
+// group each, empty past the last slice (the waits count groups).
+template <int kStages, class LoadStage>
+__device__ inline void cp_async_prologue(int64_t slices, LoadStage&& load_stage) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < slices) load_stage(s, int64_t(s));
+    cp_async_commit();
+  }
+}
+
 inline bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
 }

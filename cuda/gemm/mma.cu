@@ -220,11 +220,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   float acc[kFragsM][kFragsN][4] = {};
   const int64_t slices = (k + kBK - 1) / kBK;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < slices) load_stage(s, s);
-    cp_async_commit();  // empty groups too: the wait below counts groups
-  }
+  cp_async_prologue<kStages>(slices, load_stage);
   for (int64_t kt = 0; kt < slices; ++kt) {
     cp_async_wait<kStages - 2>();  // slice kt has landed (this thread's copies) ...
     __syncthreads();               // ... and everyone's; stage (kt - 1) % kStages is free

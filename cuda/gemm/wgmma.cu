@@ -137,11 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int i = 0; i < 64; ++i) d[i] = 0.0f;
   const int64_t slices = (k + kBK - 1) / kBK;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < slices) load_stage(s, s);
-    cp_async_commit();  // empty groups too: the wait below counts groups
-  }
+  cp_async_prologue<kStages>(slices, load_stage);
   for (int64_t kt = 0; kt < slices; ++kt) {
     cp_async_wait<kStages - 2>();  // this thread's copies of slice kt have landed
     // Its shared writes (copies and stores) before the tensor cores' reads, which go through
