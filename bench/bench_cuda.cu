@@ -473,8 +473,10 @@ BENCHMARK(embedding_fwd_ceiling)->UseManualTime();
 
 // Causal attention forward, F32 and BF16 (through the F32 path for now), and forward +
 // backward, at [B, H, T, D]; FLOP/s counted as FlashAttention's papers do (4 B H T^2 D / 2 for a
-// causal forward, 2.5 times that for the backward).
-void attention_time(benchmark::State& state, DType dtype, bool backward) {
+// causal forward, 2.5 times that for the backward). The `nnops` rows run the tiled kernels
+// (NNOPS_CUDA_ATTENTION=tiled), the `simple` rows the default ones, a block per query or key row.
+void attention_time(benchmark::State& state, DType dtype, bool backward,
+                    nnops::cuda::AttentionKernel kernel) {
   const int64_t b = state.range(0), h = state.range(1), t = state.range(2), d = state.range(3);
   auto make = [&](uint64_t seed) {
     Tensor f = device_random({b, h, t, d}, seed);
@@ -491,35 +493,30 @@ void attention_time(benchmark::State& state, DType dtype, bool backward) {
          dv = Tensor::empty({b, h, t, d}, dtype, Device::CUDA);
   AttentionOptions causal;
   causal.causal = true;
+  nnops::cuda::set_attention_kernel(kernel);
   time_on_device(state, [&] {
     attention_forward(q, k, v, out, &lse, causal);
     if (backward) attention_backward(q, k, v, out, lse, dout, dq, dk, dv, causal);
   });
+  nnops::cuda::set_attention_kernel(nnops::cuda::AttentionKernel::Default);
   const double fwd = 4.0 * b * h * t * t * d / 2;
   state.counters["FLOP/s"] = benchmark::Counter((backward ? 3.5 : 1.0) * fwd * state.iterations(),
                                                 benchmark::Counter::kIsRate);
 }
-void attention_fwd_f32_nnops(benchmark::State& state) {
-  attention_time(state, DType::F32, false);
-}
-void attention_fwd_bf16_nnops(benchmark::State& state) {
-  attention_time(state, DType::BF16, false);
-}
-void attention_fwd_bwd_f32_nnops(benchmark::State& state) {
-  attention_time(state, DType::F32, true);
-}
-BENCHMARK(attention_fwd_f32_nnops)
-    ->Args({4, 12, 1024, 64})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(attention_fwd_bf16_nnops)
-    ->Args({1, 16, 4096, 128})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(attention_fwd_bwd_f32_nnops)
-    ->Args({4, 12, 1024, 64})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
+#define ATTENTION_PAIR(name, dtype, backward, ARGS)                                      \
+  void name##_nnops(benchmark::State& s) {                                               \
+    attention_time(s, dtype, backward, nnops::cuda::AttentionKernel::Tiled);             \
+  }                                                                                      \
+  void name##_simple(benchmark::State& s) {                                              \
+    attention_time(s, dtype, backward, nnops::cuda::AttentionKernel::Simple);            \
+  }                                                                                      \
+  BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond);         \
+  BENCHMARK(name##_simple)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
+ATTENTION_PAIR(attention_fwd_f32, DType::F32, false, Args({4, 12, 1024, 64}));
+ATTENTION_PAIR(attention_fwd_bf16, DType::BF16, false, Args({1, 16, 4096, 128}));
+// nnops-gpt's default shape and GPT-2 small's heads at T = 1024.
+ATTENTION_PAIR(attention_fwd_bwd_f32, DType::F32, true,
+               Args({8, 4, 256, 64})->Args({4, 12, 1024, 64}));
 
 }  // namespace
 
