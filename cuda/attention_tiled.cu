@@ -299,12 +299,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Blocks for `tasks` block-sized tasks (grid-stride beyond the launch limit).
-unsigned blocks_for(int64_t tasks) {
-  const int64_t limit = 1ll << 30;
-  return static_cast<unsigned>(tasks < 1 ? 1 : (tasks > limit ? limit : tasks));
-}
-
 bool aligned16(const void* p) {
   return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
@@ -329,9 +323,11 @@ bool tiled_attention_fits(const AttentionShape& s, std::initializer_list<const v
 void tiled_attention_forward(float* out, float* lse, const float* q, const float* k,
                              const float* v, const AttentionShape& s) {
   with_threads_per_row(s.d, [&](auto tpr) {
-    constexpr int TPR = decltype(tpr)::value;
-    const int64_t tiles = s.batch * s.q_heads * ((s.tq + kThreads / TPR - 1) / (kThreads / TPR));
-    tiled_forward_kernel<TPR><<<blocks_for(tiles), kThreads, 0, t_stream>>>(out, lse, q, k, v, s);
+    constexpr int TPR = decltype(tpr)::value, kRows = kThreads / TPR;
+    // A block per task (grid-stride beyond 2^30 of them).
+    const int64_t tasks = s.batch * s.q_heads * ((s.tq + kRows - 1) / kRows);
+    tiled_forward_kernel<TPR>
+        <<<grid_for(tasks, 1, 1u << 30), kThreads, 0, t_stream>>>(out, lse, q, k, v, s);
     check_launch("tiled_forward_kernel");
   });
 }
@@ -341,13 +337,13 @@ void tiled_attention_backward(float* dq, float* dk, float* dv, const float* q, c
                               const float* delta, const AttentionShape& s) {
   with_threads_per_row(s.d, [&](auto tpr) {
     constexpr int TPR = decltype(tpr)::value, kRows = kThreads / TPR;
-    const int64_t q_tiles = s.batch * s.q_heads * ((s.tq + kRows - 1) / kRows);
-    const int64_t k_tiles = s.batch * s.kv_heads * ((s.tk + kRows - 1) / kRows);
-    tiled_dq_kernel<TPR><<<blocks_for(q_tiles), kThreads, 0, t_stream>>>(dq, q, k, v, lse, dout,
-                                                                          delta, s);
+    const int64_t q_tasks = s.batch * s.q_heads * ((s.tq + kRows - 1) / kRows);
+    const int64_t k_tasks = s.batch * s.kv_heads * ((s.tk + kRows - 1) / kRows);
+    tiled_dq_kernel<TPR><<<grid_for(q_tasks, 1, 1u << 30), kThreads, 0, t_stream>>>(
+        dq, q, k, v, lse, dout, delta, s);
     check_launch("tiled_dq_kernel");
-    tiled_dkdv_kernel<TPR><<<blocks_for(k_tiles), kThreads, 0, t_stream>>>(dk, dv, q, k, v, lse,
-                                                                            dout, delta, s);
+    tiled_dkdv_kernel<TPR><<<grid_for(k_tasks, 1, 1u << 30), kThreads, 0, t_stream>>>(
+        dk, dv, q, k, v, lse, dout, delta, s);
     check_launch("tiled_dkdv_kernel");
   });
 }
