@@ -274,10 +274,12 @@ void sparse_forward_time(benchmark::State& state, SparseFormat format, double am
 SPARSE_TRIO(sparse_fwd_nm24, SparseFormat::NM24, 0.5);
 SPARSE_TRIO(sparse_fwd_csr90, SparseFormat::CSR, 0.9);
 
-// The 2:4 forward on sparse tensor cores (NNOPS_CUDA_SPARSE=mma, BF16 x and values, F32 y)
-// beside the dense BF16 tensor-core linear_forward of the decompressed weight: the MLP's layer
-// at batch 64 and the 4096^3 product.
-void sparse_bf16_time(benchmark::State& state, bool dense) {
+// The 2:4 forward on sparse tensor cores (NNOPS_CUDA_SPARSE=mma, BF16 x and values, F32 y: the
+// staged kernel from 128 batch rows) beside the direct kernel (mma-direct) and the dense BF16
+// tensor-core linear_forward of the decompressed weight: the MLP's layer at batch 64 and the
+// 4096^3 product.
+void sparse_bf16_time(benchmark::State& state, const char* kernel) {
+  const bool dense = kernel == nullptr;
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   Tensor w = Tensor::empty({out, in});
   fill_uniform(w, -1.0f, 1.0f, 1);
@@ -292,7 +294,7 @@ void sparse_bf16_time(benchmark::State& state, bool dense) {
   if (dense) {
     time_on_device(state, [&] { linear_forward(x, wd, nullptr, y); });
   } else {
-    ::setenv("NNOPS_CUDA_SPARSE", "mma", 1);
+    ::setenv("NNOPS_CUDA_SPARSE", kernel, 1);
     time_on_device(state, [&] { sparse_linear_forward(x, s, nullptr, y); });
     ::unsetenv("NNOPS_CUDA_SPARSE");
   }
@@ -300,13 +302,17 @@ void sparse_bf16_time(benchmark::State& state, bool dense) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 void sparse_nm24_bf16_nnops(benchmark::State& s) {
-  sparse_bf16_time(s, false);
+  sparse_bf16_time(s, "mma");
+}
+void sparse_nm24_bf16_direct(benchmark::State& s) {
+  sparse_bf16_time(s, "mma-direct");
 }
 void sparse_nm24_bf16_dense(benchmark::State& s) {
-  sparse_bf16_time(s, true);
+  sparse_bf16_time(s, nullptr);
 }
 #define SPARSE_BF16_SHAPES Args({64, 1000, 2000})->Args({4096, 4096, 4096})
 BENCHMARK(sparse_nm24_bf16_nnops)->SPARSE_BF16_SHAPES->UseManualTime();
+BENCHMARK(sparse_nm24_bf16_direct)->SPARSE_BF16_SHAPES->UseManualTime();
 BENCHMARK(sparse_nm24_bf16_dense)->SPARSE_BF16_SHAPES->UseManualTime();
 
 // The ceiling: a device-to-device copy moving `bytes` read plus `bytes` written.

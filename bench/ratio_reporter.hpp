@@ -38,7 +38,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
     const std::vector<std::string> baselines = {"openblas",    "onednn",   "cublas", "cublaslt",
                                                 "ceiling",     "f32",      "nth_element",
                                                 "cub_sort",    "dense",    "cusparse",
-                                                "simple"};
+                                                "simple",      "direct"};
     std::printf(
         "\n%-40s %-14s %10s   (baseline time / nnops time; > 1 means nnops is faster;\n"
         "%-40s %-14s %10s    vs 'ceiling' it is the fraction of copy bandwidth reached)\n",

@@ -2,20 +2,25 @@
 // values, FP32 sums (mma.sp m16n8k32, sm_80 and newer). It computes y^T = w x^T: w is the
 // sparse A operand (rows = outputs, K = inputs, two values kept in every four), x^T the dense B.
 //
-// Not yet run on a GPU, so it is opt-in: NNOPS_CUDA_SPARSE=mma selects it (the tiled FP32 kernels
-// stay the default). The fragment layouts of A, B and C follow the PTX ISA's text for this shape;
-// the metadata register's layout is given there only as a figure, so both readings of it are
-// built: NNOPS_CUDA_SPARSE_META=halves (default: the selected thread pair holds chunks 0-3 and
-// 4-7 of rows g and g + 8, 16 bits each) or rows (one thread row g's eight chunks, the other
-// row g + 8's). The GPU-vs-CPU test runs both; the one that passes is the layout.
+// Not yet run on a GPU, so it is opt-in: NNOPS_CUDA_SPARSE=mma selects the sparse tensor cores
+// (the tiled FP32 kernels stay the default): the staged kernel (sparse_mma_staged.cu: cp.async
+// ring, ldmatrix, 128 x 128 blocks) from 128 batch rows where its shape and alignment fit, else
+// the direct kernel below; =mma-staged takes the staged kernel wherever it fits, =mma-direct
+// always the direct one, so a first GPU run can compare them and fall back. The fragment layouts
+// of A, B and C follow the PTX ISA's text for this shape; the metadata register's layout is given
+// there only as a figure, so both readings of it are built: NNOPS_CUDA_SPARSE_META=halves
+// (default: the selected thread pair holds chunks 0-3 and 4-7 of rows g and g + 8, 16 bits each;
+// MLIR's sm_80 2:4 integration test reads the figure so) or rows (one thread row g's eight
+// chunks, the other row g + 8's). The GPU-vs-CPU test runs both; the one that passes is the
+// layout.
 //
-// Correct first: each warp loads its fragments straight from global memory (through L1), a block
-// of 4 warps computes 64 outputs x 32 batch rows; no shared-memory staging or pipelining yet.
+// The direct kernel is the simplest correct one: each warp loads its fragments straight from
+// global memory (through L1), a block of 4 warps computes 64 outputs x 32 batch rows.
 #include <cstdlib>
 #include <cstring>
 
-#include "cuda_backend.hpp"
 #include "nnops/detail/sparse_layout.hpp"
+#include "sparse_mma.hpp"
 
 namespace nnops::detail {
 
@@ -23,20 +28,12 @@ namespace {
 
 constexpr int kMmaWarps = 4, kRowsPerWarp = 16, kBatchPerWarp = 32;
 
-// NM24 nibble (p0 | p1 << 2; p0 == p1 keeps one value, p0 > p1 none) as mma.sp metadata: two
-// different indices, slot 0's then slot 1's. An unused slot holds 0, so any free position will
-// do for it (the unordered mma.sp accepts either order).
-__device__ __forceinline__ uint32_t mma_nibble(uint32_t code) {
-  const Nm24Group g = nm24_decode(code);
-  return g.p0 == g.p1 ? (g.p0 | ((g.p0 == 0u ? 1u : 0u) << 2)) : code;
-}
-
 // The mma.sp metadata nibble of row o, group q (a padding row or group: indices 0 and 1).
 __device__ __forceinline__ uint32_t meta_nibble(const uint8_t* meta, int64_t meta_cols,
                                                 int64_t rows, int64_t groups, int64_t o,
                                                 int64_t q) {
   if (o >= rows || q >= groups) return 0x4u;
-  return mma_nibble(nm24_code(meta + o * meta_cols, q));
+  return nm24_mma_code(nm24_code(meta + o * meta_cols, q));
 }
 
 // Two BF16 values at p (an even element index) as one 32-bit register, 0 when out of range.
@@ -110,9 +107,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 #endif
 }
 
-bool mma_kernel_selected() {
+enum class SparseMma { Off, Auto, Staged, Direct };
+
+SparseMma sparse_mma_choice() {
   const char* env = std::getenv("NNOPS_CUDA_SPARSE");
-  return env != nullptr && std::strcmp(env, "mma") == 0;
+  if (env == nullptr) return SparseMma::Off;
+  if (std::strcmp(env, "mma") == 0) return SparseMma::Auto;
+  if (std::strcmp(env, "mma-staged") == 0) return SparseMma::Staged;
+  if (std::strcmp(env, "mma-direct") == 0) return SparseMma::Direct;
+  return SparseMma::Off;
 }
 
 bool metadata_by_rows() {
@@ -125,7 +128,15 @@ bool metadata_by_rows() {
 bool CudaBackend::sparse_forward_nm24_bf16(float* y, const uint16_t* x, const uint16_t* values,
                                            const uint8_t* metadata, int64_t rows, int64_t cols,
                                            const float* bias, int64_t n) {
-  if (!mma_kernel_selected() || current_compute_major() < 8) return false;
+  const SparseMma choice = sparse_mma_choice();
+  if (choice == SparseMma::Off || current_compute_major() < 8) return false;
+  // The staged kernel's blocks hold 128 batch rows: a smaller batch leaves most of each block
+  // idle and the grid a few blocks, where the direct kernel's 32-row blocks fill more of the GPU.
+  const bool staged = choice == SparseMma::Staged || (choice == SparseMma::Auto && n >= 128);
+  if (staged && sparse_mma_staged_fits(x, values, metadata, rows, cols, n)) {
+    sparse_forward_mma_staged(y, x, values, metadata, rows, cols, bias, n, metadata_by_rows());
+    return true;
+  }
   const int64_t row_blocks = (rows + kMmaWarps * kRowsPerWarp - 1) / (kMmaWarps * kRowsPerWarp);
   const int64_t batch_blocks = (n + kBatchPerWarp - 1) / kBatchPerWarp;
   if (row_blocks > 0x7FFFFFFF || batch_blocks > 65535) return false;

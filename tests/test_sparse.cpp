@@ -4,6 +4,7 @@
 // fine-tuning, thread independence, and hostile arguments.
 #include <omp.h>
 
+#include "nnops/detail/sparse_layout.hpp"
 #include "test_util.hpp"
 
 namespace nnops::test {
@@ -282,9 +283,34 @@ TEST(Sparse, CudaAgreesWithCpu) {
   ::unsetenv("NNOPS_CUDA_SPARSE");
 }
 
-// The 2:4 forward on sparse tensor cores (NNOPS_CUDA_SPARSE=mma: BF16 x and values, FP32 sums)
-// against double sums of the same BF16 values. The metadata register's layout is run in both
-// readings (NNOPS_CUDA_SPARSE_META); the default, halves, must be the one that holds.
+// NM24 codes as mma.sp metadata, one at a time and eight to a word (the staged kernel's form):
+// two different indices, the kept values' positions unchanged. Runs on every machine.
+TEST(Sparse, TensorCoreMetadataKeepsEveryKeptPosition) {
+  for (unsigned code = 0; code < 16; ++code) {
+    const detail::Nm24Group g = detail::nm24_decode(code);
+    const unsigned m = detail::nm24_mma_code(code);
+    SCOPED_TRACE("code " + std::to_string(code));
+    EXPECT_NE(m & 3u, m >> 2);  // mma.sp wants two different indices
+    if (g.used0) EXPECT_EQ(m & 3u, g.p0);
+    if (g.used1) EXPECT_EQ(m >> 2, g.p1);
+    if (g.used0 && g.used1) EXPECT_EQ(m, code);
+    // Eight to a word: the code at every position among random neighbours.
+    for (int pos = 0; pos < 8; ++pos) {
+      const uint32_t word = (0x9E3779B9u * (code + 1) + 0x7F4A7C15u * pos) & ~(0xFu << (4 * pos));
+      const uint32_t codes = word | code << (4 * pos);
+      uint32_t expect = 0;
+      for (int j = 0; j < 8; ++j) expect |= detail::nm24_mma_code(codes >> (4 * j) & 0xFu) << (4 * j);
+      EXPECT_EQ(detail::nm24_mma_codes(codes), expect) << "position " << pos;
+    }
+  }
+}
+
+// The 2:4 forward on sparse tensor cores (BF16 x and values, FP32 sums) against double sums of
+// the same BF16 values, for both kernels (NNOPS_CUDA_SPARSE=mma-direct, and mma-staged where the
+// depth is a multiple of 64: one slice, the ring's three, and more, with outputs and batch rows
+// past its 128 x 128 blocks) and both readings of the metadata register (NNOPS_CUDA_SPARSE_META);
+// the default, halves, must be the one that holds. Some groups keep one value or none (their
+// codes take nm24_mma_code's other branch).
 TEST(Sparse, CudaTensorCoreForwardMatchesDoubleSums) {
   if (!cuda_available()) GTEST_SKIP() << "no usable CUDA device";
   struct Shape3 {
@@ -292,48 +318,57 @@ TEST(Sparse, CudaTensorCoreForwardMatchesDoubleSums) {
   };
   bool passes[2] = {true, true};
   const char* layouts[2] = {"halves", "rows"};
-  for (int layout = 0; layout < 2; ++layout) {
-    ::setenv("NNOPS_CUDA_SPARSE", "mma", 1);
-    ::setenv("NNOPS_CUDA_SPARSE_META", layouts[layout], 1);
-    for (const Shape3 sh : {Shape3{16, 32, 8}, Shape3{33, 100, 1}, Shape3{17, 36, 7},
-                            Shape3{64, 128, 32}, Shape3{130, 260, 65}}) {
-      SCOPED_TRACE(std::string(layouts[layout]) + " out=" + std::to_string(sh.out) +
-                   " in=" + std::to_string(sh.in) + " n=" + std::to_string(sh.n));
-      Pruned p = pruned(sh.out, sh.in, SparseFormat::NM24, 0.5, 70 + sh.in);
-      Tensor wb = Tensor::empty({sh.out, sh.in}, DType::BF16),
-             xb = Tensor::empty({sh.n, sh.in}, DType::BF16);
-      cast(wb, p.w);
-      cast(xb, on(Device::CPU, random_floats(sh.n * sh.in, 71), {sh.n, sh.in}));
-      const auto bv = random_floats(sh.out, 72);
-      SparseMatrix sg = compress(wb.to(Device::CUDA), p.mask.to(Device::CUDA), SparseFormat::NM24);
-      Tensor yg = poisoned({sh.n, sh.out}, Device::CUDA);
-      const Tensor bg = on(Device::CUDA, bv, {sh.out});
-      sparse_linear_forward(xb.to(Device::CUDA), sg, &bg, yg);
-      // Reference and bound: the kept products in double; FP32 sums of in/2 products are
-      // within (in/2) u of the sum of their magnitudes (4x margin for the tensor cores' order).
-      Tensor w32 = Tensor::empty({sh.out, sh.in}), x32 = Tensor::empty({sh.n, sh.in});
-      cast(w32, wb);
-      cast(x32, xb);
-      const auto w = w32.to_vector<float>(), x = x32.to_vector<float>();
-      const auto m = p.mask.to_vector<uint8_t>();
-      std::vector<double> ref(sh.n * sh.out), bound(sh.n * sh.out);
-      for (int64_t r = 0; r < sh.n; ++r) {
-        for (int64_t o = 0; o < sh.out; ++o) {
-          double sum = bv[o], mag = std::fabs(bv[o]);
-          for (int64_t c = 0; c < sh.in; ++c) {
-            if (!m[o * sh.in + c]) continue;
-            const double prod = double(w[o * sh.in + c]) * x[r * sh.in + c];
-            sum += prod;
-            mag += std::fabs(prod);
+  for (const char* kernel : {"mma-direct", "mma-staged"}) {
+    for (int layout = 0; layout < 2; ++layout) {
+      ::setenv("NNOPS_CUDA_SPARSE", kernel, 1);
+      ::setenv("NNOPS_CUDA_SPARSE_META", layouts[layout], 1);
+      for (const Shape3 sh : {Shape3{16, 32, 8}, Shape3{33, 100, 1}, Shape3{17, 36, 7},
+                              Shape3{64, 128, 32}, Shape3{130, 260, 65}, Shape3{1, 64, 1},
+                              Shape3{7, 192, 33}, Shape3{130, 256, 129}, Shape3{257, 320, 7}}) {
+        SCOPED_TRACE(std::string(kernel) + " " + layouts[layout] + " out=" +
+                     std::to_string(sh.out) + " in=" + std::to_string(sh.in) +
+                     " n=" + std::to_string(sh.n));
+        Pruned p = pruned(sh.out, sh.in, SparseFormat::NM24, 0.5, 70 + sh.in);
+        // Every ninth kept entry dropped: groups keeping one value, and a few none.
+        auto mask = p.mask.to_vector<uint8_t>();
+        for (size_t i = 0, kept = 0; i < mask.size(); ++i)
+          if (mask[i] && ++kept % 9 == 0) mask[i] = 0;
+        p.mask = Tensor::from_vector(mask, {sh.out, sh.in});
+        Tensor wb = Tensor::empty({sh.out, sh.in}, DType::BF16),
+               xb = Tensor::empty({sh.n, sh.in}, DType::BF16);
+        cast(wb, p.w);
+        cast(xb, on(Device::CPU, random_floats(sh.n * sh.in, 71), {sh.n, sh.in}));
+        const auto bv = random_floats(sh.out, 72);
+        SparseMatrix sg =
+            compress(wb.to(Device::CUDA), p.mask.to(Device::CUDA), SparseFormat::NM24);
+        Tensor yg = poisoned({sh.n, sh.out}, Device::CUDA);
+        const Tensor bg = on(Device::CUDA, bv, {sh.out});
+        sparse_linear_forward(xb.to(Device::CUDA), sg, &bg, yg);
+        // Reference and bound: the kept products in double; FP32 sums of in/2 products are
+        // within (in/2) u of the sum of their magnitudes (4x margin for the tensor cores' order).
+        Tensor w32 = Tensor::empty({sh.out, sh.in}), x32 = Tensor::empty({sh.n, sh.in});
+        cast(w32, wb);
+        cast(x32, xb);
+        const auto w = w32.to_vector<float>(), x = x32.to_vector<float>();
+        std::vector<double> ref(sh.n * sh.out), bound(sh.n * sh.out);
+        for (int64_t r = 0; r < sh.n; ++r) {
+          for (int64_t o = 0; o < sh.out; ++o) {
+            double sum = bv[o], mag = std::fabs(bv[o]);
+            for (int64_t c = 0; c < sh.in; ++c) {
+              if (!mask[o * sh.in + c]) continue;
+              const double prod = double(w[o * sh.in + c]) * x[r * sh.in + c];
+              sum += prod;
+              mag += std::fabs(prod);
+            }
+            ref[r * sh.out + o] = sum;
+            bound[r * sh.out + o] = 4.0 * (sh.in / 2 + 2) * kEps32 * mag + 1e-6;
           }
-          ref[r * sh.out + o] = sum;
-          bound[r * sh.out + o] = 4.0 * (sh.in / 2 + 2) * kEps32 * mag + 1e-6;
         }
-      }
-      const ::testing::AssertionResult ok = all_within(yg, ref, bound);
-      if (!ok) {
-        passes[layout] = false;
-        std::printf("metadata layout %s: %s\n", layouts[layout], ok.message());
+        const ::testing::AssertionResult ok = all_within(yg, ref, bound);
+        if (!ok) {
+          passes[layout] = false;
+          std::printf("%s, metadata layout %s: %s\n", kernel, layouts[layout], ok.message());
+        }
       }
     }
   }
