@@ -509,14 +509,14 @@ void attention_time(benchmark::State& state, DType dtype, bool backward,
   state.counters["FLOP/s"] = benchmark::Counter((backward ? 3.5 : 1.0) * fwd * state.iterations(),
                                                 benchmark::Counter::kIsRate);
 }
-#define ATTENTION_PAIR(name, dtype, backward, ARGS)                                      \
-  void name##_nnops(benchmark::State& s) {                                               \
-    attention_time(s, dtype, backward, nnops::cuda::AttentionKernel::Tiled);             \
-  }                                                                                      \
-  void name##_simple(benchmark::State& s) {                                              \
-    attention_time(s, dtype, backward, nnops::cuda::AttentionKernel::Simple);            \
-  }                                                                                      \
-  BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond);         \
+#define ATTENTION_PAIR(name, dtype, backward, ARGS)                              \
+  void name##_nnops(benchmark::State& s) {                                       \
+    attention_time(s, dtype, backward, nnops::cuda::AttentionKernel::Tiled);     \
+  }                                                                              \
+  void name##_simple(benchmark::State& s) {                                      \
+    attention_time(s, dtype, backward, nnops::cuda::AttentionKernel::Simple);    \
+  }                                                                              \
+  BENCHMARK(name##_nnops)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond); \
   BENCHMARK(name##_simple)->ARGS->UseManualTime()->Unit(benchmark::kMillisecond)
 ATTENTION_PAIR(attention_fwd_f32, DType::F32, false, Args({4, 12, 1024, 64}));
 ATTENTION_PAIR(attention_fwd_bf16, DType::BF16, false, Args({1, 16, 4096, 128}));

@@ -32,7 +32,7 @@ using gemm::ldmatrix_x4;
 
 constexpr int kThreads = 256, kStages = 3;
 constexpr int kTileOut = 128, kTileBatch = 128;
-constexpr int kDepth = 64;                    // dense columns per slice: two k32 steps
+constexpr int kDepth = 64;                     // dense columns per slice: two k32 steps
 constexpr int kWarpOut = 64, kWarpBatch = 32;  // warps 2 (outputs) x 4 (batch)
 constexpr int kFragsOut = kWarpOut / 16, kFragsBatch = kWarpBatch / 8;
 constexpr int kValueStride = kDepth / 2 + 8;  // BF16 per values row: 32 stored + 8 of pad
@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int i = 0; i < kFragsOut; ++i) {
         const int row = wo + 16 * i;
-        ldmatrix_x4(a[i], st.values + (row + (lane & 15)) * kValueStride + 16 * ks +
-                              (lane & 16 ? 8 : 0));
+        ldmatrix_x4(a[i],
+                    st.values + (row + (lane & 15)) * kValueStride + 16 * ks + (lane & 16 ? 8 : 0));
         e[i] = metadata(st.codes, row, g, ks, t, meta_by_rows);
       }
 #pragma unroll
@@ -222,8 +222,7 @@ void sparse_forward_mma_staged(float* y, const uint16_t* x, const uint16_t* valu
                   static_cast<unsigned>((n + kTileBatch - 1) / kTileBatch));
   // Above 48 KiB of dynamic shared memory a kernel must opt in (per device, so every launch).
   NNOPS_CUDA_CHECK(cudaFuncSetAttribute(sparse_forward_staged_kernel,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        kSharedBytes));
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
   sparse_forward_staged_kernel<<<grid, kThreads, kSharedBytes, t_stream>>>(
       y, Operands{x, values, metadata, rows, cols, n}, bias, meta_by_rows);
   check_launch("sparse_forward_staged_kernel");

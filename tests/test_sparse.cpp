@@ -4,6 +4,8 @@
 // fine-tuning, thread independence, and hostile arguments.
 #include <omp.h>
 
+#include <cstring>
+
 #include "nnops/detail/sparse_layout.hpp"
 #include "test_util.hpp"
 
@@ -188,6 +190,19 @@ TEST(Sparse, LinearBackwardMatchesDenseOnTheDecompressedWeight) {
             dv_bound[e] = (n + 1) * kEps32 * mag;
           }
           EXPECT_TRUE(all_within(dvalues, dv_ref, dv_bound));
+          if (f == SparseFormat::NM24) {
+            // The dense weight gradient's kept entries, bit for bit: the same GEMM micro-kernel
+            // products, each summed over the batch in order.
+            Tensor dw = poisoned({out, in}, Device::CPU);
+            linear_backward(x, p.w, dy, nullptr, dw, nullptr);
+            const auto dense = dw.to_vector<float>(), got = dvalues.to_vector<float>();
+            int64_t differ = 0;
+            for (size_t e = 0; e < pos.size(); ++e)
+              if (pos[e].first >= 0 &&
+                  std::memcmp(&got[e], &dense[pos[e].first * in + pos[e].second], 4) != 0)
+                ++differ;
+            EXPECT_EQ(differ, 0) << "dvalues differ from the dense gradient's bits";
+          }
           std::vector<double> db_ref(out), db_bound(out);
           for (int64_t o = 0; o < out; ++o) {
             double acc = 0;
@@ -299,7 +314,8 @@ TEST(Sparse, TensorCoreMetadataKeepsEveryKeptPosition) {
       const uint32_t word = (0x9E3779B9u * (code + 1) + 0x7F4A7C15u * pos) & ~(0xFu << (4 * pos));
       const uint32_t codes = word | code << (4 * pos);
       uint32_t expect = 0;
-      for (int j = 0; j < 8; ++j) expect |= detail::nm24_mma_code(codes >> (4 * j) & 0xFu) << (4 * j);
+      for (int j = 0; j < 8; ++j)
+        expect |= detail::nm24_mma_code(codes >> (4 * j) & 0xFu) << (4 * j);
       EXPECT_EQ(detail::nm24_mma_codes(codes), expect) << "position " << pos;
     }
   }
@@ -325,8 +341,8 @@ TEST(Sparse, CudaTensorCoreForwardMatchesDoubleSums) {
       for (const Shape3 sh : {Shape3{16, 32, 8}, Shape3{33, 100, 1}, Shape3{17, 36, 7},
                               Shape3{64, 128, 32}, Shape3{130, 260, 65}, Shape3{1, 64, 1},
                               Shape3{7, 192, 33}, Shape3{130, 256, 129}, Shape3{257, 320, 7}}) {
-        SCOPED_TRACE(std::string(kernel) + " " + layouts[layout] + " out=" +
-                     std::to_string(sh.out) + " in=" + std::to_string(sh.in) +
+        SCOPED_TRACE(std::string(kernel) + " " + layouts[layout] +
+                     " out=" + std::to_string(sh.out) + " in=" + std::to_string(sh.in) +
                      " n=" + std::to_string(sh.n));
         Pruned p = pruned(sh.out, sh.in, SparseFormat::NM24, 0.5, 70 + sh.in);
         // Every ninth kept entry dropped: groups keeping one value, and a few none.

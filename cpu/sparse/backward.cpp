@@ -10,17 +10,22 @@
 //   1.0-1.2 ms against 1.4-1.5 ms dense and 1.4-2.3 ms through the column index; blocks of 128
 //   rows measured best among 64-256, 64 rows ran 1.6-1.75 ms);
 // - each stored value's gradient is the dot product of dy^T[row] and x^T[column] (AVX-512: 16
-//   slots at a time, reduced together), blocks of x^T rows outermost for the same reason;
+//   slots at a time, reduced together), blocks of x^T rows outermost for the same reason, where
+//   less than a quarter of the weight is kept; denser weights take the dense dy^T x and pick
+//   their slots out of it (NM24 on AVX-512: tile by tile from the GEMM's micro-kernel);
 // - db = the column sums of dy in double.
 // Every output sums in one fixed order whatever the thread: the same bits for any thread count.
 // Scalar loops are the reference, and the path for the batch rows that fill no vector chunk.
+#include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 #include <vector>
 
 #include "../cpu_backend.hpp"
+#include "../gemm/kernels.hpp"
 #include "../transpose.hpp"
 #include "layout.hpp"
 
@@ -328,6 +333,77 @@ __attribute__((target("avx2,fma"))) void nm24_groups_avx2(float* acc, const floa
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// NM24's dvalues on AVX-512, output rows [o0, o1): the dense dy^T x 12 rows x 32 columns at a
+// time through the GEMM's AVX-512 micro-kernel into a tile in L1 (a panel of dy^T packed from dy,
+// x read in place: the GEMM's products and order, so the GEMM's bits), then each row's 16 slots
+// of those 32 columns picked out by one two-source permute whose mask zeroes unused slots. The
+// dense blocks (below) wrote [256, in] through L2 and gathered from it in a second pass, 19% of
+// their time (perf, 1000 -> 2000 at batch 64). scratch: 12 * n + 32 * n floats.
+__attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, const float* x,
+                                                               const float* dy, const SparseView& w,
+                                                               int64_t n, int64_t o0, int64_t o1,
+                                                               float* scratch) {
+  constexpr int MR = kWideMR, NR = kWideNR;
+  static_assert(NR == 32, "a tile row is two 16-lane vectors: 8 groups, 16 slots");
+  const int64_t in = w.cols, out = w.rows, half = in / 2, meta_cols = nm24_metadata_cols(in);
+  float* const a_panel = scratch;          // [n][MR]: dy^T rows o .. o + 11, depth-major
+  float* const b_edge = scratch + MR * n;  // [n][NR]: the last, partial panel of x, zero-padded
+  const int64_t full_cols = in / NR * NR;
+  if (full_cols < in) {
+    for (int64_t p = 0; p < n; ++p)
+      for (int j = 0; j < NR; ++j)
+        b_edge[p * NR + j] = full_cols + j < in ? x[p * in + full_cols + j] : 0.0f;
+  }
+  // Lane l of a 16-slot chunk is slot l % 2 of group l / 2: its code's bits at
+  // 4 (l / 2) + 2 (l % 2), its partner slot's at 4 (l / 2) + 2 (1 - l % 2); its columns start
+  // at 4 (l / 2).
+  typedef uint32_t U16 __attribute__((vector_size(64)));
+  typedef int32_t I16 __attribute__((vector_size(64)));
+  const U16 own_shift = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  const U16 partner_shift = {2, 0, 6, 4, 10, 8, 14, 12, 18, 16, 22, 20, 26, 24, 30, 28};
+  const U16 group_base = {0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28};
+  const I16 slot0 = {-1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0};
+  alignas(64) float tile[MR * NR];
+  for (int64_t o = o0; o < o1; o += MR) {
+    const int mr = static_cast<int>(std::min<int64_t>(MR, o1 - o));
+    for (int64_t p = 0; p < n; ++p) {
+      for (int i = 0; i < mr; ++i) a_panel[p * MR + i] = dy[p * out + o + i];
+      for (int i = mr; i < MR; ++i) a_panel[p * MR + i] = 0.0f;
+    }
+    for (int64_t c0 = 0; c0 < in; c0 += NR) {
+      const bool full = c0 < full_cols;
+      const int nr = full ? NR : static_cast<int>(in - full_cols);
+      micro_kernel_avx512(n, a_panel, full ? x + c0 : b_edge, full ? in : NR, tile, NR, 1.0f, 0.0f,
+                          mr, nr);
+      for (int i = 0; i < mr; ++i) {
+        const uint8_t* meta = w.metadata + (o + i) * meta_cols;
+        float* dv = dvalues + (o + i) * half + c0 / 2;
+        if (!full) {  // a few groups: one at a time
+          for (int64_t q = 0; q < nr / 4; ++q) {
+            const Nm24Group grp = nm24_group(meta, c0 / 4 + q);
+            dv[2 * q] = grp.used0 ? tile[i * NR + 4 * q + grp.p0] : 0.0f;
+            dv[2 * q + 1] = grp.used1 ? tile[i * NR + 4 * q + grp.p1] : 0.0f;
+          }
+          continue;
+        }
+        uint32_t codes;
+        std::memcpy(&codes, meta + c0 / 8, sizeof(codes));  // groups c0 / 4 .. + 7
+        const U16 all = U16{} + codes;
+        const U16 own = all >> own_shift & 3u, partner = all >> partner_shift & 3u;
+        // Slot 0 holds a kept entry where p0 <= p1, slot 1 where p0 < p1: all ones, or zero.
+        const I16 used = ((own <= partner) & slot0) | ((partner < own) & ~slot0);
+        const __m512 both = _mm512_permutex2var_ps(_mm512_load_ps(tile + i * NR),
+                                                   reinterpret_cast<__m512i>(own + group_base),
+                                                   _mm512_load_ps(tile + i * NR + 16));
+        const __m512 picked = reinterpret_cast<__m512>(reinterpret_cast<I16>(both) & used);
+        _mm512_storeu_ps(dv, picked);
+      }
+    }
+  }
+}
+#endif
+
 using Nm24Groups = void (*)(float*, const float*, const SparseView&, int64_t, int64_t, int64_t,
                             int64_t);
 
@@ -335,20 +411,24 @@ using BlockedColumns = void (*)(float*, const float*, const SparseView&, int64_t
                                 int64_t, int64_t*);
 using BlockedSlotGrads = void (*)(float*, const float*, const float*, const SparseView&, int64_t,
                                   int64_t, int64_t, int64_t*);
+using Nm24SlotGrads = void (*)(float*, const float*, const float*, const SparseView&, int64_t,
+                               int64_t, int64_t, float*);
 
 struct BackwardKernels {
   BlockedColumns columns = nullptr;  // CSR's dx, with its chunk of batch rows
   int64_t chunk = 0;
   Nm24Groups nm24_groups = nullptr;  // NM24's dx, with its chunk of batch rows
   int64_t nm24_chunk = 0;
-  BlockedSlotGrads slot_grads = nullptr;  // dvalues (null: slot_grads_generic row by row)
+  BlockedSlotGrads slot_grads = nullptr;    // dvalues (null: slot_grads_generic row by row)
+  Nm24SlotGrads nm24_slot_grads = nullptr;  // NM24's dvalues (null: the dense blocks)
 };
 
 BackwardKernels backward_kernels_for_active_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
   switch (active_cpu_isa()) {
     case CpuIsa::AVX512:
-      return {blocked_columns_avx512, 64, nm24_groups_avx512, 64, blocked_slot_grads_avx512};
+      return {blocked_columns_avx512, 64, nm24_groups_avx512, 64, blocked_slot_grads_avx512,
+              nm24_slot_grads_avx512};
     case CpuIsa::AVX2:
     case CpuIsa::AVX2WideTiles:
       return {blocked_columns_avx2, 32, nm24_groups_avx2, 16, nullptr};
@@ -382,17 +462,21 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   // reuse of every load wins over one dot product per slot, whose loads feed one multiply-add
   // each, and the dense weight gradient in row blocks costs about what dense training does.
   const bool dense_enough = 4 * w.slots >= w.rows * w.cols;
+  const bool nm24_tiles = dvalues && w.nm24 && kernels.nm24_slot_grads;
   // Every scratch array before the first output is written.
   thread_local ScratchBuffer dyt_buffer, xt_buffer, acc_buffer, dw_buffer;
   float* const dyt = dyt_buffer.get(out * n);
   float* const xt = dvalues && !dense_enough ? xt_buffer.get(in * n) : nullptr;
   const bool parallel = in * out * n >= kParallelThreshold;
   const int threads = parallel ? omp_get_max_threads() : 1;
-  float* const dw =
-      dvalues && dense_enough ? dw_buffer.get(threads * std::min(kDenseRows, out) * in) : nullptr;
+  const int64_t tile_scratch = (kWideMR + kWideNR) * n;  // nm24_slot_grads_avx512's, per thread
+  float* const dw = nm24_tiles ? dw_buffer.get(threads * tile_scratch)
+                    : dvalues && dense_enough
+                        ? dw_buffer.get(threads * std::min(kDenseRows, out) * in)
+                        : nullptr;
   // The GEMM's packing buffers of every thread, grown before the region (nothing may throw in
   // it).
-  if (dw) reserve_thread_gemm_buffers(threads, std::min(kDenseRows, out), in, n);
+  if (dw && !nm24_tiles) reserve_thread_gemm_buffers(threads, std::min(kDenseRows, out), in, n);
   float* const acc = dx && whole ? acc_buffer.get(in * n) : nullptr;
   transpose(dyt, dy, n, out, cpu_isa_has_avx2());
   if (xt) transpose(xt, x, n, in, cpu_isa_has_avx2());
@@ -422,7 +506,14 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
       for (int64_t c = c_lo; c < c_hi; ++c) scalar_columns(dx, dyt, w, n, c, whole);
     }
   }
-  if (dvalues && dense_enough) {
+  if (nm24_tiles) {
+#pragma omp parallel if (parallel)
+    {
+      const auto [lo, hi] = thread_share(out);
+      kernels.nm24_slot_grads(dvalues, x, dy, w, n, lo, hi,
+                              dw + omp_get_thread_num() * tile_scratch);
+    }
+  } else if (dvalues && dense_enough) {
     // Each thread its own rows, in blocks: the block's dense dy^T x through the GEMM (on this
     // thread alone) into its own scratch, which stays in its L2, then the stored slots picked
     // out. One parallel region: blocks handed to both threads in turn (a GEMM region and a
