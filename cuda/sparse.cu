@@ -51,8 +51,9 @@ __global__ void sparse_forward_kernel(float* d_y, const float* d_x, SparseView w
       const float* v = w.values + o * (w.cols / 2);
       for (int64_t g = 0; g < w.cols / 4; ++g) {
         const Nm24Group grp = nm24_group(meta, g);
-        acc += v[2 * g] * xr[4 * g + grp.p0];  // unused slots hold 0
-        acc += v[2 * g + 1] * xr[4 * g + grp.p1];
+        // Unused slots skipped: 0 * x would let a NaN or inf of x at a pruned position in.
+        if (grp.used0) acc += v[2 * g] * xr[4 * g + grp.p0];
+        if (grp.used1) acc += v[2 * g + 1] * xr[4 * g + grp.p1];
       }
     } else {
       for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e) acc += w.values[e] * xr[w.col[e]];
@@ -99,8 +100,8 @@ __global__ void __launch_bounds__(kTileThreads)
         const float* v = w.values + o * (w.cols / 2);
         for (int64_t g = 0; g < w.cols / 4; ++g) {
           const Nm24Group grp = nm24_group(meta, g);
-          acc += v[2 * g] * (live ? d_xt[(4 * g + grp.p0) * n + r] : 0.0f);  // unused: 0
-          acc += v[2 * g + 1] * (live ? d_xt[(4 * g + grp.p1) * n + r] : 0.0f);
+          if (grp.used0) acc += v[2 * g] * (live ? d_xt[(4 * g + grp.p0) * n + r] : 0.0f);
+          if (grp.used1) acc += v[2 * g + 1] * (live ? d_xt[(4 * g + grp.p1) * n + r] : 0.0f);
         }
       } else {
         for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e)

@@ -114,6 +114,7 @@ struct SparseView {
   const uint8_t* metadata;
   const int64_t* row_ptr;
   const int32_t* col;
+  bool nm24_unused = false;  // NM24: some group keeps fewer than 2 values (unused slots exist)
   // CSR: the kept entries by column (CPU matrices, for the backward; null when not given): column
   // c's entries are [col_ptr[c], col_ptr[c + 1]), rows increasing, entry e at row col_rows[e] and
   // stored slot col_slots[e].

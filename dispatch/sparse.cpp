@@ -274,7 +274,8 @@ detail::SparseView sparse_view(const SparseMatrix& w, const Tensor& v32) {
                             v32.numel() ? v32.data<float>() : nullptr,
                             nm24 && w.metadata().numel() ? w.metadata().data<uint8_t>() : nullptr,
                             nm24 ? nullptr : w.row_ptr().data<int64_t>(),
-                            !nm24 && w.col().numel() ? w.col().data<int32_t>() : nullptr};
+                            !nm24 && w.col().numel() ? w.col().data<int32_t>() : nullptr,
+                            nm24 && w.nnz() < v32.numel()};
 }
 
 const float* data_or_null(const Tensor* t) {

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <cstring>
+#include <limits>
 
 #include "nnops/detail/sparse_layout.hpp"
 #include "test_util.hpp"
@@ -88,7 +89,9 @@ TEST(Sparse, LinearForwardMatchesDenseOnTheDecompressedWeight) {
     for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) {
       for (auto [out, in, amount] : {std::tuple<int64_t, int64_t, double>{33, 100, 0.9},
                                      std::tuple<int64_t, int64_t, double>{130, 200, 0.5}})
-        for (int64_t n : {1, 7, 64, 65, 130}) {
+        // Batch rows: NM24's narrow kernel (1, 7; 65 and 130 past whole chunks of 64), padded
+        // vectors (16, 30, 40; 100 past a chunk: 1-3 of them), whole chunks.
+        for (int64_t n : {1, 7, 16, 30, 40, 64, 65, 100, 130}) {
           SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
                        " out=" + std::to_string(out));
           Pruned p = pruned(out, in, f, amount, 20 + n);
@@ -113,6 +116,60 @@ TEST(Sparse, LinearForwardMatchesDenseOnTheDecompressedWeight) {
         }
     }
   });
+}
+
+// Pruned positions are skipped, not multiplied by zero: a NaN or inf of x in the columns of a
+// group no row keeps (where NM24's unused slots point) never reaches y, on every path (the
+// batch-wide kernel from 64 rows, the narrow one and the scalar loop below; CUDA's FP32 kernels),
+// with groups keeping two, one and no values.
+TEST(Sparse, PrunedColumnsOfXNeverReachY) {
+  const int64_t out = 37, in = 68;
+  Pruned p = pruned(out, in, SparseFormat::NM24, 0.5, 90);
+  uint8_t* m = p.mask.data<uint8_t>();
+  for (int64_t o = 0; o < out; ++o)  // group 0 keeps nothing in any row
+    m[o * in + 0] = m[o * in + 1] = m[o * in + 2] = m[o * in + 3] = 0;
+  m[in + 8] = m[in + 10] = m[in + 11] = 0, m[in + 9] = 1;                 // one kept
+  m[2 * in + 12] = m[2 * in + 13] = m[2 * in + 14] = m[2 * in + 15] = 0;  // none
+  const auto wv = masked(p);
+  auto check = [&](Device device, SparseFormat f) {
+    SparseMatrix s = compress(p.w.to(device), p.mask.to(device), f);
+    for (int64_t n : {1, 7, 16, 40, 64, 65}) {
+      SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n));
+      auto xv = random_floats(n * in, 91 + n);
+      for (int64_t r = 0; r < n; ++r) {  // wherever an unused slot points, it is poison
+        xv[r * in + 0] = xv[r * in + 3] = std::numeric_limits<float>::quiet_NaN();
+        xv[r * in + 1] = std::numeric_limits<float>::infinity();
+        xv[r * in + 2] = -std::numeric_limits<float>::infinity();
+      }
+      Tensor y = poisoned({n, out}, device);
+      sparse_linear_forward(on(device, xv, {n, in}), s, nullptr, y);
+      std::vector<double> ref(n * out), bound(n * out);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t o = 0; o < out; ++o) {
+          double acc = 0, mag = 0;
+          for (int64_t c = 0; c < in; ++c) {
+            if (!m[o * in + c]) continue;
+            acc += double(xv[r * in + c]) * wv[o * in + c];
+            mag += std::fabs(double(xv[r * in + c]) * wv[o * in + c]);
+          }
+          ref[r * out + o] = acc;
+          bound[r * out + o] = (in + 1) * kEps32 * mag;
+        }
+      EXPECT_TRUE(all_within(y, ref, bound));
+    }
+  };
+  for_each_cpu_isa(Device::CPU, [&] {
+    for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) check(Device::CPU, f);
+  });
+  if (!cuda_available()) return;
+  // The FP32 kernels (tiled from 8 batch rows, and simple); the tensor-core ones multiply both
+  // slots of every group by design (see nnops/sparse.hpp).
+  for (const char* kernels : {"default", "simple"}) {
+    SCOPED_TRACE(std::string("CUDA ") + kernels);
+    if (std::string(kernels) == "simple") ::setenv("NNOPS_CUDA_SPARSE", "simple", 1);
+    for (SparseFormat f : {SparseFormat::NM24, SparseFormat::CSR}) check(Device::CUDA, f);
+    ::unsetenv("NNOPS_CUDA_SPARSE");
+  }
 }
 
 // (row, column) of every stored slot, (-1, -1) for NM24's unused ones: the layout of

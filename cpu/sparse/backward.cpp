@@ -355,15 +355,6 @@ __attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, c
       for (int j = 0; j < NR; ++j)
         b_edge[p * NR + j] = full_cols + j < in ? x[p * in + full_cols + j] : 0.0f;
   }
-  // Lane l of a 16-slot chunk is slot l % 2 of group l / 2: its code's bits at
-  // 4 (l / 2) + 2 (l % 2), its partner slot's at 4 (l / 2) + 2 (1 - l % 2); its columns start
-  // at 4 (l / 2).
-  typedef uint32_t U16 __attribute__((vector_size(64)));
-  typedef int32_t I16 __attribute__((vector_size(64)));
-  const U16 own_shift = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-  const U16 partner_shift = {2, 0, 6, 4, 10, 8, 14, 12, 18, 16, 22, 20, 26, 24, 30, 28};
-  const U16 group_base = {0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28};
-  const I16 slot0 = {-1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0};
   alignas(64) float tile[MR * NR];
   for (int64_t o = o0; o < o1; o += MR) {
     const int mr = static_cast<int>(std::min<int64_t>(MR, o1 - o));
@@ -389,14 +380,11 @@ __attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, c
         }
         uint32_t codes;
         std::memcpy(&codes, meta + c0 / 8, sizeof(codes));  // groups c0 / 4 .. + 7
-        const U16 all = U16{} + codes;
-        const U16 own = all >> own_shift & 3u, partner = all >> partner_shift & 3u;
-        // Slot 0 holds a kept entry where p0 <= p1, slot 1 where p0 < p1: all ones, or zero.
-        const I16 used = ((own <= partner) & slot0) | ((partner < own) & ~slot0);
+        const Nm24Lanes lanes = nm24_lanes(codes);
         const __m512 both = _mm512_permutex2var_ps(_mm512_load_ps(tile + i * NR),
-                                                   reinterpret_cast<__m512i>(own + group_base),
+                                                   reinterpret_cast<__m512i>(lanes.column),
                                                    _mm512_load_ps(tile + i * NR + 16));
-        const __m512 picked = reinterpret_cast<__m512>(reinterpret_cast<I16>(both) & used);
+        const __m512 picked = reinterpret_cast<__m512>(reinterpret_cast<I16>(both) & lanes.used);
         _mm512_storeu_ps(dv, picked);
       }
     }

@@ -72,6 +72,10 @@ SparseMatrix compress(const Tensor& w, const Tensor& mask, SparseFormat format);
 // stored entries: NM24's used slots, CSR's entries).
 void decompress(const SparseMatrix& s, Tensor& w, Tensor* mask = nullptr);
 // y = x w^T + bias, with linear_forward's shapes and semantics (w as the dense [out, in]).
+// Pruned positions, NM24's unused slots among them, are skipped rather than multiplied by 0: a
+// NaN or inf of x there does not reach y. The exception is the opt-in sparse tensor-core path
+// (CUDA, BF16, NNOPS_CUDA_SPARSE=mma*), which multiplies both slots of every group, an unused
+// slot's 0 by x at the position its code names.
 void sparse_linear_forward(const Tensor& x, const SparseMatrix& w, const Tensor* bias, Tensor& y);
 // The backward pass of sparse_linear_forward, given dy [N, out]: dx [N, in] = dy w (as
 // linear_backward's dx), dvalues (w.values()'s shape) = dy^T x at the stored entries only (0 at
