@@ -15,7 +15,8 @@
 //   their slots out of it (NM24 on AVX-512: tile by tile from the GEMM's micro-kernel);
 // - db = the column sums of dy in double.
 // Every output sums in one fixed order whatever the thread: the same bits for any thread count.
-// Scalar loops are the reference, and the path for the batch rows that fill no vector chunk.
+// Scalar loops are the reference (the baseline level's path); the vector kernels take the batch
+// padded with zero rows to whole vectors.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -61,61 +62,56 @@ void slot_grads_generic(float* dvalues, const float* xt, const float* dyt, const
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// acc[c, r0 .. r0 + 4 * kLanes) = the sum of value * dy^T[row, r0 ..] over column c's entries,
+// acc[c, r0 .. r0 + VECS * kLanes) = the sum of value * dy^T[row, r0 ..] over column c's entries,
 // for columns [c_lo, c_hi), blocks of dy^T rows outermost (rows increasing within a column: one
-// order, whatever the blocking).
-template <class V, int kLanes>
+// order, whatever the blocking or the chunk width).
+template <class V, int kLanes, int VECS>
 NNOPS_ALWAYS_INLINE void blocked_columns(float* acc, const float* dyt, const SparseView& w,
                                          int64_t n, int64_t r0, int64_t c_lo, int64_t c_hi,
                                          int64_t* cursor) {
-  const int64_t block = block_rows(4 * kLanes);
+  const int64_t block = block_rows(VECS * kLanes);
   for (int64_t c = c_lo; c < c_hi; ++c) cursor[c - c_lo] = w.col_ptr[c];
   for (int64_t o0 = 0; o0 < w.rows; o0 += block) {
     const int64_t o1 = std::min(o0 + block, w.rows);
     for (int64_t c = c_lo; c < c_hi; ++c) {
       float* out = acc + c * n + r0;
-      V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      V a[VECS] = {};
       if (o0 > 0) {
-        std::memcpy(&a0, out, sizeof(V));
-        std::memcpy(&a1, out + kLanes, sizeof(V));
-        std::memcpy(&a2, out + 2 * kLanes, sizeof(V));
-        std::memcpy(&a3, out + 3 * kLanes, sizeof(V));
+#pragma GCC unroll 4
+        for (int j = 0; j < VECS; ++j) std::memcpy(&a[j], out + j * kLanes, sizeof(V));
       }
       int64_t e = cursor[c - c_lo];
       const int64_t end = w.col_ptr[c + 1];
       for (; e < end && w.col_rows[e] < o1; ++e) {
         const V v = w.values[w.col_slots[e]] - V{};  // a broadcast: x - 0 == x
         const float* d = dyt + int64_t(w.col_rows[e]) * n + r0;
-        V d0, d1, d2, d3;
-        std::memcpy(&d0, d, sizeof(V));
-        std::memcpy(&d1, d + kLanes, sizeof(V));
-        std::memcpy(&d2, d + 2 * kLanes, sizeof(V));
-        std::memcpy(&d3, d + 3 * kLanes, sizeof(V));
-        a0 += v * d0;
-        a1 += v * d1;
-        a2 += v * d2;
-        a3 += v * d3;
+#pragma GCC unroll 4
+        for (int j = 0; j < VECS; ++j) {
+          V dj;
+          std::memcpy(&dj, d + j * kLanes, sizeof(V));
+          a[j] += v * dj;
+        }
       }
       cursor[c - c_lo] = e;
-      std::memcpy(out, &a0, sizeof(V));
-      std::memcpy(out + kLanes, &a1, sizeof(V));
-      std::memcpy(out + 2 * kLanes, &a2, sizeof(V));
-      std::memcpy(out + 3 * kLanes, &a3, sizeof(V));
+#pragma GCC unroll 4
+      for (int j = 0; j < VECS; ++j) std::memcpy(out + j * kLanes, &a[j], sizeof(V));
     }
   }
 }
 
+template <int VECS>
 __attribute__((target("avx512f"))) void blocked_columns_avx512(float* acc, const float* dyt,
                                                                const SparseView& w, int64_t n,
                                                                int64_t r0, int64_t c_lo,
                                                                int64_t c_hi, int64_t* cursor) {
-  blocked_columns<V16, 16>(acc, dyt, w, n, r0, c_lo, c_hi, cursor);
+  blocked_columns<V16, 16, VECS>(acc, dyt, w, n, r0, c_lo, c_hi, cursor);
 }
+template <int VECS>
 __attribute__((target("avx2,fma"))) void blocked_columns_avx2(float* acc, const float* dyt,
                                                               const SparseView& w, int64_t n,
                                                               int64_t r0, int64_t c_lo,
                                                               int64_t c_hi, int64_t* cursor) {
-  blocked_columns<V8, 8>(acc, dyt, w, n, r0, c_lo, c_hi, cursor);
+  blocked_columns<V8, 8, VECS>(acc, dyt, w, n, r0, c_lo, c_hi, cursor);
 }
 
 // The 16 lane sums of a[0..15], as one vector (entry j in lane j): adjacent lanes added in
@@ -321,15 +317,18 @@ NNOPS_ALWAYS_INLINE void nm24_groups(float* acc, const float* dyt, const SparseV
   }
 }
 
+template <int VECS>
 __attribute__((target("avx512f"))) void nm24_groups_avx512(float* acc, const float* dyt,
                                                            const SparseView& w, int64_t n,
                                                            int64_t r0, int64_t q_lo, int64_t q_hi) {
-  nm24_groups<V16, 4, 16>(acc, dyt, w, n, r0, q_lo, q_hi);
+  nm24_groups<V16, VECS, 16>(acc, dyt, w, n, r0, q_lo, q_hi);
 }
+// Two vectors at most: four columns' sums of more do not fit AVX2's 16 registers.
+template <int VECS>
 __attribute__((target("avx2,fma"))) void nm24_groups_avx2(float* acc, const float* dyt,
                                                           const SparseView& w, int64_t n,
                                                           int64_t r0, int64_t q_lo, int64_t q_hi) {
-  nm24_groups<V8, 2, 8>(acc, dyt, w, n, r0, q_lo, q_hi);
+  nm24_groups<V8, VECS, 8>(acc, dyt, w, n, r0, q_lo, q_hi);
 }
 #endif
 
@@ -403,10 +402,11 @@ using Nm24SlotGrads = void (*)(float*, const float*, const float*, const SparseV
                                int64_t, int64_t, float*);
 
 struct BackwardKernels {
-  BlockedColumns columns = nullptr;  // CSR's dx, with its chunk of batch rows
-  int64_t chunk = 0;
-  Nm24Groups nm24_groups = nullptr;  // NM24's dx, with its chunk of batch rows
-  int64_t nm24_chunk = 0;
+  // dx over v vectors of batch rows (v - 1): CSR's, up to 4; NM24's, up to nm24_vecs.
+  BlockedColumns columns[4] = {};
+  Nm24Groups nm24_groups[4] = {};
+  int64_t lanes = 0;  // batch rows per vector (0: the scalar loops only)
+  int nm24_vecs = 0;
   BlockedSlotGrads slot_grads = nullptr;    // dvalues (null: slot_grads_generic row by row)
   Nm24SlotGrads nm24_slot_grads = nullptr;  // NM24's dvalues (null: the dense blocks)
 };
@@ -415,11 +415,23 @@ BackwardKernels backward_kernels_for_active_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
   switch (active_cpu_isa()) {
     case CpuIsa::AVX512:
-      return {blocked_columns_avx512, 64, nm24_groups_avx512, 64, blocked_slot_grads_avx512,
+      return {{blocked_columns_avx512<1>, blocked_columns_avx512<2>, blocked_columns_avx512<3>,
+               blocked_columns_avx512<4>},
+              {nm24_groups_avx512<1>, nm24_groups_avx512<2>, nm24_groups_avx512<3>,
+               nm24_groups_avx512<4>},
+              16,
+              4,
+              blocked_slot_grads_avx512,
               nm24_slot_grads_avx512};
     case CpuIsa::AVX2:
     case CpuIsa::AVX2WideTiles:
-      return {blocked_columns_avx2, 32, nm24_groups_avx2, 16, nullptr};
+      return {{blocked_columns_avx2<1>, blocked_columns_avx2<2>, blocked_columns_avx2<3>,
+               blocked_columns_avx2<4>},
+              {nm24_groups_avx2<1>, nm24_groups_avx2<2>},
+              8,
+              2,
+              nullptr,
+              nullptr};
     default:
       break;
   }
@@ -444,8 +456,12 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   if (dx && (w.nm24 ? !w.group_rows : !w.col_ptr))
     throw Error("nnops::sparse_linear_backward: dx needs the matrix's column index");
   const BackwardKernels kernels = backward_kernels_for_active_isa();
-  const int64_t chunk = w.nm24 ? kernels.nm24_chunk : kernels.chunk;
-  const int64_t whole = chunk ? n / chunk * chunk : 0;
+  // dx's batch padded with zero rows to whole vectors (a padded dy^T beside dy^T where n is not
+  // a multiple): below a chunk of 4 vectors the scalar loops had taken 3-20x the dense time (2:4
+  // at batch 32, AMD EPYC).
+  const int64_t lanes = dx ? kernels.lanes : 0;
+  const int64_t np = lanes ? (n + lanes - 1) / lanes * lanes : n;
+  const int max_vecs = w.nm24 ? kernels.nm24_vecs : 4;
   // dvalues: where at least a quarter of the weight is kept (2:4, for one) the dense product's
   // reuse of every load wins over one dot product per slot, whose loads feed one multiply-add
   // each, and the dense weight gradient in row blocks costs about what dense training does.
@@ -465,19 +481,36 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   // The GEMM's packing buffers of every thread, grown before the region (nothing may throw in
   // it).
   if (dw && !nm24_tiles) reserve_thread_gemm_buffers(threads, std::min(kDenseRows, out), in, n);
-  float* const acc = dx && whole ? acc_buffer.get(in * n) : nullptr;
+  float* const acc = lanes ? acc_buffer.get(in * np) : nullptr;
+  thread_local ScratchBuffer pad_buffer, dyt_pad_buffer;
+  float* const dyt_pad = np > n ? dyt_pad_buffer.get(out * np) : dyt;  // dx's dy^T, [out, np]
+  float* const dy_pad = np > n ? pad_buffer.get(np * out) : nullptr;
   transpose(dyt, dy, n, out, cpu_isa_has_avx2());
+  if (dy_pad) {  // dy's rows, then zero rows
+    std::memcpy(dy_pad, dy, sizeof(float) * n * out);
+    std::fill(dy_pad + n * out, dy_pad + np * out, 0.0f);
+    transpose(dyt_pad, dy_pad, np, out, cpu_isa_has_avx2());
+  }
   if (xt) transpose(xt, x, n, in, cpu_isa_has_avx2());
+  // Chunks of up to max_vecs vectors over the padded batch: each thread its own columns.
+  auto dx_chunks = [&](auto&& kernel_for) {
+    for (int64_t r0 = 0; r0 < np; r0 += max_vecs * lanes)
+      kernel_for(std::min<int64_t>(max_vecs, (np - r0) / lanes), r0);
+  };
   if (dx && w.nm24) {
 #pragma omp parallel if (parallel)
     {
       // Each thread its own groups of four columns, every batch chunk of them.
       const auto [q_lo, q_hi] = thread_share(in / 4);
-      for (int64_t r0 = 0; r0 < whole; r0 += chunk)
-        kernels.nm24_groups(acc, dyt, w, n, r0, q_lo, q_hi);
-      for (int64_t r = 0; r < whole; ++r)
-        for (int64_t c = 4 * q_lo; c < 4 * q_hi; ++c) dx[r * in + c] = acc[c * n + r];
-      nm24_scalar_groups(dx, dyt, w, n, whole, q_lo, q_hi);
+      if (lanes) {
+        dx_chunks([&](int64_t vecs, int64_t r0) {
+          kernels.nm24_groups[vecs - 1](acc, dyt_pad, w, np, r0, q_lo, q_hi);
+        });
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = 4 * q_lo; c < 4 * q_hi; ++c) dx[r * in + c] = acc[c * np + r];
+      } else {
+        nm24_scalar_groups(dx, dyt, w, n, 0, q_lo, q_hi);
+      }
     }
   } else if (dx) {
 #pragma omp parallel if (parallel)
@@ -487,11 +520,15 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
       const int64_t c_lo = share.first, c_hi = share.second;
       thread_local std::vector<int64_t> cursor;  // each column's next entry
       cursor.resize(static_cast<size_t>(c_hi - c_lo));
-      for (int64_t r0 = 0; r0 < whole; r0 += kernels.chunk)
-        kernels.columns(acc, dyt, w, n, r0, c_lo, c_hi, cursor.data());
-      for (int64_t r = 0; r < whole; ++r)
-        for (int64_t c = c_lo; c < c_hi; ++c) dx[r * in + c] = acc[c * n + r];
-      for (int64_t c = c_lo; c < c_hi; ++c) scalar_columns(dx, dyt, w, n, c, whole);
+      if (lanes) {
+        dx_chunks([&](int64_t vecs, int64_t r0) {
+          kernels.columns[vecs - 1](acc, dyt_pad, w, np, r0, c_lo, c_hi, cursor.data());
+        });
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = c_lo; c < c_hi; ++c) dx[r * in + c] = acc[c * np + r];
+      } else {
+        for (int64_t c = c_lo; c < c_hi; ++c) scalar_columns(dx, dyt, w, n, c, 0);
+      }
     }
   }
   if (nm24_tiles) {
