@@ -19,6 +19,7 @@ import argparse
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -260,22 +261,27 @@ def speed(args):
     """Teacher-phase tokens/s and peak memory: nnops-gpt's own figures against PyTorch eager (and
     torch.compile with --compile) on the same model, batch and thread count, in FP32 or in BF16
     mixed precision (nnops-gpt --precision bf16 against torch.autocast to bfloat16: both keep
-    FP32 weights and run the products in BF16)."""
+    FP32 weights and run the products in BF16). With --rounds N the two alternate N times, each
+    ratio pairing runs seconds apart (a shared machine's speed drifts by tens of percent within
+    minutes), and the median ratio is printed last."""
     bf16 = args.precision == "bf16"
     steps = args.steps
     before_model = status_mib("VmRSS")  # torch and its libraries loaded, no model yet
-    out = subprocess.run([args.nnops_gpt, "--device", "cpu", "--arch", args.arch,
-                          "--steps", str(steps), "--finetune-steps", "0", "--distill-steps", "0",
-                          "--log-every", str(steps), "--eval-batches", "1",
-                          "--corpus-bytes", "400000", "--precision", args.precision],
-                         check=True, capture_output=True, text=True).stdout
-    row = re.search(r"^\s+teacher\s+\S+\s+\S+\s+\S+\s+\d+\s+\d+\s+(\d+)", out, re.M)
-    nnops_tps = float(row.group(1))
-    nnops_mib = float(re.search(r"peak resident memory ([0-9.]+) MiB", out).group(1))
     cfg = Config({"arch": args.arch, "layers": 4, "heads": 4, "kv_heads": 4, "dim": 256,
                   "context": 256, "vocab": 256})
     batch = 8
     gen = torch.Generator().manual_seed(1)
+
+    def nnops_run():
+        out = subprocess.run([args.nnops_gpt, "--device", "cpu", "--arch", args.arch,
+                              "--steps", str(steps), "--finetune-steps", "0",
+                              "--distill-steps", "0", "--log-every", str(steps),
+                              "--eval-batches", "1", "--corpus-bytes", "400000",
+                              "--precision", args.precision],
+                             check=True, capture_output=True, text=True).stdout
+        row = re.search(r"^\s+teacher\s+\S+\s+\S+\s+\S+\s+\d+\s+\d+\s+(\d+)", out, re.M)
+        return float(row.group(1)), float(re.search(r"peak resident memory ([0-9.]+) MiB",
+                                                    out).group(1))
 
     def tokens_per_second(model):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
@@ -297,15 +303,24 @@ def speed(args):
             step()
         return steps * batch * cfg.context / (time.perf_counter() - t0)
 
-    eager = tokens_per_second(Gpt(cfg))
-    torch_mib = status_mib("VmHWM")
     print(f"teacher phase, {args.arch} 4 layers dim 256 context 256 batch 8, "
           f"{'BF16 mixed precision' if bf16 else 'FP32'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"  nnops-gpt         {nnops_tps:8.0f} tok/s   peak RSS {nnops_mib:7.1f} MiB")
-    print(f"  PyTorch eager     {eager:8.0f} tok/s   peak RSS {torch_mib:7.1f} MiB "
-          f"({before_model:.0f} MiB of it before the model existed)")
-    print(f"  nnops / eager     {nnops_tps / eager:8.2f}x")
+    ratios = []
+    for r in range(args.rounds):
+        nnops_tps, nnops_mib = nnops_run()
+        eager = tokens_per_second(Gpt(cfg))
+        torch_mib = status_mib("VmHWM")
+        ratios.append(nnops_tps / eager)
+        label = f" (round {r + 1})" if args.rounds > 1 else ""
+        print(f"  nnops-gpt         {nnops_tps:8.0f} tok/s   peak RSS {nnops_mib:7.1f} MiB{label}")
+        print(f"  PyTorch eager     {eager:8.0f} tok/s   peak RSS {torch_mib:7.1f} MiB "
+              f"({before_model:.0f} MiB of it before the model existed)")
+        print(f"  nnops / eager     {nnops_tps / eager:8.2f}x")
+    if args.rounds > 1:
+        ordered = sorted(ratios)
+        print(f"  nnops / eager over {args.rounds} rounds: median {statistics.median(ratios):.2f}x "
+              f"(min {ordered[0]:.2f}, max {ordered[-1]:.2f})")
     if args.compile:
         try:
             compiled = tokens_per_second(torch.compile(Gpt(cfg)))
@@ -326,6 +341,8 @@ def main():
     ap.add_argument("--workdir", help="keep nnops-gpt's dump here (default: a temporary folder)")
     ap.add_argument("--speed", action="store_true", help="compare teacher-phase tokens/s instead")
     ap.add_argument("--compile", action="store_true", help="with --speed, time torch.compile too")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --speed, alternate the two this many times; the median ratio last")
     args = ap.parse_args()
     if args.rtol is None:
         args.rtol = 2e-2 if args.precision == "bf16" else 1e-4
