@@ -26,6 +26,24 @@ __attribute__((target("avx2,fma"))) void transpose_column_block(float* out, cons
 
 }  // namespace
 
+void transpose_strided(float* out, int64_t out_stride, const float* in, int64_t in_stride,
+                       int64_t rows, int64_t cols, bool avx2) {
+  int64_t rows8 = 0, cols8 = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (avx2) {
+    rows8 = rows / 8 * 8, cols8 = cols / 8 * 8;
+    for (int64_t c = 0; c < cols8; c += 8)
+      for (int64_t r = 0; r < rows8; r += 8)
+        transpose_8x8(in + r * in_stride + c, in_stride, out + c * out_stride + r, out_stride);
+  }
+#else
+  (void)avx2;
+#endif
+  for (int64_t c = 0; c < cols; ++c)  // the edges
+    for (int64_t r = c < cols8 ? rows8 : 0; r < rows; ++r)
+      out[c * out_stride + r] = in[r * in_stride + c];
+}
+
 void transpose(float* out, const float* in, int64_t rows, int64_t cols, bool avx2) {
 #if defined(__x86_64__) && defined(__GNUC__)
   const int64_t blocks = avx2 ? cols / 8 : 0;

@@ -44,4 +44,9 @@ __attribute__((target("avx2,fma"))) inline void transpose_8x8(const float* src, 
 // a scalar loop on the edges. Threads split the columns; call outside parallel regions.
 void transpose(float* out, const float* in, int64_t rows, int64_t cols, bool avx2);
 
+// out[c * out_stride + r] = in[r * in_stride + c] for r < rows, c < cols, on the calling thread
+// alone (inside a parallel region, on its share of a matrix), 8 x 8 register blocks where avx2.
+void transpose_strided(float* out, int64_t out_stride, const float* in, int64_t in_stride,
+                       int64_t rows, int64_t cols, bool avx2);
+
 }  // namespace nnops::detail

@@ -26,6 +26,14 @@ namespace {
 
 using namespace sparse;
 
+// y[r, o] of one CSR row, its entries' x read where they lie (the row past the vector chunks).
+void csr_row(float* y, const float* x, const SparseView& w, float b, int64_t r, int64_t o) {
+  float acc = 0.0f;
+  const float* xr = x + r * w.cols;
+  for (int64_t e = w.row_ptr[o]; e < w.row_ptr[o + 1]; ++e) acc += w.values[e] * xr[w.col[e]];
+  y[r * w.rows + o] = acc + b;
+}
+
 // Batch rows [r0, n) of output row o, one at a time.
 void scalar_rows(float* y, const float* xt, const SparseView& w, float b, int64_t n, int64_t o,
                  int64_t r0) {
@@ -232,56 +240,64 @@ constexpr int64_t kNarrowRows = 12;
 void CpuBackend::sparse_linear_forward(float* y, const float* x, const SparseView& w,
                                        const float* bias, int64_t n) {
   const ForwardKernels k = forward_kernels_for_active_isa();
+  const int64_t in = w.cols, out = w.rows;
+  const bool parallel = out * in * n >= kParallelThreshold;
+  thread_local ScratchBuffer xt_buffer, acc_buffer;
+  if (!k.lanes) {  // x^T [in + 1, n] (its last row zeros, for NM24's unused slots: layout.hpp)
+    float* const xt = xt_buffer.get((in + 1) * n);
+    std::fill(xt + in * n, xt + (in + 1) * n, 0.0f);
+    transpose(xt, x, n, in, false);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t o = 0; o < out; ++o) scalar_rows(y, xt, w, bias ? bias[o] : 0.0f, n, o, 0);
+    return;
+  }
   // Whole chunks of 4 vectors, then the rest: a few rows of an NM24 weight by the narrow kernel,
-  // else the batch padded with zero rows to whole vectors (one chunk of 1-3). Below 64 rows (a
-  // batch of 32, inference at batch 1) the scalar loop had taken 3-33x the dense product's
-  // time (2:4, the MLP's layers; AMD EPYC).
-  // A single CSR row past them takes the scalar loop, which one row keeps in registers (1000 ->
-  // 2000 at batch 1: 0.11 ms against 0.15 padded at 90% pruned, 0.56 against 0.7-1.1 at 50%).
-  const int64_t chunk = 4 * k.lanes, whole = k.lanes ? n / chunk * chunk : 0;
+  // a single CSR row by a scalar loop over x (which one row keeps in registers: 1000 -> 2000 at
+  // batch 1, 0.11 ms against 0.15 padded at 90% pruned), else one chunk of 1-3 vectors padded
+  // with zero rows. Below 64 rows (a batch of 32, inference at batch 1) the scalar loop had taken
+  // 3-33x the dense product's time (2:4, the MLP's layers; AMD EPYC).
+  const int64_t chunk = 4 * k.lanes, whole = n / chunk * chunk;
   const bool narrow = w.nm24 && k.nm24_narrow && n - whole <= kNarrowRows;
   const bool scalar_row = !w.nm24 && n - whole == 1;
-  // x^T's rows (np: the batch, padded or not) and those the vector kernels cover (nv).
-  const int64_t np = !k.lanes     ? n
-                     : narrow     ? whole
-                     : scalar_row ? n
-                                  : (n + k.lanes - 1) / k.lanes * k.lanes;
-  const int64_t nv = narrow || scalar_row ? whole : np;
-  // x^T [in + 1, np] (its last row zeros, for NM24's unused slots: layout.hpp) and the
-  // accumulators [out, np], allocated before y is written.
-  thread_local ScratchBuffer xt_buffer, acc_buffer, pad_buffer;
-  float* const xt = xt_buffer.get((w.cols + 1) * np);
-  float* const acc = k.lanes ? acc_buffer.get(w.rows * np) : nullptr;
-  std::fill(xt + w.cols * np, xt + (w.cols + 1) * np, 0.0f);
-  const float* src = x;
-  if (np > n) {  // x's rows, then zero rows
-    float* padded = pad_buffer.get(np * w.cols);
-    std::memcpy(padded, x, sizeof(float) * n * w.cols);
-    std::fill(padded + n * w.cols, padded + np * w.cols, 0.0f);
-    src = padded;
-  }
-  transpose(xt, src, np, w.cols, cpu_isa_has_avx2());  // the first np rows of x (or padded)
-#pragma omp parallel if (w.rows * w.cols * n >= kParallelThreshold)
+  // The batch rows the vector kernels take, padded to whole vectors.
+  const int64_t nv = narrow || scalar_row ? whole : (n + k.lanes - 1) / k.lanes * k.lanes;
+  // Chunk by chunk, x^T [in + 1, width] (its last row zeros, for NM24's unused slots) and the
+  // accumulators [out, width], each chunk's panel contiguous: as one [in, n] matrix, x^T's rows
+  // lay n floats apart, and at n = 2048 (8 KiB) a block's rows all fell in the same few L1 sets
+  // (CSR 90%, 2048 x 256 x 256: 1.78 ms against 1.40 dense). Allocated before y is written.
+  float* const xt = xt_buffer.get((in + 1) * nv);
+  float* const acc = acc_buffer.get(out * nv);
+  const int64_t chunks = (nv + chunk - 1) / chunk;
+#pragma omp parallel if (parallel)
   {
-    // Each thread its own output rows, every batch chunk of them.
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t o0 = w.rows * t / threads, o1 = w.rows * (t + 1) / threads;
+    // Each thread transposes its own chunks of x (the rows past n zeros) ...
+    for (int64_t i = t; i < chunks; i += threads) {
+      const int64_t r0 = i * chunk, width = std::min(chunk, nv - r0),
+                    rows = std::min(width, n - r0);
+      float* panel = xt + (in + 1) * r0;
+      transpose_strided(panel, width, x + r0 * in, in, rows, in, true);
+      for (int64_t c = 0; c < in; ++c)
+        std::fill(panel + c * width + rows, panel + (c + 1) * width, 0.0f);
+      std::fill(panel + in * width, panel + (in + 1) * width, 0.0f);
+    }
+#pragma omp barrier
+    // ... then computes its own output rows of every chunk.
+    const int64_t o0 = out * t / threads, o1 = out * (t + 1) / threads;
     thread_local std::vector<int64_t> cursor;  // CSR: each row's next entry
     cursor.resize(static_cast<size_t>(o1 - o0));
-    if (k.lanes) {
-      for (int64_t r0 = 0; r0 < nv; r0 += chunk) {
-        const int64_t vecs = std::min<int64_t>(4, (nv - r0) / k.lanes);
-        k.kernels[vecs - 1](acc, xt, w, np, r0, o0, o1, cursor.data());
-      }
-      for (int64_t r = 0; r < std::min(n, nv); ++r)
-        for (int64_t o = o0; o < o1; ++o)
-          y[r * w.rows + o] = acc[o * np + r] + (bias ? bias[o] : 0.0f);
-      if (narrow && whole < n) k.nm24_narrow(y, x, w, bias, n, whole, o0, o1);
-      if (scalar_row)
-        for (int64_t o = o0; o < o1; ++o) scalar_rows(y, xt, w, bias ? bias[o] : 0.0f, n, o, whole);
-    } else {
-      for (int64_t o = o0; o < o1; ++o) scalar_rows(y, xt, w, bias ? bias[o] : 0.0f, n, o, 0);
+    for (int64_t r0 = 0; r0 < nv; r0 += chunk) {
+      const int64_t width = std::min(chunk, nv - r0), rows = std::min(width, n - r0);
+      float* a = acc + out * r0;
+      k.kernels[width / k.lanes - 1](a, xt + (in + 1) * r0, w, width, 0, o0, o1, cursor.data());
+      transpose_strided(y + r0 * out + o0, out, a + o0 * width, width, o1 - o0, rows, true);
+      if (bias)
+        for (int64_t r = r0; r < r0 + rows; ++r)
+          for (int64_t o = o0; o < o1; ++o) y[r * out + o] += bias[o];
     }
+    if (narrow && whole < n) k.nm24_narrow(y, x, w, bias, n, whole, o0, o1);
+    if (scalar_row)
+      for (int64_t o = o0; o < o1; ++o) csr_row(y, x, w, bias ? bias[o] : 0.0f, whole, o);
   }
 }
 
