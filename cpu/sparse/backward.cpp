@@ -456,12 +456,15 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   if (dx && (w.nm24 ? !w.group_rows : !w.col_ptr))
     throw Error("nnops::sparse_linear_backward: dx needs the matrix's column index");
   const BackwardKernels kernels = backward_kernels_for_active_isa();
-  // dx's batch padded with zero rows to whole vectors (a padded dy^T beside dy^T where n is not
-  // a multiple): below a chunk of 4 vectors the scalar loops had taken 3-20x the dense time (2:4
-  // at batch 32, AMD EPYC).
+  // dx chunk by chunk over the batch padded with zero rows to whole vectors, each chunk's dy^T
+  // [out, width] and accumulators [in, width] in contiguous panels: below a chunk of 4 vectors
+  // the scalar loops had taken 3-20x the dense time (2:4 at batch 32, AMD EPYC), and as one
+  // [out, n] matrix dy^T's rows lay n floats apart (8 KiB at 2048 tokens: a block's rows in a
+  // few L1 sets).
   const int64_t lanes = dx ? kernels.lanes : 0;
   const int64_t np = lanes ? (n + lanes - 1) / lanes * lanes : n;
   const int max_vecs = w.nm24 ? kernels.nm24_vecs : 4;
+  const int64_t chunk = max_vecs * lanes;
   // dvalues: where at least a quarter of the weight is kept (2:4, for one) the dense product's
   // reuse of every load wins over one dot product per slot, whose loads feed one multiply-add
   // each, and the dense weight gradient in row blocks costs about what dense training does.
@@ -482,52 +485,51 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   // it).
   if (dw && !nm24_tiles) reserve_thread_gemm_buffers(threads, std::min(kDenseRows, out), in, n);
   float* const acc = lanes ? acc_buffer.get(in * np) : nullptr;
-  thread_local ScratchBuffer pad_buffer, dyt_pad_buffer;
-  float* const dyt_pad = np > n ? dyt_pad_buffer.get(out * np) : dyt;  // dx's dy^T, [out, np]
-  float* const dy_pad = np > n ? pad_buffer.get(np * out) : nullptr;
+  thread_local ScratchBuffer panel_buffer;
+  float* const dyt_panels = lanes ? panel_buffer.get(out * np) : nullptr;
   transpose(dyt, dy, n, out, cpu_isa_has_avx2());
-  if (dy_pad) {  // dy's rows, then zero rows
-    std::memcpy(dy_pad, dy, sizeof(float) * n * out);
-    std::fill(dy_pad + n * out, dy_pad + np * out, 0.0f);
-    transpose(dyt_pad, dy_pad, np, out, cpu_isa_has_avx2());
-  }
   if (xt) transpose(xt, x, n, in, cpu_isa_has_avx2());
-  // Chunks of up to max_vecs vectors over the padded batch: each thread its own columns.
-  auto dx_chunks = [&](auto&& kernel_for) {
-    for (int64_t r0 = 0; r0 < np; r0 += max_vecs * lanes)
-      kernel_for(std::min<int64_t>(max_vecs, (np - r0) / lanes), r0);
-  };
-  if (dx && w.nm24) {
+  if (lanes) {
 #pragma omp parallel if (parallel)
     {
-      // Each thread its own groups of four columns, every batch chunk of them.
-      const auto [q_lo, q_hi] = thread_share(in / 4);
-      if (lanes) {
-        dx_chunks([&](int64_t vecs, int64_t r0) {
-          kernels.nm24_groups[vecs - 1](acc, dyt_pad, w, np, r0, q_lo, q_hi);
-        });
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t c = 4 * q_lo; c < 4 * q_hi; ++c) dx[r * in + c] = acc[c * np + r];
-      } else {
-        nm24_scalar_groups(dx, dyt, w, n, 0, q_lo, q_hi);
+      const int nthreads = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t chunks = (np + chunk - 1) / chunk;
+      for (int64_t i = t; i < chunks; i += nthreads) {  // each thread its chunks of dy^T ...
+        const int64_t r0 = i * chunk, width = std::min(chunk, np - r0);
+        const int64_t rows = std::min(width, n - r0);
+        float* panel = dyt_panels + out * r0;
+        transpose_strided(panel, width, dy + r0 * out, out, rows, out, true);
+        for (int64_t o = 0; o < out; ++o)
+          std::fill(panel + o * width + rows, panel + (o + 1) * width, 0.0f);
+      }
+#pragma omp barrier
+      // ... then its own columns of dx (NM24: groups of four) in every chunk.
+      const auto [q_lo, q_hi] = thread_share(w.nm24 ? in / 4 : in);
+      const int64_t c_lo = w.nm24 ? 4 * q_lo : q_lo, c_hi = w.nm24 ? 4 * q_hi : q_hi;
+      thread_local std::vector<int64_t> cursor;  // CSR: each column's next entry
+      cursor.resize(static_cast<size_t>(c_hi - c_lo));
+      for (int64_t r0 = 0; r0 < np; r0 += chunk) {
+        const int64_t width = std::min(chunk, np - r0), rows = std::min(width, n - r0);
+        float* a = acc + in * r0;
+        const int64_t vecs = width / lanes;
+        if (w.nm24)
+          kernels.nm24_groups[vecs - 1](a, dyt_panels + out * r0, w, width, 0, q_lo, q_hi);
+        else
+          kernels.columns[vecs - 1](a, dyt_panels + out * r0, w, width, 0, c_lo, c_hi,
+                                    cursor.data());
+        transpose_strided(dx + r0 * in + c_lo, in, a + c_lo * width, width, c_hi - c_lo, rows,
+                          true);
       }
     }
   } else if (dx) {
 #pragma omp parallel if (parallel)
     {
-      // Each thread its own columns of dx, every batch chunk of them.
-      const auto share = thread_share(in);
-      const int64_t c_lo = share.first, c_hi = share.second;
-      thread_local std::vector<int64_t> cursor;  // each column's next entry
-      cursor.resize(static_cast<size_t>(c_hi - c_lo));
-      if (lanes) {
-        dx_chunks([&](int64_t vecs, int64_t r0) {
-          kernels.columns[vecs - 1](acc, dyt_pad, w, np, r0, c_lo, c_hi, cursor.data());
-        });
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t c = c_lo; c < c_hi; ++c) dx[r * in + c] = acc[c * np + r];
+      // Each thread its own columns of dx (NM24: groups of four).
+      const auto [q_lo, q_hi] = thread_share(w.nm24 ? in / 4 : in);
+      if (w.nm24) {
+        nm24_scalar_groups(dx, dyt, w, n, 0, q_lo, q_hi);
       } else {
-        for (int64_t c = c_lo; c < c_hi; ++c) scalar_columns(dx, dyt, w, n, c, 0);
+        for (int64_t c = q_lo; c < q_hi; ++c) scalar_columns(dx, dyt, w, n, c, 0);
       }
     }
   }
