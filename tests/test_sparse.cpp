@@ -204,7 +204,7 @@ TEST(Sparse, LinearBackwardMatchesDenseOnTheDecompressedWeight) {
       const std::tuple<int64_t, int64_t, double> shapes[] = {
           {33, 100, 0.9}, {130, 104, 0.5}, {300, 40, 0.6}};
       for (auto [out, in, amount] : shapes)
-        for (int64_t n : {1, 7, 16, 33, 64, 65}) {
+        for (int64_t n : {1, 7, 16, 33, 64, 65, 300}) {  // 300: dvalues over 3 batch chunks
           SCOPED_TRACE((f == SparseFormat::NM24 ? "NM24 n=" : "CSR n=") + std::to_string(n) +
                        " out=" + std::to_string(out) + " in=" + std::to_string(in));
           Pruned p = pruned(out, in, f, amount, 60 + n);
