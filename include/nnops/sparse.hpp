@@ -8,8 +8,8 @@
 //         group keeping none stores (3, 2) and both slots are unused (unused slots hold 0 and
 //         get no gradient);
 //   CSR:  row_ptr I64 [out + 1], col I32 [nnz], values [nnz], columns increasing in a row.
-// Values are F32 or BF16 (the weight's dtype). Everything works on every device (the CUDA
-// linear layer in its simplest form so far: one thread per output element).
+// Values are F32 or BF16 (the weight's dtype). Everything works on every device (README's
+// "Sparse weights" lists the kernels of each backend).
 #pragma once
 
 #include <cstdint>
