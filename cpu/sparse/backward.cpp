@@ -36,10 +36,9 @@ namespace {
 
 using namespace sparse;
 
-// dx[r, c] for batch rows [r0, n) of column c, one at a time.
-void scalar_columns(float* dx, const float* dyt, const SparseView& w, int64_t n, int64_t c,
-                    int64_t r0) {
-  for (int64_t r = r0; r < n; ++r) {
+// dx[r, c] for every batch row of column c, one at a time.
+void scalar_columns(float* dx, const float* dyt, const SparseView& w, int64_t n, int64_t c) {
+  for (int64_t r = 0; r < n; ++r) {
     float acc = 0.0f;
     for (int64_t e = w.col_ptr[c]; e < w.col_ptr[c + 1]; ++e)
       acc += w.values[w.col_slots[e]] * dyt[w.col_rows[e] * n + r];
@@ -219,13 +218,13 @@ NNOPS_ALWAYS_INLINE void for_each_code(Body& body, std::integer_sequence<int, K.
   (body.template run<K>(), ...);
 }
 
-// dx[r, 4q .. 4q + 3] for batch rows [r0, n) one at a time, groups [q_lo, q_hi): the vector
+// dx[r, 4q .. 4q + 3] for every batch row, one at a time, groups [q_lo, q_hi): the vector
 // kernel's order (blocks of rows, codes, rows increasing) with scalars.
-void nm24_scalar_groups(float* dx, const float* dyt, const SparseView& w, int64_t n, int64_t r0,
-                        int64_t q_lo, int64_t q_hi) {
+void nm24_scalar_groups(float* dx, const float* dyt, const SparseView& w, int64_t n, int64_t q_lo,
+                        int64_t q_hi) {
   const int64_t half = w.cols / 2;
   const int64_t keys = (w.rows + kNm24RowBlock - 1) / kNm24RowBlock * 16;
-  for (int64_t r = r0; r < n; ++r) {
+  for (int64_t r = 0; r < n; ++r) {
     for (int64_t q = q_lo; q < q_hi; ++q) {
       float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const int32_t* rows = w.group_rows + q * w.rows;
@@ -472,7 +471,10 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   const bool nm24_tiles = dvalues && w.nm24 && kernels.nm24_slot_grads;
   // Every scratch array before the first output is written.
   thread_local ScratchBuffer dyt_buffer, xt_buffer, acc_buffer, dw_buffer;
-  float* const dyt = dyt_buffer.get(out * n);
+  // dy^T as one [out, n] matrix: db, the scalar dx, and dvalues off the 2:4 tile path read it
+  // (the vector dx takes its own chunk panels below).
+  const bool whole_dyt = db || (dx && !lanes) || (dvalues && !nm24_tiles);
+  float* const dyt = whole_dyt ? dyt_buffer.get(out * n) : nullptr;
   float* const xt = dvalues && !dense_enough ? xt_buffer.get(in * n) : nullptr;
   const bool parallel = in * out * n >= kParallelThreshold;
   const int threads = parallel ? omp_get_max_threads() : 1;
@@ -487,7 +489,7 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   float* const acc = lanes ? acc_buffer.get(in * np) : nullptr;
   thread_local ScratchBuffer panel_buffer;
   float* const dyt_panels = lanes ? panel_buffer.get(out * np) : nullptr;
-  transpose(dyt, dy, n, out, cpu_isa_has_avx2());
+  if (dyt) transpose(dyt, dy, n, out, cpu_isa_has_avx2());
   if (xt) transpose(xt, x, n, in, cpu_isa_has_avx2());
   if (lanes) {
 #pragma omp parallel if (parallel)
@@ -527,9 +529,9 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
       // Each thread its own columns of dx (NM24: groups of four).
       const auto [q_lo, q_hi] = thread_share(w.nm24 ? in / 4 : in);
       if (w.nm24) {
-        nm24_scalar_groups(dx, dyt, w, n, 0, q_lo, q_hi);
+        nm24_scalar_groups(dx, dyt, w, n, q_lo, q_hi);
       } else {
-        for (int64_t c = q_lo; c < q_hi; ++c) scalar_columns(dx, dyt, w, n, c, 0);
+        for (int64_t c = q_lo; c < q_hi; ++c) scalar_columns(dx, dyt, w, n, c);
       }
     }
   }

@@ -34,10 +34,9 @@ void csr_row(float* y, const float* x, const SparseView& w, float b, int64_t r, 
   y[r * w.rows + o] = acc + b;
 }
 
-// Batch rows [r0, n) of output row o, one at a time.
-void scalar_rows(float* y, const float* xt, const SparseView& w, float b, int64_t n, int64_t o,
-                 int64_t r0) {
-  for (int64_t r = r0; r < n; ++r) {
+// Every batch row of output row o, one at a time.
+void scalar_rows(float* y, const float* xt, const SparseView& w, float b, int64_t n, int64_t o) {
+  for (int64_t r = 0; r < n; ++r) {
     float acc = 0.0f;
 #define NNOPS_SCALAR_ADD(value, column) acc += (value)*xt[(column)*n + r]
     NNOPS_FOR_EACH_ENTRY(w, o, NNOPS_SCALAR_ADD)
@@ -248,7 +247,7 @@ void CpuBackend::sparse_linear_forward(float* y, const float* x, const SparseVie
     std::fill(xt + in * n, xt + (in + 1) * n, 0.0f);
     transpose(xt, x, n, in, false);
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t o = 0; o < out; ++o) scalar_rows(y, xt, w, bias ? bias[o] : 0.0f, n, o, 0);
+    for (int64_t o = 0; o < out; ++o) scalar_rows(y, xt, w, bias ? bias[o] : 0.0f, n, o);
     return;
   }
   // Whole chunks of 4 vectors, then the rest: a few rows of an NM24 weight by the narrow kernel,
