@@ -62,6 +62,8 @@ struct SgemmProblem {
   bool pairs;                 // BF16 operands packed in depth pairs for the AVX512_BF16 kernels
   bool reserve_only = false;  // grow the packing buffers this product needs, compute nothing
   bool b_in_place = false;    // full panels of a non-transposed F32 b read where they lie
+  // The kernel prefetches the panel to the right of one it reads in place (the AVX-512 one).
+  bool kernel_prefetches_next_panel = false;
 };
 
 // The packed panels of op(b) for columns [j0, j0 + nc) and depth [pc, pc + kc).
@@ -152,8 +154,9 @@ void sgemm_block(const SgemmProblem& g, int64_t i0, int64_t i1, int64_t j0, int6
           if (g.b_in_place) {
             const float* b_rows = static_cast<const float*>(g.b) + pc * g.n + col;
             // The next panel's rows into L2 while this one computes: read where they lie, its
-            // first tile would otherwise wait on L3 for every row.
-            if (col + NR < jc + nc) {
+            // first tile would otherwise wait on L3 for every row. (The AVX-512 kernel does
+            // this itself, spread over its depth loop.)
+            if (col + NR < jc + nc && !g.kernel_prefetches_next_panel) {
               for (int64_t p = 0; p < kc; ++p) {
                 __builtin_prefetch(b_rows + NR + p * g.n, 0, 2);
                 __builtin_prefetch(b_rows + NR + NR / 2 + p * g.n, 0, 2);
@@ -200,6 +203,10 @@ std::pair<int64_t, int64_t> share(int64_t units, int64_t unit, int64_t limit, in
 template <int MR, int NR>
 void run_tiles(SgemmProblem g, MicroKernel kernel) {
   g.kernel = kernel;
+#if defined(__x86_64__) && defined(__GNUC__)
+  g.kernel_prefetches_next_panel =
+      kernel == micro_kernel_avx512 || kernel == micro_kernel_wide_on_avx2;
+#endif
   g.blocking = blocking_for_caches<MR, NR>();
   // Pair-packed BF16 panels hold two depths per float slot: the same bytes cover twice the depth
   // (half as many passes over c).
