@@ -5,7 +5,8 @@
 // multiply-adds of the dense product at 2:4, but one vector load per multiply-add (a dense
 // micro-kernel reuses each load across its register tile), so the source must come from L1:
 // blocks of x^T rows (layout.hpp) are the outer loop, and the accumulators wait in a scratch
-// [out, n] between blocks. The batch is padded with zero rows to whole vectors (1-4 per chunk);
+// [out, n] between blocks. An exact 2:4 weight goes two output rows at a time (independent
+// sums) with its positions decoded by a table per metadata byte. The batch is padded with zero rows to whole vectors (1-4 per chunk);
 // NM24's last few rows past a multiple of 64 take a kernel with the weight row's slots as the
 // vector dimension instead (AVX-512). A portable scalar loop is the reference (the baseline
 // level's path).
@@ -46,6 +47,99 @@ void scalar_rows(float* y, const float* xt, const SparseView& w, float b, int64_
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// For each metadata byte (groups 2q and 2q + 1), the four slots' x^T rows as float offsets from
+// the pair's first column's row, rows `stride` floats apart. Decoding each group's nibble into
+// two column offsets took some twenty scalar instructions per group, and with 512-bit FMAs on
+// ports 0, 1 and 5 those queued on the remaining two or three ALU ports: the 2:4 forward ran at
+// half the FMA peak.
+struct Nm24PairOffsets {
+  int32_t slot[256][4];
+};
+inline Nm24PairOffsets nm24_pair_offsets(int64_t stride) {
+  Nm24PairOffsets t{};
+  for (unsigned byte = 0; byte < 256; ++byte) {
+    const Nm24Group lo = nm24_decode(byte & 0xFu), hi = nm24_decode(byte >> 4);
+    t.slot[byte][0] = static_cast<int32_t>(lo.p0 * stride);
+    t.slot[byte][1] = static_cast<int32_t>(lo.p1 * stride);
+    t.slot[byte][2] = static_cast<int32_t>((4 + hi.p0) * stride);
+    t.slot[byte][3] = static_cast<int32_t>((4 + hi.p1) * stride);
+  }
+  return t;
+}
+
+// ROWS output rows from o of an exact 2:4 weight over columns [c0, c1) (c0 a multiple of 8),
+// added to a[row][vector]: two groups per metadata byte, their four x^T rows from the table,
+// each row's entries in stored order. Rows side by side, for independent sums: one row's
+// VECS accumulators each wait on their previous multiply-add (4 cycles), which held one row
+// alone to one multiply-add per cycle, half the FMA peak.
+template <class V, int kLanes, int VECS, int ROWS>
+NNOPS_ALWAYS_INLINE void nm24_pair_rows(V (&a)[ROWS][VECS], const float* xt, const SparseView& w,
+                                        const Nm24PairOffsets& table, int64_t o, int64_t c0,
+                                        int64_t c1) {
+  constexpr int64_t kStride = VECS * kLanes;  // floats between x^T rows
+  const int64_t half = w.cols / 2, meta_cols = nm24_metadata_cols(w.cols);
+  const float* v = w.values + o * half + c0 / 2;
+  const uint8_t* meta = w.metadata + o * meta_cols + c0 / 8;
+  const float* xg = xt + c0 * kStride;
+  const int64_t bytes = (c1 - c0) / 8;
+  for (int64_t q = 0; q < bytes; ++q, xg += 8 * kStride, v += 4) {
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+      const int32_t* off = table.slot[meta[r * meta_cols + q]];
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        const V vs = v[r * half + s] - V{};  // a broadcast: x - 0 == x
+        const float* xc = xg + off[s];
+#pragma GCC unroll 4
+        for (int j = 0; j < VECS; ++j) {
+          V xj;  // an unaligned load, through memcpy
+          std::memcpy(&xj, xc + j * kLanes, sizeof(V));
+          a[r][j] += vs * xj;
+        }
+      }
+    }
+  }
+  if ((c1 - c0) % 8) {  // an odd group count: the rows' last group
+    const int64_t g = c1 / 4 - 1;
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+      const Nm24Group grp = nm24_group(w.metadata + (o + r) * meta_cols, g);
+      const float* vg = w.values + (o + r) * half + 2 * g;
+      const float* x0 = xt + (4 * g + grp.p0) * kStride;
+      const float* x1 = xt + (4 * g + grp.p1) * kStride;
+#pragma GCC unroll 4
+      for (int j = 0; j < VECS; ++j) {
+        V xj;
+        std::memcpy(&xj, x0 + j * kLanes, sizeof(V));
+        a[r][j] += (vg[0] - V{}) * xj;
+        std::memcpy(&xj, x1 + j * kLanes, sizeof(V));
+        a[r][j] += (vg[1] - V{}) * xj;
+      }
+    }
+  }
+}
+
+// The ROWS rows' partial sums from acc (none before the first block), and back.
+template <class V, int kLanes, int VECS, int ROWS>
+NNOPS_ALWAYS_INLINE void load_sums(V (&a)[ROWS][VECS], const float* acc, int64_t n, bool first) {
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < VECS; ++j) {
+      if (first)
+        a[r][j] = V{};
+      else
+        std::memcpy(&a[r][j], acc + r * n + j * kLanes, sizeof(V));
+    }
+}
+template <class V, int kLanes, int VECS, int ROWS>
+NNOPS_ALWAYS_INLINE void store_sums(float* acc, const V (&a)[ROWS][VECS], int64_t n) {
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < VECS; ++j) std::memcpy(acc + r * n + j * kLanes, &a[r][j], sizeof(V));
+}
+
 // acc[o, r0 .. r0 + VECS * kLanes) = the sum of value * x^T[column, r0 ..] over row o's entries,
 // for rows [o0, o1), blocks of x^T rows outermost. Each sum adds its entries in stored order,
 // the partial sums parked in acc between blocks: the same bits as one pass, and for every
@@ -54,10 +148,29 @@ template <class V, int kLanes, int VECS>
 NNOPS_ALWAYS_INLINE void blocked_rows(float* acc, const float* xt, const SparseView& w, int64_t n,
                                       int64_t r0, int64_t o0, int64_t o1, int64_t* cursor) {
   const int64_t block = block_rows(VECS * kLanes);
+  // Exact 2:4 (every slot kept), x^T rows VECS * kLanes apart: two rows at a time, by the table.
+  static const Nm24PairOffsets table = nm24_pair_offsets(VECS * kLanes);
+  const bool pairs = w.nm24 && !w.nm24_unused && n == VECS * kLanes && r0 == 0;
   if (!w.nm24)
     for (int64_t o = o0; o < o1; ++o) cursor[o - o0] = w.row_ptr[o];
   for (int64_t c0 = 0; c0 < w.cols; c0 += block) {
     const int64_t c1 = std::min(c0 + block, w.cols);
+    if (pairs) {
+      int64_t o = o0;
+      for (; o + 2 <= o1; o += 2) {
+        V a[2][VECS];
+        load_sums<V, kLanes, VECS, 2>(a, acc + o * n, n, c0 == 0);
+        nm24_pair_rows<V, kLanes, VECS, 2>(a, xt, w, table, o, c0, c1);
+        store_sums<V, kLanes, VECS, 2>(acc + o * n, a, n);
+      }
+      if (o < o1) {
+        V a[1][VECS];
+        load_sums<V, kLanes, VECS, 1>(a, acc + o * n, n, c0 == 0);
+        nm24_pair_rows<V, kLanes, VECS, 1>(a, xt, w, table, o, c0, c1);
+        store_sums<V, kLanes, VECS, 1>(acc + o * n, a, n);
+      }
+      continue;
+    }
     for (int64_t o = o0; o < o1; ++o) {
       float* out = acc + o * n + r0;
       V a[VECS] = {};
