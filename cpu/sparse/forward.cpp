@@ -6,10 +6,10 @@
 // micro-kernel reuses each load across its register tile), so the source must come from L1:
 // blocks of x^T rows (layout.hpp) are the outer loop, and the accumulators wait in a scratch
 // [out, n] between blocks. An exact 2:4 weight goes two output rows at a time (independent
-// sums) with its positions decoded by a table per metadata byte. The batch is padded with zero rows to whole vectors (1-4 per chunk);
-// NM24's last few rows past a multiple of 64 take a kernel with the weight row's slots as the
-// vector dimension instead (AVX-512). A portable scalar loop is the reference (the baseline
-// level's path).
+// sums) with its positions decoded by a table per metadata byte. The batch is padded with zero
+// rows to whole vectors (1-4 per chunk); NM24's last few rows past a multiple of 64 take a kernel
+// with the weight row's slots as the vector dimension instead (AVX-512). A portable scalar loop
+// is the reference (the baseline level's path).
 #include <immintrin.h>
 #include <omp.h>
 
