@@ -5,11 +5,12 @@
 // multiply-adds of the dense product at 2:4, but one vector load per multiply-add (a dense
 // micro-kernel reuses each load across its register tile), so the source must come from L1:
 // blocks of x^T rows (layout.hpp) are the outer loop, and the accumulators wait in a scratch
-// [out, n] between blocks. An exact 2:4 weight goes two output rows at a time (independent
-// sums) with its positions decoded by a table per metadata byte. The batch is padded with zero
-// rows to whole vectors (1-4 per chunk); NM24's last few rows past a multiple of 64 take a kernel
-// with the weight row's slots as the vector dimension instead (AVX-512). A portable scalar loop
-// is the reference (the baseline level's path).
+// [out, n] between blocks. Two output rows go side by side (independent sums: one row's
+// accumulators wait on their previous multiply-add), an exact 2:4 weight's positions decoded by
+// a table per metadata byte. The batch is padded with zero rows to whole vectors (1-4 per
+// chunk); NM24's last few rows past a multiple of 64 take a kernel with the weight row's slots as
+// the vector dimension instead (AVX-512). A portable scalar loop is the reference (the baseline
+// level's path).
 #include <immintrin.h>
 #include <omp.h>
 
@@ -140,6 +141,39 @@ NNOPS_ALWAYS_INLINE void store_sums(float* acc, const V (&a)[ROWS][VECS], int64_
     for (int j = 0; j < VECS; ++j) std::memcpy(acc + r * n + j * kLanes, &a[r][j], sizeof(V));
 }
 
+// sums += CSR entry e's value * x^T[its column, r0 ..].
+template <class V, int kLanes, int VECS>
+NNOPS_ALWAYS_INLINE void add_entry(V (&sums)[VECS], const float* xt, const SparseView& w, int64_t n,
+                                   int64_t r0, int64_t e) {
+  const V v = w.values[e] - V{};  // a broadcast: x - 0 == x
+  const float* xc = xt + static_cast<int64_t>(w.col[e]) * n + r0;
+#pragma GCC unroll 4
+  for (int j = 0; j < VECS; ++j) {
+    V xj;  // an unaligned load, through memcpy
+    std::memcpy(&xj, xc + j * kLanes, sizeof(V));
+    sums[j] += v * xj;
+  }
+}
+
+// CSR rows o and o + 1 over their entries with columns below c1, from cursor[0] and cursor[1]
+// (advanced), added to a[row][vector] in each row's stored order: the two rows' entries side
+// by side while both have some (independent sums, as nm24_pair_rows), then each one's rest.
+template <class V, int kLanes, int VECS>
+NNOPS_ALWAYS_INLINE void csr_two_rows(V (&a)[2][VECS], const float* xt, const SparseView& w,
+                                      int64_t n, int64_t r0, int64_t o, int64_t c1,
+                                      int64_t* cursor) {
+  int64_t e0 = cursor[0], e1 = cursor[1];
+  const int64_t end0 = w.row_ptr[o + 1], end1 = w.row_ptr[o + 2];
+  for (; e0 < end0 && e1 < end1 && w.col[e0] < c1 && w.col[e1] < c1; ++e0, ++e1) {
+    add_entry<V, kLanes, VECS>(a[0], xt, w, n, r0, e0);
+    add_entry<V, kLanes, VECS>(a[1], xt, w, n, r0, e1);
+  }
+  for (; e0 < end0 && w.col[e0] < c1; ++e0) add_entry<V, kLanes, VECS>(a[0], xt, w, n, r0, e0);
+  for (; e1 < end1 && w.col[e1] < c1; ++e1) add_entry<V, kLanes, VECS>(a[1], xt, w, n, r0, e1);
+  cursor[0] = e0;
+  cursor[1] = e1;
+}
+
 // acc[o, r0 .. r0 + VECS * kLanes) = the sum of value * x^T[column, r0 ..] over row o's entries,
 // for rows [o0, o1), blocks of x^T rows outermost. Each sum adds its entries in stored order,
 // the partial sums parked in acc between blocks: the same bits as one pass, and for every
@@ -171,7 +205,16 @@ NNOPS_ALWAYS_INLINE void blocked_rows(float* acc, const float* xt, const SparseV
       }
       continue;
     }
-    for (int64_t o = o0; o < o1; ++o) {
+    int64_t o = o0;
+    if (!w.nm24) {
+      for (; o + 2 <= o1; o += 2) {
+        V a[2][VECS];
+        load_sums<V, kLanes, VECS, 2>(a, acc + o * n + r0, n, c0 == 0);
+        csr_two_rows<V, kLanes, VECS>(a, xt, w, n, r0, o, c1, cursor + (o - o0));
+        store_sums<V, kLanes, VECS, 2>(acc + o * n + r0, a, n);
+      }
+    }
+    for (; o < o1; ++o) {
       float* out = acc + o * n + r0;
       V a[VECS] = {};
       if (c0 > 0) {
