@@ -254,6 +254,8 @@ struct Nm24Group4 {
   const float* dyt;
   const float* values;  // the group's two slots of row 0
   int64_t n, r0, half;
+  int32_t listed;                       // entries of rows
+  static constexpr int32_t kAhead = 8;  // entries between a prefetch and its use
 
   template <int CODE>
   NNOPS_ALWAYS_INLINE void run() {
@@ -264,6 +266,9 @@ struct Nm24Group4 {
       const int32_t end = start[CODE + 1];
       for (int32_t i = start[CODE]; i < end; ++i) {
         const int64_t o = rows[i];
+        // The stored values of the row kAhead entries on: rows lie `half` floats apart, each
+        // in its own line, and waiting on L2 for them took a fifth of the kernel's time.
+        if (i + kAhead < listed) __builtin_prefetch(values + int64_t(rows[i + kAhead]) * half);
         const float* d = dyt + o * n + r0;
         V dv[VECS];
 #pragma GCC unroll 4
@@ -300,7 +305,8 @@ NNOPS_ALWAYS_INLINE void nm24_groups(float* acc, const float* dyt, const SparseV
                                     w.values + 2 * q,
                                     n,
                                     r0,
-                                    w.cols / 2};
+                                    w.cols / 2,
+                                    static_cast<int32_t>(w.rows)};
       if (b > 0) {
         for (int p = 0; p < 4; ++p)
 #pragma GCC unroll 4
