@@ -236,13 +236,38 @@ inline V vnormal_cdf(V x) {
   return L::select(x != x, x, y);
 }
 
+// e^x for x <= 0, for vsigmoid: vexp without its overflow side and NaN handling (a NaN lane
+// gives a finite value, which vsigmoid replaces), and 2^n applied as 2^(n + 64) times 2^-64
+// instead of split in two halves: about a third fewer operations, the same results.
+template <class V>
+inline V vexp_nonpositive(V x) {
+  using L = Lanes<V>;
+  const V lo = L::splat(-103.97208404541016f);
+  const V xc = L::select(x > lo, x, lo);  // NaN compares false: clamped too
+  const V n = round_nearest(xc * L::splat(1.44269504088896341f));
+  V r = xc - n * L::splat(0.693359375f);
+  r = r - n * L::splat(-2.12194440e-4f);
+  const V z = r * r;
+  V p = L::splat(1.9875691500e-4f);
+  p = p * r + L::splat(1.3981999507e-3f);
+  p = p * r + L::splat(8.3334519073e-3f);
+  p = p * r + L::splat(4.1665795894e-2f);
+  p = p * r + L::splat(1.6666665459e-1f);
+  p = p * r + L::splat(5.0000001201e-1f);
+  V y = p * z + r + L::splat(1.0f);
+  // n in [-150, 0]: 2^(n + 64) is a normal float, and the product with 2^-64 rounds once.
+  y = y * L::from_bits((L::to_int(n) + (127 + 64)) << 23);
+  y = y * L::splat(5.42101086242752217e-20f);  // 2^-64
+  return L::select(x < lo, L::splat(0.0f), y);
+}
+
 // 1 / (1 + e^-x) without overflow: the exponential is only taken of -|x|. One division: e^-|x|
 // / (1 + e^-|x|) as e^-|x| times the reciprocal (one rounding more, for half the divider's time).
 template <class V>
 inline V vsigmoid(V x) {
   using L = Lanes<V>;
   const V a = L::select(x < L::splat(0.0f), -x, x);
-  const V e = vexp(-a);
+  const V e = vexp_nonpositive(-a);
   const V one = L::splat(1.0f);
   const V r = one / (one + e);
   const V y = L::select(x >= L::splat(0.0f), r, e * r);
