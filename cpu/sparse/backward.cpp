@@ -340,25 +340,21 @@ __attribute__((target("avx2,fma"))) void nm24_groups_avx2(float* acc, const floa
 #if defined(__x86_64__) && defined(__GNUC__)
 // NM24's dvalues on AVX-512, output rows [o0, o1): the dense dy^T x 12 rows x 32 columns at a
 // time through the GEMM's AVX-512 micro-kernel into a tile in L1 (a panel of dy^T packed from dy,
-// x read in place: the GEMM's products and order, so the GEMM's bits), then each row's 16 slots
-// of those 32 columns picked out by one two-source permute whose mask zeroes unused slots. The
-// dense blocks (below) wrote [256, in] through L2 and gathered from it in a second pass, 19% of
-// their time (perf, 1000 -> 2000 at batch 64). scratch: 12 * n + 32 * n floats.
-__attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, const float* x,
+// x from xp, packed once into 32-column panels [in / 32][n][32], the last zero-padded: the GEMM's
+// products and order, so the GEMM's bits), then each row's 16 slots of those 32 columns picked
+// out by one two-source permute whose mask zeroes unused slots. The dense blocks (below) wrote
+// [256, in] through L2 and gathered from it in a second pass, 19% of their time (perf, 1000 ->
+// 2000 at batch 64). x read in place instead of packed ran 1.5-7% slower (every dy^T panel
+// reads all of x, rows 4 KB apart, from L2; Intel Xeon). scratch: 12 * n floats.
+__attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, const float* xp,
                                                                const float* dy, const SparseView& w,
                                                                int64_t n, int64_t o0, int64_t o1,
                                                                float* scratch) {
   constexpr int MR = kWideMR, NR = kWideNR;
   static_assert(NR == 32, "a tile row is two 16-lane vectors: 8 groups, 16 slots");
   const int64_t in = w.cols, out = w.rows, half = in / 2, meta_cols = nm24_metadata_cols(in);
-  float* const a_panel = scratch;          // [n][MR]: dy^T rows o .. o + 11, depth-major
-  float* const b_edge = scratch + MR * n;  // [n][NR]: the last, partial panel of x, zero-padded
+  float* const a_panel = scratch;  // [n][MR]: dy^T rows o .. o + 11, depth-major
   const int64_t full_cols = in / NR * NR;
-  if (full_cols < in) {
-    for (int64_t p = 0; p < n; ++p)
-      for (int j = 0; j < NR; ++j)
-        b_edge[p * NR + j] = full_cols + j < in ? x[p * in + full_cols + j] : 0.0f;
-  }
   alignas(64) float tile[MR * NR];
   for (int64_t o = o0; o < o1; o += MR) {
     const int mr = static_cast<int>(std::min<int64_t>(MR, o1 - o));
@@ -369,8 +365,7 @@ __attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, c
     for (int64_t c0 = 0; c0 < in; c0 += NR) {
       const bool full = c0 < full_cols;
       const int nr = full ? NR : static_cast<int>(in - full_cols);
-      micro_kernel_avx512(n, a_panel, full ? x + c0 : b_edge, full ? in : NR, tile, NR, 1.0f, 0.0f,
-                          mr, nr);
+      micro_kernel_avx512(n, a_panel, xp + c0 * n, NR, tile, NR, 1.0f, 0.0f, mr, nr);
       for (int i = 0; i < mr; ++i) {
         const uint8_t* meta = w.metadata + (o + i) * meta_cols;
         float* dv = dvalues + (o + i) * half + c0 / 2;
@@ -395,6 +390,19 @@ __attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, c
   }
 }
 #endif
+
+// Panels [j0, j1) of x [n, in] as nm24_slot_grads_avx512 reads them: [in / 32][n][32], the
+// last zero-padded.
+void pack_x_panels(float* xp, const float* x, int64_t n, int64_t in, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    float* panel = xp + j * kWideNR * n;
+    const int64_t c0 = j * kWideNR, cols = std::min<int64_t>(kWideNR, in - c0);
+    for (int64_t p = 0; p < n; ++p) {
+      std::memcpy(panel + p * kWideNR, x + p * in + c0, sizeof(float) * cols);
+      std::fill(panel + p * kWideNR + cols, panel + (p + 1) * kWideNR, 0.0f);
+    }
+  }
+}
 
 using Nm24Groups = void (*)(float*, const float*, const SparseView&, int64_t, int64_t, int64_t,
                             int64_t);
@@ -476,7 +484,7 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   const bool dense_enough = 4 * w.slots >= w.rows * w.cols;
   const bool nm24_tiles = dvalues && w.nm24 && kernels.nm24_slot_grads;
   // Every scratch array before the first output is written.
-  thread_local ScratchBuffer dyt_buffer, xt_buffer, acc_buffer, dw_buffer;
+  thread_local ScratchBuffer dyt_buffer, xt_buffer, acc_buffer, dw_buffer, xp_buffer;
   // dy^T as one [out, n] matrix: db, the scalar dx, and dvalues off the 2:4 tile path read it
   // (the vector dx takes its own chunk panels below).
   const bool whole_dyt = db || (dx && !lanes) || (dvalues && !nm24_tiles);
@@ -484,7 +492,9 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   float* const xt = dvalues && !dense_enough ? xt_buffer.get(in * n) : nullptr;
   const bool parallel = in * out * n >= kParallelThreshold;
   const int threads = parallel ? omp_get_max_threads() : 1;
-  const int64_t tile_scratch = (kWideMR + kWideNR) * n;  // nm24_slot_grads_avx512's, per thread
+  const int64_t tile_scratch = kWideMR * n;  // nm24_slot_grads_avx512's, per thread
+  const int64_t x_panels = (in + kWideNR - 1) / kWideNR;
+  float* const x_packed = nm24_tiles ? xp_buffer.get(x_panels * kWideNR * n) : nullptr;
   float* const dw = nm24_tiles ? dw_buffer.get(threads * tile_scratch)
                     : dvalues && dense_enough
                         ? dw_buffer.get(threads * std::min(kDenseRows, out) * in)
@@ -544,8 +554,11 @@ void CpuBackend::sparse_linear_backward(float* dx, float* dvalues, float* db, co
   if (nm24_tiles) {
 #pragma omp parallel if (parallel)
     {
+      const auto [j0, j1] = thread_share(x_panels);
+      pack_x_panels(x_packed, x, n, in, j0, j1);
+#pragma omp barrier
       const auto [lo, hi] = thread_share(out);
-      kernels.nm24_slot_grads(dvalues, x, dy, w, n, lo, hi,
+      kernels.nm24_slot_grads(dvalues, x_packed, dy, w, n, lo, hi,
                               dw + omp_get_thread_num() * tile_scratch);
     }
   } else if (dvalues && dense_enough) {
