@@ -358,8 +358,8 @@ __attribute__((target("avx512f"))) void nm24_slot_grads_avx512(float* dvalues, c
   alignas(64) float tile[MR * NR];
   for (int64_t o = o0; o < o1; o += MR) {
     const int mr = static_cast<int>(std::min<int64_t>(MR, o1 - o));
-    for (int64_t p = 0; p < n; ++p) {
-      for (int i = 0; i < mr; ++i) a_panel[p * MR + i] = dy[p * out + o + i];
+    for (int64_t p = 0; p < n; ++p) {  // row p of dy holds the panel's depth p, contiguous
+      std::memcpy(a_panel + p * MR, dy + p * out + o, sizeof(float) * mr);
       for (int i = mr; i < MR; ++i) a_panel[p * MR + i] = 0.0f;
     }
     for (int64_t c0 = 0; c0 < in; c0 += NR) {
