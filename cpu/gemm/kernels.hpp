@@ -11,6 +11,8 @@ namespace nnops::detail {
 
 using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                              int64_t ldc, float alpha, float beta, int mr, int nr);
+using TailKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                            int64_t ldc, float alpha, float beta, int mr);
 
 // The portable and AVX2 kernels (cpu/gemm/kernel_narrow.cpp): 6 x 16 tiles.
 constexpr int kNarrowMR = 6, kNarrowNR = 16;
@@ -25,6 +27,12 @@ void micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, 
                        int64_t ldc, float alpha, float beta, int mr, int nr);
 void micro_kernel_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                          int64_t ldc, float alpha, float beta, int mr, int nr);
+// Rows [0, mr <= 4) of an A panel (12-row layout) against 64 columns of a B read in place
+// (two adjacent full panels, row stride ldb): the short product's last rows (cpu/gemm/driver.cpp).
+void micro_kernel_avx512_tail64(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                                int64_t ldc, float alpha, float beta, int mr);
+void micro_kernel_wide_on_avx2_tail64(int64_t kc, const float* a, const float* b, int64_t ldb,
+                                      float* c, int64_t ldc, float alpha, float beta, int mr);
 // The same code compiled for AVX2, so that machines without AVX-512 test the wide tiles.
 void micro_kernel_wide_on_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                                int64_t ldc, float alpha, float beta, int mr, int nr);
