@@ -100,6 +100,23 @@ inline V round_nearest(V x) {
   return (x + magic) - magic;
 }
 
+// e^xc / 2^n for n = round(xc / ln 2): xc - n ln 2 (in two parts) into the polynomial, the
+// part vexp and vexp_nonpositive share.
+template <class V>
+inline V exp_reduced(V xc, V n) {
+  using L = Lanes<V>;
+  V r = xc - n * L::splat(0.693359375f);
+  r = r - n * L::splat(-2.12194440e-4f);
+  const V z = r * r;
+  V p = L::splat(1.9875691500e-4f);
+  p = p * r + L::splat(1.3981999507e-3f);
+  p = p * r + L::splat(8.3334519073e-3f);
+  p = p * r + L::splat(4.1665795894e-2f);
+  p = p * r + L::splat(1.6666665459e-1f);
+  p = p * r + L::splat(5.0000001201e-1f);
+  return p * z + r + L::splat(1.0f);
+}
+
 // e^x. x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact), e^r by Cephes'
 // degree-7 polynomial, and 2^n applied in two factors so that subnormal results round once.
 template <class V>
@@ -112,16 +129,7 @@ inline V vexp(V x) {
   xc = L::select(xc < lo, lo, xc);
   xc = L::select(x != x, L::splat(0.0f), xc);
   const V n = round_nearest(xc * L::splat(1.44269504088896341f));
-  V r = xc - n * L::splat(0.693359375f);
-  r = r - n * L::splat(-2.12194440e-4f);
-  const V z = r * r;
-  V p = L::splat(1.9875691500e-4f);
-  p = p * r + L::splat(1.3981999507e-3f);
-  p = p * r + L::splat(8.3334519073e-3f);
-  p = p * r + L::splat(4.1665795894e-2f);
-  p = p * r + L::splat(1.6666665459e-1f);
-  p = p * r + L::splat(5.0000001201e-1f);
-  V y = p * z + r + L::splat(1.0f);
+  V y = exp_reduced(xc, n);
   const I ni = L::to_int(n);
   const I n1 = ni >> 1, n2 = ni - n1;  // each within the normal exponent range
   y = y * L::from_bits((n1 + 127) << 23);
@@ -245,16 +253,7 @@ inline V vexp_nonpositive(V x) {
   const V lo = L::splat(-103.97208404541016f);
   const V xc = L::select(x > lo, x, lo);  // NaN compares false: clamped too
   const V n = round_nearest(xc * L::splat(1.44269504088896341f));
-  V r = xc - n * L::splat(0.693359375f);
-  r = r - n * L::splat(-2.12194440e-4f);
-  const V z = r * r;
-  V p = L::splat(1.9875691500e-4f);
-  p = p * r + L::splat(1.3981999507e-3f);
-  p = p * r + L::splat(8.3334519073e-3f);
-  p = p * r + L::splat(4.1665795894e-2f);
-  p = p * r + L::splat(1.6666665459e-1f);
-  p = p * r + L::splat(5.0000001201e-1f);
-  V y = p * z + r + L::splat(1.0f);
+  V y = exp_reduced(xc, n);
   // n in [-150, 0]: 2^(n + 64) is a normal float, and the product with 2^-64 rounds once.
   y = y * L::from_bits((L::to_int(n) + (127 + 64)) << 23);
   y = y * L::splat(5.42101086242752217e-20f);  // 2^-64

@@ -45,6 +45,23 @@ __attribute__((always_inline)) inline void prefetch_c_tile(const float* c, int64
   }
 }
 
+// One row of a full tile: c[0, VECS * 16) = alpha * sums + beta * c, c unread at beta 0.
+template <int VECS>
+__attribute__((always_inline)) inline void store_row(float* c, const F16 (&sums)[VECS], float alpha,
+                                                     float beta) {
+#pragma GCC unroll 4
+  for (int v = 0; v < VECS; ++v) {
+    float* cv = c + v * kVec;
+    F16 r = alpha * sums[v];
+    if (beta != 0.0f) {
+      F16 old;
+      std::memcpy(&old, cv, 64);
+      r = beta * old + r;
+    }
+    std::memcpy(cv, &r, 64);
+  }
+}
+
 // c[mr, nr] (row stride ldc) = alpha * (a_panel * b_panel) + beta * c, as the other kernels:
 // per element the sum runs over p in order with one fused multiply-add each. ROWS <= 12 of the
 // panel's rows are computed (mr <= ROWS): a short last tile (m = 64 is five tiles of 12 and one
@@ -102,19 +119,7 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
   }
   if (mr == ROWS && nr == kWideNR) {
 #pragma GCC unroll 12
-    for (int i = 0; i < ROWS; ++i) {
-#pragma GCC unroll 2
-      for (int v = 0; v < kVectors; ++v) {
-        float* cv = c + i * ldc + v * kVec;
-        F16 r = alpha * acc[i][v];
-        if (beta != 0.0f) {
-          F16 old;
-          std::memcpy(&old, cv, 64);
-          r = beta * old + r;
-        }
-        std::memcpy(cv, &r, 64);
-      }
-    }
+    for (int i = 0; i < ROWS; ++i) store_row<kVectors>(c + i * ldc, acc[i], alpha, beta);
     return;
   }
   // An edge tile: only the valid corner is written. The sums go through a plain array first:
@@ -177,17 +182,7 @@ __attribute__((always_inline)) inline void tail64_body(int64_t kc, const float* 
 #pragma GCC unroll 4
   for (int i = 0; i < ROWS; ++i) {
     if (i >= mr) break;
-#pragma GCC unroll 4
-    for (int v = 0; v < kTailVectors; ++v) {
-      float* cv = c + i * ldc + v * kVec;
-      F16 r = alpha * acc[i][v];
-      if (beta != 0.0f) {
-        F16 old;
-        std::memcpy(&old, cv, 64);
-        r = beta * old + r;
-      }
-      std::memcpy(cv, &r, 64);
-    }
+    store_row<kTailVectors>(c + i * ldc, acc[i], alpha, beta);
   }
 }
 
