@@ -45,6 +45,21 @@ __attribute__((always_inline)) inline void prefetch_c_tile(const float* c, int64
   }
 }
 
+// One depth of a tile: acc[i][v] += a_col[i] * b_row[v * 16 ..] for ROWS rows and VECS vectors.
+template <int ROWS, int VECS>
+__attribute__((always_inline)) inline void depth_step(F16 (&acc)[ROWS][VECS], const float* a_col,
+                                                      const float* b_row) {
+  F16 bv[VECS];
+#pragma GCC unroll 4
+  for (int v = 0; v < VECS; ++v) std::memcpy(&bv[v], b_row + v * kVec, 64);
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+    const F16 ai = splat(a_col[i]);
+#pragma GCC unroll 4
+    for (int v = 0; v < VECS; ++v) acc[i][v] += ai * bv[v];  // contracted to an FMA
+  }
+}
+
 // One row of a full tile: c[0, VECS * 16) = alpha * sums + beta * c, c unread at beta 0.
 template <int VECS>
 __attribute__((always_inline)) inline void store_row(float* c, const F16 (&sums)[VECS], float alpha,
@@ -106,16 +121,7 @@ __attribute__((always_inline)) inline void wide_body(int64_t kc, const float* __
       __builtin_prefetch(b + (p + kPackedPrefetchDepth) * kWideNR);
       __builtin_prefetch(b + (p + kPackedPrefetchDepth) * kWideNR + kWideNR / 2);
     }
-    F16 bv[kVectors];
-#pragma GCC unroll 2
-    for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * ldb + v * kVec, 64);
-    const float* ap = a + p * kWideMR;
-#pragma GCC unroll 12
-    for (int i = 0; i < ROWS; ++i) {
-      const F16 ai = splat(ap[i]);
-#pragma GCC unroll 2
-      for (int v = 0; v < kVectors; ++v) acc[i][v] += ai * bv[v];  // contracted to an FMA
-    }
+    depth_step<ROWS, kVectors>(acc, a + p * kWideMR, b + p * ldb);
   }
   if (mr == ROWS && nr == kWideNR) {
 #pragma GCC unroll 12
@@ -168,16 +174,7 @@ __attribute__((always_inline)) inline void tail64_body(int64_t kc, const float* 
     for (int v = 0; v < kTailVectors; ++v)
       __builtin_prefetch(b + (p + kPrefetchDepth) * ldb + v * kVec);
     __builtin_prefetch(b + (p + kPrefetchDepth) * ldb + 2 * kWideNR - 1);
-    F16 bv[kTailVectors];
-#pragma GCC unroll 4
-    for (int v = 0; v < kTailVectors; ++v) std::memcpy(&bv[v], b + p * ldb + v * kVec, 64);
-    const float* ap = a + p * kWideMR;
-#pragma GCC unroll 4
-    for (int i = 0; i < ROWS; ++i) {
-      const F16 ai = splat(ap[i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < kTailVectors; ++v) acc[i][v] += ai * bv[v];
-    }
+    depth_step<ROWS, kTailVectors>(acc, a + p * kWideMR, b + p * ldb);
   }
 #pragma GCC unroll 4
   for (int i = 0; i < ROWS; ++i) {

@@ -48,6 +48,19 @@ void scalar_rows(float* y, const float* xt, const SparseView& w, float b, int64_
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// sums[j] += value * src[j * kLanes ..], one vector of the batch each: one kept entry's
+// products with its x^T row (a broadcast, a load and a multiply-add per vector).
+template <class V, int kLanes, int VECS>
+NNOPS_ALWAYS_INLINE void add_scaled(V (&sums)[VECS], float value, const float* src) {
+  const V v = value - V{};  // a broadcast: x - 0 == x
+#pragma GCC unroll 4
+  for (int j = 0; j < VECS; ++j) {
+    V xj;  // an unaligned load, through memcpy
+    std::memcpy(&xj, src + j * kLanes, sizeof(V));
+    sums[j] += v * xj;
+  }
+}
+
 // For each metadata byte (groups 2q and 2q + 1), the four slots' x^T rows as float offsets from
 // the pair's first column's row, rows `stride` floats apart. Decoding each group's nibble into
 // two column offsets took some twenty scalar instructions per group, and with 512-bit FMAs on
@@ -88,16 +101,7 @@ NNOPS_ALWAYS_INLINE void nm24_pair_rows(V (&a)[ROWS][VECS], const float* xt, con
     for (int r = 0; r < ROWS; ++r) {
       const int32_t* off = table.slot[meta[r * meta_cols + q]];
 #pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) {
-        const V vs = v[r * half + s] - V{};  // a broadcast: x - 0 == x
-        const float* xc = xg + off[s];
-#pragma GCC unroll 4
-        for (int j = 0; j < VECS; ++j) {
-          V xj;  // an unaligned load, through memcpy
-          std::memcpy(&xj, xc + j * kLanes, sizeof(V));
-          a[r][j] += vs * xj;
-        }
-      }
+      for (int s = 0; s < 4; ++s) add_scaled<V, kLanes, VECS>(a[r], v[r * half + s], xg + off[s]);
     }
   }
   if ((c1 - c0) % 8) {  // an odd group count: the rows' last group
@@ -106,16 +110,8 @@ NNOPS_ALWAYS_INLINE void nm24_pair_rows(V (&a)[ROWS][VECS], const float* xt, con
     for (int r = 0; r < ROWS; ++r) {
       const Nm24Group grp = nm24_group(w.metadata + (o + r) * meta_cols, g);
       const float* vg = w.values + (o + r) * half + 2 * g;
-      const float* x0 = xt + (4 * g + grp.p0) * kStride;
-      const float* x1 = xt + (4 * g + grp.p1) * kStride;
-#pragma GCC unroll 4
-      for (int j = 0; j < VECS; ++j) {
-        V xj;
-        std::memcpy(&xj, x0 + j * kLanes, sizeof(V));
-        a[r][j] += (vg[0] - V{}) * xj;
-        std::memcpy(&xj, x1 + j * kLanes, sizeof(V));
-        a[r][j] += (vg[1] - V{}) * xj;
-      }
+      add_scaled<V, kLanes, VECS>(a[r], vg[0], xt + (4 * g + grp.p0) * kStride);
+      add_scaled<V, kLanes, VECS>(a[r], vg[1], xt + (4 * g + grp.p1) * kStride);
     }
   }
 }
@@ -145,14 +141,7 @@ NNOPS_ALWAYS_INLINE void store_sums(float* acc, const V (&a)[ROWS][VECS], int64_
 template <class V, int kLanes, int VECS>
 NNOPS_ALWAYS_INLINE void add_entry(V (&sums)[VECS], const float* xt, const SparseView& w, int64_t n,
                                    int64_t r0, int64_t e) {
-  const V v = w.values[e] - V{};  // a broadcast: x - 0 == x
-  const float* xc = xt + static_cast<int64_t>(w.col[e]) * n + r0;
-#pragma GCC unroll 4
-  for (int j = 0; j < VECS; ++j) {
-    V xj;  // an unaligned load, through memcpy
-    std::memcpy(&xj, xc + j * kLanes, sizeof(V));
-    sums[j] += v * xj;
-  }
+  add_scaled<V, kLanes, VECS>(sums, w.values[e], xt + static_cast<int64_t>(w.col[e]) * n + r0);
 }
 
 // CSR rows o and o + 1 over their entries with columns below c1, from cursor[0] and cursor[1]
@@ -221,16 +210,8 @@ NNOPS_ALWAYS_INLINE void blocked_rows(float* acc, const float* xt, const SparseV
 #pragma GCC unroll 4
         for (int j = 0; j < VECS; ++j) std::memcpy(&a[j], out + j * kLanes, sizeof(V));
       }
-#define NNOPS_VECTOR_ADD(value, column)                      \
-  {                                                          \
-    const V v = (value)-V{}; /* a broadcast: x - 0 == x */   \
-    const float* xc = xt + (column)*n + r0;                  \
-    _Pragma("GCC unroll 4") for (int j = 0; j < VECS; ++j) { \
-      V xj; /* an unaligned load, through memcpy */          \
-      std::memcpy(&xj, xc + j * kLanes, sizeof(V));          \
-      a[j] += v * xj;                                        \
-    }                                                        \
-  }
+#define NNOPS_VECTOR_ADD(value, column) \
+  add_scaled<V, kLanes, VECS>(a, (value), xt + (column)*n + r0);
       NNOPS_FOR_EACH_ENTRY_IN(w, o, c0, c1, cursor + (o - o0), NNOPS_VECTOR_ADD)
 #undef NNOPS_VECTOR_ADD
 #pragma GCC unroll 4
