@@ -197,6 +197,11 @@ BF16_PAIR_WITH(linear_fwd_bf16_mma, false, true, nnops::cuda::GemmKernel::Mma,
 // its cp.async path, NN its register gather for b.
 BF16_PAIR_WITH(gemm_bf16_nt_wgmma, false, true, nnops::cuda::GemmKernel::Wgmma, LARGE_SQUARES);
 BF16_PAIR_WITH(gemm_bf16_wgmma, false, false, nnops::cuda::GemmKernel::Wgmma, LARGE_SQUARES);
+// Its TMA form (K-major operands only: NT, and the layer's forward x w^T).
+BF16_PAIR_WITH(gemm_bf16_nt_wgmma_tma, false, true, nnops::cuda::GemmKernel::WgmmaTma,
+               LARGE_SQUARES);
+BF16_PAIR_WITH(linear_fwd_bf16_wgmma_tma, false, true, nnops::cuda::GemmKernel::WgmmaTma,
+               Args({64, 2000, 1000})->Args({64, 1000, 2000}));
 
 // The sparse layer's forward at batch 64 on the MLP's layers: nnops' kernels (2:4 as NM24, 90%
 // unstructured as CSR) beside cuSPARSE's SpMM on the same weight as CSR, and beside the dense

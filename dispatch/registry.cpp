@@ -91,8 +91,9 @@ GemmKernel gemm_kernel_from_env() {
   if (std::strcmp(env, "wmma") == 0) return GemmKernel::Wmma;
   if (std::strcmp(env, "mma") == 0) return GemmKernel::Mma;
   if (std::strcmp(env, "wgmma") == 0) return GemmKernel::Wgmma;
+  if (std::strcmp(env, "wgmma_tma") == 0) return GemmKernel::WgmmaTma;
   throw Error(std::string("nnops::matmul: NNOPS_CUDA_GEMM is '") + env +
-              "' but must be 'simt', 'wmma', 'mma' or 'wgmma'");
+              "' but must be 'simt', 'wmma', 'mma', 'wgmma' or 'wgmma_tma'");
 }
 
 // What set_attention_kernel last chose (Default: none).

@@ -64,7 +64,7 @@ TEST(CudaContext, AttentionKernelChoice) {
 
 // NNOPS_CUDA_GEMM and set_gemm_kernel pick the tensor-core GEMM family in any build; an unknown
 // value of the variable is an error that names it, at the first product that asks (the GEMM
-// tests run every family on a GPU: GemmPath::CudaMma, CudaWgmma).
+// tests run every family on a GPU: GemmPath::CudaMma, CudaWgmma, CudaWgmmaTma).
 TEST(CudaContext, GemmKernelChoice) {
   const char* saved = std::getenv("NNOPS_CUDA_GEMM");
   const std::string restore = saved ? saved : "";
@@ -79,6 +79,8 @@ TEST(CudaContext, GemmKernelChoice) {
   EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::Wmma);
   ::setenv("NNOPS_CUDA_GEMM", "wgmma", 1);
   EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::Wgmma);
+  ::setenv("NNOPS_CUDA_GEMM", "wgmma_tma", 1);
+  EXPECT_EQ(cuda::gemm_kernel(), cuda::GemmKernel::WgmmaTma);
   ::setenv("NNOPS_CUDA_GEMM", "cutlass", 1);
   EXPECT_TRUE(throws_error([] { cuda::gemm_kernel(); }, "nnops::matmul: NNOPS_CUDA_GEMM", "cutlass"));
   if (cuda_available()) {

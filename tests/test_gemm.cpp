@@ -67,26 +67,6 @@ void check_gemm(Device device, int64_t m, int64_t n, int64_t k, bool ta, bool tb
   }
 }
 
-// BLIS's cheap check for large sizes: ||c t - a (b t)|| / ||a (b t)|| for a random vector t,
-// with a, b, c as laid out for op(a) = a or a^T, op(b) = b or b^T.
-double vector_probe_error(const std::vector<float>& a, const std::vector<float>& b,
-                          const std::vector<float>& c, int64_t m, int64_t n, int64_t k, bool ta,
-                          bool tb, uint32_t seed) {
-  const auto t = random_floats(n, seed);
-  std::vector<double> bt(k, 0.0);
-  for (int64_t p = 0; p < k; ++p)
-    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb ? b[j * k + p] : b[p * n + j]) * t[j];
-  double err2 = 0, ref2 = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    double abt = 0, ct = 0;
-    for (int64_t p = 0; p < k; ++p) abt += double(ta ? a[p * m + i] : a[i * k + p]) * bt[p];
-    for (int64_t j = 0; j < n; ++j) ct += double(c[i * n + j]) * t[j];
-    err2 += (ct - abt) * (ct - abt);
-    ref2 += abt * abt;
-  }
-  return std::sqrt(err2 / ref2);
-}
-
 TEST_P(GemmPathTest, OddSizesAgainstDoubleReference) {
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> sizes = {
       {1, 1, 1},    {1, 7, 1},     {7, 1, 33},   {7, 33, 7},    {33, 7, 257},

@@ -187,11 +187,22 @@ void for_each_cpu_isa(Device device, Body body) {
 // AVX2, so machines without AVX-512 test its code) and CUDA, with the default kernels and with
 // the multistage mma.sync ones (cuda::GemmKernel::Mma; F32 without TF32 is SIMT in both), and
 // with the sm_90a warpgroup-MMA one (cuda::GemmKernel::Wgmma: BF16 on compute capability 9.0;
-// elsewhere, and for TF32, it runs the mma.sync kernels).
-enum class GemmPath { CpuGeneric, CpuAvx2, CpuAvx512, CpuWideOnAvx2, Cuda, CudaMma, CudaWgmma };
+// elsewhere, and for TF32, it runs the mma.sync kernels), and with its TMA form
+// (cuda::GemmKernel::WgmmaTma: the K-major BF16 products; the others as CudaWgmma).
+enum class GemmPath {
+  CpuGeneric,
+  CpuAvx2,
+  CpuAvx512,
+  CpuWideOnAvx2,
+  Cuda,
+  CudaMma,
+  CudaWgmma,
+  CudaWgmmaTma
+};
 
 inline bool is_cuda_path(GemmPath p) {
-  return p == GemmPath::Cuda || p == GemmPath::CudaMma || p == GemmPath::CudaWgmma;
+  return p == GemmPath::Cuda || p == GemmPath::CudaMma || p == GemmPath::CudaWgmma ||
+         p == GemmPath::CudaWgmmaTma;
 }
 
 inline std::string gemm_path_name(GemmPath p) {
@@ -208,6 +219,8 @@ inline std::string gemm_path_name(GemmPath p) {
       return "CudaMma";
     case GemmPath::CudaWgmma:
       return "CudaWgmma";
+    case GemmPath::CudaWgmmaTma:
+      return "CudaWgmmaTma";
     default:
       return "Cuda";
   }
@@ -225,6 +238,10 @@ inline std::string select_gemm_path(GemmPath p) {
     case GemmPath::CudaWgmma:
       if (!cuda_available()) return "no usable CUDA device";
       cuda::set_gemm_kernel(cuda::GemmKernel::Wgmma);
+      return "";
+    case GemmPath::CudaWgmmaTma:
+      if (!cuda_available()) return "no usable CUDA device";
+      cuda::set_gemm_kernel(cuda::GemmKernel::WgmmaTma);
       return "";
     case GemmPath::CpuGeneric:
       detail::set_cpu_isa(detail::CpuIsa::Generic);
@@ -244,7 +261,7 @@ inline std::string select_gemm_path(GemmPath p) {
 inline auto all_gemm_paths() {
   return ::testing::Values(GemmPath::CpuGeneric, GemmPath::CpuAvx2, GemmPath::CpuAvx512,
                            GemmPath::CpuWideOnAvx2, GemmPath::Cuda, GemmPath::CudaMma,
-                           GemmPath::CudaWgmma);
+                           GemmPath::CudaWgmma, GemmPath::CudaWgmmaTma);
 }
 
 // A test on one GEMM path and transpose case (trans_a, trans_b): selects the CPU code path, or
@@ -275,5 +292,25 @@ inline std::string gemm_case_name(
   INSTANTIATE_TEST_SUITE_P(Devices, Suite,                                                 \
                            ::testing::Values(::nnops::Device::CPU, ::nnops::Device::CUDA), \
                            ::nnops::test::device_name)
+
+// BLIS's cheap check for large sizes: ||c t - a (b t)|| / ||a (b t)|| for a random vector t,
+// with a, b, c as laid out for op(a) = a or a^T, op(b) = b or b^T.
+inline double vector_probe_error(const std::vector<float>& a, const std::vector<float>& b,
+                          const std::vector<float>& c, int64_t m, int64_t n, int64_t k, bool ta,
+                          bool tb, uint32_t seed) {
+  const auto t = random_floats(n, seed);
+  std::vector<double> bt(k, 0.0);
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t j = 0; j < n; ++j) bt[p] += double(tb ? b[j * k + p] : b[p * n + j]) * t[j];
+  double err2 = 0, ref2 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    double abt = 0, ct = 0;
+    for (int64_t p = 0; p < k; ++p) abt += double(ta ? a[p * m + i] : a[i * k + p]) * bt[p];
+    for (int64_t j = 0; j < n; ++j) ct += double(c[i * n + j]) * t[j];
+    err2 += (ct - abt) * (ct - abt);
+    ref2 += abt * abt;
+  }
+  return std::sqrt(err2 / ref2);
+}
 
 }  // namespace nnops::test

@@ -4,9 +4,10 @@
 //
 // Families (kernels.hpp): SIMT FP32 (simt.cu), WMMA tensor cores (wmma.cu) and the multistage
 // mma.sync kernels (mma.cu), and for BF16 on compute capability 9.0 the warpgroup-MMA kernel
-// (wgmma.cu). F32 operands take the SIMT kernel unless GemmOptions::allow_tf32; BF16 operands
+// (wgmma.cu), with TMA loads and warp specialization (wgmma_tma.cu). F32 operands take the SIMT kernel unless GemmOptions::allow_tf32; BF16 operands
 // always take tensor cores. Until a GPU has compared them, TF32 and BF16 default to the WMMA
-// kernels, NNOPS_CUDA_GEMM=mma opts into the multistage ones and =wgmma into the sm_90a one.
+// kernels, NNOPS_CUDA_GEMM=mma opts into the multistage ones, =wgmma into the sm_90a one and =wgmma_tma
+// into the TMA one (for K-major operands; the others then take wgmma.cu's).
 #include "../elementwise.cuh"
 #include "kernels.hpp"
 #include "nnops/cuda.hpp"
@@ -85,14 +86,20 @@ void launch_gemm(bool trans_a, bool trans_b, TOut* c, ConstView a, ConstView b, 
     }
     const auto* a16 = static_cast<const uint16_t*>(a.data);
     const auto* b16 = static_cast<const uint16_t*>(b.data);
+    const bool wgmma_family =
+        family == cuda::GemmKernel::Wgmma || family == cuda::GemmKernel::WgmmaTma;
 #ifdef NNOPS_WITH_WGMMA
-    if (family == cuda::GemmKernel::Wgmma && current_compute_major() == 9) {
+    if (wgmma_family && current_compute_major() == 9) {
+      // The TMA kernel where its operands allow (K-major), else the cp.async one.
+      if (family == cuda::GemmKernel::WgmmaTma &&
+          gemm::launch_wgmma_tma_bf16(trans_a, trans_b, c, a16, b16, bias, m, n, k, alpha, beta))
+        return;
       gemm::launch_wgmma_bf16(trans_a, trans_b, c, a16, b16, bias, m, n, k, alpha, beta);
       return;
     }
 #endif
     // Wgmma elsewhere (no sm_90a kernel for this GPU or this build) takes the multistage kernel.
-    if (family == cuda::GemmKernel::Mma || family == cuda::GemmKernel::Wgmma)
+    if (family == cuda::GemmKernel::Mma || wgmma_family)
       gemm::launch_mma_bf16(trans_a, trans_b, c, a16, b16, bias, m, n, k, alpha, beta);
     else  // Simt has no BF16 kernel: tensor cores are BF16's only path
       gemm::launch_wmma_bf16(trans_a, trans_b, c, a16, b16, bias, m, n, k, alpha, beta);
@@ -101,7 +108,7 @@ void launch_gemm(bool trans_a, bool trans_b, TOut* c, ConstView a, ConstView b, 
   const auto* a32 = static_cast<const float*>(a.data);
   const auto* b32 = static_cast<const float*>(b.data);
   if (allow_tf32 && family != cuda::GemmKernel::Simt && device_is_sm80_or_newer() && k > 0) {
-    if (family == cuda::GemmKernel::Mma || family == cuda::GemmKernel::Wgmma)  // no TF32 wgmma
+    if (family != cuda::GemmKernel::Wmma && family != cuda::GemmKernel::Default)  // no TF32 wgmma
       gemm::launch_mma_tf32(trans_a, trans_b, c, a32, b32, bias, m, n, k, alpha, beta);
     else
       gemm::launch_wmma_tf32(trans_a, trans_b, c, a32, b32, bias, m, n, k, alpha, beta);

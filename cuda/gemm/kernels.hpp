@@ -43,6 +43,15 @@ template <class TOut>
 void launch_wgmma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a, const uint16_t* b,
                        const float* bias, int64_t m, int64_t n, int64_t k, float alpha, float beta);
 
+// The sm_90a warp-specialized kernel (wgmma_tma.cu): a producer warpgroup's TMA copies into a
+// 5-stage ring of 128-byte swizzled tiles under mbarriers, two consumer warpgroups on wgmma.
+// K-major operands only (a not transposed, b transposed, k a multiple of 8, 16-byte aligned):
+// returns false, launching nothing, for any other product (the caller takes another kernel).
+template <class TOut>
+bool launch_wgmma_tma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a,
+                           const uint16_t* b, const float* bias, int64_t m, int64_t n, int64_t k,
+                           float alpha, float beta);
+
 // The launch grid: row tiles in x (up to 2^31 - 1), column tiles in y (up to 65535).
 inline dim3 output_grid(int64_t m, int64_t n) {
   return dim3(static_cast<unsigned>((m + kTileM - 1) / kTileM),

@@ -50,11 +50,14 @@ void synchronize_stream();
 // The kernel family of CUDA tensor-core products (BF16 operands, and F32 with
 // GemmOptions::allow_tf32): Wmma (the portable kernels), Mma (multistage cp.async + ldmatrix +
 // mma.sync), Wgmma (BF16 on compute capability 9.0 through sm_90a's warpgroup MMA; TF32 and
-// other GPUs take Mma), or Simt (F32 on the SIMT cores even where TF32 is allowed; BF16 takes
-// Wmma). Default: Wmma for now. NNOPS_CUDA_GEMM=simt|wmma|mma|wgmma chooses for the process;
+// other GPUs take Mma), WgmmaTma (as Wgmma, with TMA loads into 128-byte swizzled tiles and a
+// producer warpgroup, for K-major operands: a not transposed and b transposed, as
+// linear_forward's; other products take Wgmma's kernel), or Simt (F32 on the SIMT cores even
+// where TF32 is allowed; BF16 takes Wmma). Default: Wmma for now.
+// NNOPS_CUDA_GEMM=simt|wmma|mma|wgmma|wgmma_tma chooses for the process;
 // set_gemm_kernel overrides it (Default returns to the variable's choice). An unknown value of
 // the variable makes every CUDA product throw nnops::Error naming it. Usable in any build.
-enum class GemmKernel { Default, Simt, Wmma, Mma, Wgmma };
+enum class GemmKernel { Default, Simt, Wmma, Mma, Wgmma, WgmmaTma };
 void set_gemm_kernel(GemmKernel kernel);
 // The family in force: the last set_gemm_kernel, else NNOPS_CUDA_GEMM, else Default.
 GemmKernel gemm_kernel();

@@ -1,0 +1,272 @@
+// The sm_90a BF16 GEMM with TMA loads and warp specialization, for K-major operands (a [m, k]
+// not transposed, b [n, k] transposed: linear_forward's x w^T): the design of CUTLASS's sm90
+// warp-specialized kernels, written here.
+//
+// A block of three warpgroups computes a 128 x 128 tile of c. Warpgroup 0 is the producer: one
+// of its threads issues the tensor-memory-accelerator copies (cp.async.bulk.tensor) of 64-deep
+// slices of a and b into a 5-stage shared-memory ring, each stage guarded by two mbarriers:
+// `full` completes when the stage's bytes have landed (the copies count them), `empty` when both
+// consumer warpgroups have finished reading it. Warpgroups 1 and 2 are the consumers: each
+// multiplies its 64 rows of a by all 128 columns of b with wgmma.mma_async m64n128k16 straight
+// from shared memory, keeping one slice's MMAs in flight while it releases the slice before.
+// TMA writes the tiles in the 128-byte swizzled layout (each 128-byte row of 64 BF16 has its
+// 16-byte chunks XOR-permuted by the row's index within 8 rows), which the MMA descriptors read
+// without bank conflicts; the unswizzled layout of wgmma.cu leaves conflicts in them. TMA fills
+// rows and depths past the matrix with zeros, so edge tiles need no bounds checks until the
+// epilogue (alpha, beta never reading c at 0, bias, F32 or BF16 out, as every family).
+//
+// Chosen with NNOPS_CUDA_GEMM=wgmma_tma on compute capability 9.0 where it applies (K-major
+// operands, k a multiple of 8, 16-byte aligned bases); other products take wgmma.cu's kernel.
+// Not yet run on a GPU.
+#include <cuda.h>  // CUtensorMap (the driver itself is reached through the runtime's entry point)
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../elementwise.cuh"
+#include "cp_async.cuh"
+#include "kernels.hpp"
+
+namespace nnops::detail::gemm {
+
+namespace {
+
+constexpr int kConsumers = 2;                         // warpgroups of 64 rows each
+constexpr int kThreads = 128 * (kConsumers + 1);      // + the producer warpgroup
+constexpr int kStages = 5, kBK = 64;                  // 64 BF16 = one 128-byte swizzled row
+constexpr int kTileBytes = kTileM * kBK * 2;          // 16 KiB per operand and stage
+constexpr int kStageBytes = 2 * kTileBytes;
+constexpr int kSharedBytes = kStages * kStageBytes + 1024;  // + slack to align the ring to 1 KiB
+static_assert(kTileM == kTileN && kTileM == 64 * kConsumers, "one tile shape for a and b");
+
+__device__ inline void mbarrier_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(count)
+               : "memory");
+}
+// One arrival that also tells the barrier how many bytes the phase's copies will bring.
+__device__ inline void mbarrier_arrive_expect_bytes(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ inline void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar)) : "memory");
+}
+// Waits until the barrier's phase of this parity has completed.
+__device__ inline void mbarrier_wait(uint64_t* bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// The box at (depth k0, row row0) of the map's matrix into shared memory, its bytes counted on bar.
+__device__ inline void tma_load_tile(void* dst, const CUtensorMap* map, uint64_t* bar, int k0,
+                                     int row0) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4}], [%2];\n" ::"r"(shared_address(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(k0), "r"(row0)
+      : "memory");
+}
+
+// A descriptor of a K-major tile in the 128-byte swizzled layout: start address, stride byte
+// offset 1024 (the next 8 rows), layout type 1 (128-byte swizzle); the leading byte offset is
+// unused by swizzled K-major layouts. Units of 16 bytes. A 16-deep step inside the 64-deep row
+// starts 32 bytes further: the hardware applies the swizzle to the address it forms, which is
+// why the tiles start on 1 KiB.
+__device__ inline uint64_t swizzled_descriptor(const void* tile) {
+  uint64_t d = (shared_address(tile) & 0x3FFFF) >> 4;
+  d |= uint64_t(1) << 16;
+  d |= uint64_t(1024 >> 4) << 32;
+  d |= uint64_t(1) << 62;
+  return d;
+}
+
+__device__ inline void pin(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+__device__ inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(1));  // scale-d 1: d += a * b
+#else
+  (void)d, (void)desc_a, (void)desc_b;
+  __trap();  // built for sm_90a only; never launched elsewhere
+#endif
+}
+
+template <class TOut>
+__global__ void __launch_bounds__(kThreads, 1)
+    wgmma_tma_gemm_kernel(const __grid_constant__ CUtensorMap map_a,
+                          const __grid_constant__ CUtensorMap map_b, TOut* __restrict__ d_c,
+                          const float* __restrict__ d_bias, int64_t m, int64_t n, int64_t k,
+                          float alpha, float beta) {
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t full[kStages], empty[kStages];
+  unsigned char* const ring = smem_raw + ((1024 - (shared_address(smem_raw) & 1023)) & 1023);
+  auto a_tile = [&](int s) { return ring + s * kStageBytes; };
+  auto b_tile = [&](int s) { return ring + s * kStageBytes + kTileBytes; };
+  const int tid = threadIdx.x, warpgroup = tid / 128;
+  const int row0 = int(blockIdx.x) * kTileM, col0 = int(blockIdx.y) * kTileN;
+  const int64_t slices = (k + kBK - 1) / kBK;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(&full[s], 1);                 // the producer's arrival (+ the bytes)
+      mbarrier_init(&empty[s], 128 * kConsumers);  // every consumer thread's
+    }
+    // The initialized barriers visible to the copy engine (the async proxy).
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {  // the producer: one thread issues every copy
+    if (tid == 0) {
+      for (int64_t kt = 0; kt < slices; ++kt) {
+        const int s = int(kt % kStages);
+        const int64_t use = kt / kStages;
+        if (use > 0) mbarrier_wait(&empty[s], unsigned(use - 1) & 1u);  // its last readers done
+        mbarrier_arrive_expect_bytes(&full[s], kStageBytes);
+        tma_load_tile(a_tile(s), &map_a, &full[s], int(kt * kBK), row0);
+        tma_load_tile(b_tile(s), &map_b, &full[s], int(kt * kBK), col0);
+      }
+    }
+    return;
+  }
+
+  const int consumer = warpgroup - 1, warp = (tid % 128) / 32, lane = tid % 32;
+  float d[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) d[i] = 0.0f;
+  for (int64_t kt = 0; kt < slices; ++kt) {
+    const int s = int(kt % kStages);
+    mbarrier_wait(&full[s], unsigned(kt / kStages) & 1u);
+    pin(d);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int step = 0; step < kBK / 16; ++step) {
+      // This warpgroup's 64 rows of a (8 KiB in) and all 128 columns of b, 32 bytes per step.
+      wgmma_m64n128k16(d, swizzled_descriptor(a_tile(s) + consumer * 8192 + step * 32),
+                       swizzled_descriptor(b_tile(s) + step * 32));
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    // The previous slice's MMAs have finished: its stage goes back to the producer.
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    pin(d);
+    if (kt > 0) mbarrier_arrive(&empty[(kt - 1) % kStages]);
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  pin(d);
+
+  // The accumulator fragment of m64nNk16 (as wgmma.cu): warp w of the warpgroup holds rows
+  // 16 w + g and 16 w + g + 8 (lane = 4 g + t); for each 8-column block j, d[4 j + e] is row
+  // g + 8 (e / 2), column 8 j + 2 t + e % 2.
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t gi = int64_t(row0) + consumer * 64 + warp * 16 + g + (e >> 1) * 8;
+      const int64_t gj = int64_t(col0) + j * 8 + 2 * t + (e & 1);
+      if (gi >= m || gj >= n) continue;
+      float v = alpha * d[4 * j + e];
+      if (beta != 0.0f) v = fmaf(beta, load_elem(d_c, gi * n + gj), v);  // beta 0: not read
+      if (d_bias) v += d_bias[gj];
+      store_elem(d_c, gi * n + gj, v);
+    }
+  }
+}
+
+// cuTensorMapEncodeTiled from the driver the runtime loaded (null where it has none): linking
+// libcuda itself would keep the library from loading on machines without a GPU driver.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // not sticky: clear it for the next check_launch
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encoder;
+}
+
+// The map of a row-major BF16 matrix [rows, k]: boxes of 128 rows x 64 depths, 128-byte swizzle,
+// zeros past the edges. False where the driver refuses it.
+bool encode_operand(CUtensorMap* map, const uint16_t* base, int64_t rows, int64_t k) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode) return false;
+  const cuuint64_t dims[2] = {cuuint64_t(k), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(k) * 2};  // bytes between rows
+  const cuuint32_t box[2] = {kBK, kTileM};
+  const cuuint32_t element_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint16_t*>(base), dims,
+                strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace
+
+template <class TOut>
+bool launch_wgmma_tma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* a,
+                           const uint16_t* b, const float* bias, int64_t m, int64_t n, int64_t k,
+                           float alpha, float beta) {
+  // TMA needs 16-byte aligned bases and row strides; its coordinates are 32-bit.
+  constexpr int64_t kMaxCoordinate = int64_t(1) << 31;
+  if (trans_a || !trans_b || k == 0 || k % 8 != 0 || !aligned16(a) || !aligned16(b) ||
+      m + kTileM >= kMaxCoordinate || n + kTileN >= kMaxCoordinate || k + kBK >= kMaxCoordinate) {
+    return false;
+  }
+  CUtensorMap map_a, map_b;
+  if (!encode_operand(&map_a, a, m, k) || !encode_operand(&map_b, b, n, k)) return false;
+  auto kernel = wgmma_tma_gemm_kernel<TOut>;
+  NNOPS_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+  kernel<<<output_grid(m, n), kThreads, kSharedBytes, t_stream>>>(map_a, map_b, c, bias, m, n, k,
+                                                                  alpha, beta);
+  check_launch("wgmma_tma_gemm_kernel (BF16)");
+  return true;
+}
+
+template bool launch_wgmma_tma_bf16<float>(bool, bool, float*, const uint16_t*, const uint16_t*,
+                                           const float*, int64_t, int64_t, int64_t, float, float);
+template bool launch_wgmma_tma_bf16<uint16_t>(bool, bool, uint16_t*, const uint16_t*,
+                                              const uint16_t*, const float*, int64_t, int64_t,
+                                              int64_t, float, float);
+
+}  // namespace nnops::detail::gemm
