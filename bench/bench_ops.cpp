@@ -213,6 +213,9 @@ void adam_nnops(benchmark::State& state) {
   const int64_t n = state.range(0);
   Tensor p = random_tensor({n}, 1), g = random_tensor({n}, 2);
   AdamState st;
+  // The first step allocates and zeroes the moments (128 MiB at 16M elements, page faults
+  // included): outside the timing, which at a short --benchmark_min_time it had tripled.
+  adam_step(AdamOptions{}, p, g, st);
   for (auto _ : state) {
     adam_step(AdamOptions{}, p, g, st);
     benchmark::DoNotOptimize(p.raw_data());
