@@ -115,20 +115,26 @@ void Bf16GemmTest::check_products() {
   }
 }
 
-// Many blocks and 64 slices of 64 deep, so every shared-memory ring wraps around many times: the
-// product against a random vector (BLIS's check, as GemmPathTest's 4096^3 probe), F32 out.
+// Many blocks and 64 slices of 64 deep, so every shared-memory ring wraps around many times,
+// and a product as large with ragged edges in m, n and k (the sm_90a TMA kernel takes 128 x 256
+// blocks at these sizes): against a random vector (BLIS's check, as GemmPathTest's 4096^3
+// probe), F32 out.
 TEST_P(Bf16GemmTest, Cuda4096CubedAgainstVectorProbe) {
   if (!is_cuda_path(path())) GTEST_SKIP() << "GPU-sized; the CPU paths are checked above";
-  const int64_t m = 4096, n = 4096, k = 4096;
-  const auto a = bf16_values(m * k, 91), b = bf16_values(k * n, 92);
-  Tensor c = poisoned_as({m, n}, DType::F32, device());
-  matmul(as_dtype(a, ta() ? Shape{k, m} : Shape{m, k}, DType::BF16, device()),
-         as_dtype(b, tb() ? Shape{n, k} : Shape{k, n}, DType::BF16, device()), c,
-         GemmOptions{ta(), tb()});
-  // Each element's error is a random walk of k roundings at the tensor cores' unit (2 u):
-  // 10x sqrt(k) of it; a wrong 128 x 128 tile moves the ratio by ~3e-2.
-  EXPECT_LE(vector_probe_error(a, b, c.to_vector<float>(), m, n, k, ta(), tb(), 93),
-            20 * std::sqrt(double(k)) * kEps32);
+  uint32_t seed = 91;
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{4096, 4096, 4096},
+                         std::tuple<int64_t, int64_t, int64_t>{4100, 4104, 1000}}) {
+    SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+    const auto a = bf16_values(m * k, seed++), b = bf16_values(k * n, seed++);
+    Tensor c = poisoned_as({m, n}, DType::F32, device());
+    matmul(as_dtype(a, ta() ? Shape{k, m} : Shape{m, k}, DType::BF16, device()),
+           as_dtype(b, tb() ? Shape{n, k} : Shape{k, n}, DType::BF16, device()), c,
+           GemmOptions{ta(), tb()});
+    // Each element's error is a random walk of k roundings at the tensor cores' unit (2 u):
+    // 10x sqrt(k) of it; a wrong 128 x 128 tile moves the ratio by ~3e-2.
+    EXPECT_LE(vector_probe_error(a, b, c.to_vector<float>(), m, n, k, ta(), tb(), seed++),
+              20 * std::sqrt(double(k)) * kEps32);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, Bf16GemmTest,

@@ -2,18 +2,19 @@
 // not transposed, b [n, k] transposed: linear_forward's x w^T): the design of CUTLASS's sm90
 // warp-specialized kernels, written here.
 //
-// A block of three warpgroups computes a 128 x 128 tile of c. Warpgroup 0 is the producer: one
-// of its threads issues the tensor-memory-accelerator copies (cp.async.bulk.tensor) of 64-deep
-// slices of a and b into a 5-stage shared-memory ring, each stage guarded by two mbarriers:
-// `full` completes when the stage's bytes have landed (the copies count them), `empty` when both
-// consumer warpgroups have finished reading it. Warpgroups 1 and 2 are the consumers: each
-// multiplies its 64 rows of a by all 128 columns of b with wgmma.mma_async m64n128k16 straight
-// from shared memory, keeping one slice's MMAs in flight while it releases the slice before.
-// TMA writes the tiles in the 128-byte swizzled layout (each 128-byte row of 64 BF16 has its
-// 16-byte chunks XOR-permuted by the row's index within 8 rows), which the MMA descriptors read
-// without bank conflicts; the unswizzled layout of wgmma.cu leaves conflicts in them. TMA fills
-// rows and depths past the matrix with zeros, so edge tiles need no bounds checks until the
-// epilogue (alpha, beta never reading c at 0, bias, F32 or BF16 out, as every family).
+// A block of three warpgroups computes a 128 x kN tile of c (kN = 128, or 256 for large
+// products). Warpgroup 0 is the producer: one of its threads issues the tensor-memory-accelerator
+// copies (cp.async.bulk.tensor) of 64-deep slices of a and b into a shared-memory ring (5 stages
+// at kN = 128, 4 at 256), each stage guarded by two mbarriers: `full` completes when the stage's
+// bytes have landed (the copies count them), `empty` when both consumer warpgroups have finished
+// reading it. Warpgroups 1 and 2 are the consumers: each multiplies its 64 rows of a by all kN
+// columns of b with wgmma.mma_async m64nNk16 straight from shared memory, keeping one slice's
+// MMAs in flight while it releases the slice before. TMA writes the tiles in the 128-byte
+// swizzled layout (each 128-byte row of 64 BF16 has its 16-byte chunks XOR-permuted by the row's
+// index within 8 rows), which the MMA descriptors read without bank conflicts; the unswizzled
+// layout of wgmma.cu leaves conflicts in them. TMA fills rows and depths past the matrix with
+// zeros, so edge tiles need no bounds checks until the epilogue (alpha, beta never reading c at
+// 0, bias, F32 or BF16 out, as every family).
 //
 // Chosen with NNOPS_CUDA_GEMM=wgmma_tma on compute capability 9.0 where it applies (K-major
 // operands, k a multiple of 8, 16-byte aligned bases); other products take wgmma.cu's kernel.
@@ -23,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../elementwise.cuh"
 #include "cp_async.cuh"
@@ -32,13 +34,22 @@ namespace nnops::detail::gemm {
 
 namespace {
 
-constexpr int kConsumers = 2;                         // warpgroups of 64 rows each
-constexpr int kThreads = 128 * (kConsumers + 1);      // + the producer warpgroup
-constexpr int kStages = 5, kBK = 64;                  // 64 BF16 = one 128-byte swizzled row
-constexpr int kTileBytes = kTileM * kBK * 2;          // 16 KiB per operand and stage
-constexpr int kStageBytes = 2 * kTileBytes;
-constexpr int kSharedBytes = kStages * kStageBytes + 1024;  // + slack to align the ring to 1 KiB
-static_assert(kTileM == kTileN && kTileM == 64 * kConsumers, "one tile shape for a and b");
+constexpr int kConsumers = 2;                     // warpgroups of 64 rows each
+constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
+constexpr int kBK = 64;                           // 64 BF16 = one 128-byte swizzled row
+constexpr int kATileBytes = kTileM * kBK * 2;     // 16 KiB per stage
+static_assert(kTileM == 64 * kConsumers, "each consumer takes 64 rows of the tile");
+
+// The ring for kN columns per block (128, or 256 for large products): each stage holds a's
+// 128 x 64 and b's kN x 64 tiles; 5 stages of 32 KiB or 4 of 48 KiB, plus slack to align the
+// ring to 1 KiB.
+template <int kN>
+struct Ring {
+  static constexpr int kBTileBytes = kN * kBK * 2;
+  static constexpr int kStageBytes = kATileBytes + kBTileBytes;
+  static constexpr int kStages = kN == 128 ? 5 : 4;
+  static constexpr int kSharedBytes = kStages * kStageBytes + 1024;
+};
 
 __device__ inline void mbarrier_init(uint64_t* bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(count)
@@ -93,9 +104,10 @@ __device__ inline uint64_t swizzled_descriptor(const void* tile) {
   return d;
 }
 
-__device__ inline void pin(float (&d)[64]) {
+template <int kRegs>
+__device__ inline void pin(float (&d)[kRegs]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 __device__ inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
@@ -126,19 +138,70 @@ __device__ inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_
 #endif
 }
 
-template <class TOut>
+// The same with 256 columns of b: 128 accumulators per thread.
+__device__ inline void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "%128, %129, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(desc_a), "l"(desc_b), "r"(1));  // scale-d 1: d += a * b
+#else
+  (void)d, (void)desc_a, (void)desc_b;
+  __trap();  // built for sm_90a only; never launched elsewhere
+#endif
+}
+
+// d += a * b for a tile of kN (128 or 256) columns.
+__device__ inline void wgmma_step(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+  wgmma_m64n128k16(d, desc_a, desc_b);
+}
+__device__ inline void wgmma_step(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+  wgmma_m64n256k16(d, desc_a, desc_b);
+}
+
+template <int kN, class TOut>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tma_gemm_kernel(const __grid_constant__ CUtensorMap map_a,
                           const __grid_constant__ CUtensorMap map_b, TOut* __restrict__ d_c,
                           const float* __restrict__ d_bias, int64_t m, int64_t n, int64_t k,
                           float alpha, float beta) {
+  constexpr int kStages = Ring<kN>::kStages, kStageBytes = Ring<kN>::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
   __shared__ uint64_t full[kStages], empty[kStages];
   unsigned char* const ring = smem_raw + ((1024 - (shared_address(smem_raw) & 1023)) & 1023);
   auto a_tile = [&](int s) { return ring + s * kStageBytes; };
-  auto b_tile = [&](int s) { return ring + s * kStageBytes + kTileBytes; };
+  auto b_tile = [&](int s) { return ring + s * kStageBytes + kATileBytes; };
   const int tid = threadIdx.x, warpgroup = tid / 128;
-  const int row0 = int(blockIdx.x) * kTileM, col0 = int(blockIdx.y) * kTileN;
+  const int row0 = int(blockIdx.x) * kTileM, col0 = int(blockIdx.y) * kN;
   const int64_t slices = (k + kBK - 1) / kBK;
 
   if (tid == 0) {
@@ -157,7 +220,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = int(kt % kStages);
         const int64_t use = kt / kStages;
         if (use > 0) mbarrier_wait(&empty[s], unsigned(use - 1) & 1u);  // its last readers done
-        mbarrier_arrive_expect_bytes(&full[s], kStageBytes);
+        mbarrier_arrive_expect_bytes(&full[s], unsigned(kStageBytes));
         tma_load_tile(a_tile(s), &map_a, &full[s], int(kt * kBK), row0);
         tma_load_tile(b_tile(s), &map_b, &full[s], int(kt * kBK), col0);
       }
@@ -166,9 +229,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   const int consumer = warpgroup - 1, warp = (tid % 128) / 32, lane = tid % 32;
-  float d[64];
+  float d[kN / 2];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) d[i] = 0.0f;
+  for (int i = 0; i < kN / 2; ++i) d[i] = 0.0f;
   for (int64_t kt = 0; kt < slices; ++kt) {
     const int s = int(kt % kStages);
     mbarrier_wait(&full[s], unsigned(kt / kStages) & 1u);
@@ -176,9 +239,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int step = 0; step < kBK / 16; ++step) {
-      // This warpgroup's 64 rows of a (8 KiB in) and all 128 columns of b, 32 bytes per step.
-      wgmma_m64n128k16(d, swizzled_descriptor(a_tile(s) + consumer * 8192 + step * 32),
-                       swizzled_descriptor(b_tile(s) + step * 32));
+      // This warpgroup's 64 rows of a (8 KiB in) and all kN columns of b, 32 bytes per step.
+      wgmma_step(d, swizzled_descriptor(a_tile(s) + consumer * 8192 + step * 32),
+                 swizzled_descriptor(b_tile(s) + step * 32));
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     // The previous slice's MMAs have finished: its stage goes back to the producer.
@@ -194,7 +257,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // g + 8 (e / 2), column 8 j + 2 t + e % 2.
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int64_t gi = int64_t(row0) + consumer * 64 + warp * 16 + g + (e >> 1) * 8;
@@ -225,14 +288,15 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encoder;
 }
 
-// The map of a row-major BF16 matrix [rows, k]: boxes of 128 rows x 64 depths, 128-byte swizzle,
-// zeros past the edges. False where the driver refuses it.
-bool encode_operand(CUtensorMap* map, const uint16_t* base, int64_t rows, int64_t k) {
+// The map of a row-major BF16 matrix [rows, k]: boxes of box_rows rows x 64 depths, 128-byte
+// swizzle, zeros past the edges. False where the driver refuses it.
+bool encode_operand(CUtensorMap* map, const uint16_t* base, int64_t rows, int64_t k,
+                    int box_rows) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
   if (!encode) return false;
   const cuuint64_t dims[2] = {cuuint64_t(k), cuuint64_t(rows)};
   const cuuint64_t strides[1] = {cuuint64_t(k) * 2};  // bytes between rows
-  const cuuint32_t box[2] = {kBK, kTileM};
+  const cuuint32_t box[2] = {kBK, cuuint32_t(box_rows)};
   const cuuint32_t element_strides[2] = {1, 1};
   return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint16_t*>(base), dims,
                 strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -252,13 +316,27 @@ bool launch_wgmma_tma_bf16(bool trans_a, bool trans_b, TOut* c, const uint16_t* 
       m + kTileM >= kMaxCoordinate || n + kTileN >= kMaxCoordinate || k + kBK >= kMaxCoordinate) {
     return false;
   }
+  // 128 x 256 blocks where they still fill a GPU twice over (4096^3: 512 of them), else 128 x
+  // 128: half the shared-memory traffic per multiply-add, at 128 accumulators per thread.
+  const bool wide = n >= 256 && m * n >= (int64_t(1) << 24);
+  const int box_b = wide ? 256 : 128;
   CUtensorMap map_a, map_b;
-  if (!encode_operand(&map_a, a, m, k) || !encode_operand(&map_b, b, n, k)) return false;
-  auto kernel = wgmma_tma_gemm_kernel<TOut>;
-  NNOPS_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
-  kernel<<<output_grid(m, n), kThreads, kSharedBytes, t_stream>>>(map_a, map_b, c, bias, m, n, k,
-                                                                  alpha, beta);
+  if (!encode_operand(&map_a, a, m, k, kTileM) || !encode_operand(&map_b, b, n, k, box_b))
+    return false;
+  auto launch = [&](auto kn) {
+    constexpr int kN = decltype(kn)::value;
+    auto kernel = wgmma_tma_gemm_kernel<kN, TOut>;
+    NNOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          Ring<kN>::kSharedBytes));
+    const dim3 grid(static_cast<unsigned>((m + kTileM - 1) / kTileM),
+                    static_cast<unsigned>((n + kN - 1) / kN));
+    kernel<<<grid, kThreads, Ring<kN>::kSharedBytes, t_stream>>>(map_a, map_b, c, bias, m, n, k,
+                                                                 alpha, beta);
+  };
+  if (wide)
+    launch(std::integral_constant<int, 256>{});
+  else
+    launch(std::integral_constant<int, 128>{});
   check_launch("wgmma_tma_gemm_kernel (BF16)");
   return true;
 }
