@@ -134,6 +134,18 @@ TEST_P(GemmPathTest, Cuda4096CubedAgainstVectorProbe) {
   EXPECT_LE(err, 10 * std::sqrt(double(k)) * kEps32);
 }
 
+// A short a against a long b (a layer's forward x w^T over a batch: b's rows read in place by
+// the AVX-512 tiles' short path, cpu/gemm/short_nt.cpp): batches that are not whole 32-row
+// panels, a last block of fewer than 12 rows of b, depths past one 1024-deep block, beta.
+TEST_P(GemmPathTest, ShortTimesLongAgainstDoubleReference) {
+  uint32_t seed = 400;
+  for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {64, 300, 1800}, {7, 517, 2049}, {40, 37, 14200}, {33, 1024, 515}, {1, 600, 1000}}) {
+    check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
+  }
+  check_gemm(device(), 100, 480, 1100, ta(), tb(), -1.5f, 0.5f, seed++);
+}
+
 TEST_P(GemmPathTest, AlphaAndBeta) {
   check_gemm(device(), 33, 17, 65, ta(), tb(), 0.5f, 0.0f, 100);
   check_gemm(device(), 33, 17, 65, ta(), tb(), -2.0f, 1.0f, 101);

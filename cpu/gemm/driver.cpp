@@ -19,6 +19,7 @@
 #include "isa.hpp"
 #include "kernels.hpp"
 #include "pack.hpp"
+#include "short_nt.hpp"
 
 namespace nnops::detail {
 
@@ -315,6 +316,16 @@ void gemm_f32_out(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
   g.b_in_place = !bf16 && !trans_b && m <= kInPlaceRows && !rows_alias_in_cache(n);
   const CpuIsa isa = active_cpu_isa();
 #if defined(__x86_64__) && defined(__GNUC__)
+  // A short a times the transpose of a long b (a layer's forward over a batch): b's rows read in
+  // place, nothing of it packed (cpu/gemm/short_nt.cpp).
+  if (!bf16 && !trans_a && trans_b && m <= kShortNtRows && n >= 2 * kWideMR &&
+      n * k >= kShortNtMinB && (isa == CpuIsa::AVX512 || isa == CpuIsa::AVX2WideTiles)) {
+    return gemm_short_nt(m, n, k, alpha, static_cast<const float*>(a),
+                         static_cast<const float*>(b), beta, c, reserve_only,
+                         isa == CpuIsa::AVX512 ? micro_kernel_avx512_rows
+                                               : micro_kernel_wide_on_avx2_rows,
+                         blocking_for_caches<kWideMR, kWideNR>().kc);
+  }
   // BF16 operands on AVX512_BF16 when asked (or the pair kernel's emulation under test).
   const bool native_pairs =
       bf16 && isa == CpuIsa::AVX512 && cpu_supports_avx512bf16() && bf16_pairs_chosen();

@@ -183,7 +183,58 @@ __attribute__((always_inline)) inline void tail64_body(int64_t kc, const float* 
   }
 }
 
+// c[mr, 32] = alpha * (a rows * b_panel) + beta * c, c unread at beta 0, with the 12 rows of a
+// read where they lie (row stride lda; rows past mr read row 0 and are not stored) and a packed
+// 32-wide B panel: the kernel of gemm_short_nt (cpu/gemm/short_nt.cpp). Each element sums over p
+// in order with one fused multiply-add each, as wide_body: the same bits.
+__attribute__((always_inline)) inline void rows_body(int64_t kc, const float* __restrict a,
+                                                     int64_t lda, const float* __restrict b,
+                                                     float* c, int64_t ldc, float alpha, float beta,
+                                                     int mr) {
+  F16 acc[kWideMR][kVectors];
+#pragma GCC unroll 12
+  for (int i = 0; i < kWideMR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < kVectors; ++v) acc[i][v] = F16{};
+  const float* row[kWideMR];
+#pragma GCC unroll 12
+  for (int i = 0; i < kWideMR; ++i) row[i] = a + (i < mr ? i : 0) * lda;
+  for (int64_t p = 0; p < kc; ++p) {
+    __builtin_prefetch(b + (p + kPackedPrefetchDepth) * kWideNR);
+    __builtin_prefetch(b + (p + kPackedPrefetchDepth) * kWideNR + kWideNR / 2);
+    F16 bv[kVectors];
+#pragma GCC unroll 2
+    for (int v = 0; v < kVectors; ++v) std::memcpy(&bv[v], b + p * kWideNR + v * kVec, 64);
+#pragma GCC unroll 12
+    for (int i = 0; i < kWideMR; ++i) {
+      const F16 ai = splat(row[i][p]);
+#pragma GCC unroll 2
+      for (int v = 0; v < kVectors; ++v) acc[i][v] += ai * bv[v];
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < kWideMR; ++i) {
+    if (i >= mr) break;
+    store_row<kVectors>(c + i * ldc, acc[i], alpha, beta);
+  }
+}
+
 }  // namespace
+
+__attribute__((target("avx512f"))) void micro_kernel_avx512_rows(int64_t kc, const float* a,
+                                                                 int64_t lda, const float* b,
+                                                                 float* c, int64_t ldc,
+                                                                 float alpha, float beta, int mr) {
+  rows_body(kc, a, lda, b, c, ldc, alpha, beta, mr);
+}
+
+__attribute__((target("avx2,fma"))) void micro_kernel_wide_on_avx2_rows(int64_t kc, const float* a,
+                                                                        int64_t lda, const float* b,
+                                                                        float* c, int64_t ldc,
+                                                                        float alpha, float beta,
+                                                                        int mr) {
+  rows_body(kc, a, lda, b, c, ldc, alpha, beta, mr);
+}
 
 __attribute__((target("avx512f"))) void micro_kernel_avx512_tail64(int64_t kc, const float* a,
                                                                    const float* b, int64_t ldb,

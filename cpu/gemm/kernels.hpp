@@ -33,6 +33,14 @@ void micro_kernel_avx512_tail64(int64_t kc, const float* a, const float* b, int6
                                 int64_t ldc, float alpha, float beta, int mr);
 void micro_kernel_wide_on_avx2_tail64(int64_t kc, const float* a, const float* b, int64_t ldb,
                                       float* c, int64_t ldc, float alpha, float beta, int mr);
+// 12 rows of a read in place (row stride lda; mr <= 12 of them stored) against a packed 32-wide B
+// panel: c[mr, 32] = alpha * a_rows * b_panel + beta * c (cpu/gemm/short_nt.cpp).
+using RowsKernel = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                            int64_t ldc, float alpha, float beta, int mr);
+void micro_kernel_avx512_rows(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                              int64_t ldc, float alpha, float beta, int mr);
+void micro_kernel_wide_on_avx2_rows(int64_t kc, const float* a, int64_t lda, const float* b,
+                                    float* c, int64_t ldc, float alpha, float beta, int mr);
 // The same code compiled for AVX2, so that machines without AVX-512 test the wide tiles.
 void micro_kernel_wide_on_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                                int64_t ldc, float alpha, float beta, int mr, int nr);
