@@ -140,7 +140,8 @@ TEST_P(GemmPathTest, Cuda4096CubedAgainstVectorProbe) {
 TEST_P(GemmPathTest, ShortTimesLongAgainstDoubleReference) {
   uint32_t seed = 400;
   for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {64, 300, 1800}, {7, 517, 2049}, {40, 37, 14200}, {33, 1024, 515}, {1, 600, 1000}}) {
+           {64, 300, 1800}, {7, 517, 2049}, {40, 37, 14200}, {33, 1024, 515}, {1, 600, 1000},
+           {129, 275, 1910}}) {
     check_gemm(device(), m, n, k, ta(), tb(), 1.0f, 0.0f, seed++);
   }
   check_gemm(device(), 100, 480, 1100, ta(), tb(), -1.5f, 0.5f, seed++);
